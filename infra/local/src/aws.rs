@@ -1,0 +1,74 @@
+//! AWS SDK clients pointed at the local stand-ins.
+//!
+//! Production code builds its clients from the default chain and reaches the local
+//! stack through `AWS_ENDPOINT_URL_<SERVICE>` (see [`StackConfig::aws_env`]); these
+//! helpers are for the stack's own provisioning, health probes and tests, which must
+//! work without the caller's environment being set up.
+
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig, retry::RetryConfig, timeout::TimeoutConfig};
+use aws_sdk_kinesis::config::Credentials;
+
+use crate::config::StackConfig;
+
+/// Shared SDK settings for the local stack: fixed region and dummy credentials.
+pub async fn sdk_config(cfg: &StackConfig) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(cfg.names.region.clone()))
+        .credentials_provider(Credentials::new("local", "local", None, None, "cafe-localstack"))
+        .timeout_config(TimeoutConfig::builder().connect_timeout(Duration::from_secs(2)).build())
+        .load()
+        .await
+}
+
+/// The same, with one attempt and short timeouts: health probes must answer fast.
+pub async fn probe_sdk_config(cfg: &StackConfig) -> SdkConfig {
+    sdk_config(cfg)
+        .await
+        .into_builder()
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_millis(500))
+                .operation_timeout(Duration::from_secs(3))
+                .build(),
+        )
+        .build()
+}
+
+/// Kinesis client on the local stand-in.
+pub fn kinesis(sdk: &SdkConfig, cfg: &StackConfig) -> aws_sdk_kinesis::Client {
+    aws_sdk_kinesis::Client::from_conf(
+        aws_sdk_kinesis::config::Builder::from(sdk)
+            .endpoint_url(cfg.kinesis_endpoint())
+            .build(),
+    )
+}
+
+/// DynamoDB client on the local stand-in.
+pub fn dynamodb(sdk: &SdkConfig, cfg: &StackConfig) -> aws_sdk_dynamodb::Client {
+    aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(sdk)
+            .endpoint_url(cfg.dynamodb_endpoint())
+            .build(),
+    )
+}
+
+/// SQS client on moto.
+pub fn sqs(sdk: &SdkConfig, cfg: &StackConfig) -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(sdk)
+            .endpoint_url(cfg.moto_endpoint())
+            .build(),
+    )
+}
+
+/// CloudWatch client on moto.
+pub fn cloudwatch(sdk: &SdkConfig, cfg: &StackConfig) -> aws_sdk_cloudwatch::Client {
+    aws_sdk_cloudwatch::Client::from_conf(
+        aws_sdk_cloudwatch::config::Builder::from(sdk)
+            .endpoint_url(cfg.moto_endpoint())
+            .build(),
+    )
+}

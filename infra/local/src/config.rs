@@ -1,0 +1,265 @@
+//! Configuration of the local stack: resource names, ports and paths.
+//!
+//! Layered the same way for every binary: built-in defaults (names from
+//! `infra/names.json`, the ports below) → an optional TOML file named by `CAFE_CONFIG`
+//! (section `[stack]`) → `CAFE__STACK__<KEY>` environment variables
+//! (`CAFE__STACK__PORTS__KINESIS=4567`, `CAFE__STACK__STATE_DIR=/tmp/x`).
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::error::StackError;
+
+/// Names of the streams, tables, queues and databases. One source for the binaries,
+/// the tests, the local stack and Terraform: `infra/names.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Names {
+    /// Free text kept in the JSON file; ignored.
+    #[serde(default, rename = "_comment", skip_serializing)]
+    pub comment: Option<String>,
+    /// AWS region the names live in.
+    pub region: String,
+    /// Kinesis stream of all domain events.
+    pub stream: String,
+    /// DynamoDB event store.
+    pub events_table: String,
+    /// DynamoDB consumer leases and checkpoints.
+    pub leases_table: String,
+    /// DynamoDB read model of orders in flight.
+    pub active_orders_table: String,
+    /// DynamoDB command idempotency records.
+    pub idempotency_table: String,
+    /// SQS queue of payment requests.
+    pub payments_queue: String,
+    /// Dead-letter queue behind `payments_queue`.
+    pub payments_dlq: String,
+    /// Receives before a payment message moves to the DLQ.
+    pub payments_max_receive_count: u32,
+    /// PostgreSQL database playing Aurora (orders, loyalty).
+    pub orders_database: String,
+    /// PostgreSQL database playing Redshift (analytics facts).
+    pub analytics_database: String,
+    /// MongoDB-wire database playing DocumentDB.
+    pub documents_database: String,
+    /// CloudWatch namespace of our metrics.
+    pub metrics_namespace: String,
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        // The file is part of this crate's source; a parse failure is a build defect
+        // caught by the `names_json_parses` test, never a runtime input.
+        #[allow(clippy::expect_used)]
+        serde_json::from_str(include_str!("../../names.json")).expect("infra/names.json is valid")
+    }
+}
+
+/// Loopback ports of the stand-ins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ports {
+    /// Kinesis (ferrokinesis).
+    pub kinesis: u16,
+    /// DynamoDB (dynoxide).
+    pub dynamodb: u16,
+    /// SQS and CloudWatch (moto).
+    pub moto: u16,
+    /// PostgreSQL (Aurora and Redshift roles).
+    pub postgres: u16,
+    /// Redis (ElastiCache and MemoryDB roles).
+    pub redis: u16,
+    /// MongoDB wire (DocumentDB role).
+    pub mongo: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        // Away from the usual defaults so a developer's own servers never collide.
+        Ports {
+            kinesis: 14567,
+            dynamodb: 18000,
+            moto: 15000,
+            postgres: 15432,
+            redis: 16379,
+            mongo: 27117,
+        }
+    }
+}
+
+/// Everything the local stack needs to know.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackConfig {
+    /// Where data, logs and pid files live (gitignored).
+    pub state_dir: PathBuf,
+    /// Python virtualenv holding moto and nx-27017 (kept outside the clone so it survives).
+    pub venv: PathBuf,
+    /// Directory of the PostgreSQL server binaries (`initdb`, `postgres`).
+    pub pg_bin_dir: PathBuf,
+    /// Shards of the events stream.
+    pub stream_shards: u32,
+    /// Loopback ports.
+    pub ports: Ports,
+    /// Resource names.
+    pub names: Names,
+}
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        let cache = std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(".cache/cloudcafe"))
+            .unwrap_or_else(|| PathBuf::from(".cache"));
+        StackConfig {
+            state_dir: PathBuf::from(".state"),
+            venv: cache.join("venv"),
+            pg_bin_dir: PathBuf::from("/usr/lib/postgresql/15/bin"),
+            stream_shards: 4,
+            ports: Ports::default(),
+            names: Names::default(),
+        }
+    }
+}
+
+/// The loopback address every stand-in binds to; nothing listens beyond it.
+pub const LOOPBACK: &str = "127.0.0.1";
+
+impl StackConfig {
+    /// Loads defaults → `CAFE_CONFIG` file → `CAFE__STACK__*` environment.
+    pub fn load() -> Result<Self, StackError> {
+        let mut figment = Figment::from(Serialized::defaults(StackConfig::default()));
+        if let Some(path) = std::env::var_os("CAFE_CONFIG") {
+            figment = figment.merge(Figment::from(Toml::file_exact(path)).focus("stack"));
+        }
+        let mut cfg: StackConfig = figment
+            .merge(Env::prefixed("CAFE__STACK__").split("__"))
+            .extract()
+            .map_err(|e| StackError::Config(e.to_string()))?;
+        cfg.state_dir = absolute(&cfg.state_dir)?;
+        cfg.venv = absolute(&cfg.venv)?;
+        Ok(cfg)
+    }
+
+    /// `http://127.0.0.1:<port>` of an HTTP stand-in.
+    pub fn http_endpoint(&self, port: u16) -> String {
+        format!("http://{LOOPBACK}:{port}")
+    }
+
+    /// The Kinesis endpoint.
+    pub fn kinesis_endpoint(&self) -> String {
+        self.http_endpoint(self.ports.kinesis)
+    }
+
+    /// The DynamoDB endpoint.
+    pub fn dynamodb_endpoint(&self) -> String {
+        self.http_endpoint(self.ports.dynamodb)
+    }
+
+    /// The SQS and CloudWatch endpoint (moto serves both).
+    pub fn moto_endpoint(&self) -> String {
+        self.http_endpoint(self.ports.moto)
+    }
+
+    /// A libpq-style connection string for one database.
+    pub fn postgres_url(&self, database: &str) -> String {
+        format!(
+            "host={LOOPBACK} port={} user={PG_SUPERUSER} dbname={database}",
+            self.ports.postgres
+        )
+    }
+
+    /// The Redis URL.
+    pub fn redis_url(&self) -> String {
+        format!("redis://{LOOPBACK}:{}/", self.ports.redis)
+    }
+
+    /// The MongoDB-wire URL.
+    pub fn mongo_url(&self) -> String {
+        format!("mongodb://{LOOPBACK}:{}/?directConnection=true", self.ports.mongo)
+    }
+
+    /// The environment a process needs to reach this stack through the AWS SDK's own
+    /// default chain: no code path differs between local and AWS, only these variables.
+    pub fn aws_env(&self) -> Vec<(String, String)> {
+        let moto = self.moto_endpoint();
+        [
+            ("AWS_REGION", self.names.region.clone()),
+            ("AWS_ACCESS_KEY_ID", "local".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "local".to_owned()),
+            ("AWS_ENDPOINT_URL_KINESIS", self.kinesis_endpoint()),
+            ("AWS_ENDPOINT_URL_DYNAMODB", self.dynamodb_endpoint()),
+            ("AWS_ENDPOINT_URL_SQS", moto.clone()),
+            ("AWS_ENDPOINT_URL_CLOUDWATCH", moto),
+            ("CAFE_POSTGRES_URL", self.postgres_url(&self.names.orders_database)),
+            ("CAFE_ANALYTICS_URL", self.postgres_url(&self.names.analytics_database)),
+            ("CAFE_REDIS_URL", self.redis_url()),
+            ("CAFE_MONGO_URL", self.mongo_url()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    /// Data of every service (removed by `up --fresh`).
+    pub fn data_dir(&self) -> PathBuf {
+        self.state_dir.join("data")
+    }
+
+    /// Log files, one per service.
+    pub fn log_dir(&self) -> PathBuf {
+        self.state_dir.join("logs")
+    }
+
+    /// Pid files, one per service.
+    pub fn run_dir(&self) -> PathBuf {
+        self.state_dir.join("run")
+    }
+}
+
+/// Superuser of the local PostgreSQL cluster (trust auth on loopback only).
+pub const PG_SUPERUSER: &str = "cafe";
+
+fn absolute(p: &Path) -> Result<PathBuf, StackError> {
+    if p.is_absolute() {
+        return Ok(p.to_owned());
+    }
+    Ok(std::env::current_dir().map_err(StackError::Io)?.join(p))
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_json_parses() {
+        let n = Names::default();
+        assert_eq!(n.stream, "events");
+        assert_eq!(n.payments_dlq, "payments-dlq");
+    }
+
+    #[test]
+    fn environment_overrides_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CAFE__STACK__PORTS__KINESIS", "4999");
+            jail.set_env("CAFE__STACK__NAMES__STREAM", "other");
+            let cfg = StackConfig::load().map_err(|e| e.to_string())?;
+            assert_eq!(cfg.ports.kinesis, 4999);
+            assert_eq!(cfg.names.stream, "other");
+            assert_eq!(cfg.ports.redis, Ports::default().redis);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CAFE__STACK__PORTZ__KINESIS", "1");
+            assert!(StackConfig::load().is_err());
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,65 @@
+//! The Rust emulators, embedded as libraries and bound to 127.0.0.1 only.
+//!
+//! The ferrokinesis *binary* binds 0.0.0.0; embedding its library on our own loopback
+//! listener keeps every byte of test traffic on this machine.
+
+use std::future::Future;
+
+use ferrokinesis::store::{DurableStateOptions, StoreOptions};
+use tokio::net::TcpListener;
+
+use crate::config::{LOOPBACK, StackConfig};
+use crate::error::StackError;
+use crate::service::Service;
+
+/// Kinesis limits we raise locally: tests create many short-lived streams in parallel.
+const LOCAL_SHARD_LIMIT: u32 = 2_000;
+
+/// Runs the Kinesis emulator until `shutdown` resolves. State persists under the
+/// service's data directory (WAL + snapshots), so streams survive `down`/`up`.
+pub async fn serve_kinesis(
+    cfg: &StackConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StackError> {
+    let options = StoreOptions {
+        // Real Kinesis takes seconds; keep a short delay so callers still have to wait
+        // for ACTIVE, as they must on AWS.
+        create_stream_ms: 50,
+        delete_stream_ms: 50,
+        update_stream_ms: 50,
+        shard_limit: LOCAL_SHARD_LIMIT,
+        durable: Some(DurableStateOptions {
+            state_dir: Service::Kinesis.data_dir(cfg),
+            snapshot_interval_secs: 30,
+            max_retained_bytes: None,
+        }),
+        aws_region: cfg.names.region.clone(),
+        ..StoreOptions::default()
+    };
+    let (app, _store) = ferrokinesis::create_app(options);
+    let listener = TcpListener::bind((LOOPBACK, cfg.ports.kinesis)).await?;
+    // axum::serve negotiates HTTP/1.1 and h2c, which SubscribeToShard needs.
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}
+
+/// Runs the DynamoDB emulator until `shutdown` resolves, backed by one SQLite file.
+pub async fn serve_dynamodb(
+    cfg: &StackConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StackError> {
+    let dir = Service::DynamoDb.data_dir(cfg);
+    std::fs::create_dir_all(&dir).map_err(StackError::path(&dir))?;
+    let file = dir.join("dynamodb.sqlite");
+    let db = dynoxide::Database::new(&file.to_string_lossy()).map_err(|e| StackError::Command {
+        command: "dynoxide open".to_owned(),
+        detail: e.to_string(),
+    })?;
+    let listener = TcpListener::bind((LOOPBACK, cfg.ports.dynamodb)).await?;
+    dynoxide::server::serve_with_shutdown(listener, db, shutdown)
+        .await
+        .map_err(|detail| StackError::Command {
+            command: "dynoxide serve".to_owned(),
+            detail,
+        })
+}

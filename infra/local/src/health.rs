@@ -1,0 +1,86 @@
+//! Protocol-level health probes: a service is healthy when it answers a real request
+//! with the client the project uses, not merely when its port accepts a connection.
+
+use std::time::Duration;
+
+use crate::aws;
+use crate::config::StackConfig;
+use crate::service::Service;
+
+/// Asks one service a trivial question; `Err` carries why it did not answer.
+pub async fn probe(cfg: &StackConfig, service: Service) -> Result<(), String> {
+    let fut = async {
+        match service {
+            Service::Kinesis => {
+                let sdk = aws::probe_sdk_config(cfg).await;
+                aws::kinesis(&sdk, cfg)
+                    .list_streams()
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("{e:?}"))
+            }
+            Service::DynamoDb => {
+                let sdk = aws::probe_sdk_config(cfg).await;
+                aws::dynamodb(&sdk, cfg)
+                    .list_tables()
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("{e:?}"))
+            }
+            Service::Moto => {
+                let sdk = aws::probe_sdk_config(cfg).await;
+                aws::sqs(&sdk, cfg)
+                    .list_queues()
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("{e:?}"))
+            }
+            Service::Postgres => {
+                let (client, conn) = tokio_postgres::connect(&cfg.postgres_url("postgres"), tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let task = tokio::spawn(conn);
+                let r = client
+                    .simple_query("SELECT 1")
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string());
+                drop(client);
+                let _ = task.await;
+                r
+            }
+            Service::Redis => {
+                let client = redis::Client::open(cfg.redis_url()).map_err(|e| e.to_string())?;
+                let mut conn = client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+            Service::Mongo => {
+                let mut opts = mongodb::options::ClientOptions::parse(cfg.mongo_url())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                opts.server_selection_timeout = Some(Duration::from_secs(2));
+                opts.connect_timeout = Some(Duration::from_secs(1));
+                let client = mongodb::Client::with_options(opts).map_err(|e| e.to_string())?;
+                client
+                    .database("admin")
+                    .run_command(mongodb::bson::doc! { "ping": 1 })
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), fut)
+        .await
+        .unwrap_or_else(|_| Err("timed out".to_owned()))
+}

@@ -1,0 +1,326 @@
+//! Idempotent provisioning of every resource the pipeline uses, from [`Names`].
+//!
+//! Each `ensure_*` creates a resource if missing and accepts one that exists, so `up`
+//! can run it every time; tests call the same functions with their own unique names.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, TimeToLiveSpecification,
+};
+use aws_sdk_kinesis::types::StreamStatus;
+use aws_sdk_sqs::types::QueueAttributeName;
+
+use crate::aws;
+use crate::config::{Names, StackConfig};
+use crate::error::StackError;
+
+/// A DynamoDB key attribute: name and type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    /// Attribute name.
+    pub name: &'static str,
+    /// `S` or `N`.
+    pub kind: KeyKind,
+}
+
+/// Scalar type of a key attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// String.
+    S,
+    /// Number.
+    N,
+}
+
+/// A global secondary index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gsi {
+    /// Index name.
+    pub name: &'static str,
+    /// Partition key.
+    pub hash: Key,
+    /// Sort key.
+    pub range: Option<Key>,
+}
+
+/// A DynamoDB table as the pipeline needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSpec {
+    /// Table name.
+    pub name: String,
+    /// Partition key.
+    pub hash: Key,
+    /// Sort key.
+    pub range: Option<Key>,
+    /// Secondary indexes.
+    pub gsis: Vec<Gsi>,
+    /// Attribute holding an epoch-seconds expiry, if items expire.
+    pub ttl_attribute: Option<&'static str>,
+}
+
+const fn s(name: &'static str) -> Key {
+    Key { name, kind: KeyKind::S }
+}
+const fn n(name: &'static str) -> Key {
+    Key { name, kind: KeyKind::N }
+}
+
+/// The pipeline's tables.
+pub fn table_specs(names: &Names) -> Vec<TableSpec> {
+    vec![
+        // Event store: one item per event; a conditional put on (aggregate_id, version)
+        // is the optimistic-concurrency check.
+        TableSpec {
+            name: names.events_table.clone(),
+            hash: s("aggregate_id"),
+            range: Some(n("version")),
+            gsis: vec![],
+            ttl_attribute: None,
+        },
+        // Consumer leases, KCL-compatible attribute names.
+        TableSpec {
+            name: names.leases_table.clone(),
+            hash: s("leaseKey"),
+            range: None,
+            gsis: vec![],
+            ttl_attribute: None,
+        },
+        TableSpec {
+            name: names.active_orders_table.clone(),
+            hash: s("order_id"),
+            range: None,
+            gsis: vec![Gsi {
+                name: "by-customer",
+                hash: s("customer_id"),
+                range: Some(s("created_at")),
+            }],
+            ttl_attribute: None,
+        },
+        TableSpec {
+            name: names.idempotency_table.clone(),
+            hash: s("idempotency_key"),
+            range: None,
+            gsis: vec![],
+            ttl_attribute: Some("expires_at"),
+        },
+    ]
+}
+
+/// Creates every resource of `cfg` that is missing.
+pub async fn provision(cfg: &StackConfig) -> Result<(), StackError> {
+    let sdk = aws::sdk_config(cfg).await;
+    let kinesis = aws::kinesis(&sdk, cfg);
+    let dynamodb = aws::dynamodb(&sdk, cfg);
+    let sqs = aws::sqs(&sdk, cfg);
+    let names = &cfg.names;
+    let databases = [names.orders_database.as_str(), names.analytics_database.as_str()];
+    let tables = async {
+        for spec in table_specs(names) {
+            ensure_table(&dynamodb, &spec).await?;
+        }
+        Ok(())
+    };
+    tokio::try_join!(
+        ensure_stream(&kinesis, &names.stream, cfg.stream_shards),
+        tables,
+        ensure_queue_with_dlq(
+            &sqs,
+            &names.payments_queue,
+            &names.payments_dlq,
+            names.payments_max_receive_count
+        ),
+        ensure_databases(cfg, &databases),
+    )?;
+    Ok(())
+}
+
+/// Creates a stream if missing and waits until it is ACTIVE.
+pub async fn ensure_stream(client: &aws_sdk_kinesis::Client, name: &str, shards: u32) -> Result<(), StackError> {
+    let shard_count = i32::try_from(shards).map_err(|e| StackError::provision(name, e))?;
+    if let Err(err) = client
+        .create_stream()
+        .stream_name(name)
+        .shard_count(shard_count)
+        .send()
+        .await
+    {
+        let already = err.as_service_error().is_some_and(|e| e.is_resource_in_use_exception());
+        if !already {
+            return Err(StackError::provision(format!("stream {name}"), format!("{err:?}")));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let summary = client
+            .describe_stream_summary()
+            .stream_name(name)
+            .send()
+            .await
+            .map_err(|e| StackError::provision(format!("stream {name}"), format!("{e:?}")))?;
+        let status = summary.stream_description_summary().map(|d| d.stream_status().clone());
+        if status == Some(StreamStatus::Active) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(StackError::provision(
+                format!("stream {name}"),
+                format!("still {status:?} after 30 s"),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn attr(key: Key) -> Result<AttributeDefinition, StackError> {
+    AttributeDefinition::builder()
+        .attribute_name(key.name)
+        .attribute_type(match key.kind {
+            KeyKind::S => ScalarAttributeType::S,
+            KeyKind::N => ScalarAttributeType::N,
+        })
+        .build()
+        .map_err(|e| StackError::provision(key.name, e))
+}
+
+fn key_schema(hash: Key, range: Option<Key>) -> Result<Vec<KeySchemaElement>, StackError> {
+    let mut keys = vec![
+        KeySchemaElement::builder()
+            .attribute_name(hash.name)
+            .key_type(KeyType::Hash)
+            .build(),
+    ];
+    if let Some(r) = range {
+        keys.push(
+            KeySchemaElement::builder()
+                .attribute_name(r.name)
+                .key_type(KeyType::Range)
+                .build(),
+        );
+    }
+    keys.into_iter()
+        .collect::<Result<_, _>>()
+        .map_err(|e| StackError::provision(hash.name, e))
+}
+
+/// Creates a table (on-demand billing) if missing.
+pub async fn ensure_table(client: &aws_sdk_dynamodb::Client, spec: &TableSpec) -> Result<(), StackError> {
+    let what = || format!("table {}", spec.name);
+    let mut keys: Vec<Key> = [Some(spec.hash), spec.range].into_iter().flatten().collect();
+    for g in &spec.gsis {
+        keys.extend([Some(g.hash), g.range].into_iter().flatten());
+    }
+    keys.sort_by_key(|k| k.name);
+    keys.dedup_by_key(|k| k.name);
+
+    let mut req = client
+        .create_table()
+        .table_name(&spec.name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .set_key_schema(Some(key_schema(spec.hash, spec.range)?))
+        .set_attribute_definitions(Some(keys.into_iter().map(attr).collect::<Result<_, _>>()?));
+    for g in &spec.gsis {
+        req = req.global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(g.name)
+                .set_key_schema(Some(key_schema(g.hash, g.range)?))
+                .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                .build()
+                .map_err(|e| StackError::provision(what(), e))?,
+        );
+    }
+    match req.send().await {
+        Ok(_) => {}
+        Err(e) if e.as_service_error().is_some_and(|se| se.is_resource_in_use_exception()) => return Ok(()),
+        Err(e) => return Err(StackError::provision(what(), format!("{e:?}"))),
+    }
+    if let Some(ttl) = spec.ttl_attribute {
+        client
+            .update_time_to_live()
+            .table_name(&spec.name)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name(ttl)
+                    .enabled(true)
+                    .build()
+                    .map_err(|e| StackError::provision(what(), e))?,
+            )
+            .send()
+            .await
+            .map_err(|e| StackError::provision(what(), format!("{e:?}")))?;
+    }
+    Ok(())
+}
+
+/// Creates a queue and its dead-letter queue, wired by a redrive policy.
+/// Returns the queue URL.
+pub async fn ensure_queue_with_dlq(
+    client: &aws_sdk_sqs::Client,
+    queue: &str,
+    dlq: &str,
+    max_receive_count: u32,
+) -> Result<String, StackError> {
+    let fail = |what: &str, e: String| StackError::provision(format!("queue {what}"), e);
+    let dlq_url = client
+        .create_queue()
+        .queue_name(dlq)
+        .send()
+        .await
+        .map_err(|e| fail(dlq, format!("{e:?}")))?
+        .queue_url
+        .ok_or_else(|| fail(dlq, "no queue URL returned".to_owned()))?;
+    let dlq_arn = client
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| fail(dlq, format!("{e:?}")))?
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .ok_or_else(|| fail(dlq, "no QueueArn attribute".to_owned()))?;
+    let url = client
+        .create_queue()
+        .queue_name(queue)
+        .send()
+        .await
+        .map_err(|e| fail(queue, format!("{e:?}")))?
+        .queue_url
+        .ok_or_else(|| fail(queue, "no queue URL returned".to_owned()))?;
+    let redrive = serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count });
+    client
+        .set_queue_attributes()
+        .queue_url(&url)
+        .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+        .attributes(QueueAttributeName::VisibilityTimeout, "30")
+        .send()
+        .await
+        .map_err(|e| fail(queue, format!("{e:?}")))?;
+    Ok(url)
+}
+
+/// Creates PostgreSQL databases that do not exist yet.
+pub async fn ensure_databases(cfg: &StackConfig, databases: &[&str]) -> Result<(), StackError> {
+    let fail = |e: tokio_postgres::Error| StackError::provision("postgres databases", e);
+    let (client, conn) = tokio_postgres::connect(&cfg.postgres_url("postgres"), tokio_postgres::NoTls)
+        .await
+        .map_err(fail)?;
+    let conn = tokio::spawn(conn);
+    for db in databases {
+        let exists = client
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[db])
+            .await
+            .map_err(fail)?;
+        if exists.is_none() {
+            let quoted = format!("\"{}\"", db.replace('"', "\"\""));
+            client
+                .batch_execute(&format!("CREATE DATABASE {quoted}"))
+                .await
+                .map_err(fail)?;
+        }
+    }
+    drop(client);
+    let _ = conn.await;
+    Ok(())
+}

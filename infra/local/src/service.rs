@@ -1,0 +1,275 @@
+//! The six stand-ins: what they replace, how each is started, and how we know it is ours.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use crate::config::{LOOPBACK, PG_SUPERUSER, StackConfig};
+use crate::error::StackError;
+
+/// One process of the local stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Service {
+    /// ferrokinesis, embedded in `cafe stack serve kinesis`.
+    Kinesis,
+    /// dynoxide, embedded in `cafe stack serve dynamodb`.
+    DynamoDb,
+    /// moto server: SQS and CloudWatch.
+    Moto,
+    /// PostgreSQL 15: Aurora (`cafe` database) and Redshift (`analytics` database).
+    Postgres,
+    /// Redis: ElastiCache and MemoryDB.
+    Redis,
+    /// nx-27017, a MongoDB-wire server: DocumentDB.
+    Mongo,
+}
+
+impl Service {
+    /// Every service, in start order.
+    pub const ALL: [Service; 6] = [
+        Service::Kinesis,
+        Service::DynamoDb,
+        Service::Moto,
+        Service::Postgres,
+        Service::Redis,
+        Service::Mongo,
+    ];
+
+    /// Short name used for pid and log files and the status table.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Kinesis => "kinesis",
+            Service::DynamoDb => "dynamodb",
+            Service::Moto => "moto",
+            Service::Postgres => "postgres",
+            Service::Redis => "redis",
+            Service::Mongo => "mongo",
+        }
+    }
+
+    /// The AWS service(s) it stands in for.
+    pub fn replaces(self) -> &'static str {
+        match self {
+            Service::Kinesis => "Kinesis",
+            Service::DynamoDb => "DynamoDB",
+            Service::Moto => "SQS, CloudWatch",
+            Service::Postgres => "Aurora PostgreSQL, Redshift",
+            Service::Redis => "ElastiCache, MemoryDB",
+            Service::Mongo => "DocumentDB",
+        }
+    }
+
+    /// What runs locally.
+    pub fn stand_in(self) -> &'static str {
+        match self {
+            Service::Kinesis => "ferrokinesis 0.7.0 (embedded)",
+            Service::DynamoDb => "dynoxide-rs 3.2.0 (embedded)",
+            Service::Moto => "moto server 5.2.5",
+            Service::Postgres => "PostgreSQL 15",
+            Service::Redis => "redis-server",
+            Service::Mongo => "nx-27017 0.8.1",
+        }
+    }
+
+    /// Its loopback port.
+    pub fn port(self, cfg: &StackConfig) -> u16 {
+        match self {
+            Service::Kinesis => cfg.ports.kinesis,
+            Service::DynamoDb => cfg.ports.dynamodb,
+            Service::Moto => cfg.ports.moto,
+            Service::Postgres => cfg.ports.postgres,
+            Service::Redis => cfg.ports.redis,
+            Service::Mongo => cfg.ports.mongo,
+        }
+    }
+
+    /// Its data directory.
+    pub fn data_dir(self, cfg: &StackConfig) -> PathBuf {
+        match self {
+            Service::Postgres => postgres_data_dir(cfg),
+            _ => cfg.data_dir().join(self.name()),
+        }
+    }
+
+    /// Its log file.
+    pub fn log_file(self, cfg: &StackConfig) -> PathBuf {
+        cfg.log_dir().join(format!("{}.log", self.name()))
+    }
+
+    /// Its pid file.
+    pub fn pid_file(self, cfg: &StackConfig) -> PathBuf {
+        cfg.run_dir().join(format!("{}.pid", self.name()))
+    }
+
+    /// The signal that stops it cleanly and quickly. PostgreSQL's SIGTERM waits for
+    /// clients to disconnect ("smart" shutdown); SIGINT is its "fast" shutdown.
+    pub fn stop_signal(self) -> nix::sys::signal::Signal {
+        match self {
+            Service::Postgres => nix::sys::signal::Signal::SIGINT,
+            _ => nix::sys::signal::Signal::SIGTERM,
+        }
+    }
+
+    /// The command that runs it in the foreground. `emulator_exe` is the `cafe` binary,
+    /// which embeds the Rust emulators.
+    pub fn command(self, cfg: &StackConfig, emulator_exe: &std::path::Path) -> Result<Command, StackError> {
+        let port = self.port(cfg).to_string();
+        let data = self.data_dir(cfg);
+        let mut cmd = match self {
+            Service::Kinesis | Service::DynamoDb => {
+                let mut c = Command::new(emulator_exe);
+                c.args(["stack", "serve", self.name()]);
+                c
+            }
+            Service::Moto => {
+                let mut c = Command::new(venv_program(cfg, "moto_server")?);
+                c.args(["-H", LOOPBACK, "-p", &port]);
+                c
+            }
+            Service::Mongo => {
+                let mut c = Command::new(venv_program(cfg, "nx-27017")?);
+                c.args(["--host", LOOPBACK, "-p", &port, "--data-dir"]).arg(&data);
+                // Its default pid and log files are fixed paths in /tmp, which would make a
+                // second stack (the lifecycle test's) refuse to start.
+                c.arg("--pid-file").arg(data.join("nx-27017.pid"));
+                c.arg("--log-file").arg(cfg.log_dir().join("mongo.nx.log"));
+                c
+            }
+            Service::Redis => {
+                let mut c = Command::new(system_program("redis-server", "apt-get install redis-server")?);
+                c.args([
+                    "--bind",
+                    LOOPBACK,
+                    "--port",
+                    &port,
+                    "--daemonize",
+                    "no",
+                    "--appendonly",
+                    "yes",
+                ])
+                .args(["--save", "", "--protected-mode", "yes", "--dir"])
+                .arg(&data);
+                c
+            }
+            Service::Postgres => {
+                let mut c = Command::new(cfg.pg_bin_dir.join("postgres"));
+                c.arg("-D").arg(&data).args(["-p", &port]);
+                for setting in [
+                    format!("listen_addresses={LOOPBACK}"),
+                    "unix_socket_directories=".to_owned(),
+                    // Durable on clean shutdown and crash-safe, but a commit does not wait for
+                    // its WAL flush: a local stand-in, not the system of record.
+                    "synchronous_commit=off".to_owned(),
+                    "max_connections=300".to_owned(),
+                ] {
+                    c.arg("-c").arg(setting);
+                }
+                as_postgres_user(&mut c)?;
+                c
+            }
+        };
+        cmd.stdin(Stdio::null());
+        Ok(cmd)
+    }
+}
+
+fn venv_program(cfg: &StackConfig, name: &str) -> Result<PathBuf, StackError> {
+    let p = cfg.venv.join("bin").join(name);
+    if p.exists() {
+        Ok(p)
+    } else {
+        Err(StackError::Missing {
+            program: p.display().to_string(),
+            hint: "run infra/local/dev.sh up, which makes the venv".to_owned(),
+        })
+    }
+}
+
+fn system_program(name: &str, hint: &str) -> Result<PathBuf, StackError> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .chain(["/usr/sbin".into(), "/usr/bin".into()])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| StackError::Missing {
+            program: name.to_owned(),
+            hint: hint.to_owned(),
+        })
+}
+
+/// PostgreSQL refuses to run as root. When we are root, its processes run as the
+/// `postgres` system user that Debian's package creates.
+pub(crate) fn postgres_owner() -> Option<nix::unistd::User> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    nix::unistd::User::from_name("postgres").ok().flatten()
+}
+
+pub(crate) fn as_postgres_user(cmd: &mut Command) -> Result<(), StackError> {
+    use std::os::unix::process::CommandExt;
+    if nix::unistd::geteuid().is_root() {
+        let user = postgres_owner().ok_or_else(|| StackError::Missing {
+            program: "user postgres".to_owned(),
+            hint: "apt-get install postgresql-15 creates it".to_owned(),
+        })?;
+        cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+    }
+    Ok(())
+}
+
+/// The cluster lives under the state dir unless the `postgres` user (when we run as
+/// root) cannot reach it, e.g. a clone under `/root`: then a stable directory in
+/// `/var/tmp` named after the state dir, so data still survives `down`/`up`.
+fn postgres_data_dir(cfg: &StackConfig) -> PathBuf {
+    let default = cfg.data_dir().join("postgres");
+    let Some(user) = postgres_owner() else { return default };
+    if reachable_by(&cfg.state_dir, user.uid.as_raw(), user.gid.as_raw()) {
+        return default;
+    }
+    let tag = cfg
+        .state_dir
+        .display()
+        .to_string()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    PathBuf::from(format!("/var/tmp/cloudcafe-{tag:016x}/postgres"))
+}
+
+/// Whether every existing ancestor of `path` lets `uid`/`gid` search it.
+fn reachable_by(path: &std::path::Path, uid: u32, gid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    path.ancestors().filter_map(|a| std::fs::metadata(a).ok()).all(|m| {
+        let mode = m.mode();
+        if m.uid() == uid {
+            mode & 0o100 != 0
+        } else if m.gid() == gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        }
+    })
+}
+
+/// Arguments of `initdb` for a fresh cluster: our superuser, trust on loopback only
+/// (the server listens nowhere else), UTF-8, C collation for stable sort order.
+pub(crate) fn initdb_command(cfg: &StackConfig, data: &std::path::Path) -> Result<Command, StackError> {
+    let mut c = Command::new(cfg.pg_bin_dir.join("initdb"));
+    c.arg("-D")
+        .arg(data)
+        .args([
+            "-U",
+            PG_SUPERUSER,
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ])
+        .stdin(Stdio::null());
+    as_postgres_user(&mut c)?;
+    Ok(c)
+}
