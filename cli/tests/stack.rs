@@ -1,0 +1,244 @@
+//! The `cafe stack` lifecycle as a user runs it: real OS processes, a private state dir
+//! and free ports, so it never touches the developer's (or the suite's) own stack.
+
+// Tests fail by panicking; unwrap is the assertion.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use aws_sdk_kinesis::types::ShardIteratorType;
+use cafe_localstack::supervisor::start_time_of;
+use cafe_localstack::{StackConfig, aws, smoke};
+
+struct Sandbox {
+    dir: tempfile::TempDir,
+    ports: BTreeMap<&'static str, u16>,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        // Bind port 0 for each service at once so the six ports differ, then release them.
+        let listeners: Vec<_> = (0..6)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let names = ["KINESIS", "DYNAMODB", "MOTO", "POSTGRES", "REDIS", "MONGO"];
+        let ports = names
+            .into_iter()
+            .zip(listeners.iter().map(|l| l.local_addr().unwrap().port()))
+            .collect();
+        // Under /tmp so that PostgreSQL's own user can reach the cluster when we are root.
+        let dir = tempfile::Builder::new()
+            .prefix("cafe-stack-it")
+            .tempdir_in("/tmp")
+            .unwrap();
+        Sandbox { dir, ports }
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = self
+            .ports
+            .iter()
+            .map(|(k, v)| (format!("CAFE__STACK__PORTS__{k}"), v.to_string()))
+            .collect();
+        env.push(("CAFE__STACK__STATE_DIR".into(), self.dir.path().display().to_string()));
+        env.push(("CAFE__STACK__STREAM_SHARDS".into(), "1".into()));
+        env
+    }
+
+    fn cafe(&self, args: &[&str]) -> Output {
+        let out = Command::new(env!("CARGO_BIN_EXE_cafe"))
+            .args(args)
+            .envs(self.env())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cafe {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn config(&self) -> StackConfig {
+        // The same layering the binary uses, with this sandbox's overrides.
+        let mut cfg = StackConfig::load().unwrap();
+        cfg.state_dir = self.dir.path().to_owned();
+        cfg.stream_shards = 1;
+        let p = |k: &str| self.ports[k];
+        cfg.ports = cafe_localstack::Ports {
+            kinesis: p("KINESIS"),
+            dynamodb: p("DYNAMODB"),
+            moto: p("MOTO"),
+            postgres: p("POSTGRES"),
+            redis: p("REDIS"),
+            mongo: p("MONGO"),
+        };
+        cfg
+    }
+
+    fn pids(&self) -> BTreeMap<String, i32> {
+        std::fs::read_dir(self.dir.path().join("run"))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let pid = std::fs::read_to_string(e.path())
+                    .unwrap()
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                (e.file_name().to_string_lossy().into_owned(), pid)
+            })
+            .collect()
+    }
+
+    /// Every live process that carries this sandbox's state dir in its environment:
+    /// the services and anything they forked.
+    fn our_processes(&self) -> Vec<i32> {
+        let marker = format!("CAFE__STACK__STATE_DIR={}", self.dir.path().display());
+        processes_with_env(&marker)
+    }
+}
+
+fn processes_with_env(marker: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| start_time_of(pid).is_some())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // Never leave servers behind, even when an assertion failed midway.
+        let _ = Command::new(env!("CARGO_BIN_EXE_cafe"))
+            .args(["stack", "down"])
+            .envs(self.env())
+            .output();
+    }
+}
+
+async fn redis_get(cfg: &StackConfig, key: &str) -> Option<String> {
+    let client = redis::Client::open(cfg.redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("GET").arg(key).query_async(&mut conn).await.unwrap()
+}
+
+async fn redis_set(cfg: &StackConfig, key: &str) {
+    let client = redis::Client::open(cfg.redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("SET")
+        .arg(key)
+        .arg("kept")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+}
+
+async fn records_in_stream(cfg: &StackConfig) -> usize {
+    let sdk = aws::sdk_config(cfg).await;
+    let k = aws::kinesis(&sdk, cfg);
+    let shards = k.list_shards().stream_name(&cfg.names.stream).send().await.unwrap();
+    let mut n = 0;
+    for s in shards.shards() {
+        let it = k
+            .get_shard_iterator()
+            .stream_name(&cfg.names.stream)
+            .shard_id(s.shard_id())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator
+            .unwrap();
+        n += k.get_records().shard_iterator(it).send().await.unwrap().records().len();
+    }
+    n
+}
+
+fn assert_all_gone(sandbox: &Sandbox, pids: &BTreeMap<String, i32>) {
+    for (file, pid) in pids {
+        assert_eq!(start_time_of(*pid), None, "{file} (pid {pid}) still alive after down");
+    }
+    assert_eq!(
+        sandbox.our_processes(),
+        Vec::<i32>::new(),
+        "processes of ours left behind"
+    );
+    assert!(
+        !sandbox.dir.path().join("run").read_dir().unwrap().any(|_| true),
+        "pid files left behind"
+    );
+}
+
+fn is_dir(p: &Path) -> bool {
+    p.is_dir()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn up_is_idempotent_down_leaves_nothing_and_data_survives_unless_fresh() {
+    let sandbox = Sandbox::new();
+    let cfg = sandbox.config();
+
+    // First up starts six services, healthy, and provisions.
+    let first = sandbox.cafe(&["stack", "up"]);
+    let table = String::from_utf8_lossy(&first.stdout).into_owned();
+    for svc in ["kinesis", "dynamodb", "moto", "postgres", "redis", "mongo"] {
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(svc))
+            .unwrap_or_else(|| panic!("no row for {svc}:\n{table}"));
+        assert!(row.trim_end().ends_with("yes"), "{svc} not healthy:\n{table}");
+    }
+    let pids = sandbox.pids();
+    assert_eq!(pids.len(), 6, "{pids:?}");
+
+    // Second up is a no-op: nothing started, the same processes.
+    let second = sandbox.cafe(&["stack", "up"]);
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(said.matches("already running").count(), 6, "{said}");
+    assert_eq!(sandbox.pids(), pids);
+
+    // Data written now survives down/up.
+    smoke::round_trip(&cfg).await.unwrap();
+    redis_set(&cfg, "marker").await;
+    sandbox.cafe(&["stack", "down"]);
+    assert_all_gone(&sandbox, &pids);
+
+    sandbox.cafe(&["stack", "up"]);
+    assert_ne!(sandbox.pids(), pids, "a new set of processes");
+    assert_eq!(redis_get(&cfg, "marker").await.as_deref(), Some("kept"));
+    assert!(records_in_stream(&cfg).await >= 1, "the stream kept its records");
+
+    // --fresh starts from nothing.
+    sandbox.cafe(&["stack", "up", "--fresh"]);
+    assert_eq!(redis_get(&cfg, "marker").await, None);
+    assert_eq!(records_in_stream(&cfg).await, 0);
+
+    let last = sandbox.pids();
+    sandbox.cafe(&["stack", "down"]);
+    assert_all_gone(&sandbox, &last);
+    assert!(is_dir(&sandbox.dir.path().join("data")), "down keeps data");
+}
+
+#[test]
+fn bad_arguments_exit_2_with_a_message() {
+    for args in [
+        &["run", "--for", "soon"][..],
+        &["stack", "frobnicate"],
+        &["run", "--rate", "0"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_cafe")).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(!out.stderr.is_empty(), "{args:?} printed no message");
+    }
+}
