@@ -34,6 +34,10 @@ enum Command {
         /// Sample events published per second.
         #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         rate: u32,
+        /// Do not start the local stack: use the AWS SDK's default chain (credentials,
+        /// region, and `AWS_ENDPOINT_URL_*` if set), i.e. real AWS.
+        #[arg(long)]
+        aws: bool,
     },
 }
 
@@ -125,7 +129,7 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
                 Ok(std::process::ExitCode::SUCCESS)
             }
         },
-        Command::Run { duration, rate } => run(&stack, duration, rate).await,
+        Command::Run { duration, rate, aws } => run(&stack, duration, rate, aws).await,
     }
 }
 
@@ -182,16 +186,26 @@ async fn print_status(stack: &Stack, json: bool) -> Result<std::process::ExitCod
     })
 }
 
-async fn run(stack: &Stack, duration: Option<Duration>, rate: u32) -> Result<std::process::ExitCode> {
-    up(stack, false).await?;
-    print_status(stack, false).await?;
+async fn run(stack: &Stack, duration: Option<Duration>, rate: u32, aws: bool) -> Result<std::process::ExitCode> {
     let cfg = stack.config();
-    let report = smoke::round_trip(cfg).await.context("smoke round-trip")?;
+    let kinesis = if aws {
+        // Exactly what production binaries do: nothing local is assumed.
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        aws_sdk_kinesis::Client::new(&sdk)
+    } else {
+        up(stack, false).await?;
+        print_status(stack, false).await?;
+        cafe_localstack::aws::kinesis(&cafe_localstack::aws::sdk_config(cfg).await, cfg)
+    };
+    let stream = &cfg.names.stream;
+    let report = smoke::round_trip_with(&kinesis, stream)
+        .await
+        .context("smoke round-trip")?;
     println!(
         "smoke: {} ({} bytes) published to {}/{} at {} and read back intact in {} ms",
         report.event_type,
         report.bytes,
-        cfg.names.stream,
+        stream,
         report.shard_id,
         report.sequence_number,
         report.elapsed.as_millis()
@@ -209,7 +223,7 @@ async fn run(stack: &Stack, duration: Option<Duration>, rate: u32) -> Result<std
             None => shutdown_signal().await,
         }
     };
-    let s = smoke::load(cfg, rate, stop).await.context("sample load")?;
+    let s = smoke::load(&kinesis, stream, rate, stop).await.context("sample load")?;
     let secs = s.elapsed.as_secs_f64().max(f64::EPSILON);
     println!("summary:");
     println!(
@@ -221,7 +235,9 @@ async fn run(stack: &Stack, duration: Option<Duration>, rate: u32) -> Result<std
     println!("  put retries    {:>10}", s.put_failures);
     println!("  decode errors  {:>10}", s.decode_errors);
     println!("  elapsed        {:>10.1} s", secs);
-    println!("the stack stays up: `cafe stack status`, `cafe stack down`");
+    if !aws {
+        println!("the stack stays up: `cafe stack status`, `cafe stack down`");
+    }
     if s.read_back != s.published || s.decode_errors > 0 {
         bail!(
             "{} of {} events were not read back",

@@ -242,3 +242,56 @@ fn bad_arguments_exit_2_with_a_message() {
         assert!(!out.stderr.is_empty(), "{args:?} printed no message");
     }
 }
+
+/// The bounded main job against the suite's stack: every published event is read back.
+#[test]
+fn run_for_a_bounded_time_prints_a_summary_and_exits_0() {
+    let out = Command::new(env!("CARGO_BIN_EXE_cafe"))
+        .args(["run", "--for", "3s", "--rate", "100"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("read back intact"), "{stdout}");
+    let number = |label: &str| -> u64 {
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("{stdout}"));
+        line.split_whitespace()
+            .nth(label.split_whitespace().count())
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(number("published") > 0, "{stdout}");
+    assert_eq!(number("published"), number("read back"), "{stdout}");
+}
+
+/// `--aws` uses nothing but the SDK's default chain; pointing that chain at the local
+/// stack with the standard AWS_ENDPOINT_URL_* variables shows that moving to AWS is a
+/// change of environment, not of code.
+#[test]
+fn aws_mode_reaches_whatever_the_standard_environment_names() {
+    let cfg = StackConfig::load().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cafe"))
+        .args(["run", "--aws", "--for", "2s", "--rate", "50"])
+        .envs(cfg.aws_env())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("read back intact"), "{stdout}");
+    assert!(
+        !stdout.contains("service   replaces"),
+        "--aws must not touch the local stack: {stdout}"
+    );
+}

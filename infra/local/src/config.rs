@@ -94,7 +94,7 @@ impl Default for Ports {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StackConfig {
-    /// Where data, logs and pid files live (gitignored).
+    /// Where data, logs and pid files live (gitignored; default `<workspace>/.state`).
     pub state_dir: PathBuf,
     /// Python virtualenv holding moto and nx-27017 (kept outside the clone so it survives).
     pub venv: PathBuf,
@@ -114,7 +114,10 @@ impl Default for StackConfig {
             .map(|h| PathBuf::from(h).join(".cache/cloudcafe"))
             .unwrap_or_else(|| PathBuf::from(".cache"));
         StackConfig {
-            state_dir: PathBuf::from(".state"),
+            // Anchored at the workspace root, not the working directory, so `cargo test`
+            // from a crate directory and `dev.sh` from the root find the same stack.
+            // The local stack is a development tool; this path is never used on AWS.
+            state_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.state")),
             venv: cache.join("venv"),
             pg_bin_dir: PathBuf::from("/usr/lib/postgresql/15/bin"),
             stream_shards: 4,
@@ -138,7 +141,7 @@ impl StackConfig {
             .merge(Env::prefixed("CAFE__STACK__").split("__"))
             .extract()
             .map_err(|e| StackError::Config(e.to_string()))?;
-        cfg.state_dir = absolute(&cfg.state_dir)?;
+        cfg.state_dir = normalize(&absolute(&cfg.state_dir)?);
         cfg.venv = absolute(&cfg.venv)?;
         Ok(cfg)
     }
@@ -229,6 +232,23 @@ fn absolute(p: &Path) -> Result<PathBuf, StackError> {
     Ok(std::env::current_dir().map_err(StackError::Io)?.join(p))
 }
 
+/// Removes `.` and `..` components without touching the file system (the directory may
+/// not exist yet), so paths compare equal in pid-file checks and messages.
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 #[allow(clippy::result_large_err)]
 mod tests {
@@ -250,6 +270,19 @@ mod tests {
             assert_eq!(cfg.ports.kinesis, 4999);
             assert_eq!(cfg.names.stream, "other");
             assert_eq!(cfg.ports.redis, Ports::default().redis);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn default_state_dir_is_the_workspace_root_whatever_the_working_directory() {
+        figment::Jail::expect_with(|_jail| {
+            let cfg = StackConfig::load().map_err(|e| e.to_string())?;
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .and_then(Path::parent)
+                .map(Path::to_owned);
+            assert_eq!(Some(cfg.state_dir), root.map(|r| r.join(".state")));
             Ok(())
         });
     }

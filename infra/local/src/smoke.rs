@@ -96,12 +96,15 @@ pub fn sample_event(n: u64) -> Result<EventEnvelope, StackError> {
     })
 }
 
-/// Publishes one sample event to the configured stream and reads exactly it back.
+/// Publishes one sample event to the local stack's stream and reads exactly it back.
 pub async fn round_trip(cfg: &StackConfig) -> Result<SmokeReport, StackError> {
-    let started = Instant::now();
     let sdk = aws::sdk_config(cfg).await;
-    let kinesis = aws::kinesis(&sdk, cfg);
-    let stream = &cfg.names.stream;
+    round_trip_with(&aws::kinesis(&sdk, cfg), &cfg.names.stream).await
+}
+
+/// The same round trip through any Kinesis client (the local stack, or AWS itself).
+pub async fn round_trip_with(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> Result<SmokeReport, StackError> {
+    let started = Instant::now();
     let sent = sample_event(0)?;
     let bytes = sent.encode();
     let put = kinesis
@@ -170,13 +173,13 @@ pub struct LoadSummary {
 /// Publishes sample events at about `rate` per second until `stop` resolves, reading
 /// every shard back at the same time; then waits (bounded) for the reader to catch up.
 pub async fn load(
-    cfg: &StackConfig,
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
     rate: u32,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<LoadSummary, StackError> {
-    let sdk = aws::sdk_config(cfg).await;
-    let kinesis = aws::kinesis(&sdk, cfg);
-    let stream = cfg.names.stream.clone();
+    let kinesis = kinesis.clone();
+    let stream = stream.to_owned();
     let err = |what: &str| {
         let what = what.to_owned();
         move |e: String| StackError::Smoke(format!("{what}: {e}"))
