@@ -1,0 +1,12 @@
+//! The command side of CloudCafe: where commands are checked against the rules and
+//! turned into events.
+//!
+//! Today this crate holds the aggregates as pure functions (no I/O), so every business
+//! rule is tested without a database. The command API, the DynamoDB event store and the
+//! Kinesis publisher build on them (issue 3, in progress).
+//!
+//! # Layout
+//! - [`domain`]: the [`domain::Aggregate`] trait and the four aggregates:
+//!   [`domain::order`], [`domain::stock`], [`domain::loyalty`], [`domain::menu`].
+
+pub mod domain;
