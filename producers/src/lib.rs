@@ -8,5 +8,7 @@
 //! # Layout
 //! - [`domain`]: the [`domain::Aggregate`] trait and the four aggregates:
 //!   [`domain::order`], [`domain::stock`], [`domain::loyalty`], [`domain::menu`].
+//! - [`store`]: the [`store::EventStore`] port and [`store::DynamoEventStore`].
 
 pub mod domain;
+pub mod store;

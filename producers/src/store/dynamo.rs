@@ -1,0 +1,275 @@
+//! [`EventStore`] on DynamoDB.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use cafe_events::{AggregateId, EventEnvelope};
+use chrono::{SecondsFormat, Utc};
+
+use super::{EventStore, IdempotencyClaim, IdempotencyRecord, PENDING_BUCKETS, StoreError, StoredResponse};
+
+/// Name of the sparse index of events not yet accepted by Kinesis.
+pub const PENDING_INDEX: &str = "pending";
+
+/// The DynamoDB adapter: the `events` and `idempotency` tables.
+#[derive(Debug, Clone)]
+pub struct DynamoEventStore {
+    client: Client,
+    events_table: String,
+    idempotency_table: String,
+}
+
+impl DynamoEventStore {
+    /// An adapter over two existing tables.
+    pub fn new(client: Client, events_table: impl Into<String>, idempotency_table: impl Into<String>) -> Self {
+        DynamoEventStore {
+            client,
+            events_table: events_table.into(),
+            idempotency_table: idempotency_table.into(),
+        }
+    }
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// Which pending bucket an aggregate's events go to: stable, spread evenly.
+fn bucket(aggregate_id: &str) -> String {
+    let h = aggregate_id
+        .bytes()
+        .fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    format!("b{:02}", h % PENDING_BUCKETS)
+}
+
+fn classify<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(e: SdkError<E, R>) -> StoreError {
+    let code = e.code().unwrap_or_default().to_owned();
+    let text = format!("{}: {}", code, e.message().unwrap_or_default());
+    match code.as_str() {
+        "ProvisionedThroughputExceededException" | "ThrottlingException" | "RequestLimitExceeded" => {
+            StoreError::Throttled(text)
+        }
+        _ => StoreError::Unavailable(if code.is_empty() { format!("{e:?}") } else { text }),
+    }
+}
+
+fn decode_item(item: &HashMap<String, AttributeValue>) -> Result<EventEnvelope, StoreError> {
+    let aggregate_id = item
+        .get("aggregate_id")
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .unwrap_or_default();
+    let version = item
+        .get("version")
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let corrupt = |reason: String| StoreError::Corrupt {
+        aggregate_id: aggregate_id.clone(),
+        version,
+        reason,
+    };
+    let data = item
+        .get("data")
+        .and_then(|v| v.as_b().ok())
+        .ok_or_else(|| corrupt("no data attribute".into()))?;
+    EventEnvelope::decode(data.as_ref()).map_err(|e| corrupt(e.to_string()))
+}
+
+impl EventStore for DynamoEventStore {
+    async fn load(&self, id: &AggregateId) -> Result<Vec<EventEnvelope>, StoreError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.events_table)
+            .key_condition_expression("aggregate_id = :id")
+            .expression_attribute_values(":id", s(id.to_string()))
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        let mut events = Vec::new();
+        while let Some(page) = pages.next().await {
+            for item in page.map_err(classify)?.items() {
+                events.push(decode_item(item)?);
+            }
+        }
+        Ok(events)
+    }
+
+    async fn append(&self, events: &[EventEnvelope], claim: Option<&IdempotencyClaim>) -> Result<(), StoreError> {
+        let appended_at = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
+        let mut items = Vec::with_capacity(events.len() + 1);
+        for e in events {
+            let aggregate_id = e.aggregate_id.to_string();
+            let put = Put::builder()
+                .table_name(&self.events_table)
+                .item("aggregate_id", s(aggregate_id.clone()))
+                .item("version", n(e.version))
+                .item("event_id", s(e.event_id.to_string()))
+                .item("event_type", s(e.event.event_type()))
+                .item(
+                    "occurred_at",
+                    s(e.occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true)),
+                )
+                .item("data", AttributeValue::B(Blob::new(e.encode().to_vec())))
+                .item("pending_bucket", s(bucket(&aggregate_id)))
+                .item("appended_at", s(appended_at.clone()))
+                .condition_expression("attribute_not_exists(aggregate_id)")
+                .build()
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        if let Some(c) = claim {
+            let expires = Utc::now().timestamp() + i64::try_from(c.ttl.as_secs()).unwrap_or(i64::MAX / 2);
+            let body = serde_json::to_string(&c.response.body).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            let put = Put::builder()
+                .table_name(&self.idempotency_table)
+                .item("idempotency_key", s(c.key.clone()))
+                .item("request_hash", s(c.request_hash.clone()))
+                .item("status", n(c.response.status))
+                .item("body", s(body))
+                .item("expires_at", n(expires))
+                .condition_expression("attribute_not_exists(idempotency_key)")
+                .build()
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        let Err(err) = result else { return Ok(()) };
+        // A cancelled transaction says, per item, which condition failed.
+        if let Some(reasons) = err
+            .as_service_error()
+            .filter(|se| se.is_transaction_canceled_exception())
+            .and_then(|se| match se {
+                aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(t) => {
+                    Some(t.cancellation_reasons().to_vec())
+                }
+                _ => None,
+            })
+        {
+            let failed = |i: usize| reasons.get(i).and_then(|r| r.code()) == Some("ConditionalCheckFailed");
+            if let Some(c) = claim
+                && failed(events.len())
+            {
+                return Err(StoreError::IdempotencyRace(c.key.clone()));
+            }
+            if let Some((_, e)) = events.iter().enumerate().find(|(i, _)| failed(*i)) {
+                return Err(StoreError::Conflict { aggregate_id: e.aggregate_id.to_string(), version: e.version });
+            }
+            let throttled = reasons.iter().any(|r| {
+                matches!(r.code(), Some("ThrottlingError") | Some("ProvisionedThroughputExceeded"))
+            });
+            let text = format!("transaction cancelled: {reasons:?}");
+            return Err(if throttled { StoreError::Throttled(text) } else { StoreError::Unavailable(text) });
+        }
+        Err(classify(err))
+    }
+
+    async fn idempotency(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.idempotency_table)
+            .key("idempotency_key", s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(classify)?;
+        let Some(item) = out.item else { return Ok(None) };
+        let get_s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+        let corrupt = |what: &str| StoreError::Corrupt {
+            aggregate_id: format!("idempotency:{key}"),
+            version: 0,
+            reason: what.into(),
+        };
+        let status = item
+            .get("status")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| corrupt("status"))?;
+        let body = get_s("body")
+            .and_then(|b| serde_json::from_str(&b).ok())
+            .ok_or_else(|| corrupt("body"))?;
+        let request_hash = get_s("request_hash").ok_or_else(|| corrupt("request_hash"))?;
+        Ok(Some(IdempotencyRecord {
+            request_hash,
+            response: StoredResponse { status, body },
+        }))
+    }
+
+    async fn pending(&self, older_than: Duration, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+        let cutoff = Utc::now() - chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::zero());
+        let cutoff = cutoff.to_rfc3339_opts(SecondsFormat::Micros, true);
+        let mut found = Vec::new();
+        for b in 0..PENDING_BUCKETS {
+            if found.len() >= limit {
+                break;
+            }
+            let page_limit = i32::try_from(limit - found.len()).unwrap_or(i32::MAX);
+            let out = self
+                .client
+                .query()
+                .table_name(&self.events_table)
+                .index_name(PENDING_INDEX)
+                .key_condition_expression("pending_bucket = :b AND appended_at < :cutoff")
+                .expression_attribute_values(":b", s(format!("b{b:02}")))
+                .expression_attribute_values(":cutoff", s(cutoff.clone()))
+                .limit(page_limit)
+                .send()
+                .await
+                .map_err(classify)?;
+            for item in out.items() {
+                found.push(decode_item(item)?);
+            }
+        }
+        // Oldest first, and per aggregate in version order, so a republish keeps order.
+        found.sort_by_key(|e| (e.aggregate_id.to_string(), e.version));
+        Ok(found)
+    }
+
+    async fn mark_published(&self, events: &[(AggregateId, u64)]) -> Result<(), StoreError> {
+        let keys: Vec<(String, u64)> = events.iter().map(|(id, v)| (id.to_string(), *v)).collect();
+        let updates = keys.into_iter().map(|(id, version)| {
+            let request = self
+                .client
+                .update_item()
+                .table_name(&self.events_table)
+                .key("aggregate_id", s(id))
+                .key("version", n(version))
+                .update_expression("REMOVE pending_bucket, appended_at")
+                .condition_expression("attribute_exists(aggregate_id)");
+            async move { request.send().await }
+        });
+        // Bounded fan-out: DynamoDB has no batch update.
+        use futures::StreamExt;
+        let results: Vec<_> = futures::stream::iter(updates).buffer_unordered(16).collect().await;
+        for r in results {
+            r.map_err(classify)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_stable_and_in_range() {
+        assert_eq!(bucket("order-1"), bucket("order-1"));
+        let used: std::collections::HashSet<_> = (0..1000).map(|i| bucket(&format!("o-{i}"))).collect();
+        assert_eq!(used.len(), PENDING_BUCKETS as usize, "every bucket gets used");
+    }
+}

@@ -1,0 +1,123 @@
+//! The event store port and its DynamoDB adapter.
+//!
+//! One item per event, keyed `(aggregate_id, version)`. An append is one
+//! TransactWriteItems: a conditional put per event (`attribute_not_exists`, so a
+//! concurrent writer gets a typed [`StoreError::Conflict`], never a gap or a duplicate
+//! version) plus, for commands that carry an `Idempotency-Key`, a conditional put of the
+//! idempotency record holding the response, so a retry returns the same answer without a
+//! second write.
+//!
+//! Every new event also carries a *pending* marker (`pending_bucket`, `appended_at`),
+//! the key of a sparse index: it is removed once Kinesis accepted the event, so the
+//! outbox relay finds anything appended but never published, e.g. after a crash between
+//! append and publish.
+
+mod dynamo;
+
+pub use dynamo::DynamoEventStore;
+
+use std::time::Duration;
+
+use cafe_events::{AggregateId, EventEnvelope};
+use serde::{Deserialize, Serialize};
+
+/// Buckets of the pending index. Spreading the sparse index over several partition keys
+/// keeps one hot key from throttling appends at the morning rush.
+pub const PENDING_BUCKETS: u32 = 16;
+
+/// The response stored with an idempotency key, returned verbatim on a retry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body.
+    pub body: serde_json::Value,
+}
+
+/// An idempotency record to write atomically with the events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyClaim {
+    /// The client's `Idempotency-Key`.
+    pub key: String,
+    /// Hash of the request (method, path, body): the same key with another request is an error.
+    pub request_hash: String,
+    /// What to answer on a retry.
+    pub response: StoredResponse,
+    /// How long the record lives (DynamoDB TTL).
+    pub ttl: Duration,
+}
+
+/// What an idempotency key already stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// Hash of the request it was first used with.
+    pub request_hash: String,
+    /// The response given then.
+    pub response: StoredResponse,
+}
+
+/// Why the event store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer appended to the aggregate first; reload and decide again.
+    #[error("version conflict on {aggregate_id} at version {version}")]
+    Conflict {
+        /// The aggregate.
+        aggregate_id: String,
+        /// The version that was already taken.
+        version: u64,
+    },
+    /// The idempotency key was claimed concurrently; read it and answer from it.
+    #[error("idempotency key {0} was claimed concurrently")]
+    IdempotencyRace(String),
+    /// A stored event does not decode: a poison record, not a transient failure.
+    #[error("stored event {aggregate_id}/{version} is corrupt: {reason}")]
+    Corrupt {
+        /// The aggregate.
+        aggregate_id: String,
+        /// The version.
+        version: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The request was refused for capacity; retry with backoff.
+    #[error("throttled: {0}")]
+    Throttled(String),
+    /// Anything else from the service or the network; retry with backoff.
+    #[error("event store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// Whether retrying the same call may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Throttled(_) | StoreError::Unavailable(_))
+    }
+}
+
+/// The event store port. Handlers are generic over it, never over an SDK client.
+pub trait EventStore: Send + Sync {
+    /// Every event of one aggregate, in version order.
+    fn load(&self, id: &AggregateId) -> impl Future<Output = Result<Vec<EventEnvelope>, StoreError>> + Send;
+
+    /// Appends events (consecutive versions of one aggregate) atomically, together with
+    /// an optional idempotency claim.
+    fn append(
+        &self,
+        events: &[EventEnvelope],
+        claim: Option<&IdempotencyClaim>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The record behind an idempotency key, if any.
+    fn idempotency(&self, key: &str) -> impl Future<Output = Result<Option<IdempotencyRecord>, StoreError>> + Send;
+
+    /// Events still marked pending that were appended more than `older_than` ago.
+    fn pending(
+        &self,
+        older_than: Duration,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<EventEnvelope>, StoreError>> + Send;
+
+    /// Clears the pending marker of events Kinesis accepted.
+    fn mark_published(&self, events: &[(AggregateId, u64)]) -> impl Future<Output = Result<(), StoreError>> + Send;
+}

@@ -1,0 +1,114 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use cafe_producers::store::{EventStore, IdempotencyClaim, StoreError, StoredResponse};
+
+use crate::helpers::{account, earned, fresh_store};
+
+#[tokio::test]
+async fn appended_events_load_back_in_version_order() {
+    let store = fresh_store().await;
+    let id = account("c-order");
+    store.append(&[earned(&id, 1), earned(&id, 2)], None).await.unwrap();
+    store.append(&[earned(&id, 3)], None).await.unwrap();
+    let loaded = store.load(&id).await.unwrap();
+    assert_eq!(loaded.iter().map(|e| e.version).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert!(store.load(&account("nobody")).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_taken_version_is_a_conflict_and_the_whole_append_is_discarded() {
+    let store = fresh_store().await;
+    let id = account("c-conflict");
+    store.append(&[earned(&id, 1)], None).await.unwrap();
+    let err = store.append(&[earned(&id, 1), earned(&id, 2)], None).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { version: 1, .. }), "{err}");
+    assert!(!err.is_transient());
+    assert_eq!(
+        store.load(&id).await.unwrap().len(),
+        1,
+        "version 2 must not have been written"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_writers_never_leave_a_gap_or_a_duplicate() {
+    let store = Arc::new(fresh_store().await);
+    let id = account("c-race");
+    let writers = (0..8).map(|_| {
+        let (store, id) = (store.clone(), id.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut conflicts) = (0, 0);
+            for _ in 0..5 {
+                // Load, decide the next version, append; on conflict reload and try again.
+                loop {
+                    let next = store.load(&id).await.unwrap().len() as u64 + 1;
+                    match store.append(&[earned(&id, next)], None).await {
+                        Ok(()) => {
+                            ok += 1;
+                            break;
+                        }
+                        Err(StoreError::Conflict { .. }) => conflicts += 1,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+            (ok, conflicts)
+        })
+    });
+    let mut appended = 0;
+    for w in writers {
+        appended += w.await.unwrap().0;
+    }
+    let versions: Vec<u64> = store.load(&id).await.unwrap().iter().map(|e| e.version).collect();
+    assert_eq!(appended, 40);
+    assert_eq!(versions, (1..=40).collect::<Vec<_>>());
+}
+
+fn claim(key: &str, hash: &str) -> IdempotencyClaim {
+    IdempotencyClaim {
+        key: key.into(),
+        request_hash: hash.into(),
+        response: StoredResponse {
+            status: 201,
+            body: serde_json::json!({ "version": 1 }),
+        },
+        ttl: Duration::from_secs(86_400),
+    }
+}
+
+#[tokio::test]
+async fn an_idempotency_key_is_claimed_once_atomically_with_the_events() {
+    let store = fresh_store().await;
+    let (a, b) = (account("c-idem-a"), account("c-idem-b"));
+    assert_eq!(store.idempotency("k1").await.unwrap(), None);
+    store.append(&[earned(&a, 1)], Some(&claim("k1", "h1"))).await.unwrap();
+    let rec = store.idempotency("k1").await.unwrap().unwrap();
+    assert_eq!(rec.request_hash, "h1");
+    assert_eq!(rec.response, claim("k1", "h1").response);
+
+    // A second claim of the key fails as a race, and its events are not written.
+    let err = store
+        .append(&[earned(&b, 1)], Some(&claim("k1", "h2")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::IdempotencyRace(ref k) if k == "k1"), "{err}");
+    assert!(store.load(&b).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn new_events_are_pending_until_marked_published() {
+    let store = fresh_store().await;
+    let id = account("c-pending");
+    store.append(&[earned(&id, 1), earned(&id, 2)], None).await.unwrap();
+    // Not yet older than a minute.
+    assert!(store.pending(Duration::from_secs(60), 100).await.unwrap().is_empty());
+    let pending = store.pending(Duration::ZERO, 100).await.unwrap();
+    assert_eq!(pending.iter().map(|e| e.version).collect::<Vec<_>>(), vec![1, 2]);
+
+    store.mark_published(&[(id.clone(), 1)]).await.unwrap();
+    let left = store.pending(Duration::ZERO, 100).await.unwrap();
+    assert_eq!(left.iter().map(|e| e.version).collect::<Vec<_>>(), vec![2]);
+    // Publishing does not touch the event itself.
+    assert_eq!(store.load(&id).await.unwrap().len(), 2);
+}
