@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "cloudcafe/inventory/v1/inventory.proto",
         "cloudcafe/loyalty/v1/loyalty.proto",
         "cloudcafe/menu/v1/menu.proto",
+        "kpl/aggregation.proto",
     ];
     println!("cargo:rerun-if-changed=proto");
     let descriptors = protox::compile(FILES, ["proto"])?;

@@ -12,6 +12,7 @@
 //! - [`event`]: [`DomainEvent`], the catalog of event types with their schema versions.
 //! - [`upcast`]: lifts payloads written with older layouts to the current one.
 //! - [`envelope`]: [`EventEnvelope`] and the record codec.
+//! - [`kpl`]: KPL-compatible aggregation of many records into one Kinesis record.
 //! - [`error`]: the codec's error type, [`DecodeError`].
 //!
 //! # Compatibility rules
@@ -24,6 +25,7 @@ pub mod envelope;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod kpl;
 pub mod money;
 pub mod proto;
 pub mod upcast;

@@ -39,3 +39,8 @@ pub mod menu {
         include!(concat!(env!("OUT_DIR"), "/cloudcafe.menu.v1.rs"));
     }
 }
+
+/// The KPL aggregated-record format (proto2), for [`crate::kpl`].
+pub mod kpl {
+    include!(concat!(env!("OUT_DIR"), "/kpl.rs"));
+}

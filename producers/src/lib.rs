@@ -9,6 +9,8 @@
 //! - [`domain`]: the [`domain::Aggregate`] trait and the four aggregates:
 //!   [`domain::order`], [`domain::stock`], [`domain::loyalty`], [`domain::menu`].
 //! - [`store`]: the [`store::EventStore`] port and [`store::DynamoEventStore`].
+//! - [`publish`]: [`publish::Publisher`] to Kinesis (batching, KPL aggregation, retries).
 
 pub mod domain;
+pub mod publish;
 pub mod store;

@@ -5,7 +5,7 @@
 
 use std::future::Future;
 
-use ferrokinesis::store::{DurableStateOptions, StoreOptions};
+use ferrokinesis::store::StoreOptions;
 use tokio::net::TcpListener;
 
 use crate::config::{LOOPBACK, StackConfig};
@@ -15,8 +15,15 @@ use crate::service::Service;
 /// Kinesis limits we raise locally: tests create many short-lived streams in parallel.
 const LOCAL_SHARD_LIMIT: u32 = 2_000;
 
-/// Runs the Kinesis emulator until `shutdown` resolves. State persists under the
-/// service's data directory (WAL + snapshots), so streams survive `down`/`up`.
+/// Runs the Kinesis emulator until `shutdown` resolves, in memory.
+///
+/// ferrokinesis 0.7's durable mode appends a full snapshot of the whole store, with an
+/// fsync, to its WAL on *every* mutation, so each PutRecords costs O(all data held).
+/// Measured here: ~80 MB of test records made it write 2.9 GB and spend 6.5 CPU-minutes,
+/// and publish tests slowed from seconds to minutes. A stream is a retention-bounded log,
+/// not the system of record: the event store (DynamoDB stand-in, persistent) is, and the
+/// outbox relay and the replay tool republish from it. So stream contents do not survive
+/// `down`/`up`; `up` re-provisions the streams.
 pub async fn serve_kinesis(
     cfg: &StackConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -28,11 +35,7 @@ pub async fn serve_kinesis(
         delete_stream_ms: 50,
         update_stream_ms: 50,
         shard_limit: LOCAL_SHARD_LIMIT,
-        durable: Some(DurableStateOptions {
-            state_dir: Service::Kinesis.data_dir(cfg),
-            snapshot_interval_secs: 30,
-            max_retained_bytes: None,
-        }),
+        durable: None,
         aws_region: cfg.names.region.clone(),
         ..StoreOptions::default()
     };

@@ -46,3 +46,60 @@ pub fn earned(id: &AggregateId, version: u64) -> EventEnvelope {
         }),
     }
 }
+
+use aws_sdk_kinesis::types::ShardIteratorType;
+use cafe_events::kpl;
+use cafe_producers::publish::KinesisSink;
+
+/// A fresh stream with `shards` shards, and a sink on it.
+pub async fn fresh_stream(shards: u32) -> (aws_sdk_kinesis::Client, String, KinesisSink) {
+    let cfg = StackConfig::load().unwrap();
+    if let Err(why) = health::probe(&cfg, Service::Kinesis).await {
+        panic!("Kinesis stand-in not reachable ({why}); start the stack with `infra/local/dev.sh up`");
+    }
+    let client = aws::kinesis(&aws::sdk_config(&cfg).await, &cfg);
+    let stream = format!("it-pub-{}", uuid::Uuid::now_v7().simple());
+    provision::ensure_stream(&client, &stream, shards).await.unwrap();
+    let sink = KinesisSink::new(client.clone(), stream.clone());
+    (client, stream, sink)
+}
+
+/// Everything in the stream, shard by shard in sequence order: `(kinesis records, user
+/// records decoded)`.
+pub async fn read_stream(client: &aws_sdk_kinesis::Client, stream: &str) -> (usize, Vec<Vec<EventEnvelope>>) {
+    let shards = client.list_shards().stream_name(stream).send().await.unwrap();
+    let mut kinesis_records = 0;
+    let mut per_shard = Vec::new();
+    for shard in shards.shards() {
+        let mut it = client
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator;
+        let mut events = Vec::new();
+        while let Some(i) = it {
+            let out = client
+                .get_records()
+                .shard_iterator(i)
+                .limit(10_000)
+                .send()
+                .await
+                .unwrap();
+            for r in out.records() {
+                kinesis_records += 1;
+                let data = bytes::Bytes::copy_from_slice(r.data().as_ref());
+                for user in kpl::deaggregate(r.partition_key(), data) {
+                    events.push(EventEnvelope::decode(&user.data).expect("every user record decodes intact"));
+                }
+            }
+            let caught_up = out.records().is_empty() && out.millis_behind_latest().unwrap_or(0) == 0;
+            it = if caught_up { None } else { out.next_shard_iterator };
+        }
+        per_shard.push(events);
+    }
+    (kinesis_records, per_shard)
+}

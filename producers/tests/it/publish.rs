@@ -1,0 +1,122 @@
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use cafe_events::proto::inventory::v1::StockRestocked;
+use cafe_events::{AggregateId, DomainEvent, EventEnvelope, EventId, Sku, StoreId};
+use cafe_producers::publish::{FaultySink, Publisher, PublisherConfig};
+
+use crate::helpers::{account, earned, fresh_stream, read_stream};
+
+fn fast_retries(aggregate: bool) -> PublisherConfig {
+    PublisherConfig {
+        aggregate,
+        base_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(100),
+        ..PublisherConfig::default()
+    }
+}
+
+/// Per aggregate, versions must appear in increasing order within its shard.
+fn assert_in_order(per_shard: &[Vec<EventEnvelope>]) {
+    for events in per_shard {
+        let mut last: HashMap<String, u64> = HashMap::new();
+        for e in events {
+            let prev = last.insert(e.aggregate_id.to_string(), e.version).unwrap_or(0);
+            assert!(e.version > prev, "{} v{} after v{prev}", e.aggregate_id, e.version);
+        }
+    }
+}
+
+async fn throttled_publish_delivers_everything(aggregate: bool) {
+    let (client, stream, sink) = fresh_stream(4).await;
+    let publisher = Publisher::new(FaultySink::new(sink, 200, 42), fast_retries(aggregate));
+    let mut sent = BTreeSet::new();
+    let mut retries = 0;
+    // 200 accounts × 10 versions, published in batches of 100 events (10 commands' worth).
+    for version in 1..=10u64 {
+        for chunk in (0..200).collect::<Vec<_>>().chunks(100) {
+            let batch: Vec<EventEnvelope> = chunk
+                .iter()
+                .map(|i| earned(&account(&format!("c-{i}")), version))
+                .collect();
+            let report = publisher.publish(&batch).await.unwrap();
+            retries += report.retries;
+            sent.extend(batch.iter().map(|e| (e.aggregate_id.to_string(), e.version)));
+        }
+    }
+    assert!(retries > 0, "the fault injection must have throttled something");
+    let (_, per_shard) = read_stream(&client, &stream).await;
+    let got: Vec<(String, u64)> = per_shard
+        .iter()
+        .flatten()
+        .map(|e| (e.aggregate_id.to_string(), e.version))
+        .collect();
+    let unique: BTreeSet<_> = got.iter().cloned().collect();
+    assert_eq!(unique, sent, "every appended event reaches the stream");
+    assert_eq!(
+        got.len(),
+        sent.len(),
+        "and exactly once: throttled entries were never written"
+    );
+    assert_in_order(&per_shard);
+    client.delete_stream().stream_name(&stream).send().await.unwrap();
+}
+
+#[tokio::test]
+async fn with_20_percent_throttling_every_event_arrives_once_and_in_order_raw() {
+    throttled_publish_delivers_everything(false).await;
+}
+
+#[tokio::test]
+async fn with_20_percent_throttling_every_event_arrives_once_and_in_order_aggregated() {
+    throttled_publish_delivers_everything(true).await;
+}
+
+fn restocked(store: usize, sku: usize) -> EventEnvelope {
+    let (store_id, sku_id) = (
+        StoreId::parse(format!("store-{store:05}")).unwrap(),
+        Sku::parse(format!("sku-{sku:05}")).unwrap(),
+    );
+    EventEnvelope {
+        event_id: EventId::new(),
+        event: DomainEvent::StockRestocked(StockRestocked {
+            store_id: store_id.to_string(),
+            sku: sku_id.to_string(),
+            quantity: 24,
+            on_hand_after: 24,
+        }),
+        aggregate_id: AggregateId::StockItem(store_id, sku_id),
+        version: 1,
+        occurred_at: chrono::Utc::now(),
+        correlation_id: "restock-storm".into(),
+        causation_id: String::new(),
+        command_id: String::new(),
+    }
+}
+
+/// The seed's "Inventory Restock Storm": 100 stores × 5,000 SKUs at once.
+#[tokio::test]
+async fn restock_storm_is_sent_in_a_twentieth_of_the_records_and_deaggregates_intact() {
+    const STORES: usize = 100;
+    const SKUS: usize = 5_000;
+    let (client, stream, sink) = fresh_stream(4).await;
+    let publisher = Publisher::new(sink, PublisherConfig::default());
+    let mut kinesis_records = 0;
+    for store in 0..STORES {
+        let batch: Vec<EventEnvelope> = (0..SKUS).map(|sku| restocked(store, sku)).collect();
+        kinesis_records += publisher.publish(&batch).await.unwrap().kinesis_records;
+    }
+    let user_records = STORES * SKUS;
+    assert!(
+        kinesis_records * 20 <= user_records,
+        "{kinesis_records} Kinesis records for {user_records} user records"
+    );
+
+    let (read_records, per_shard) = read_stream(&client, &stream).await;
+    assert_eq!(read_records, kinesis_records);
+    let keys: BTreeSet<String> = per_shard.iter().flatten().map(|e| e.aggregate_id.to_string()).collect();
+    assert_eq!(per_shard.iter().map(Vec::len).sum::<usize>(), user_records);
+    assert_eq!(keys.len(), user_records, "every store#sku exactly once");
+    println!("restock storm: {user_records} user records in {kinesis_records} Kinesis records");
+    client.delete_stream().stream_name(&stream).send().await.unwrap();
+}
