@@ -10,7 +10,11 @@
 //!   [`domain::order`], [`domain::stock`], [`domain::loyalty`], [`domain::menu`].
 //! - [`store`]: the [`store::EventStore`] port and [`store::DynamoEventStore`].
 //! - [`publish`]: [`publish::Publisher`] to Kinesis (batching, KPL aggregation, retries).
+//! - [`relay`]: the outbox relay that republishes events left pending.
+//! - [`service`]: [`service::CommandService`], the path every command takes.
 
 pub mod domain;
 pub mod publish;
+pub mod relay;
+pub mod service;
 pub mod store;

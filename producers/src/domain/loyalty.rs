@@ -70,6 +70,15 @@ pub enum LoyaltyRejection {
     },
 }
 
+impl super::Rule for LoyaltyRejection {
+    fn code(&self) -> &'static str {
+        match self {
+            LoyaltyRejection::Points(_) => "points",
+            LoyaltyRejection::Insufficient { .. } => "insufficient_points",
+        }
+    }
+}
+
 impl Aggregate for LoyaltyAccount {
     type Command = (CustomerId, LoyaltyCommand);
     type Context = ();

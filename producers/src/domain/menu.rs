@@ -55,6 +55,19 @@ pub enum MenuRejection {
     NotPublished,
 }
 
+impl super::Rule for MenuRejection {
+    fn code(&self) -> &'static str {
+        match self {
+            MenuRejection::Empty(_) => "empty_field",
+            MenuRejection::Price(_) => "price",
+            MenuRejection::NotPublished => "not_published",
+        }
+    }
+    fn is_not_found(&self) -> bool {
+        matches!(self, MenuRejection::NotPublished)
+    }
+}
+
 impl Aggregate for MenuItem {
     type Command = (ItemId, MenuCommand);
     type Context = ();

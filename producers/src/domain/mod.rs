@@ -20,7 +20,7 @@ pub trait Aggregate: Default {
     /// Read-only facts from elsewhere that a decision needs (e.g. menu prices).
     type Context;
     /// Why a command was refused (a rule, never an I/O failure).
-    type Rejection: std::error::Error;
+    type Rejection: Rule;
 
     /// Folds one of its own events into the state. Events of other aggregates and
     /// unknown event types leave it unchanged.
@@ -36,6 +36,16 @@ pub trait Aggregate: Default {
             state.apply(e);
         }
         state
+    }
+}
+
+/// A broken business rule, as the API reports it.
+pub trait Rule: std::error::Error + Send + Sync + 'static {
+    /// Stable machine-readable code (the JSON error body's `error`).
+    fn code(&self) -> &'static str;
+    /// True when the command named an aggregate that does not exist (HTTP 404, not 422).
+    fn is_not_found(&self) -> bool {
+        false
     }
 }
 

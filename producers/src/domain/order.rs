@@ -138,6 +138,24 @@ pub enum OrderRejection {
     },
 }
 
+impl super::Rule for OrderRejection {
+    fn code(&self) -> &'static str {
+        match self {
+            OrderRejection::AlreadyPlaced => "order_exists",
+            OrderRejection::NotFound => "order_not_found",
+            OrderRejection::LineCount(_) => "line_count",
+            OrderRejection::Quantity { .. } => "quantity",
+            OrderRejection::NotOnMenu { .. } => "not_on_menu",
+            OrderRejection::TotalOverflow => "total_overflow",
+            OrderRejection::Transition { .. } => "illegal_transition",
+            OrderRejection::AmountMismatch { .. } => "amount_mismatch",
+        }
+    }
+    fn is_not_found(&self) -> bool {
+        matches!(self, OrderRejection::NotFound)
+    }
+}
+
 /// The snake_case name clients see for a status.
 pub fn status_name(s: OrderStatus) -> &'static str {
     match s {

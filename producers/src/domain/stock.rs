@@ -60,6 +60,15 @@ pub enum StockRejection {
     },
 }
 
+impl super::Rule for StockRejection {
+    fn code(&self) -> &'static str {
+        match self {
+            StockRejection::Quantity(_) => "quantity",
+            StockRejection::Insufficient { .. } => "insufficient_stock",
+        }
+    }
+}
+
 impl Aggregate for StockItem {
     type Command = (StoreId, Sku, StockCommand);
     type Context = ();

@@ -13,8 +13,10 @@
 //! append and publish.
 
 mod dynamo;
+mod faulty;
 
-pub use dynamo::DynamoEventStore;
+pub use dynamo::{DynamoEventStore, PENDING_INDEX};
+pub use faulty::FaultyStore;
 
 use std::time::Duration;
 

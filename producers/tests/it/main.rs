@@ -4,4 +4,5 @@
 
 mod helpers;
 mod publish;
+mod service;
 mod store;

@@ -1,0 +1,116 @@
+//! The outbox relay: publishes events that were appended but never marked published.
+//!
+//! The command path publishes right after appending; if the process dies in between,
+//! or Kinesis keeps refusing, the event keeps its pending marker. The relay scans the
+//! pending index for events older than a threshold (younger ones are probably still being
+//! published by their command) and publishes them, in version order per aggregate.
+//! Publishing twice is possible (the command path and the relay racing), never losing:
+//! delivery is at-least-once and every read model is idempotent by (aggregate, version).
+
+use std::time::Duration;
+
+use tracing::Instrument;
+
+use crate::publish::{PublishError, Publisher, RecordSink};
+use crate::store::{EventStore, StoreError};
+
+/// Tuning of the relay.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Pause between scans when nothing was pending.
+    pub interval: Duration,
+    /// Only events appended longer ago than this are republished.
+    pub older_than: Duration,
+    /// Events per scan.
+    pub batch: usize,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            interval: Duration::from_secs(1),
+            older_than: Duration::from_secs(5),
+            batch: 500,
+        }
+    }
+}
+
+/// What the relay did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayStats {
+    /// Events republished and marked.
+    pub published: u64,
+    /// Scans that failed (retried at the next interval).
+    pub failed_scans: u64,
+}
+
+/// Why one relay pass failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The event store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Kinesis refused outright.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+}
+
+/// One pass: publish up to `batch` pending events and clear their markers. Returns how
+/// many were published.
+pub async fn relay_once<S: EventStore, K: RecordSink>(
+    store: &S,
+    publisher: &Publisher<K>,
+    cfg: &RelayConfig,
+) -> Result<usize, RelayError> {
+    let pending = store.pending(cfg.older_than, cfg.batch).await?;
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let keys: Vec<_> = pending.iter().map(|e| (e.aggregate_id.clone(), e.version)).collect();
+    let published = match publisher.publish(&pending).await {
+        Ok(_) => keys,
+        // Mark what did go out; the rest stays pending for the next pass.
+        Err(PublishError::Exhausted { not_published, .. }) => {
+            keys.into_iter().filter(|k| !not_published.contains(k)).collect()
+        }
+        Err(e) => return Err(e.into()),
+    };
+    store.mark_published(&published).await?;
+    Ok(published.len())
+}
+
+/// Runs passes until `shutdown` resolves; a pass in progress finishes first, so no
+/// event is published without its marker being cleared (or left for the next run).
+pub async fn run<S: EventStore, K: RecordSink>(
+    store: &S,
+    publisher: &Publisher<K>,
+    cfg: RelayConfig,
+    shutdown: impl Future<Output = ()>,
+) -> RelayStats {
+    let mut stats = RelayStats::default();
+    tokio::pin!(shutdown);
+    loop {
+        let pass = relay_once(store, publisher, &cfg).instrument(tracing::debug_span!("relay_pass"));
+        let more = match pass.await {
+            Ok(n) => {
+                stats.published += n as u64;
+                if n > 0 {
+                    tracing::info!(events = n, "relay republished pending events");
+                }
+                n == cfg.batch
+            }
+            Err(e) => {
+                stats.failed_scans += 1;
+                tracing::warn!(error = %e, "relay pass failed; retrying next interval");
+                false
+            }
+        };
+        if more {
+            continue;
+        }
+        tokio::select! {
+            _ = &mut shutdown => return stats,
+            _ = tokio::time::sleep(cfg.interval) => {}
+        }
+    }
+}

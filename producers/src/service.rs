@@ -1,0 +1,267 @@
+//! The command service: what every command goes through, whatever its aggregate.
+//!
+//! 1. An idempotency key seen before answers from its record (same request) or is refused
+//!    (a different request), before anything else happens.
+//! 2. A saturated publisher refuses new work (503) rather than queue without bound.
+//! 3. Load the aggregate, decide, append the new events with the idempotency record in
+//!    one transaction. A version conflict (another writer got there first) reloads and
+//!    decides again, a bounded number of times.
+//! 4. Publish, then clear the pending markers. A publish failure is not the client's
+//!    problem: the events are stored, and the outbox relay will publish them.
+
+use std::time::Duration;
+
+use cafe_events::{AggregateId, DomainEvent, EventEnvelope, EventId};
+
+use crate::domain::{Aggregate, Rule};
+use crate::publish::{PublishError, Publisher, RecordSink};
+use crate::store::{EventStore, IdempotencyClaim, StoreError, StoredResponse};
+
+/// Who asked, and the keys that make a retry safe.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandMeta {
+    /// The client's `Idempotency-Key`, if it sent one.
+    pub idempotency_key: Option<String>,
+    /// Hash of method, path and body: what the key promised to mean.
+    pub request_hash: String,
+    /// Groups everything caused by this request.
+    pub correlation_id: String,
+}
+
+/// A command's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Executed {
+    /// What to answer (stored with the idempotency key).
+    pub response: StoredResponse,
+    /// True when answered from an earlier identical request; nothing was written.
+    pub replayed: bool,
+    /// Events written by this call (empty when replayed).
+    pub events: Vec<EventEnvelope>,
+}
+
+/// Why a command did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// A business rule refused it (422, or 404 for a missing aggregate).
+    #[error("{0}")]
+    Rejected(Box<dyn Rule>),
+    /// The idempotency key was used before with a different request (422).
+    #[error("idempotency key was already used for a different request")]
+    IdempotencyMismatch,
+    /// Other writers kept winning the race for this aggregate (409).
+    #[error("the aggregate kept changing; retry")]
+    Conflict,
+    /// The publisher is saturated (503 with Retry-After).
+    #[error("too much in flight; retry shortly")]
+    Saturated,
+    /// The event store failed or is throttling beyond our retries (503).
+    #[error("event store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Tuning of the command service.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Reload-and-decide attempts after a version conflict.
+    pub conflict_retries: u32,
+    /// Attempts for a throttled or failing event store call.
+    pub transient_retries: u32,
+    /// How long an idempotency record lives.
+    pub idempotency_ttl: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            conflict_retries: 5,
+            transient_retries: 5,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Runs commands against an event store and a publisher.
+#[derive(Debug)]
+pub struct CommandService<S, K> {
+    store: S,
+    publisher: Publisher<K>,
+    cfg: ServiceConfig,
+}
+
+impl<S: EventStore, K: RecordSink> CommandService<S, K> {
+    /// A service over its two ports.
+    pub fn new(store: S, publisher: Publisher<K>, cfg: ServiceConfig) -> Self {
+        CommandService { store, publisher, cfg }
+    }
+
+    /// The event store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The publisher.
+    pub fn publisher(&self) -> &Publisher<K> {
+        &self.publisher
+    }
+
+    /// An aggregate's current state and version.
+    pub async fn state<A: Aggregate>(&self, id: &AggregateId) -> Result<(A, u64), CommandError> {
+        let events = self.retry_store(|| self.store.load(id)).await.map_err(unavailable)?;
+        let version = events.last().map_or(0, |e| e.version);
+        Ok((A::replay(events.iter().map(|e| &e.event)), version))
+    }
+
+    /// Runs one command. `respond` builds the answer from the new events and the
+    /// aggregate's new version; it is stored with the idempotency key.
+    pub async fn execute<A: Aggregate>(
+        &self,
+        id: &AggregateId,
+        command: &A::Command,
+        context: &A::Context,
+        meta: &CommandMeta,
+        respond: impl Fn(&[EventEnvelope], u64) -> StoredResponse,
+    ) -> Result<Executed, CommandError> {
+        if let Some(key) = &meta.idempotency_key
+            && let Some(done) = self.answer_from_record(key, &meta.request_hash).await?
+        {
+            return Ok(done);
+        }
+        if self.publisher.is_saturated() {
+            return Err(CommandError::Saturated);
+        }
+        let mut conflicts = 0;
+        loop {
+            let (state, version) = self.state::<A>(id).await?;
+            let decided = state
+                .decide(command, context)
+                .map_err(|r| CommandError::Rejected(Box::new(r)))?;
+            let events = envelopes(id, version, decided, meta);
+            let response = respond(&events, events.last().map_or(version, |e| e.version));
+            if events.is_empty() {
+                return Ok(Executed {
+                    response,
+                    replayed: false,
+                    events,
+                });
+            }
+            let claim = meta.idempotency_key.as_ref().map(|key| IdempotencyClaim {
+                key: key.clone(),
+                request_hash: meta.request_hash.clone(),
+                response: response.clone(),
+                ttl: self.cfg.idempotency_ttl,
+            });
+            match self.retry_store(|| self.store.append(&events, claim.as_ref())).await {
+                Ok(()) => {
+                    self.publish(&events).await;
+                    return Ok(Executed {
+                        response,
+                        replayed: false,
+                        events,
+                    });
+                }
+                Err(StoreError::Conflict { version, .. }) => {
+                    conflicts += 1;
+                    tracing::debug!(aggregate_id = %id, version, conflicts, "version conflict; deciding again");
+                    if conflicts > self.cfg.conflict_retries {
+                        return Err(CommandError::Conflict);
+                    }
+                }
+                // A concurrent request with the same key won the race: answer as it did.
+                Err(StoreError::IdempotencyRace(key)) => {
+                    return self
+                        .answer_from_record(&key, &meta.request_hash)
+                        .await?
+                        .ok_or_else(|| CommandError::Unavailable("idempotency record not readable".into()));
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+    }
+
+    async fn answer_from_record(&self, key: &str, request_hash: &str) -> Result<Option<Executed>, CommandError> {
+        match self
+            .retry_store(|| self.store.idempotency(key))
+            .await
+            .map_err(unavailable)?
+        {
+            None => Ok(None),
+            Some(record) if record.request_hash == request_hash => Ok(Some(Executed {
+                response: record.response,
+                replayed: true,
+                events: Vec::new(),
+            })),
+            Some(_) => Err(CommandError::IdempotencyMismatch),
+        }
+    }
+
+    /// Publishes and clears pending markers. Failures are logged, not returned: the
+    /// events are safely stored and the relay publishes whatever is left pending.
+    async fn publish(&self, events: &[EventEnvelope]) {
+        let keys: Vec<_> = events.iter().map(|e| (e.aggregate_id.clone(), e.version)).collect();
+        let published = match self.publisher.publish(events).await {
+            Ok(_) => keys,
+            Err(PublishError::Exhausted {
+                not_published,
+                last_code,
+                ..
+            }) => {
+                tracing::warn!(events = not_published.len(), last_code, "left pending for the relay");
+                keys.into_iter().filter(|k| !not_published.contains(k)).collect()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "publish failed; events left pending for the relay");
+                return;
+            }
+        };
+        if let Err(e) = self.store.mark_published(&published).await {
+            // Harmless beyond a duplicate: the relay will publish these once more.
+            tracing::warn!(error = %e, "could not clear pending markers");
+        }
+    }
+
+    /// Retries transient store failures (throttling, 5xx) with exponential backoff.
+    async fn retry_store<T, F, Fut>(&self, mut call: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match call().await {
+                Err(e) if e.is_transient() && attempt + 1 < self.cfg.transient_retries => {
+                    tracing::debug!(error = %e, attempt, "transient event store failure; retrying");
+                    tokio::time::sleep(Duration::from_millis(20) * 2u32.pow(attempt.min(6))).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+fn unavailable(e: StoreError) -> CommandError {
+    CommandError::Unavailable(e.to_string())
+}
+
+/// Wraps decided events in envelopes with consecutive versions after `version`.
+fn envelopes(id: &AggregateId, version: u64, events: Vec<DomainEvent>, meta: &CommandMeta) -> Vec<EventEnvelope> {
+    let now = chrono::Utc::now();
+    let command_id = meta
+        .idempotency_key
+        .clone()
+        .unwrap_or_else(|| EventId::new().to_string());
+    events
+        .into_iter()
+        .zip(version + 1..)
+        .map(|(event, version)| EventEnvelope {
+            event_id: EventId::new(),
+            aggregate_id: id.clone(),
+            version,
+            occurred_at: now,
+            correlation_id: meta.correlation_id.clone(),
+            causation_id: command_id.clone(),
+            command_id: command_id.clone(),
+            event,
+        })
+        .collect()
+}

@@ -1,0 +1,243 @@
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cafe_events::CustomerId;
+use cafe_producers::domain::loyalty::{LoyaltyAccount, LoyaltyCommand};
+use cafe_producers::publish::{FaultySink, KinesisSink, Publisher, PublisherConfig};
+use cafe_producers::relay::{self, RelayConfig};
+use cafe_producers::service::{CommandError, CommandMeta, CommandService, ServiceConfig};
+use cafe_producers::store::{DynamoEventStore, EventStore, FaultyStore, StoredResponse};
+
+use crate::helpers::{account, earned, fresh_store, fresh_stream, read_stream};
+
+type Service = CommandService<FaultyStore<DynamoEventStore>, FaultySink<KinesisSink>>;
+
+async fn service(store_fail: u64, sink_fail: u64, cfg: ServiceConfig) -> (Service, aws_sdk_kinesis::Client, String) {
+    let store = FaultyStore::new(fresh_store().await, store_fail, 7);
+    let (client, stream, sink) = fresh_stream(2).await;
+    let publisher = Publisher::new(
+        FaultySink::new(sink, sink_fail, 11),
+        PublisherConfig {
+            base_backoff: Duration::from_millis(2),
+            ..PublisherConfig::default()
+        },
+    );
+    (CommandService::new(store, publisher, cfg), client, stream)
+}
+
+fn earn(points: i64) -> (CustomerId, LoyaltyCommand) {
+    (
+        CustomerId::parse("c-1").unwrap(),
+        LoyaltyCommand::Earn { points, order_id: None },
+    )
+}
+
+fn meta(key: Option<&str>, hash: &str) -> CommandMeta {
+    CommandMeta {
+        idempotency_key: key.map(str::to_owned),
+        request_hash: hash.into(),
+        correlation_id: "corr".into(),
+    }
+}
+
+fn respond(events: &[cafe_events::EventEnvelope], version: u64) -> StoredResponse {
+    StoredResponse {
+        status: 201,
+        body: serde_json::json!({ "version": version, "events": events.len() }),
+    }
+}
+
+#[tokio::test]
+async fn fifty_parallel_retries_write_one_set_of_events_and_answer_identically() {
+    let (svc, client, stream) = service(0, 0, ServiceConfig::default()).await;
+    let svc = Arc::new(svc);
+    let id = account("c-1");
+    let calls = (0..50).map(|_| {
+        let (svc, id) = (svc.clone(), id.clone());
+        tokio::spawn(async move {
+            svc.execute::<LoyaltyAccount>(&id, &earn(600), &(), &meta(Some("key-1"), "hash-1"), respond)
+                .await
+        })
+    });
+    let mut responses = BTreeSet::new();
+    let mut fresh = 0;
+    for c in calls {
+        let done = c.await.unwrap().unwrap();
+        responses.insert(done.response.body.to_string());
+        fresh += usize::from(!done.replayed);
+    }
+    assert_eq!(responses.len(), 1, "identical responses: {responses:?}");
+    assert_eq!(fresh, 1, "exactly one call wrote");
+    // PointsEarned + TierChanged (600 points crosses Gold), once.
+    let stored = svc.store().load(&id).await.unwrap();
+    assert_eq!(stored.iter().map(|e| e.version).collect::<Vec<_>>(), vec![1, 2]);
+    let (_, per_shard) = read_stream(&client, &stream).await;
+    assert_eq!(per_shard.iter().map(Vec::len).sum::<usize>(), 2, "published once");
+}
+
+#[tokio::test]
+async fn the_same_key_with_another_request_is_refused_and_writes_nothing() {
+    let (svc, ..) = service(0, 0, ServiceConfig::default()).await;
+    let id = account("c-1");
+    svc.execute::<LoyaltyAccount>(&id, &earn(10), &(), &meta(Some("k"), "h1"), respond)
+        .await
+        .unwrap();
+    let err = svc
+        .execute::<LoyaltyAccount>(&id, &earn(99), &(), &meta(Some("k"), "h2"), respond)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CommandError::IdempotencyMismatch), "{err}");
+    assert_eq!(svc.store().load(&id).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_rule_violation_is_rejected_and_writes_nothing() {
+    let (svc, ..) = service(0, 0, ServiceConfig::default()).await;
+    let id = account("c-1");
+    let redeem = (CustomerId::parse("c-1").unwrap(), LoyaltyCommand::Redeem { points: 5 });
+    let err = svc
+        .execute::<LoyaltyAccount>(&id, &redeem, &(), &meta(Some("r"), "h"), respond)
+        .await
+        .unwrap_err();
+    let CommandError::Rejected(rule) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(rule.code(), "insufficient_points");
+    assert!(svc.store().load(&id).await.unwrap().is_empty());
+    assert_eq!(
+        svc.store().idempotency("r").await.unwrap(),
+        None,
+        "a refused command claims no key"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_commands_on_one_aggregate_get_consecutive_versions() {
+    let (svc, ..) = service(0, 0, ServiceConfig::default()).await;
+    let svc = Arc::new(svc);
+    let id = account("c-1");
+    let calls = (0..10).map(|i| {
+        let (svc, id) = (svc.clone(), id.clone());
+        tokio::spawn(async move {
+            svc.execute::<LoyaltyAccount>(&id, &earn(1), &(), &meta(Some(&format!("k{i}")), "h"), respond)
+                .await
+        })
+    });
+    let mut ok = 0;
+    for c in calls {
+        match c.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(CommandError::Conflict) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let versions: Vec<u64> = svc.store().load(&id).await.unwrap().iter().map(|e| e.version).collect();
+    assert_eq!(versions, (1..=ok as u64).collect::<Vec<_>>(), "no gap, no duplicate");
+    assert!(ok >= 1);
+}
+
+#[tokio::test]
+async fn without_conflict_retries_the_loser_gets_a_conflict() {
+    let cfg = ServiceConfig {
+        conflict_retries: 0,
+        ..ServiceConfig::default()
+    };
+    let (svc, ..) = service(0, 0, cfg).await;
+    let svc = Arc::new(svc);
+    let id = account("c-1");
+    let calls = (0..10).map(|i| {
+        let (svc, id) = (svc.clone(), id.clone());
+        tokio::spawn(async move {
+            svc.execute::<LoyaltyAccount>(&id, &earn(1), &(), &meta(Some(&format!("k{i}")), "h"), respond)
+                .await
+        })
+    });
+    let outcomes: Vec<_> = futures_join(calls).await;
+    let conflicts = outcomes
+        .iter()
+        .filter(|r| matches!(r, Err(CommandError::Conflict)))
+        .count();
+    let ok = outcomes.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(ok + conflicts, 10);
+    let versions: Vec<u64> = svc.store().load(&id).await.unwrap().iter().map(|e| e.version).collect();
+    assert_eq!(versions, (1..=ok as u64).collect::<Vec<_>>());
+}
+
+async fn futures_join<T>(handles: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn with_throttled_dynamodb_and_kinesis_every_command_lands_and_is_published() {
+    let (svc, client, stream) = service(
+        300,
+        200,
+        ServiceConfig {
+            transient_retries: 12,
+            ..ServiceConfig::default()
+        },
+    )
+    .await;
+    for i in 0..40 {
+        let id = account(&format!("c-{i}"));
+        let cmd = (
+            CustomerId::parse(format!("c-{i}")).unwrap(),
+            LoyaltyCommand::Earn {
+                points: 5,
+                order_id: None,
+            },
+        );
+        svc.execute::<LoyaltyAccount>(&id, &cmd, &(), &meta(Some(&format!("k{i}")), "h"), respond)
+            .await
+            .unwrap();
+    }
+    // Whatever the command path could not publish, the relay does.
+    let store = svc.store();
+    let relay_cfg = RelayConfig {
+        older_than: Duration::ZERO,
+        ..RelayConfig::default()
+    };
+    for _ in 0..20 {
+        if relay::relay_once(store, svc.publisher(), &relay_cfg).await.is_ok()
+            && store
+                .pending(Duration::ZERO, 10)
+                .await
+                .map(|p| p.is_empty())
+                .unwrap_or(false)
+        {
+            break;
+        }
+    }
+    let (_, per_shard) = read_stream(&client, &stream).await;
+    let got: BTreeSet<String> = per_shard.iter().flatten().map(|e| e.aggregate_id.to_string()).collect();
+    assert_eq!(got.len(), 40);
+}
+
+#[tokio::test]
+async fn the_relay_publishes_events_left_pending_by_a_crash() {
+    let (svc, client, stream) = service(0, 0, ServiceConfig::default()).await;
+    // A "crash" between append and publish: appended, never published.
+    let id = account("c-crashed");
+    svc.store()
+        .append(&[earned(&id, 1), earned(&id, 2)], None)
+        .await
+        .unwrap();
+    let cfg = RelayConfig {
+        older_than: Duration::ZERO,
+        ..RelayConfig::default()
+    };
+    assert_eq!(relay::relay_once(svc.store(), svc.publisher(), &cfg).await.unwrap(), 2);
+    assert_eq!(
+        relay::relay_once(svc.store(), svc.publisher(), &cfg).await.unwrap(),
+        0,
+        "nothing left pending"
+    );
+    let (_, per_shard) = read_stream(&client, &stream).await;
+    let versions: Vec<u64> = per_shard.iter().flatten().map(|e| e.version).collect();
+    assert_eq!(versions, vec![1, 2]);
+}
