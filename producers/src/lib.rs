@@ -6,6 +6,7 @@
 //! Kinesis publisher build on them (issue 3, in progress).
 //!
 //! # Layout
+//! - [`api`]: the HTTP command API (axum router, JSON errors, edge validation).
 //! - [`domain`]: the [`domain::Aggregate`] trait and the four aggregates:
 //!   [`domain::order`], [`domain::stock`], [`domain::loyalty`], [`domain::menu`].
 //! - [`store`]: the [`store::EventStore`] port and [`store::DynamoEventStore`].
@@ -13,6 +14,7 @@
 //! - [`relay`]: the outbox relay that republishes events left pending.
 //! - [`service`]: [`service::CommandService`], the path every command takes.
 
+pub mod api;
 pub mod domain;
 pub mod publish;
 pub mod relay;

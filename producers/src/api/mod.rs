@@ -1,0 +1,320 @@
+//! The HTTP command API (axum). The same router serves locally and, through
+//! `lambda_http`, behind API Gateway.
+//!
+//! Status codes: 201/200 done; 400 malformed JSON or invalid fields (with their paths);
+//! 404 unknown aggregate; 409 version conflict after internal retries; 413 body over
+//! 64 KiB; 415 not JSON; 422 a business rule or a reused idempotency key; 503 with
+//! `Retry-After` when saturated or the store is unavailable. No 4xx writes anything:
+//! every check runs before the append, and the append is one transaction.
+
+mod body;
+mod dto;
+pub mod error;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use cafe_events::{AggregateId, DomainEvent, EventEnvelope, ItemId};
+use md5::{Digest, Md5};
+use serde_json::json;
+
+use crate::domain::Aggregate;
+use crate::domain::loyalty::LoyaltyAccount;
+use crate::domain::menu::MenuItem;
+use crate::domain::order::{MenuPrices, Order, OrderCommand};
+use crate::domain::stock::StockItem;
+use crate::publish::RecordSink;
+use crate::service::{CommandMeta, CommandService};
+use crate::store::{EventStore, StoredResponse};
+
+pub use body::{JsonBody, MAX_BODY_BYTES};
+use dto::*;
+pub use error::{ApiError, FieldError};
+
+/// Header carrying the client's idempotency key.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Set on a response answered from an earlier identical request.
+pub const REPLAYED: &str = "idempotent-replayed";
+
+type Shared<S, K> = State<Arc<CommandService<S, K>>>;
+
+/// The router over a command service.
+pub fn router<S: EventStore + 'static, K: RecordSink + 'static>(service: Arc<CommandService<S, K>>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { axum::Json(json!({ "status": "ok" })) }))
+        .route("/v1/orders", post(place_order::<S, K>))
+        .route("/v1/orders/{id}/status", post(advance_order::<S, K>))
+        .route("/v1/orders/{id}/cancel", post(cancel_order::<S, K>))
+        .route("/v1/stores/{store}/inventory/{sku}/restock", post(restock::<S, K>))
+        .route("/v1/stores/{store}/inventory/{sku}/adjust", post(adjust::<S, K>))
+        .route("/v1/loyalty/{customer}/earn", post(earn::<S, K>))
+        .route("/v1/loyalty/{customer}/redeem", post(redeem::<S, K>))
+        .route("/v1/menu/items", post(publish_menu_item::<S, K>))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such endpoint") })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(service)
+}
+
+/// Idempotency and tracing metadata. Creating commands must carry a key.
+fn meta(headers: &HeaderMap, path: &str, raw: &[u8], key_required: bool) -> Result<CommandMeta, ApiError> {
+    let key = headers.get(IDEMPOTENCY_KEY).map(|v| v.to_str().map(str::to_owned));
+    let key = match key {
+        Some(Ok(k)) if !k.is_empty() && k.len() <= 128 => Some(k),
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1 to 128 visible characters",
+            ));
+        }
+        None if key_required => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "missing_idempotency_key",
+                "this request needs an Idempotency-Key header",
+            ));
+        }
+        None => None,
+    };
+    let mut hasher = Md5::new();
+    hasher.update(b"POST ");
+    hasher.update(path.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(raw);
+    let correlation_id = headers
+        .get("x-correlation-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| cafe_events::EventId::new().to_string());
+    Ok(CommandMeta {
+        idempotency_key: key,
+        request_hash: hex::encode(hasher.finalize()),
+        correlation_id,
+    })
+}
+
+/// The generic tail of every command endpoint.
+async fn run<A: Aggregate, S: EventStore, K: RecordSink>(
+    service: &CommandService<S, K>,
+    id: AggregateId,
+    command: A::Command,
+    context: A::Context,
+    meta: CommandMeta,
+    created: bool,
+) -> Result<Response, ApiError> {
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let respond = |events: &[EventEnvelope], version: u64| StoredResponse {
+        status: status.as_u16(),
+        body: response_body(&id, version, events),
+    };
+    let done = service.execute::<A>(&id, &command, &context, &meta, respond).await?;
+    let status = StatusCode::from_u16(done.response.status).unwrap_or(status);
+    let mut response = (status, axum::Json(done.response.body)).into_response();
+    if done.replayed {
+        response
+            .headers_mut()
+            .insert(REPLAYED, HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+fn response_body(id: &AggregateId, version: u64, events: &[EventEnvelope]) -> serde_json::Value {
+    let mut body = json!({
+        "aggregate_id": id.to_string(),
+        "version": version,
+        "events": events.iter().map(|e| e.event.event_type()).collect::<Vec<_>>(),
+    });
+    for e in events {
+        if let DomainEvent::OrderPlaced(p) = &e.event {
+            body["order_id"] = json!(p.order_id);
+            body["total_cents"] = json!(p.total_cents);
+            body["status"] = json!("placed");
+        }
+    }
+    body
+}
+
+async fn place_order<S: EventStore, K: RecordSink>(
+    State(svc): Shared<S, K>,
+    headers: HeaderMap,
+    body: JsonBody<PlaceOrderBody>,
+) -> Result<Response, ApiError> {
+    let meta = meta(&headers, "/v1/orders", &body.raw, true)?;
+    let place = body.value.validate()?;
+    // Prices come from the menu read from the event store, never from the client.
+    let mut prices = MenuPrices::new();
+    let items: Vec<ItemId> = place
+        .lines
+        .iter()
+        .map(|l| l.item_id.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for item in items {
+        let (state, _) = svc.state::<MenuItem>(&AggregateId::MenuItem(item.clone())).await?;
+        if let Some(price) = state.price {
+            prices.insert(item, price);
+        }
+    }
+    let id = AggregateId::Order(place.order_id.clone());
+    let cmd = (place.order_id.clone(), OrderCommand::Place(place));
+    run::<Order, _, _>(&svc, id, cmd, prices, meta, true).await
+}
+
+async fn advance_order<S: EventStore, K: RecordSink>(
+    State(svc): Shared<S, K>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: JsonBody<AdvanceBody>,
+) -> Result<Response, ApiError> {
+    let order_id = path_id(&id, "order_id", cafe_events::OrderId::parse)?;
+    let meta = meta(&headers, &format!("/v1/orders/{id}/status"), &body.raw, false)?;
+    let cmd = (
+        order_id.clone(),
+        OrderCommand::Advance {
+            to: body.value.status.into(),
+        },
+    );
+    run::<Order, _, _>(&svc, AggregateId::Order(order_id), cmd, HashMap::new(), meta, false).await
+}
+
+async fn cancel_order<S: EventStore, K: RecordSink>(
+    State(svc): Shared<S, K>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: JsonBody<CancelBody>,
+) -> Result<Response, ApiError> {
+    let order_id = path_id(&id, "order_id", cafe_events::OrderId::parse)?;
+    let meta = meta(&headers, &format!("/v1/orders/{id}/cancel"), &body.raw, false)?;
+    let reason = body.value.validate()?;
+    let cmd = (order_id.clone(), OrderCommand::Cancel { reason });
+    run::<Order, _, _>(&svc, AggregateId::Order(order_id), cmd, HashMap::new(), meta, false).await
+}
+
+async fn restock<S: EventStore, K: RecordSink>(
+    State(svc): Shared<S, K>,
+    Path((store, sku)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: JsonBody<RestockBody>,
+) -> Result<Response, ApiError> {
+    let (store_id, sku_id) = stock_ids(&store, &sku)?;
+    let meta = meta(
+        &headers,
+        &format!("/v1/stores/{store}/inventory/{sku}/restock"),
+        &body.raw,
+        true,
+    )?;
+    let cmd = body.value.validate()?;
+    let id = AggregateId::StockItem(store_id.clone(), sku_id.clone());
+    run::<StockItem, _, _>(&svc, id, (store_id, sku_id, cmd), (), meta, true).await
+}
+
+async fn adjust<S: EventStore, K: RecordSink>(
+    State(svc): Shared<S, K>,
+    Path((store, sku)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: JsonBody<AdjustBody>,
+) -> Result<Response, ApiError> {
+    let (store_id, sku_id) = stock_ids(&store, &sku)?;
+    let meta = meta(
+        &headers,
+        &format!("/v1/stores/{store}/inventory/{sku}/adjust"),
+        &body.raw,
+        true,
+    )?;
+    let cmd = body.value.validate()?;
+    let id = AggregateId::StockItem(store_id.clone(), sku_id.clone());
+    run::<StockItem, _, _>(&svc, id, (store_id, sku_id, cmd), (), meta, true).await
+}
+
+async fn earn<S: EventStore, K: RecordSink>(
+    State(svc): Shared<S, K>,
+    Path(customer): Path<String>,
+    headers: HeaderMap,
+    body: JsonBody<EarnBody>,
+) -> Result<Response, ApiError> {
+    let customer_id = path_id(&customer, "customer_id", cafe_events::CustomerId::parse)?;
+    let meta = meta(&headers, &format!("/v1/loyalty/{customer}/earn"), &body.raw, true)?;
+    let cmd = body.value.validate()?;
+    run::<LoyaltyAccount, _, _>(
+        &svc,
+        AggregateId::LoyaltyAccount(customer_id.clone()),
+        (customer_id, cmd),
+        (),
+        meta,
+        true,
+    )
+    .await
+}
+
+async fn redeem<S: EventStore, K: RecordSink>(
+    State(svc): Shared<S, K>,
+    Path(customer): Path<String>,
+    headers: HeaderMap,
+    body: JsonBody<RedeemBody>,
+) -> Result<Response, ApiError> {
+    let customer_id = path_id(&customer, "customer_id", cafe_events::CustomerId::parse)?;
+    let meta = meta(&headers, &format!("/v1/loyalty/{customer}/redeem"), &body.raw, true)?;
+    let cmd = body.value.validate()?;
+    run::<LoyaltyAccount, _, _>(
+        &svc,
+        AggregateId::LoyaltyAccount(customer_id.clone()),
+        (customer_id, cmd),
+        (),
+        meta,
+        true,
+    )
+    .await
+}
+
+async fn publish_menu_item<S: EventStore, K: RecordSink>(
+    State(svc): Shared<S, K>,
+    headers: HeaderMap,
+    body: JsonBody<MenuItemBody>,
+) -> Result<Response, ApiError> {
+    let meta = meta(&headers, "/v1/menu/items", &body.raw, true)?;
+    let (item_id, cmd) = body.value.validate()?;
+    run::<MenuItem, _, _>(
+        &svc,
+        AggregateId::MenuItem(item_id.clone()),
+        (item_id, cmd),
+        (),
+        meta,
+        true,
+    )
+    .await
+}
+
+fn path_id<T>(raw: &str, name: &str, parse: impl Fn(String) -> Result<T, cafe_events::IdError>) -> Result<T, ApiError> {
+    parse(raw.to_owned()).map_err(|e| {
+        ApiError::fields(vec![FieldError {
+            path: name.to_owned(),
+            message: e.to_string(),
+        }])
+    })
+}
+
+fn stock_ids(store: &str, sku: &str) -> Result<(cafe_events::StoreId, cafe_events::Sku), ApiError> {
+    let mut fields = Vec::new();
+    let store = cafe_events::StoreId::parse(store).map_err(|e| {
+        fields.push(FieldError {
+            path: "store_id".into(),
+            message: e.to_string(),
+        })
+    });
+    let sku = cafe_events::Sku::parse(sku).map_err(|e| {
+        fields.push(FieldError {
+            path: "sku".into(),
+            message: e.to_string(),
+        })
+    });
+    match (store, sku) {
+        (Ok(store), Ok(sku)) => Ok((store, sku)),
+        _ => Err(ApiError::fields(fields)),
+    }
+}
