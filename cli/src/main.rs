@@ -1,16 +1,25 @@
 //! `cafe`: the one command operators and developers use.
 //!
 //! - `cafe stack up|down|status|env`: the local stand-ins for AWS (see `infra/local`).
-//! - `cafe run [--for 60s]`: the pipeline against the local stack, until Ctrl-C or for
-//!   a bounded time with a summary.
+//! - `cafe run [--for 60s]`: the pipeline against the local stack (API, relay, a load of
+//!   real HTTP orders, a tap on the stream), until Ctrl-C or for a bounded time.
+//! - `cafe api`: the command API and the outbox relay alone, until SIGTERM.
 //!
 //! Argument errors exit with code 2 (clap's convention); runtime failures exit 1.
 
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
 use anyhow::{Context, Result, bail};
 use cafe_localstack::{Stack, StackConfig, UpOutcome, emulators, provision, smoke};
+use cafe_producers::relay::RelayConfig;
+use cafe_producers::service::ServiceConfig;
 use clap::{Parser, Subcommand, ValueEnum};
+use tokio::sync::watch;
+
+mod load;
+mod pipeline;
 
 #[derive(Debug, Parser)]
 #[command(name = "cafe", version, about = "CloudCafe: event-sourced coffee-chain pipeline")]
@@ -36,6 +45,18 @@ enum Command {
         rate: u32,
         /// Do not start the local stack: use the AWS SDK's default chain (credentials,
         /// region, and `AWS_ENDPOINT_URL_*` if set), i.e. real AWS.
+        #[arg(long)]
+        aws: bool,
+        /// Where the command API listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Serve the command API and run the outbox relay until SIGTERM or Ctrl-C.
+    Api {
+        /// Where the command API listens (port 0 picks a free one; the address is printed).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Use the AWS SDK's default chain instead of the local stack's endpoints.
         #[arg(long)]
         aws: bool,
     },
@@ -129,7 +150,13 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
                 Ok(std::process::ExitCode::SUCCESS)
             }
         },
-        Command::Run { duration, rate, aws } => run(&stack, duration, rate, aws).await,
+        Command::Run {
+            duration,
+            rate,
+            aws,
+            listen,
+        } => run(&stack, duration, rate, aws, listen).await,
+        Command::Api { listen, aws } => api(&cfg, listen, aws).await,
     }
 }
 
@@ -186,19 +213,50 @@ async fn print_status(stack: &Stack, json: bool) -> Result<std::process::ExitCod
     })
 }
 
-async fn run(stack: &Stack, duration: Option<Duration>, rate: u32, aws: bool) -> Result<std::process::ExitCode> {
+/// Fault injection for the crash test: `CAFE_FAULT_PAUSE_AFTER_APPEND_MS` widens the
+/// window between append and publish. Unset in every normal run.
+fn service_config() -> Result<ServiceConfig> {
+    let pause = match std::env::var("CAFE_FAULT_PAUSE_AFTER_APPEND_MS") {
+        Ok(ms) => Some(Duration::from_millis(
+            ms.parse().context("CAFE_FAULT_PAUSE_AFTER_APPEND_MS")?,
+        )),
+        Err(_) => None,
+    };
+    Ok(ServiceConfig {
+        pause_after_append: pause,
+        ..ServiceConfig::default()
+    })
+}
+
+async fn api(cfg: &StackConfig, listen: SocketAddr, aws: bool) -> Result<std::process::ExitCode> {
+    let clients = pipeline::Clients::new(cfg, aws).await;
+    let service = pipeline::service(cfg, &clients, service_config()?);
+    let (stop, stopped) = watch::channel(false);
+    let running = pipeline::start(service, listen, RelayConfig::default(), stopped).await?;
+    println!("listening on http://{}", running.addr);
+    shutdown_signal().await;
+    eprintln!("draining: finishing requests in flight and the relay's pass");
+    let _ = stop.send(true);
+    let relay = running.drained().await?;
+    eprintln!("stopped; the relay republished {} events", relay.published);
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn run(
+    stack: &Stack,
+    duration: Option<Duration>,
+    rate: u32,
+    aws: bool,
+    listen: SocketAddr,
+) -> Result<std::process::ExitCode> {
     let cfg = stack.config();
-    let kinesis = if aws {
-        // Exactly what production binaries do: nothing local is assumed.
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        aws_sdk_kinesis::Client::new(&sdk)
-    } else {
+    if !aws {
         up(stack, false).await?;
         print_status(stack, false).await?;
-        cafe_localstack::aws::kinesis(&cafe_localstack::aws::sdk_config(cfg).await, cfg)
-    };
+    }
+    let clients = pipeline::Clients::new(cfg, aws).await;
     let stream = &cfg.names.stream;
-    let report = smoke::round_trip_with(&kinesis, stream)
+    let report = smoke::round_trip_with(&clients.kinesis, stream)
         .await
         .context("smoke round-trip")?;
     println!(
@@ -210,42 +268,78 @@ async fn run(stack: &Stack, duration: Option<Duration>, rate: u32, aws: bool) ->
         report.sequence_number,
         report.elapsed.as_millis()
     );
+
+    let service = pipeline::service(cfg, &clients, service_config()?);
+    let (stop, stopped) = watch::channel(false);
+    let running = pipeline::start(service, listen, RelayConfig::default(), stopped).await?;
+    let base = format!("http://{}", running.addr);
+    println!("command API on {base}; outbox relay running");
+    let http = load::client();
+    load::seed_menu(&http, &base).await.context("publishing the menu")?;
+    let mut tap = load::StreamTap::new(clients.kinesis.clone(), stream).await?;
+
     match duration {
-        Some(d) => println!(
-            "running the sample pipeline for {} at {rate} events/s",
-            humantime::format_duration(d)
-        ),
-        None => println!("running the sample pipeline at {rate} events/s; Ctrl-C to stop"),
+        Some(d) => println!("placing orders for {} at {rate}/s", humantime::format_duration(d)),
+        None => println!("placing orders at {rate}/s; Ctrl-C to stop"),
     }
-    let stop = async move {
+    let until = async move {
         match duration {
             Some(d) => tokio::select! { _ = tokio::time::sleep(d) => {}, _ = shutdown_signal() => {} },
             None => shutdown_signal().await,
         }
     };
-    let s = smoke::load(&kinesis, stream, rate, stop).await.context("sample load")?;
-    let secs = s.elapsed.as_secs_f64().max(f64::EPSILON);
+    let load = load::orders(&http, &base, rate, 64, until).await;
+
+    // Every accepted order's event must reach the stream (bounded wait).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        tap.poll().await?;
+        if load.accepted.is_subset(&tap.orders_seen) || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = stop.send(true);
+    let relay = running.drained().await?;
+
+    let secs = load.elapsed.as_secs_f64().max(f64::EPSILON);
+    let missing = load.accepted.difference(&tap.orders_seen).count();
     println!("summary:");
+    println!("  orders sent          {:>10}", load.sent);
     println!(
-        "  published      {:>10}  ({:.0} events/s)",
-        s.published,
-        s.published as f64 / secs
+        "  orders accepted      {:>10}  ({:.0}/s)",
+        load.accepted.len(),
+        load.accepted.len() as f64 / secs
     );
-    println!("  read back      {:>10}", s.read_back);
-    println!("  put retries    {:>10}", s.put_failures);
-    println!("  decode errors  {:>10}", s.decode_errors);
-    println!("  elapsed        {:>10.1} s", secs);
+    println!(
+        "  orders refused       {:>10}  (statuses {:?})",
+        load.refused.len(),
+        dedup(&load.refused)
+    );
+    println!(
+        "  latency p50 / p99    {:>7} ms / {} ms",
+        load.quantile(0.5).as_millis(),
+        load.quantile(0.99).as_millis()
+    );
+    println!("  orders on stream     {:>10}", load.accepted.len() - missing);
+    println!("  events on stream     {:>10}", tap.events);
+    println!("  undecodable records  {:>10}", tap.undecodable);
+    println!("  relay republished    {:>10}", relay.published);
+    println!("  elapsed              {:>10.1} s", secs);
     if !aws {
         println!("the stack stays up: `cafe stack status`, `cafe stack down`");
     }
-    if s.read_back != s.published || s.decode_errors > 0 {
-        bail!(
-            "{} of {} events were not read back",
-            s.published - s.read_back,
-            s.published
-        );
+    if missing > 0 || tap.undecodable > 0 {
+        bail!("{missing} accepted orders never reached the stream");
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn dedup(statuses: &[u16]) -> Vec<u16> {
+    let mut s = statuses.to_vec();
+    s.sort_unstable();
+    s.dedup();
+    s
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

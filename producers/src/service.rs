@@ -68,6 +68,9 @@ pub struct ServiceConfig {
     pub transient_retries: u32,
     /// How long an idempotency record lives.
     pub idempotency_ttl: Duration,
+    /// Fault injection for crash tests: sleep between append and publish, widening the
+    /// window in which a killed process leaves events pending. `None` in normal runs.
+    pub pause_after_append: Option<Duration>,
 }
 
 impl Default for ServiceConfig {
@@ -76,6 +79,7 @@ impl Default for ServiceConfig {
             conflict_retries: 5,
             transient_retries: 5,
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            pause_after_append: None,
         }
     }
 }
@@ -152,6 +156,9 @@ impl<S: EventStore, K: RecordSink> CommandService<S, K> {
             });
             match self.retry_store(|| self.store.append(&events, claim.as_ref())).await {
                 Ok(()) => {
+                    if let Some(pause) = self.cfg.pause_after_append {
+                        tokio::time::sleep(pause).await;
+                    }
                     self.publish(&events).await;
                     return Ok(Executed {
                         response,

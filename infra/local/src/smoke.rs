@@ -1,15 +1,10 @@
-//! The smoke round-trip and the sample load that `cafe run` drives through the stack.
-//!
-//! Until the command API and projectors exist, this is the pipeline the main job runs:
-//! protobuf envelopes go into the Kinesis stand-in with PutRecords and are read back
-//! from every shard with GetRecords, decoded and counted. It proves the stream, the
-//! codec and the stack end to end; it is not the production publisher or consumer.
+//! The smoke round-trip: one protobuf envelope into the stream and exactly it back out,
+//! proving the stand-in, the stream and the codec before the pipeline starts.
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType};
+use aws_sdk_kinesis::types::ShardIteratorType;
 use cafe_events::proto::inventory::v1::StockRestocked;
 use cafe_events::proto::loyalty::v1::PointsEarned;
 use cafe_events::proto::orders::v1::{OrderLine, OrderPlaced};
@@ -153,136 +148,4 @@ pub async fn round_trip_with(kinesis: &aws_sdk_kinesis::Client, stream: &str) ->
         bytes: bytes.len(),
         elapsed: started.elapsed(),
     })
-}
-
-/// Totals of a sample load.
-#[derive(Debug, Clone, Default)]
-pub struct LoadSummary {
-    /// Events accepted by PutRecords.
-    pub published: u64,
-    /// Distinct published events read back and decoded.
-    pub read_back: u64,
-    /// Records that failed to decode.
-    pub decode_errors: u64,
-    /// Entries PutRecords refused (retried).
-    pub put_failures: u64,
-    /// Wall time of the publishing phase.
-    pub elapsed: Duration,
-}
-
-/// Publishes sample events at about `rate` per second until `stop` resolves, reading
-/// every shard back at the same time; then waits (bounded) for the reader to catch up.
-pub async fn load(
-    kinesis: &aws_sdk_kinesis::Client,
-    stream: &str,
-    rate: u32,
-    stop: impl std::future::Future<Output = ()>,
-) -> Result<LoadSummary, StackError> {
-    let kinesis = kinesis.clone();
-    let stream = stream.to_owned();
-    let err = |what: &str| {
-        let what = what.to_owned();
-        move |e: String| StackError::Smoke(format!("{what}: {e}"))
-    };
-
-    // Iterators at LATEST taken before the first put see everything we publish.
-    let shards = kinesis
-        .list_shards()
-        .stream_name(&stream)
-        .send()
-        .await
-        .map_err(|e| err("ListShards")(format!("{e:?}")))?;
-    let mut iterators = Vec::new();
-    for shard in shards.shards() {
-        let it = kinesis
-            .get_shard_iterator()
-            .stream_name(&stream)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(ShardIteratorType::Latest)
-            .send()
-            .await
-            .map_err(|e| err("GetShardIterator")(format!("{e:?}")))?;
-        iterators.push(it.shard_iterator);
-    }
-
-    let mut summary = LoadSummary::default();
-    let mut sent: HashSet<EventId> = HashSet::new();
-    let mut seen: HashSet<EventId> = HashSet::new();
-    let per_tick = (rate / 10).max(1);
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let started = Instant::now();
-    let mut n = 1u64;
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            _ = tick.tick() => {}
-        }
-        let mut batch = Vec::with_capacity(per_tick as usize);
-        for _ in 0..per_tick {
-            batch.push(sample_event(n)?);
-            n += 1;
-        }
-        let entries = batch
-            .iter()
-            .map(|e| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(e.partition_key())
-                    .data(Blob::new(e.encode().to_vec()))
-                    .build()
-                    .map_err(|e| err("PutRecords entry")(e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let out = kinesis
-            .put_records()
-            .stream_name(&stream)
-            .set_records(Some(entries))
-            .send()
-            .await
-            .map_err(|e| err("PutRecords")(format!("{e:?}")))?;
-        for (event, result) in batch.iter().zip(out.records()) {
-            if result.error_code().is_some() {
-                summary.put_failures += 1;
-            } else {
-                sent.insert(event.event_id);
-            }
-        }
-        read_all(&kinesis, &mut iterators, &mut seen, &mut summary).await?;
-    }
-    summary.elapsed = started.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !sent.is_subset(&seen) && Instant::now() < deadline {
-        read_all(&kinesis, &mut iterators, &mut seen, &mut summary).await?;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    summary.published = sent.len() as u64;
-    summary.read_back = sent.intersection(&seen).count() as u64;
-    Ok(summary)
-}
-
-async fn read_all(
-    kinesis: &aws_sdk_kinesis::Client,
-    iterators: &mut [Option<String>],
-    seen: &mut HashSet<EventId>,
-    summary: &mut LoadSummary,
-) -> Result<(), StackError> {
-    for slot in iterators.iter_mut() {
-        let Some(it) = slot.take() else { continue };
-        let out = kinesis
-            .get_records()
-            .shard_iterator(it)
-            .send()
-            .await
-            .map_err(|e| StackError::Smoke(format!("GetRecords: {e:?}")))?;
-        for r in out.records() {
-            match EventEnvelope::decode(r.data().as_ref()) {
-                Ok(env) => {
-                    seen.insert(env.event_id);
-                }
-                Err(_) => summary.decode_errors += 1,
-            }
-        }
-        *slot = out.next_shard_iterator;
-    }
-    Ok(())
 }

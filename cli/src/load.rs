@@ -1,0 +1,231 @@
+//! The main job's load: real HTTP commands against the API, and a tap on the stream that
+//! checks every accepted order's event arrives. A tool, not part of the pipeline.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use aws_sdk_kinesis::types::ShardIteratorType;
+use bytes::Bytes;
+use cafe_events::{DomainEvent, EventEnvelope, kpl};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::json;
+
+type Http = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+/// The menu the load orders from: `(item id, price in cents)`.
+pub const MENU: &[(&str, i64)] = &[
+    ("espresso", 295),
+    ("americano", 345),
+    ("latte-tall", 445),
+    ("latte-grande", 525),
+    ("cappuccino", 475),
+    ("cold-brew", 425),
+    ("chai-latte", 495),
+    ("croissant", 375),
+    ("blueberry-muffin", 350),
+    ("egg-bites", 525),
+];
+
+/// An HTTP client for the API.
+pub fn client() -> Http {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        .build_http()
+}
+
+/// POSTs one JSON command; returns the status.
+pub async fn post(http: &Http, base: &str, path: &str, key: &str, body: serde_json::Value) -> Result<u16> {
+    let req = hyper::Request::post(format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .header("idempotency-key", key)
+        .body(Full::new(Bytes::from(body.to_string())))?;
+    let resp = http.request(req).await.context("POST")?;
+    let status = resp.status().as_u16();
+    let _ = resp.into_body().collect().await;
+    Ok(status)
+}
+
+/// Publishes the menu (idempotent: the keys are fixed).
+pub async fn seed_menu(http: &Http, base: &str) -> Result<()> {
+    for (item, price) in MENU {
+        let body = json!({ "item_id": item, "name": item.replace('-', " "), "category": "menu", "price_cents": price });
+        let status = post(http, base, "/v1/menu/items", &format!("menu-{item}-{price}"), body).await?;
+        if status != 201 {
+            bail!("publishing menu item {item} answered {status}");
+        }
+    }
+    Ok(())
+}
+
+/// What the load saw.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Orders sent.
+    pub sent: u64,
+    /// Orders answered 201.
+    pub accepted: HashSet<String>,
+    /// Orders answered otherwise (status, count).
+    pub refused: Vec<u16>,
+    /// Latency of every answered request.
+    pub latencies: Vec<Duration>,
+    /// Wall time of the load.
+    pub elapsed: Duration,
+}
+
+impl LoadReport {
+    /// The `q`-quantile latency (0.5, 0.99).
+    pub fn quantile(&self, q: f64) -> Duration {
+        let mut l = self.latencies.clone();
+        l.sort();
+        l.get(((l.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+/// Sends `PlaceOrder` at about `rate` per second (at most `concurrency` in flight) until
+/// `stop` resolves.
+pub async fn orders(
+    http: &Http,
+    base: &str,
+    rate: u32,
+    concurrency: usize,
+    stop: impl Future<Output = ()>,
+) -> LoadReport {
+    let report = Arc::new(Mutex::new(LoadReport::default()));
+    let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let started = Instant::now();
+    let per_tick = (rate / 100).max(1);
+    let mut tick = tokio::time::interval(Duration::from_millis(10 * u64::from((100 / rate.max(1)).max(1))));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The random tail of a UUIDv7: its head is a timestamp, shared by runs started
+    // within the same minute, whose orders would then collide on idempotency keys.
+    let run = cafe_events::EventId::new().as_uuid().simple().to_string();
+    let run = &run[run.len() - 10..];
+    let mut n = 0u64;
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tick.tick() => {}
+        }
+        for _ in 0..per_tick {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            n += 1;
+            let order_id = format!("o-{run}-{n}");
+            let lines: Vec<_> = (0..=(n % 3))
+                .map(|i| {
+                    let (item, _) = MENU[((n * 7 + i * 3) % MENU.len() as u64) as usize];
+                    json!({ "item_id": item, "quantity": 1 + (n + i) % 3 })
+                })
+                .collect();
+            let body = json!({
+                "order_id": order_id, "customer_id": format!("cust-{}", n % 5_000),
+                "store_id": format!("store-{:05}", n % 300), "lines": lines,
+            });
+            let (http, base, report) = (http.clone(), base.to_owned(), report.clone());
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let status = post(&http, &base, "/v1/orders", &order_id, body).await;
+                let elapsed = t.elapsed();
+                let mut r = report.lock().unwrap_or_else(|p| p.into_inner());
+                r.sent += 1;
+                match status {
+                    Ok(201) => {
+                        r.accepted.insert(order_id);
+                        r.latencies.push(elapsed);
+                    }
+                    Ok(s) => {
+                        r.refused.push(s);
+                        r.latencies.push(elapsed);
+                    }
+                    Err(_) => r.refused.push(0),
+                }
+                drop(permit);
+            });
+        }
+    }
+    // Wait for the requests still in flight.
+    let _ = permits.acquire_many(concurrency as u32).await;
+    let mut r = std::mem::take(&mut *report.lock().unwrap_or_else(|p| p.into_inner()));
+    r.elapsed = started.elapsed();
+    r
+}
+
+/// Reads every shard from where it was when tapped, deaggregating KPL records.
+pub struct StreamTap {
+    kinesis: aws_sdk_kinesis::Client,
+    iterators: Vec<Option<String>>,
+    /// Order ids of every `OrderPlaced` seen.
+    pub orders_seen: HashSet<String>,
+    /// Events decoded.
+    pub events: u64,
+    /// Records that did not decode.
+    pub undecodable: u64,
+}
+
+impl StreamTap {
+    /// Taps every shard at LATEST.
+    pub async fn new(kinesis: aws_sdk_kinesis::Client, stream: &str) -> Result<StreamTap> {
+        let shards = kinesis
+            .list_shards()
+            .stream_name(stream)
+            .send()
+            .await
+            .context("ListShards")?;
+        let mut iterators = Vec::new();
+        for s in shards.shards() {
+            let it = kinesis
+                .get_shard_iterator()
+                .stream_name(stream)
+                .shard_id(s.shard_id())
+                .shard_iterator_type(ShardIteratorType::Latest)
+                .send()
+                .await
+                .context("GetShardIterator")?;
+            iterators.push(it.shard_iterator);
+        }
+        Ok(StreamTap {
+            kinesis,
+            iterators,
+            orders_seen: HashSet::new(),
+            events: 0,
+            undecodable: 0,
+        })
+    }
+
+    /// Reads what arrived since the last poll.
+    pub async fn poll(&mut self) -> Result<()> {
+        for slot in &mut self.iterators {
+            let Some(it) = slot.take() else { continue };
+            let out = self
+                .kinesis
+                .get_records()
+                .shard_iterator(it)
+                .send()
+                .await
+                .context("GetRecords")?;
+            for r in out.records() {
+                for user in kpl::deaggregate(r.partition_key(), Bytes::copy_from_slice(r.data().as_ref())) {
+                    match EventEnvelope::decode(&user.data) {
+                        Ok(e) => {
+                            self.events += 1;
+                            if let DomainEvent::OrderPlaced(p) = e.event {
+                                self.orders_seen.insert(p.order_id);
+                            }
+                        }
+                        Err(_) => self.undecodable += 1,
+                    }
+                }
+            }
+            *slot = out.next_shard_iterator;
+        }
+        Ok(())
+    }
+}

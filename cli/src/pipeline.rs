@@ -1,0 +1,104 @@
+//! Wiring of the running pipeline: clients, the command service, the API server and the
+//! relay. No business logic: that lives in the libraries.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use cafe_localstack::StackConfig;
+use cafe_producers::publish::{KinesisSink, Publisher, PublisherConfig};
+use cafe_producers::relay::{self, RelayConfig, RelayStats};
+use cafe_producers::service::{CommandService, ServiceConfig};
+use cafe_producers::store::DynamoEventStore;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// The command service as the binaries run it.
+pub type Service = CommandService<DynamoEventStore, KinesisSink>;
+
+/// AWS clients: the local stack's, or (with `aws`) the SDK default chain's.
+pub struct Clients {
+    /// Kinesis.
+    pub kinesis: aws_sdk_kinesis::Client,
+    /// DynamoDB.
+    pub dynamodb: aws_sdk_dynamodb::Client,
+}
+
+impl Clients {
+    /// Built once at start-up and shared.
+    pub async fn new(cfg: &StackConfig, aws: bool) -> Clients {
+        if aws {
+            let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+            Clients {
+                kinesis: aws_sdk_kinesis::Client::new(&sdk),
+                dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
+            }
+        } else {
+            let sdk = cafe_localstack::aws::sdk_config(cfg).await;
+            Clients {
+                kinesis: cafe_localstack::aws::kinesis(&sdk, cfg),
+                dynamodb: cafe_localstack::aws::dynamodb(&sdk, cfg),
+            }
+        }
+    }
+}
+
+/// The command service over the configured tables and stream.
+pub fn service(cfg: &StackConfig, clients: &Clients, service_cfg: ServiceConfig) -> Arc<Service> {
+    let store = DynamoEventStore::new(
+        clients.dynamodb.clone(),
+        &cfg.names.events_table,
+        &cfg.names.idempotency_table,
+    );
+    let publisher = Publisher::new(
+        KinesisSink::new(clients.kinesis.clone(), &cfg.names.stream),
+        PublisherConfig::default(),
+    );
+    Arc::new(CommandService::new(store, publisher, service_cfg))
+}
+
+/// The API server and the relay, running until the shutdown signal flips.
+pub struct Running {
+    /// Where the API listens.
+    pub addr: SocketAddr,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    relay: tokio::task::JoinHandle<RelayStats>,
+}
+
+/// Binds the API and starts serving it and the relay.
+pub async fn start(
+    service: Arc<Service>,
+    listen: SocketAddr,
+    relay_cfg: RelayConfig,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Running> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the API to {listen}"))?;
+    let addr = listener.local_addr()?;
+    let router = cafe_producers::api::router(service.clone());
+    let mut server_stop = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = server_stop.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    let mut relay_stop = shutdown;
+    let relay = tokio::spawn(async move {
+        relay::run(service.store(), service.publisher(), relay_cfg, async move {
+            let _ = relay_stop.wait_for(|stop| *stop).await;
+        })
+        .await
+    });
+    Ok(Running { addr, server, relay })
+}
+
+impl Running {
+    /// Waits for the server to finish in-flight requests and the relay its pass.
+    pub async fn drained(self) -> Result<RelayStats> {
+        self.server.await.context("API server task")?.context("API server")?;
+        self.relay.await.context("relay task")
+    }
+}

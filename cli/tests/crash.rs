@@ -1,0 +1,159 @@
+//! Kill -9 of the API process between append and publish, as a real child process:
+//! the event is in the store but not on the stream; a restarted process's outbox relay
+//! publishes exactly it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_kinesis::types::ShardIteratorType;
+use bytes::Bytes;
+use cafe_events::{EventEnvelope, kpl};
+use cafe_localstack::{StackConfig, aws};
+use tokio::io::AsyncWriteExt;
+
+/// Starts `cafe api` on a free port; returns the child and its address.
+fn start_api(pause_ms: Option<u64>) -> (Child, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cafe"));
+    cmd.args(["api", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some(ms) = pause_ms {
+        cmd.env("CAFE_FAULT_PAUSE_AFTER_APPEND_MS", ms.to_string());
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected: {line:?}"))
+        .to_owned();
+    (child, addr)
+}
+
+/// Fire-and-forget POST (the first process never answers: it dies mid-request).
+async fn post_earn(addr: &str, customer: &str) {
+    let body = r#"{"points": 25}"#;
+    let req = format!(
+        "POST /v1/loyalty/{customer}/earn HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nIdempotency-Key: crash-{customer}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    // Keep the connection open; the server will be killed under it.
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(s);
+    });
+}
+
+async fn stored_versions(cfg: &StackConfig, aggregate_id: &str) -> usize {
+    let sdk = aws::sdk_config(cfg).await;
+    aws::dynamodb(&sdk, cfg)
+        .query()
+        .table_name(&cfg.names.events_table)
+        .key_condition_expression("aggregate_id = :id")
+        .expression_attribute_values(":id", AttributeValue::S(aggregate_id.into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .count() as usize
+}
+
+/// Iterators at LATEST on every shard, taken now.
+async fn tap(k: &aws_sdk_kinesis::Client, stream: &str) -> Vec<Option<String>> {
+    let shards = k.list_shards().stream_name(stream).send().await.unwrap();
+    let mut its = Vec::new();
+    for s in shards.shards() {
+        let out = k
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(s.shard_id())
+            .shard_iterator_type(ShardIteratorType::Latest)
+            .send()
+            .await
+            .unwrap();
+        its.push(out.shard_iterator);
+    }
+    its
+}
+
+/// Versions of `aggregate_id` that arrived since the last call.
+async fn arrived(k: &aws_sdk_kinesis::Client, its: &mut [Option<String>], aggregate_id: &str) -> Vec<u64> {
+    let mut versions = Vec::new();
+    for slot in its.iter_mut() {
+        let Some(it) = slot.take() else { continue };
+        let out = k.get_records().shard_iterator(it).send().await.unwrap();
+        for r in out.records() {
+            for u in kpl::deaggregate(r.partition_key(), Bytes::copy_from_slice(r.data().as_ref())) {
+                let e = EventEnvelope::decode(&u.data).unwrap();
+                if e.aggregate_id.to_string() == aggregate_id {
+                    versions.push(e.version);
+                }
+            }
+        }
+        *slot = out.next_shard_iterator;
+    }
+    versions
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_between_append_and_publish_loses_nothing() {
+    let cfg = StackConfig::load().unwrap();
+    let kinesis = aws::kinesis(&aws::sdk_config(&cfg).await, &cfg);
+    let mut its = tap(&kinesis, &cfg.names.stream).await;
+    let customer = format!("crash-{}", uuid::Uuid::now_v7().simple());
+
+    // 1. The first process appends, then "hangs" before publishing; we kill it there.
+    let (mut first, addr) = start_api(Some(60_000));
+    post_earn(&addr, &customer).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stored_versions(&cfg, &customer).await == 0 {
+        assert!(Instant::now() < deadline, "the command was never appended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    first.wait().unwrap();
+    assert_eq!(
+        stored_versions(&cfg, &customer).await,
+        1,
+        "PointsEarned is in the event store"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        arrived(&kinesis, &mut its, &customer).await.is_empty(),
+        "and not on the stream"
+    );
+
+    // 2. A restarted process's relay publishes exactly the missing event.
+    let (mut second, _) = start_api(None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while seen.is_empty() && Instant::now() < deadline {
+        seen.extend(arrived(&kinesis, &mut its, &customer).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Anything else for this aggregate would show up within another pass.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    seen.extend(arrived(&kinesis, &mut its, &customer).await);
+    assert_eq!(seen, vec![1], "exactly the missing event, once");
+
+    // 3. SIGTERM drains and exits cleanly.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(second.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(second.wait().unwrap().success());
+}
