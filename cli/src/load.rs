@@ -77,6 +77,22 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
+    /// Records one answered (or failed) request.
+    fn record(&mut self, order_id: String, status: Result<u16>, elapsed: Duration) {
+        self.sent += 1;
+        match status {
+            Ok(201) => {
+                self.accepted.insert(order_id);
+                self.latencies.push(elapsed);
+            }
+            Ok(s) => {
+                self.refused.push(s);
+                self.latencies.push(elapsed);
+            }
+            Err(_) => self.refused.push(0),
+        }
+    }
+
     /// The `q`-quantile latency (0.5, 0.99).
     pub fn quantile(&self, q: f64) -> Duration {
         let mut l = self.latencies.clone();
@@ -85,6 +101,84 @@ impl LoadReport {
             .copied()
             .unwrap_or_default()
     }
+}
+
+/// The `n`-th order of a run: 1–3 lines over the menu, spread over stores and customers.
+fn order(run: &str, n: u64) -> (String, serde_json::Value) {
+    let order_id = format!("o-{run}-{n}");
+    let lines: Vec<_> = (0..=(n % 3))
+        .map(|i| {
+            let (item, _) = MENU[((n * 7 + i * 3) % MENU.len() as u64) as usize];
+            json!({ "item_id": item, "quantity": 1 + (n + i) % 3 })
+        })
+        .collect();
+    let body = json!({
+        "order_id": order_id, "customer_id": format!("cust-{}", n % 5_000),
+        "store_id": format!("store-{:05}", n % 300), "lines": lines,
+    });
+    (order_id, body)
+}
+
+/// A fresh run tag: the random tail of a UUIDv7 (its head is a timestamp, shared by runs
+/// started within the same minute, whose orders would collide on idempotency keys).
+fn run_tag() -> String {
+    let id = cafe_events::EventId::new().as_uuid().simple().to_string();
+    id[id.len() - 10..].to_owned()
+}
+
+/// `concurrency` clients each placing orders back to back for `duration`.
+pub async fn orders_closed_loop(http: &Http, base: &str, concurrency: usize, duration: Duration) -> LoadReport {
+    let run = run_tag();
+    let seq = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let started = Instant::now();
+    let clients: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (http, base, run, seq) = (http.clone(), base.to_owned(), run.clone(), seq.clone());
+            tokio::spawn(async move {
+                let mut r = LoadReport::default();
+                while started.elapsed() < duration {
+                    let n = seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let (order_id, body) = order(&run, n);
+                    let t = Instant::now();
+                    let status = post(&http, &base, "/v1/orders", &order_id, body).await;
+                    r.record(order_id, status, t.elapsed());
+                }
+                r
+            })
+        })
+        .collect();
+    let mut total = LoadReport::default();
+    for c in clients {
+        if let Ok(r) = c.await {
+            total.sent += r.sent;
+            total.accepted.extend(r.accepted);
+            total.refused.extend(r.refused);
+            total.latencies.extend(r.latencies);
+        }
+    }
+    total.elapsed = started.elapsed();
+    total
+}
+
+/// One event of the restock storm.
+pub fn restocked(store: usize, sku: usize) -> Result<EventEnvelope> {
+    let store_id = cafe_events::StoreId::parse(format!("store-{store:05}"))?;
+    let sku_id = cafe_events::Sku::parse(format!("sku-{sku:05}"))?;
+    Ok(EventEnvelope {
+        event_id: cafe_events::EventId::new(),
+        event: DomainEvent::StockRestocked(cafe_events::proto::inventory::v1::StockRestocked {
+            store_id: store_id.to_string(),
+            sku: sku_id.to_string(),
+            quantity: 24,
+            on_hand_after: 24,
+        }),
+        aggregate_id: cafe_events::AggregateId::StockItem(store_id, sku_id),
+        version: 1,
+        occurred_at: chrono::Utc::now(),
+        correlation_id: "restock-storm".into(),
+        causation_id: String::new(),
+        command_id: String::new(),
+    })
 }
 
 /// Sends `PlaceOrder` at about `rate` per second (at most `concurrency` in flight) until
@@ -102,10 +196,8 @@ pub async fn orders(
     let per_tick = (rate / 100).max(1);
     let mut tick = tokio::time::interval(Duration::from_millis(10 * u64::from((100 / rate.max(1)).max(1))));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The random tail of a UUIDv7: its head is a timestamp, shared by runs started
-    // within the same minute, whose orders would then collide on idempotency keys.
-    let run = cafe_events::EventId::new().as_uuid().simple().to_string();
-    let run = &run[run.len() - 10..];
+    let run = run_tag();
+    let run = run.as_str();
     let mut n = 0u64;
     tokio::pin!(stop);
     loop {
@@ -133,20 +225,10 @@ pub async fn orders(
             tokio::spawn(async move {
                 let t = Instant::now();
                 let status = post(&http, &base, "/v1/orders", &order_id, body).await;
-                let elapsed = t.elapsed();
-                let mut r = report.lock().unwrap_or_else(|p| p.into_inner());
-                r.sent += 1;
-                match status {
-                    Ok(201) => {
-                        r.accepted.insert(order_id);
-                        r.latencies.push(elapsed);
-                    }
-                    Ok(s) => {
-                        r.refused.push(s);
-                        r.latencies.push(elapsed);
-                    }
-                    Err(_) => r.refused.push(0),
-                }
+                report
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .record(order_id, status, t.elapsed());
                 drop(permit);
             });
         }

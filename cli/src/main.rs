@@ -18,6 +18,7 @@ use cafe_producers::service::ServiceConfig;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
 
+mod bench;
 mod load;
 mod pipeline;
 
@@ -51,6 +52,11 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
     },
+    /// Benchmarks that print figures (never pass/fail).
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
     /// Serve the command API and run the outbox relay until SIGTERM or Ctrl-C.
     Api {
         /// Where the command API listens (port 0 picks a free one; the address is printed).
@@ -59,6 +65,20 @@ enum Command {
         /// Use the AWS SDK's default chain instead of the local stack's endpoints.
         #[arg(long)]
         aws: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchWhat {
+    /// POST /v1/orders throughput and latency beside the stand-ins' raw ceilings, and the
+    /// aggregation ratio of a restock storm.
+    Api {
+        /// Length of each phase.
+        #[arg(long = "for", default_value = "15s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
+        concurrency: u16,
     },
 }
 
@@ -157,6 +177,13 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
             listen,
         } => run(&stack, duration, rate, aws, listen).await,
         Command::Api { listen, aws } => api(&cfg, listen, aws).await,
+        Command::Bench {
+            what: BenchWhat::Api { duration, concurrency },
+        } => {
+            up(&stack, false).await?;
+            bench::api(&cfg, duration, usize::from(concurrency)).await?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -1,11 +1,15 @@
 //! The command service: what every command goes through, whatever its aggregate.
 //!
-//! 1. An idempotency key seen before answers from its record (same request) or is refused
-//!    (a different request), before anything else happens.
-//! 2. A saturated publisher refuses new work (503) rather than queue without bound.
-//! 3. Load the aggregate, decide, append the new events with the idempotency record in
-//!    one transaction. A version conflict (another writer got there first) reloads and
-//!    decides again, a bounded number of times.
+//! 1. A saturated publisher refuses new work (503) rather than queue without bound.
+//! 2. Load the aggregate (or, for a creating command, assume it is new), decide, append
+//!    the new events with the idempotency record in one transaction. A version conflict
+//!    (another writer got there first) reloads and decides again, a bounded number of
+//!    times.
+//! 3. The idempotency record is read only when needed: the claim in the transaction is
+//!    conditional, so a retry can never write twice; when the claim fails, or a retry is
+//!    refused by the state its first attempt created, the stored answer is returned (or
+//!    a different request under the same key is refused). This keeps a read off the hot
+//!    path of every command.
 //! 4. Publish, then clear the pending markers. A publish failure is not the client's
 //!    problem: the events are stored, and the outbox relay will publish them.
 
@@ -125,20 +129,29 @@ impl<S: EventStore, K: RecordSink> CommandService<S, K> {
         meta: &CommandMeta,
         respond: impl Fn(&[EventEnvelope], u64) -> StoredResponse,
     ) -> Result<Executed, CommandError> {
-        if let Some(key) = &meta.idempotency_key
-            && let Some(done) = self.answer_from_record(key, &meta.request_hash).await?
-        {
-            return Ok(done);
-        }
         if self.publisher.is_saturated() {
             return Err(CommandError::Saturated);
         }
         let mut conflicts = 0;
+        let mut assume_new = A::is_creation(command);
         loop {
-            let (state, version) = self.state::<A>(id).await?;
-            let decided = state
-                .decide(command, context)
-                .map_err(|r| CommandError::Rejected(Box::new(r)))?;
+            let (state, version) = if assume_new {
+                (A::default(), 0)
+            } else {
+                self.state::<A>(id).await?
+            };
+            assume_new = false;
+            let decided = match state.decide(command, context) {
+                Ok(events) => events,
+                Err(rule) => {
+                    // A retry of a command that already succeeded is refused by the state it
+                    // created (the order exists): answer it from its idempotency record.
+                    if let Some(done) = self.replay_if_seen(meta).await? {
+                        return Ok(done);
+                    }
+                    return Err(CommandError::Rejected(Box::new(rule)));
+                }
+            };
             let events = envelopes(id, version, decided, meta);
             let response = respond(&events, events.last().map_or(version, |e| e.version));
             if events.is_empty() {
@@ -173,10 +186,11 @@ impl<S: EventStore, K: RecordSink> CommandService<S, K> {
                         return Err(CommandError::Conflict);
                     }
                 }
-                // A concurrent request with the same key won the race: answer as it did.
-                Err(StoreError::IdempotencyRace(key)) => {
+                // The key was claimed before (a retry) or concurrently: answer as that request
+                // did, or refuse a different request under the same key.
+                Err(StoreError::IdempotencyRace(_)) => {
                     return self
-                        .answer_from_record(&key, &meta.request_hash)
+                        .replay_if_seen(meta)
                         .await?
                         .ok_or_else(|| CommandError::Unavailable("idempotency record not readable".into()));
                 }
@@ -185,14 +199,20 @@ impl<S: EventStore, K: RecordSink> CommandService<S, K> {
         }
     }
 
-    async fn answer_from_record(&self, key: &str, request_hash: &str) -> Result<Option<Executed>, CommandError> {
+    /// The stored answer of an earlier request with this command's key, if any; a
+    /// different earlier request under the same key is an error.
+    async fn replay_if_seen(&self, meta: &CommandMeta) -> Result<Option<Executed>, CommandError> {
+        let Some(key) = &meta.idempotency_key else {
+            return Ok(None);
+        };
+        let request_hash = &meta.request_hash;
         match self
             .retry_store(|| self.store.idempotency(key))
             .await
             .map_err(unavailable)?
         {
             None => Ok(None),
-            Some(record) if record.request_hash == request_hash => Ok(Some(Executed {
+            Some(record) if record.request_hash == *request_hash => Ok(Some(Executed {
                 response: record.response,
                 replayed: true,
                 events: Vec::new(),

@@ -12,14 +12,15 @@ mod dto;
 pub mod error;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use cafe_events::{AggregateId, DomainEvent, EventEnvelope, ItemId};
+use cafe_events::{AggregateId, Cents, DomainEvent, EventEnvelope, ItemId};
 use md5::{Digest, Md5};
 use serde_json::json;
 
@@ -41,10 +42,65 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// Set on a response answered from an earlier identical request.
 pub const REPLAYED: &str = "idempotent-replayed";
 
-type Shared<S, K> = State<Arc<CommandService<S, K>>>;
+/// How long a menu price is reused. Menu changes are rare and an order must not pay a
+/// database read per line at the morning rush; the cost is that a price change or a
+/// retirement takes effect for new orders up to this long after it was published.
+pub const MENU_CACHE_TTL: Duration = Duration::from_secs(2);
+
+/// What the handlers share: the command service and a short-lived menu price cache.
+struct App<S, K> {
+    service: Arc<CommandService<S, K>>,
+    /// Published items only: an unknown item costs a read each time, so a newly
+    /// published item is orderable at once.
+    menu: Mutex<HashMap<ItemId, (Cents, Instant)>>,
+}
+
+impl<S, K> std::ops::Deref for App<S, K> {
+    type Target = CommandService<S, K>;
+    fn deref(&self) -> &Self::Target {
+        &self.service
+    }
+}
+
+impl<S: EventStore, K: RecordSink> App<S, K> {
+    async fn prices(&self, items: impl Iterator<Item = ItemId>) -> Result<MenuPrices, ApiError> {
+        let mut prices = MenuPrices::new();
+        for item in items {
+            let cached = self.menu.lock().unwrap_or_else(|p| p.into_inner()).get(&item).copied();
+            match cached {
+                Some((price, at)) if at.elapsed() < MENU_CACHE_TTL => {
+                    prices.insert(item, price);
+                }
+                _ => {
+                    let (state, _) = self
+                        .service
+                        .state::<MenuItem>(&AggregateId::MenuItem(item.clone()))
+                        .await?;
+                    let mut cache = self.menu.lock().unwrap_or_else(|p| p.into_inner());
+                    match state.price {
+                        Some(price) => {
+                            cache.insert(item.clone(), (price, Instant::now()));
+                            prices.insert(item, price);
+                        }
+                        None => {
+                            cache.remove(&item);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(prices)
+    }
+}
+
+type Shared<S, K> = State<Arc<App<S, K>>>;
 
 /// The router over a command service.
 pub fn router<S: EventStore + 'static, K: RecordSink + 'static>(service: Arc<CommandService<S, K>>) -> Router {
+    let app = Arc::new(App {
+        service,
+        menu: Mutex::new(HashMap::new()),
+    });
     Router::new()
         .route("/healthz", get(|| async { axum::Json(json!({ "status": "ok" })) }))
         .route("/v1/orders", post(place_order::<S, K>))
@@ -57,7 +113,7 @@ pub fn router<S: EventStore + 'static, K: RecordSink + 'static>(service: Arc<Com
         .route("/v1/menu/items", post(publish_menu_item::<S, K>))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(service)
+        .with_state(app)
 }
 
 /// Idempotency and tracing metadata. Creating commands must carry a key.
@@ -146,21 +202,9 @@ async fn place_order<S: EventStore, K: RecordSink>(
 ) -> Result<Response, ApiError> {
     let meta = meta(&headers, "/v1/orders", &body.raw, true)?;
     let place = body.value.validate()?;
-    // Prices come from the menu read from the event store, never from the client.
-    let mut prices = MenuPrices::new();
-    let items: Vec<ItemId> = place
-        .lines
-        .iter()
-        .map(|l| l.item_id.clone())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    for item in items {
-        let (state, _) = svc.state::<MenuItem>(&AggregateId::MenuItem(item.clone())).await?;
-        if let Some(price) = state.price {
-            prices.insert(item, price);
-        }
-    }
+    // Prices come from the menu (the event store, briefly cached), never from the client.
+    let items: std::collections::BTreeSet<ItemId> = place.lines.iter().map(|l| l.item_id.clone()).collect();
+    let prices = svc.prices(items.into_iter()).await?;
     let id = AggregateId::Order(place.order_id.clone());
     let cmd = (place.order_id.clone(), OrderCommand::Place(place));
     run::<Order, _, _>(&svc, id, cmd, prices, meta, true).await

@@ -26,6 +26,13 @@ pub trait Aggregate: Default {
     /// unknown event types leave it unchanged.
     fn apply(&mut self, event: &DomainEvent);
 
+    /// True for a command that creates the aggregate. The service then decides against an
+    /// empty state without loading it first; if the aggregate exists after all, the
+    /// conditional append conflicts and the service reloads and decides again.
+    fn is_creation(_command: &Self::Command) -> bool {
+        false
+    }
+
     /// Decides what a command means in the current state.
     fn decide(&self, command: &Self::Command, context: &Self::Context) -> Result<Vec<DomainEvent>, Self::Rejection>;
 

@@ -196,6 +196,10 @@ impl Aggregate for Order {
     type Context = MenuPrices;
     type Rejection = OrderRejection;
 
+    fn is_creation((_, command): &Self::Command) -> bool {
+        matches!(command, OrderCommand::Place(_))
+    }
+
     fn apply(&mut self, event: &DomainEvent) {
         match event {
             DomainEvent::OrderPlaced(e) => {

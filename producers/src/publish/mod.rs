@@ -9,5 +9,5 @@
 pub mod publisher;
 pub mod sink;
 
-pub use publisher::{PublishError, PublishReport, Publisher, PublisherConfig};
+pub use publisher::{PublishError, PublishReport, Publisher, PublisherConfig, PublisherTotals};
 pub use sink::{Entry, EntryOutcome, FaultySink, KinesisSink, RecordSink, ShardRange, SinkError};

@@ -95,9 +95,21 @@ struct Pending {
     attempts: u32,
 }
 
+/// Running totals of a publisher (read by benchmarks and, later, metrics).
+#[derive(Debug, Default)]
+pub struct PublisherTotals {
+    /// Events (user records) published.
+    pub events: AtomicU64,
+    /// Kinesis records they went out as.
+    pub kinesis_records: AtomicU64,
+    /// Entries retried after a failure.
+    pub retries: AtomicU64,
+}
+
 /// Publishes events to one stream through a [`RecordSink`].
 #[derive(Debug)]
 pub struct Publisher<S> {
+    totals: PublisherTotals,
     sink: S,
     cfg: PublisherConfig,
     in_flight: Arc<Semaphore>,
@@ -112,6 +124,7 @@ impl<S: RecordSink> Publisher<S> {
     pub fn new(sink: S, cfg: PublisherConfig) -> Self {
         let capacity_kib = u32::try_from(cfg.max_in_flight_bytes / 1024).unwrap_or(u32::MAX).max(1);
         Publisher {
+            totals: PublisherTotals::default(),
             sink,
             in_flight: Arc::new(Semaphore::new(capacity_kib as usize)),
             capacity_kib,
@@ -125,6 +138,11 @@ impl<S: RecordSink> Publisher<S> {
     /// True when the in-flight budget is used up: new work would wait.
     pub fn is_saturated(&self) -> bool {
         self.in_flight.available_permits() == 0
+    }
+
+    /// Totals since start.
+    pub fn totals(&self) -> &PublisherTotals {
+        &self.totals
     }
 
     /// The sink, e.g. to read the stream back in tests.
@@ -305,6 +323,12 @@ impl<S: RecordSink> Publisher<S> {
                 failed_rounds = 0;
             }
         }
+        let published = report.events - not_published.len();
+        self.totals.events.fetch_add(published as u64, Ordering::Relaxed);
+        self.totals
+            .kinesis_records
+            .fetch_add(report.kinesis_records as u64, Ordering::Relaxed);
+        self.totals.retries.fetch_add(report.retries as u64, Ordering::Relaxed);
         if not_published.is_empty() {
             Ok(report)
         } else {
