@@ -9,6 +9,7 @@
 use cafe_events::proto::orders::v1::OrderStatus;
 use cafe_events::{Cents, CustomerId, IdError, ItemId, OrderId, StoreId};
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::error::{ApiError, FieldError};
 use crate::domain::loyalty::{LoyaltyCommand, MAX_POINTS};
@@ -53,7 +54,7 @@ impl Check {
 }
 
 /// `POST /v1/orders`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrderBody {
     order_id: String,
@@ -69,7 +70,7 @@ fn usd() -> String {
 }
 
 /// One order line.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LineBody {
     item_id: String,
@@ -118,7 +119,7 @@ impl PlaceOrderBody {
 }
 
 /// Statuses a client may move an order to (payment and cancel have their own paths).
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum NextStatus {
     /// Barista started.
@@ -140,14 +141,14 @@ impl From<NextStatus> for OrderStatus {
 }
 
 /// `POST /v1/orders/{id}/status`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdvanceBody {
     pub(super) status: NextStatus,
 }
 
 /// `POST /v1/orders/{id}/cancel`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelBody {
     #[serde(default)]
@@ -163,7 +164,7 @@ impl CancelBody {
 }
 
 /// `POST /v1/stores/{store}/inventory/{sku}/restock`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestockBody {
     quantity: i64,
@@ -180,7 +181,7 @@ impl RestockBody {
 }
 
 /// `POST /v1/stores/{store}/inventory/{sku}/adjust`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdjustBody {
     delta: i64,
@@ -203,7 +204,7 @@ impl AdjustBody {
 }
 
 /// `POST /v1/loyalty/{customer}/earn`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EarnBody {
     points: i64,
@@ -227,7 +228,7 @@ impl EarnBody {
 }
 
 /// `POST /v1/loyalty/{customer}/redeem`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedeemBody {
     points: i64,
@@ -242,7 +243,7 @@ impl RedeemBody {
 }
 
 /// `POST /v1/menu/items`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MenuItemBody {
     item_id: String,

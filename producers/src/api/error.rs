@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::service::CommandError;
 
 /// One invalid field, by its JSON path (`lines[2].quantity`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// JSON path of the field.
     pub path: String,
@@ -16,10 +16,11 @@ pub struct FieldError {
 }
 
 /// An error response.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ApiError {
     /// HTTP status (not serialized).
     #[serde(skip)]
+    #[schema(ignore)]
     pub status: StatusCode,
     /// Stable machine-readable code.
     pub error: &'static str,

@@ -10,6 +10,7 @@
 mod body;
 mod dto;
 pub mod error;
+mod openapi;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -36,6 +37,7 @@ use crate::store::{EventStore, StoredResponse};
 pub use body::{JsonBody, MAX_BODY_BYTES};
 use dto::*;
 pub use error::{ApiError, FieldError};
+pub use openapi::document as openapi_document;
 
 /// Header carrying the client's idempotency key.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -103,6 +105,7 @@ pub fn router<S: EventStore + 'static, K: RecordSink + 'static>(service: Arc<Com
     });
     Router::new()
         .route("/healthz", get(|| async { axum::Json(json!({ "status": "ok" })) }))
+        .route("/openapi.json", get(|| async { axum::Json(openapi::document()) }))
         .route("/v1/orders", post(place_order::<S, K>))
         .route("/v1/orders/{id}/status", post(advance_order::<S, K>))
         .route("/v1/orders/{id}/cancel", post(cancel_order::<S, K>))
@@ -179,22 +182,62 @@ async fn run<A: Aggregate, S: EventStore, K: RecordSink>(
     Ok(response)
 }
 
-fn response_body(id: &AggregateId, version: u64, events: &[EventEnvelope]) -> serde_json::Value {
-    let mut body = json!({
-        "aggregate_id": id.to_string(),
-        "version": version,
-        "events": events.iter().map(|e| e.event.event_type()).collect::<Vec<_>>(),
-    });
-    for e in events {
-        if let DomainEvent::OrderPlaced(p) = &e.event {
-            body["order_id"] = json!(p.order_id);
-            body["total_cents"] = json!(p.total_cents);
-            body["status"] = json!("placed");
-        }
-    }
-    body
+/// The body of every successful command.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    /// The aggregate the command changed.
+    aggregate_id: String,
+    /// Its version after the command (read models catch up to it).
+    version: u64,
+    /// Fully qualified types of the events the command produced.
+    events: Vec<String>,
+    /// For a placed order: its id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order_id: Option<String>,
+    /// For a placed order: the total priced from the menu, in cents.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total_cents: Option<i64>,
+    /// For a placed order: `placed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<String>,
 }
 
+fn response_body(id: &AggregateId, version: u64, events: &[EventEnvelope]) -> serde_json::Value {
+    let mut body = Accepted {
+        aggregate_id: id.to_string(),
+        version,
+        events: events.iter().map(|e| e.event.event_type().to_owned()).collect(),
+        order_id: None,
+        total_cents: None,
+        status: None,
+    };
+    for e in events {
+        if let DomainEvent::OrderPlaced(p) = &e.event {
+            body.order_id = Some(p.order_id.clone());
+            body.total_cents = Some(p.total_cents);
+            body.status = Some("placed".to_owned());
+        }
+    }
+    serde_json::to_value(body).unwrap_or_default()
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/orders",
+    tag = "orders",
+    request_body(content = PlaceOrderBody, content_type = "application/json"),
+    params( ("Idempotency-Key" = String, Header, description = "Required: a retry with the same key and body gets the same answer")),
+    responses(
+        (status = 201, description = "Done", body = Accepted),
+        (status = 400, description = "Malformed JSON or invalid fields", body = ApiError),
+        (status = 404, description = "Unknown aggregate", body = ApiError),
+        (status = 409, description = "Version conflict after retries", body = ApiError),
+        (status = 413, description = "Body over 64 KiB", body = ApiError),
+        (status = 415, description = "Not application/json", body = ApiError),
+        (status = 422, description = "Business rule violated, or idempotency key reused", body = ApiError),
+        (status = 503, description = "Saturated or unavailable; see Retry-After", body = ApiError),
+    )
+)]
 async fn place_order<S: EventStore, K: RecordSink>(
     State(svc): Shared<S, K>,
     headers: HeaderMap,
@@ -210,6 +253,23 @@ async fn place_order<S: EventStore, K: RecordSink>(
     run::<Order, _, _>(&svc, id, cmd, prices, meta, true).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{id}/status",
+    tag = "orders",
+    request_body(content = AdvanceBody, content_type = "application/json"),
+    params(("id" = String, Path, description = "Order id"), ("Idempotency-Key" = String, Header, description = "Optional: makes a retry safe")),
+    responses(
+        (status = 200, description = "Done", body = Accepted),
+        (status = 400, description = "Malformed JSON or invalid fields", body = ApiError),
+        (status = 404, description = "Unknown aggregate", body = ApiError),
+        (status = 409, description = "Version conflict after retries", body = ApiError),
+        (status = 413, description = "Body over 64 KiB", body = ApiError),
+        (status = 415, description = "Not application/json", body = ApiError),
+        (status = 422, description = "Business rule violated, or idempotency key reused", body = ApiError),
+        (status = 503, description = "Saturated or unavailable; see Retry-After", body = ApiError),
+    )
+)]
 async fn advance_order<S: EventStore, K: RecordSink>(
     State(svc): Shared<S, K>,
     Path(id): Path<String>,
@@ -227,6 +287,23 @@ async fn advance_order<S: EventStore, K: RecordSink>(
     run::<Order, _, _>(&svc, AggregateId::Order(order_id), cmd, HashMap::new(), meta, false).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/orders/{id}/cancel",
+    tag = "orders",
+    request_body(content = CancelBody, content_type = "application/json"),
+    params(("id" = String, Path, description = "Order id"), ("Idempotency-Key" = String, Header, description = "Optional: makes a retry safe")),
+    responses(
+        (status = 200, description = "Done", body = Accepted),
+        (status = 400, description = "Malformed JSON or invalid fields", body = ApiError),
+        (status = 404, description = "Unknown aggregate", body = ApiError),
+        (status = 409, description = "Version conflict after retries", body = ApiError),
+        (status = 413, description = "Body over 64 KiB", body = ApiError),
+        (status = 415, description = "Not application/json", body = ApiError),
+        (status = 422, description = "Business rule violated, or idempotency key reused", body = ApiError),
+        (status = 503, description = "Saturated or unavailable; see Retry-After", body = ApiError),
+    )
+)]
 async fn cancel_order<S: EventStore, K: RecordSink>(
     State(svc): Shared<S, K>,
     Path(id): Path<String>,
@@ -240,6 +317,23 @@ async fn cancel_order<S: EventStore, K: RecordSink>(
     run::<Order, _, _>(&svc, AggregateId::Order(order_id), cmd, HashMap::new(), meta, false).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/stores/{store}/inventory/{sku}/restock",
+    tag = "inventory",
+    request_body(content = RestockBody, content_type = "application/json"),
+    params(("store" = String, Path), ("sku" = String, Path), ("Idempotency-Key" = String, Header, description = "Required: a retry with the same key and body gets the same answer")),
+    responses(
+        (status = 201, description = "Done", body = Accepted),
+        (status = 400, description = "Malformed JSON or invalid fields", body = ApiError),
+        (status = 404, description = "Unknown aggregate", body = ApiError),
+        (status = 409, description = "Version conflict after retries", body = ApiError),
+        (status = 413, description = "Body over 64 KiB", body = ApiError),
+        (status = 415, description = "Not application/json", body = ApiError),
+        (status = 422, description = "Business rule violated, or idempotency key reused", body = ApiError),
+        (status = 503, description = "Saturated or unavailable; see Retry-After", body = ApiError),
+    )
+)]
 async fn restock<S: EventStore, K: RecordSink>(
     State(svc): Shared<S, K>,
     Path((store, sku)): Path<(String, String)>,
@@ -258,6 +352,23 @@ async fn restock<S: EventStore, K: RecordSink>(
     run::<StockItem, _, _>(&svc, id, (store_id, sku_id, cmd), (), meta, true).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/stores/{store}/inventory/{sku}/adjust",
+    tag = "inventory",
+    request_body(content = AdjustBody, content_type = "application/json"),
+    params(("store" = String, Path), ("sku" = String, Path), ("Idempotency-Key" = String, Header, description = "Required: a retry with the same key and body gets the same answer")),
+    responses(
+        (status = 201, description = "Done", body = Accepted),
+        (status = 400, description = "Malformed JSON or invalid fields", body = ApiError),
+        (status = 404, description = "Unknown aggregate", body = ApiError),
+        (status = 409, description = "Version conflict after retries", body = ApiError),
+        (status = 413, description = "Body over 64 KiB", body = ApiError),
+        (status = 415, description = "Not application/json", body = ApiError),
+        (status = 422, description = "Business rule violated, or idempotency key reused", body = ApiError),
+        (status = 503, description = "Saturated or unavailable; see Retry-After", body = ApiError),
+    )
+)]
 async fn adjust<S: EventStore, K: RecordSink>(
     State(svc): Shared<S, K>,
     Path((store, sku)): Path<(String, String)>,
@@ -276,6 +387,23 @@ async fn adjust<S: EventStore, K: RecordSink>(
     run::<StockItem, _, _>(&svc, id, (store_id, sku_id, cmd), (), meta, true).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/loyalty/{customer}/earn",
+    tag = "loyalty",
+    request_body(content = EarnBody, content_type = "application/json"),
+    params(("customer" = String, Path), ("Idempotency-Key" = String, Header, description = "Required: a retry with the same key and body gets the same answer")),
+    responses(
+        (status = 201, description = "Done", body = Accepted),
+        (status = 400, description = "Malformed JSON or invalid fields", body = ApiError),
+        (status = 404, description = "Unknown aggregate", body = ApiError),
+        (status = 409, description = "Version conflict after retries", body = ApiError),
+        (status = 413, description = "Body over 64 KiB", body = ApiError),
+        (status = 415, description = "Not application/json", body = ApiError),
+        (status = 422, description = "Business rule violated, or idempotency key reused", body = ApiError),
+        (status = 503, description = "Saturated or unavailable; see Retry-After", body = ApiError),
+    )
+)]
 async fn earn<S: EventStore, K: RecordSink>(
     State(svc): Shared<S, K>,
     Path(customer): Path<String>,
@@ -296,6 +424,23 @@ async fn earn<S: EventStore, K: RecordSink>(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/loyalty/{customer}/redeem",
+    tag = "loyalty",
+    request_body(content = RedeemBody, content_type = "application/json"),
+    params(("customer" = String, Path), ("Idempotency-Key" = String, Header, description = "Required: a retry with the same key and body gets the same answer")),
+    responses(
+        (status = 201, description = "Done", body = Accepted),
+        (status = 400, description = "Malformed JSON or invalid fields", body = ApiError),
+        (status = 404, description = "Unknown aggregate", body = ApiError),
+        (status = 409, description = "Version conflict after retries", body = ApiError),
+        (status = 413, description = "Body over 64 KiB", body = ApiError),
+        (status = 415, description = "Not application/json", body = ApiError),
+        (status = 422, description = "Business rule violated, or idempotency key reused", body = ApiError),
+        (status = 503, description = "Saturated or unavailable; see Retry-After", body = ApiError),
+    )
+)]
 async fn redeem<S: EventStore, K: RecordSink>(
     State(svc): Shared<S, K>,
     Path(customer): Path<String>,
@@ -316,6 +461,23 @@ async fn redeem<S: EventStore, K: RecordSink>(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/menu/items",
+    tag = "menu",
+    request_body(content = MenuItemBody, content_type = "application/json"),
+    params( ("Idempotency-Key" = String, Header, description = "Required: a retry with the same key and body gets the same answer")),
+    responses(
+        (status = 201, description = "Done", body = Accepted),
+        (status = 400, description = "Malformed JSON or invalid fields", body = ApiError),
+        (status = 404, description = "Unknown aggregate", body = ApiError),
+        (status = 409, description = "Version conflict after retries", body = ApiError),
+        (status = 413, description = "Body over 64 KiB", body = ApiError),
+        (status = 415, description = "Not application/json", body = ApiError),
+        (status = 422, description = "Business rule violated, or idempotency key reused", body = ApiError),
+        (status = 503, description = "Saturated or unavailable; see Retry-After", body = ApiError),
+    )
+)]
 async fn publish_menu_item<S: EventStore, K: RecordSink>(
     State(svc): Shared<S, K>,
     headers: HeaderMap,
