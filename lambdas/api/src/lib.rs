@@ -1,0 +1,73 @@
+//! The command API on AWS Lambda, behind an API Gateway HTTP API.
+//!
+//! Not a second implementation: [`router`] is `cafe_producers::api::router` over the
+//! same command service the local server runs; `lambda_http` turns API Gateway events
+//! into HTTP requests for it and its responses back into API Gateway responses.
+//!
+//! # Layout
+//! - [`Config`]: table and stream names, read once from the environment at cold start.
+//! - [`router`]: the shared router over clients built once.
+
+use std::sync::Arc;
+
+use cafe_producers::publish::{KinesisSink, Publisher, PublisherConfig};
+use cafe_producers::service::{CommandService, ServiceConfig};
+use cafe_producers::store::DynamoEventStore;
+
+/// Why the function cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A required environment variable is missing (Terraform sets them from `infra/names.json`).
+    #[error("environment variable {0} is not set")]
+    Missing(&'static str),
+}
+
+/// What the function needs to know, from its environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `CAFE_EVENTS_TABLE`.
+    pub events_table: String,
+    /// `CAFE_IDEMPOTENCY_TABLE`.
+    pub idempotency_table: String,
+    /// `CAFE_STREAM`.
+    pub stream: String,
+}
+
+impl Config {
+    /// Reads the environment through `get` (so tests need not touch the process env).
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let var = |k: &'static str| get(k).filter(|v| !v.is_empty()).ok_or(ConfigError::Missing(k));
+        Ok(Config {
+            events_table: var("CAFE_EVENTS_TABLE")?,
+            idempotency_table: var("CAFE_IDEMPOTENCY_TABLE")?,
+            stream: var("CAFE_STREAM")?,
+        })
+    }
+}
+
+/// The command router over the given clients, built once per cold start.
+pub fn router(config: &Config, dynamodb: aws_sdk_dynamodb::Client, kinesis: aws_sdk_kinesis::Client) -> axum::Router {
+    let store = DynamoEventStore::new(dynamodb, &config.events_table, &config.idempotency_table);
+    let publisher = Publisher::new(KinesisSink::new(kinesis, &config.stream), PublisherConfig::default());
+    cafe_producers::api::router(Arc::new(CommandService::new(
+        store,
+        publisher,
+        ServiceConfig::default(),
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_is_required() {
+        let all = |k: &str| Some(format!("{k}-value"));
+        assert_eq!(Config::from_env(all).unwrap().stream, "CAFE_STREAM-value");
+        let without_stream = |k: &str| (k != "CAFE_STREAM").then(|| "x".to_owned());
+        assert!(matches!(
+            Config::from_env(without_stream),
+            Err(ConfigError::Missing("CAFE_STREAM"))
+        ));
+    }
+}
