@@ -210,17 +210,7 @@ pub async fn orders(
                 break;
             };
             n += 1;
-            let order_id = format!("o-{run}-{n}");
-            let lines: Vec<_> = (0..=(n % 3))
-                .map(|i| {
-                    let (item, _) = MENU[((n * 7 + i * 3) % MENU.len() as u64) as usize];
-                    json!({ "item_id": item, "quantity": 1 + (n + i) % 3 })
-                })
-                .collect();
-            let body = json!({
-                "order_id": order_id, "customer_id": format!("cust-{}", n % 5_000),
-                "store_id": format!("store-{:05}", n % 300), "lines": lines,
-            });
+            let (order_id, body) = order(run, n);
             let (http, base, report) = (http.clone(), base.to_owned(), report.clone());
             tokio::spawn(async move {
                 let t = Instant::now();

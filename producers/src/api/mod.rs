@@ -229,13 +229,7 @@ fn response_body(id: &AggregateId, version: u64, events: &[EventEnvelope]) -> se
     params( ("Idempotency-Key" = String, Header, description = "Required: a retry with the same key and body gets the same answer")),
     responses(
         (status = 201, description = "Done", body = Accepted),
-        (status = 400, description = "Malformed JSON or invalid fields", body = ApiError),
-        (status = 404, description = "Unknown aggregate", body = ApiError),
-        (status = 409, description = "Version conflict after retries", body = ApiError),
-        (status = 413, description = "Body over 64 KiB", body = ApiError),
-        (status = 415, description = "Not application/json", body = ApiError),
-        (status = 422, description = "Business rule violated, or idempotency key reused", body = ApiError),
-        (status = 503, description = "Saturated or unavailable; see Retry-After", body = ApiError),
+        openapi::CommandErrors,
     )
 )]
 async fn place_order<S: EventStore, K: RecordSink>(
@@ -261,13 +255,7 @@ async fn place_order<S: EventStore, K: RecordSink>(
     params(("id" = String, Path, description = "Order id"), ("Idempotency-Key" = String, Header, description = "Optional: makes a retry safe")),
     responses(
         (status = 200, description = "Done", body = Accepted),
-        (status = 400, description = "Malformed JSON or invalid fields", body = ApiError),
-        (status = 404, description = "Unknown aggregate", body = ApiError),
-        (status = 409, description = "Version conflict after retries", body = ApiError),
-        (status = 413, description = "Body over 64 KiB", body = ApiError),
-        (status = 415, description = "Not application/json", body = ApiError),
-        (status = 422, description = "Business rule violated, or idempotency key reused", body = ApiError),
-        (status = 503, description = "Saturated or unavailable; see Retry-After", body = ApiError),
+        openapi::CommandErrors,
     )
 )]
 async fn advance_order<S: EventStore, K: RecordSink>(
@@ -295,13 +283,7 @@ async fn advance_order<S: EventStore, K: RecordSink>(
     params(("id" = String, Path, description = "Order id"), ("Idempotency-Key" = String, Header, description = "Optional: makes a retry safe")),
     responses(
         (status = 200, description = "Done", body = Accepted),
-        (status = 400, description = "Malformed JSON or invalid fields", body = ApiError),
-        (status = 404, description = "Unknown aggregate", body = ApiError),
-        (status = 409, description = "Version conflict after retries", body = ApiError),
-        (status = 413, description = "Body over 64 KiB", body = ApiError),
-        (status = 415, description = "Not application/json", body = ApiError),
-        (status = 422, description = "Business rule violated, or idempotency key reused", body = ApiError),
-        (status = 503, description = "Saturated or unavailable; see Retry-After", body = ApiError),
+        openapi::CommandErrors,
     )
 )]
 async fn cancel_order<S: EventStore, K: RecordSink>(
@@ -325,13 +307,7 @@ async fn cancel_order<S: EventStore, K: RecordSink>(
     params(("store" = String, Path), ("sku" = String, Path), ("Idempotency-Key" = String, Header, description = "Required: a retry with the same key and body gets the same answer")),
     responses(
         (status = 201, description = "Done", body = Accepted),
-        (status = 400, description = "Malformed JSON or invalid fields", body = ApiError),
-        (status = 404, description = "Unknown aggregate", body = ApiError),
-        (status = 409, description = "Version conflict after retries", body = ApiError),
-        (status = 413, description = "Body over 64 KiB", body = ApiError),
-        (status = 415, description = "Not application/json", body = ApiError),
-        (status = 422, description = "Business rule violated, or idempotency key reused", body = ApiError),
-        (status = 503, description = "Saturated or unavailable; see Retry-After", body = ApiError),
+        openapi::CommandErrors,
     )
 )]
 async fn restock<S: EventStore, K: RecordSink>(
@@ -360,13 +336,7 @@ async fn restock<S: EventStore, K: RecordSink>(
     params(("store" = String, Path), ("sku" = String, Path), ("Idempotency-Key" = String, Header, description = "Required: a retry with the same key and body gets the same answer")),
     responses(
         (status = 201, description = "Done", body = Accepted),
-        (status = 400, description = "Malformed JSON or invalid fields", body = ApiError),
-        (status = 404, description = "Unknown aggregate", body = ApiError),
-        (status = 409, description = "Version conflict after retries", body = ApiError),
-        (status = 413, description = "Body over 64 KiB", body = ApiError),
-        (status = 415, description = "Not application/json", body = ApiError),
-        (status = 422, description = "Business rule violated, or idempotency key reused", body = ApiError),
-        (status = 503, description = "Saturated or unavailable; see Retry-After", body = ApiError),
+        openapi::CommandErrors,
     )
 )]
 async fn adjust<S: EventStore, K: RecordSink>(
@@ -395,13 +365,7 @@ async fn adjust<S: EventStore, K: RecordSink>(
     params(("customer" = String, Path), ("Idempotency-Key" = String, Header, description = "Required: a retry with the same key and body gets the same answer")),
     responses(
         (status = 201, description = "Done", body = Accepted),
-        (status = 400, description = "Malformed JSON or invalid fields", body = ApiError),
-        (status = 404, description = "Unknown aggregate", body = ApiError),
-        (status = 409, description = "Version conflict after retries", body = ApiError),
-        (status = 413, description = "Body over 64 KiB", body = ApiError),
-        (status = 415, description = "Not application/json", body = ApiError),
-        (status = 422, description = "Business rule violated, or idempotency key reused", body = ApiError),
-        (status = 503, description = "Saturated or unavailable; see Retry-After", body = ApiError),
+        openapi::CommandErrors,
     )
 )]
 async fn earn<S: EventStore, K: RecordSink>(
@@ -432,13 +396,7 @@ async fn earn<S: EventStore, K: RecordSink>(
     params(("customer" = String, Path), ("Idempotency-Key" = String, Header, description = "Required: a retry with the same key and body gets the same answer")),
     responses(
         (status = 201, description = "Done", body = Accepted),
-        (status = 400, description = "Malformed JSON or invalid fields", body = ApiError),
-        (status = 404, description = "Unknown aggregate", body = ApiError),
-        (status = 409, description = "Version conflict after retries", body = ApiError),
-        (status = 413, description = "Body over 64 KiB", body = ApiError),
-        (status = 415, description = "Not application/json", body = ApiError),
-        (status = 422, description = "Business rule violated, or idempotency key reused", body = ApiError),
-        (status = 503, description = "Saturated or unavailable; see Retry-After", body = ApiError),
+        openapi::CommandErrors,
     )
 )]
 async fn redeem<S: EventStore, K: RecordSink>(
@@ -469,13 +427,7 @@ async fn redeem<S: EventStore, K: RecordSink>(
     params( ("Idempotency-Key" = String, Header, description = "Required: a retry with the same key and body gets the same answer")),
     responses(
         (status = 201, description = "Done", body = Accepted),
-        (status = 400, description = "Malformed JSON or invalid fields", body = ApiError),
-        (status = 404, description = "Unknown aggregate", body = ApiError),
-        (status = 409, description = "Version conflict after retries", body = ApiError),
-        (status = 413, description = "Body over 64 KiB", body = ApiError),
-        (status = 415, description = "Not application/json", body = ApiError),
-        (status = 422, description = "Business rule violated, or idempotency key reused", body = ApiError),
-        (status = 503, description = "Saturated or unavailable; see Retry-After", body = ApiError),
+        openapi::CommandErrors,
     )
 )]
 async fn publish_menu_item<S: EventStore, K: RecordSink>(

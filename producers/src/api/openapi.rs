@@ -8,6 +8,33 @@ use super::dto::*;
 use super::error::{ApiError, FieldError};
 use super::*;
 
+/// The error responses every command endpoint can give, documented once.
+#[allow(dead_code)] // Only its derived documentation is used; it is never constructed.
+#[derive(utoipa::IntoResponses)]
+pub(super) enum CommandErrors {
+    /// Malformed JSON or invalid fields.
+    #[response(status = 400)]
+    BadRequest(ApiError),
+    /// Unknown aggregate.
+    #[response(status = 404)]
+    NotFound(ApiError),
+    /// Version conflict after retries.
+    #[response(status = 409)]
+    Conflict(ApiError),
+    /// Body over 64 KiB.
+    #[response(status = 413)]
+    TooLarge(ApiError),
+    /// Not application/json.
+    #[response(status = 415)]
+    UnsupportedMediaType(ApiError),
+    /// Business rule violated, or idempotency key reused.
+    #[response(status = 422)]
+    Unprocessable(ApiError),
+    /// Saturated or unavailable; see Retry-After.
+    #[response(status = 503)]
+    Unavailable(ApiError),
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
