@@ -45,6 +45,9 @@ impl Sandbox {
             .collect();
         env.push(("CAFE__STACK__STATE_DIR".into(), self.dir.path().display().to_string()));
         env.push(("CAFE__STACK__STREAM_SHARDS".into(), "1".into()));
+        // Durable streams (off by default for speed) so this test can show that every
+        // stand-in's data survives down/up.
+        env.push(("CAFE__STACK__KINESIS_DURABLE".into(), "true".into()));
         env
     }
 
@@ -68,6 +71,7 @@ impl Sandbox {
         let mut cfg = StackConfig::load().unwrap();
         cfg.state_dir = self.dir.path().to_owned();
         cfg.stream_shards = 1;
+        cfg.kinesis_durable = true;
         let p = |k: &str| self.ports[k];
         cfg.ports = cafe_localstack::Ports {
             kinesis: p("KINESIS"),
@@ -247,13 +251,12 @@ async fn up_is_idempotent_down_leaves_nothing_and_data_survives_unless_fresh() {
     assert_ne!(sandbox.pids(), pids, "a new set of processes");
     assert_eq!(redis_get(&cfg, "marker").await.as_deref(), Some("kept"));
     assert!(marker_event_exists(&cfg).await, "the event store kept its items");
-    // The Kinesis stand-in is in memory by design (see emulators::serve_kinesis): the
-    // stream is provisioned again, empty.
-    assert_eq!(records_in_stream(&cfg).await, 0);
+    assert_eq!(records_in_stream(&cfg).await, 1, "the durable stream kept its record");
 
     // --fresh starts from nothing.
     sandbox.cafe(&["stack", "up", "--fresh"]);
     assert_eq!(redis_get(&cfg, "marker").await, None);
+    assert_eq!(records_in_stream(&cfg).await, 0);
     assert!(!marker_event_exists(&cfg).await);
 
     let last = sandbox.pids();

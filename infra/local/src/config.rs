@@ -102,6 +102,10 @@ pub struct StackConfig {
     pub pg_bin_dir: PathBuf,
     /// Shards of the events stream.
     pub stream_shards: u32,
+    /// Persist the Kinesis stand-in's streams across `down`/`up`. Off by default:
+    /// ferrokinesis writes a full snapshot per mutation in this mode (see
+    /// `emulators::serve_kinesis`), fine for a few records, far too slow under load.
+    pub kinesis_durable: bool,
     /// Loopback ports.
     pub ports: Ports,
     /// Resource names.
@@ -121,6 +125,7 @@ impl Default for StackConfig {
             venv: cache.join("venv"),
             pg_bin_dir: PathBuf::from("/usr/lib/postgresql/15/bin"),
             stream_shards: 4,
+            kinesis_durable: false,
             ports: Ports::default(),
             names: Names::default(),
         }

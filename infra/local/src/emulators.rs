@@ -5,7 +5,7 @@
 
 use std::future::Future;
 
-use ferrokinesis::store::StoreOptions;
+use ferrokinesis::store::{DurableStateOptions, StoreOptions};
 use tokio::net::TcpListener;
 
 use crate::config::{LOOPBACK, StackConfig};
@@ -22,8 +22,9 @@ const LOCAL_SHARD_LIMIT: u32 = 2_000;
 /// Measured here: ~80 MB of test records made it write 2.9 GB and spend 6.5 CPU-minutes,
 /// and publish tests slowed from seconds to minutes. A stream is a retention-bounded log,
 /// not the system of record: the event store (DynamoDB stand-in, persistent) is, and the
-/// outbox relay and the replay tool republish from it. So stream contents do not survive
-/// `down`/`up`; `up` re-provisions the streams.
+/// outbox relay and the replay tool republish from it. So by default stream contents do
+/// not survive `down`/`up` (`up` re-provisions the streams); `kinesis_durable = true`
+/// (`CAFE__STACK__KINESIS_DURABLE=true`) turns persistence on for light use.
 pub async fn serve_kinesis(
     cfg: &StackConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -35,7 +36,11 @@ pub async fn serve_kinesis(
         delete_stream_ms: 50,
         update_stream_ms: 50,
         shard_limit: LOCAL_SHARD_LIMIT,
-        durable: None,
+        durable: cfg.kinesis_durable.then(|| DurableStateOptions {
+            state_dir: Service::Kinesis.data_dir(cfg),
+            snapshot_interval_secs: 60,
+            max_retained_bytes: None,
+        }),
         aws_region: cfg.names.region.clone(),
         ..StoreOptions::default()
     };
