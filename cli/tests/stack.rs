@@ -278,20 +278,29 @@ fn bad_arguments_exit_2_with_a_message() {
     }
 }
 
-/// The bounded main job against the suite's stack: every published event is read back.
-#[test]
-fn run_for_a_bounded_time_prints_a_summary_and_exits_0() {
+/// Runs the bounded main job with extra environment; asserts it exits 0 after its smoke
+/// round trip and returns what it printed.
+fn run_main_job(args: &[&str], env: Vec<(String, String)>) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_cafe"))
-        .args(["run", "--for", "3s", "--rate", "100", "--listen", "127.0.0.1:0"])
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .envs(env)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("read back intact"), "{stdout}");
+    stdout
+}
+
+/// The bounded main job against the suite's stack: every accepted order reaches the stream.
+#[test]
+fn run_for_a_bounded_time_prints_a_summary_and_exits_0() {
+    let stdout = run_main_job(&["--for", "3s", "--rate", "100"], Vec::new());
     let number = |label: &str| -> u64 {
         let line = stdout
             .lines()
@@ -313,18 +322,7 @@ fn run_for_a_bounded_time_prints_a_summary_and_exits_0() {
 #[test]
 fn aws_mode_reaches_whatever_the_standard_environment_names() {
     let cfg = StackConfig::load().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_cafe"))
-        .args(["run", "--aws", "--for", "2s", "--rate", "50", "--listen", "127.0.0.1:0"])
-        .envs(cfg.aws_env())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("read back intact"), "{stdout}");
+    let stdout = run_main_job(&["--aws", "--for", "2s", "--rate", "50"], cfg.aws_env());
     assert!(
         !stdout.contains("service   replaces"),
         "--aws must not touch the local stack: {stdout}"

@@ -118,10 +118,8 @@ impl Default for StackConfig {
             .map(|h| PathBuf::from(h).join(".cache/cloudcafe"))
             .unwrap_or_else(|| PathBuf::from(".cache"));
         StackConfig {
-            // Anchored at the workspace root, not the working directory, so `cargo test`
-            // from a crate directory and `dev.sh` from the root find the same stack.
-            // The local stack is a development tool; this path is never used on AWS.
-            state_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../.state")),
+            // Relative: resolved against the workspace root at load time (see `load`).
+            state_dir: PathBuf::from(".state"),
             venv: cache.join("venv"),
             pg_bin_dir: PathBuf::from("/usr/lib/postgresql/15/bin"),
             stream_shards: 4,
@@ -146,7 +144,15 @@ impl StackConfig {
             .merge(Env::prefixed("CAFE__STACK__").split("__"))
             .extract()
             .map_err(|e| StackError::Config(e.to_string()))?;
-        cfg.state_dir = normalize(&absolute(&cfg.state_dir)?);
+        // A relative state dir hangs off the workspace root found from the working
+        // directory, so `cargo test` in a crate directory and `dev.sh` at the root find the
+        // same stack. Found at run time on purpose: a path baked in at compile time goes
+        // stale when clones at other paths share one target directory.
+        if cfg.state_dir.is_relative() {
+            let cwd = std::env::current_dir().map_err(StackError::Io)?;
+            cfg.state_dir = workspace_root(&cwd).unwrap_or(cwd).join(&cfg.state_dir);
+        }
+        cfg.state_dir = normalize(&cfg.state_dir);
         cfg.venv = absolute(&cfg.venv)?;
         Ok(cfg)
     }
@@ -237,6 +243,13 @@ fn absolute(p: &Path) -> Result<PathBuf, StackError> {
     Ok(std::env::current_dir().map_err(StackError::Io)?.join(p))
 }
 
+/// The nearest ancestor of `dir` (itself included) holding `infra/names.json`.
+fn workspace_root(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .find(|a| a.join("infra/names.json").is_file())
+        .map(Path::to_owned)
+}
+
 /// Removes `.` and `..` components without touching the file system (the directory may
 /// not exist yet), so paths compare equal in pid-file checks and messages.
 fn normalize(p: &Path) -> PathBuf {
@@ -280,14 +293,27 @@ mod tests {
     }
 
     #[test]
-    fn default_state_dir_is_the_workspace_root_whatever_the_working_directory() {
-        figment::Jail::expect_with(|_jail| {
+    fn a_relative_state_dir_hangs_off_the_workspace_root_found_at_run_time() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            let root = jail.directory().to_owned();
+            for dir in ["infra", "producers/src"] {
+                std::fs::create_dir_all(root.join(dir)).map_err(|e| e.to_string())?;
+            }
+            jail.create_file("infra/names.json", "{}")?;
+            jail.change_dir("producers/src")?;
             let cfg = StackConfig::load().map_err(|e| e.to_string())?;
-            let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .and_then(Path::parent)
-                .map(Path::to_owned);
-            assert_eq!(Some(cfg.state_dir), root.map(|r| r.join(".state")));
+            assert_eq!(cfg.state_dir, normalize(&root.join(".state")));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn outside_a_workspace_the_state_dir_is_under_the_working_directory() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            let cfg = StackConfig::load().map_err(|e| e.to_string())?;
+            assert_eq!(cfg.state_dir, normalize(&jail.directory().join(".state")));
             Ok(())
         });
     }

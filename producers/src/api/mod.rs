@@ -316,16 +316,10 @@ async fn restock<S: EventStore, K: RecordSink>(
     headers: HeaderMap,
     body: JsonBody<RestockBody>,
 ) -> Result<Response, ApiError> {
-    let (store_id, sku_id) = stock_ids(&store, &sku)?;
-    let meta = meta(
-        &headers,
-        &format!("/v1/stores/{store}/inventory/{sku}/restock"),
-        &body.raw,
-        true,
-    )?;
-    let cmd = body.value.validate()?;
-    let id = AggregateId::StockItem(store_id.clone(), sku_id.clone());
-    run::<StockItem, _, _>(&svc, id, (store_id, sku_id, cmd), (), meta, true).await
+    stock(&svc, &store, &sku, "restock", &headers, &body.raw, || {
+        body.value.validate()
+    })
+    .await
 }
 
 #[utoipa::path(
@@ -345,16 +339,10 @@ async fn adjust<S: EventStore, K: RecordSink>(
     headers: HeaderMap,
     body: JsonBody<AdjustBody>,
 ) -> Result<Response, ApiError> {
-    let (store_id, sku_id) = stock_ids(&store, &sku)?;
-    let meta = meta(
-        &headers,
-        &format!("/v1/stores/{store}/inventory/{sku}/adjust"),
-        &body.raw,
-        true,
-    )?;
-    let cmd = body.value.validate()?;
-    let id = AggregateId::StockItem(store_id.clone(), sku_id.clone());
-    run::<StockItem, _, _>(&svc, id, (store_id, sku_id, cmd), (), meta, true).await
+    stock(&svc, &store, &sku, "adjust", &headers, &body.raw, || {
+        body.value.validate()
+    })
+    .await
 }
 
 #[utoipa::path(
@@ -374,18 +362,7 @@ async fn earn<S: EventStore, K: RecordSink>(
     headers: HeaderMap,
     body: JsonBody<EarnBody>,
 ) -> Result<Response, ApiError> {
-    let customer_id = path_id(&customer, "customer_id", cafe_events::CustomerId::parse)?;
-    let meta = meta(&headers, &format!("/v1/loyalty/{customer}/earn"), &body.raw, true)?;
-    let cmd = body.value.validate()?;
-    run::<LoyaltyAccount, _, _>(
-        &svc,
-        AggregateId::LoyaltyAccount(customer_id.clone()),
-        (customer_id, cmd),
-        (),
-        meta,
-        true,
-    )
-    .await
+    loyalty(&svc, &customer, "earn", &headers, &body.raw, || body.value.validate()).await
 }
 
 #[utoipa::path(
@@ -405,18 +382,7 @@ async fn redeem<S: EventStore, K: RecordSink>(
     headers: HeaderMap,
     body: JsonBody<RedeemBody>,
 ) -> Result<Response, ApiError> {
-    let customer_id = path_id(&customer, "customer_id", cafe_events::CustomerId::parse)?;
-    let meta = meta(&headers, &format!("/v1/loyalty/{customer}/redeem"), &body.raw, true)?;
-    let cmd = body.value.validate()?;
-    run::<LoyaltyAccount, _, _>(
-        &svc,
-        AggregateId::LoyaltyAccount(customer_id.clone()),
-        (customer_id, cmd),
-        (),
-        meta,
-        true,
-    )
-    .await
+    loyalty(&svc, &customer, "redeem", &headers, &body.raw, || body.value.validate()).await
 }
 
 #[utoipa::path(
@@ -446,6 +412,44 @@ async fn publish_menu_item<S: EventStore, K: RecordSink>(
         true,
     )
     .await
+}
+
+/// The shared tail of the two stock endpoints: ids from the path, metadata, command.
+async fn stock<S: EventStore, K: RecordSink>(
+    svc: &App<S, K>,
+    store: &str,
+    sku: &str,
+    action: &str,
+    headers: &HeaderMap,
+    raw: &[u8],
+    command: impl FnOnce() -> Result<crate::domain::stock::StockCommand, ApiError>,
+) -> Result<Response, ApiError> {
+    let (store_id, sku_id) = stock_ids(store, sku)?;
+    let meta = meta(
+        headers,
+        &format!("/v1/stores/{store}/inventory/{sku}/{action}"),
+        raw,
+        true,
+    )?;
+    let cmd = command()?;
+    let id = AggregateId::StockItem(store_id.clone(), sku_id.clone());
+    run::<StockItem, _, _>(svc, id, (store_id, sku_id, cmd), (), meta, true).await
+}
+
+/// The shared tail of the two loyalty endpoints.
+async fn loyalty<S: EventStore, K: RecordSink>(
+    svc: &App<S, K>,
+    customer: &str,
+    action: &str,
+    headers: &HeaderMap,
+    raw: &[u8],
+    command: impl FnOnce() -> Result<crate::domain::loyalty::LoyaltyCommand, ApiError>,
+) -> Result<Response, ApiError> {
+    let customer_id = path_id(customer, "customer_id", cafe_events::CustomerId::parse)?;
+    let meta = meta(headers, &format!("/v1/loyalty/{customer}/{action}"), raw, true)?;
+    let cmd = command()?;
+    let id = AggregateId::LoyaltyAccount(customer_id.clone());
+    run::<LoyaltyAccount, _, _>(svc, id, (customer_id, cmd), (), meta, true).await
 }
 
 fn path_id<T>(raw: &str, name: &str, parse: impl Fn(String) -> Result<T, cafe_events::IdError>) -> Result<T, ApiError> {

@@ -112,28 +112,58 @@ async fn a_rule_violation_is_rejected_and_writes_nothing() {
     );
 }
 
+/// Ten concurrent earn commands on one account, each with its own key.
+async fn ten_concurrent_earns(
+    svc: Service,
+) -> (
+    Arc<Service>,
+    Vec<Result<cafe_producers::service::Executed, CommandError>>,
+) {
+    let svc = Arc::new(svc);
+    let calls: Vec<_> = (0..10)
+        .map(|i| {
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                let key = format!("k{i}");
+                svc.execute::<LoyaltyAccount>(&account("c-1"), &earn(1), &(), &meta(Some(&key), "h"), respond)
+                    .await
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for c in calls {
+        outcomes.push(c.await.unwrap());
+    }
+    (svc, outcomes)
+}
+
+async fn versions(svc: &Service) -> Vec<u64> {
+    svc.store()
+        .load(&account("c-1"))
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.version)
+        .collect()
+}
+
 #[tokio::test]
 async fn concurrent_commands_on_one_aggregate_get_consecutive_versions() {
     let (svc, ..) = service(0, 0, ServiceConfig::default()).await;
-    let svc = Arc::new(svc);
-    let id = account("c-1");
-    let calls = (0..10).map(|i| {
-        let (svc, id) = (svc.clone(), id.clone());
-        tokio::spawn(async move {
-            svc.execute::<LoyaltyAccount>(&id, &earn(1), &(), &meta(Some(&format!("k{i}")), "h"), respond)
-                .await
-        })
-    });
+    let (svc, outcomes) = ten_concurrent_earns(svc).await;
     let mut ok = 0;
-    for c in calls {
-        match c.await.unwrap() {
+    for outcome in outcomes {
+        match outcome {
             Ok(_) => ok += 1,
             Err(CommandError::Conflict) => {}
             Err(e) => panic!("{e}"),
         }
     }
-    let versions: Vec<u64> = svc.store().load(&id).await.unwrap().iter().map(|e| e.version).collect();
-    assert_eq!(versions, (1..=ok as u64).collect::<Vec<_>>(), "no gap, no duplicate");
+    assert_eq!(
+        versions(&svc).await,
+        (1..=ok as u64).collect::<Vec<_>>(),
+        "no gap, no duplicate"
+    );
     assert!(ok >= 1);
 }
 
@@ -144,32 +174,14 @@ async fn without_conflict_retries_the_loser_gets_a_conflict() {
         ..ServiceConfig::default()
     };
     let (svc, ..) = service(0, 0, cfg).await;
-    let svc = Arc::new(svc);
-    let id = account("c-1");
-    let calls = (0..10).map(|i| {
-        let (svc, id) = (svc.clone(), id.clone());
-        tokio::spawn(async move {
-            svc.execute::<LoyaltyAccount>(&id, &earn(1), &(), &meta(Some(&format!("k{i}")), "h"), respond)
-                .await
-        })
-    });
-    let outcomes: Vec<_> = futures_join(calls).await;
+    let (svc, outcomes) = ten_concurrent_earns(svc).await;
     let conflicts = outcomes
         .iter()
         .filter(|r| matches!(r, Err(CommandError::Conflict)))
         .count();
     let ok = outcomes.iter().filter(|r| r.is_ok()).count();
     assert_eq!(ok + conflicts, 10);
-    let versions: Vec<u64> = svc.store().load(&id).await.unwrap().iter().map(|e| e.version).collect();
-    assert_eq!(versions, (1..=ok as u64).collect::<Vec<_>>());
-}
-
-async fn futures_join<T>(handles: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
-    let mut out = Vec::new();
-    for h in handles {
-        out.push(h.await.unwrap());
-    }
-    out
+    assert_eq!(versions(&svc).await, (1..=ok as u64).collect::<Vec<_>>());
 }
 
 #[tokio::test]
