@@ -9,8 +9,11 @@ use cafe_events::{EventEnvelope, KNOWN_EVENT_TYPES};
 
 use crate::samples;
 
+/// Read at run time (cargo and nextest both set it): clones that share one target
+/// directory share test binaries, so a path baked in at compile time can name another
+/// clone's files.
 fn golden_path(stem: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run under cargo test or nextest"))
         .join("tests/golden")
         .join(format!("{stem}.hex"))
 }
