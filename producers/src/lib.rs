@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod domain;
+pub mod outbox;
 pub mod publish;
 pub mod relay;
 pub mod service;

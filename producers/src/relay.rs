@@ -66,13 +66,13 @@ pub async fn relay_once<S: EventStore, K: RecordSink>(
     if pending.is_empty() {
         return Ok(0);
     }
-    let keys: Vec<_> = pending.iter().map(|e| (e.aggregate_id.clone(), e.version)).collect();
-    let published = match publisher.publish(&pending).await {
-        Ok(_) => keys,
+    let published: Vec<_> = match publisher.publish(&pending).await {
+        Ok(_) => pending,
         // Mark what did go out; the rest stays pending for the next pass.
-        Err(PublishError::Exhausted { not_published, .. }) => {
-            keys.into_iter().filter(|k| !not_published.contains(k)).collect()
-        }
+        Err(PublishError::Exhausted { not_published, .. }) => pending
+            .into_iter()
+            .filter(|e| !not_published.contains(&(e.aggregate_id.clone(), e.version)))
+            .collect(),
         Err(e) => return Err(e.into()),
     };
     store.mark_published(&published).await?;

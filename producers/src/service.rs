@@ -10,15 +10,18 @@
 //!    refused by the state its first attempt created, the stored answer is returned (or
 //!    a different request under the same key is refused). This keeps a read off the hot
 //!    path of every command.
-//! 4. Publish, then clear the pending markers. A publish failure is not the client's
-//!    problem: the events are stored, and the outbox relay will publish them.
+//! 4. Publish, then clear the pending markers, together with the events of concurrent
+//!    commands ([`crate::outbox`]). A publish failure is not the client's problem: the
+//!    events are stored, and the outbox relay will publish them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use cafe_events::{AggregateId, DomainEvent, EventEnvelope, EventId};
 
 use crate::domain::{Aggregate, Rule};
-use crate::publish::{PublishError, Publisher, RecordSink};
+use crate::outbox::Outbox;
+use crate::publish::{Publisher, RecordSink};
 use crate::store::{EventStore, IdempotencyClaim, StoreError, StoredResponse};
 
 /// Who asked, and the keys that make a retry safe.
@@ -91,30 +94,32 @@ impl Default for ServiceConfig {
 /// Runs commands against an event store and a publisher.
 #[derive(Debug)]
 pub struct CommandService<S, K> {
-    store: S,
-    publisher: Publisher<K>,
+    outbox: Arc<Outbox<S, K>>,
     cfg: ServiceConfig,
 }
 
 impl<S: EventStore, K: RecordSink> CommandService<S, K> {
     /// A service over its two ports.
     pub fn new(store: S, publisher: Publisher<K>, cfg: ServiceConfig) -> Self {
-        CommandService { store, publisher, cfg }
+        CommandService {
+            outbox: Outbox::new(store, publisher),
+            cfg,
+        }
     }
 
     /// The event store.
     pub fn store(&self) -> &S {
-        &self.store
+        self.outbox.store()
     }
 
     /// The publisher.
     pub fn publisher(&self) -> &Publisher<K> {
-        &self.publisher
+        self.outbox.publisher()
     }
 
     /// An aggregate's current state and version.
     pub async fn state<A: Aggregate>(&self, id: &AggregateId) -> Result<(A, u64), CommandError> {
-        let events = self.retry_store(|| self.store.load(id)).await.map_err(unavailable)?;
+        let events = self.retry_store(|| self.store().load(id)).await.map_err(unavailable)?;
         let version = events.last().map_or(0, |e| e.version);
         Ok((A::replay(events.iter().map(|e| &e.event)), version))
     }
@@ -129,7 +134,7 @@ impl<S: EventStore, K: RecordSink> CommandService<S, K> {
         meta: &CommandMeta,
         respond: impl Fn(&[EventEnvelope], u64) -> StoredResponse,
     ) -> Result<Executed, CommandError> {
-        if self.publisher.is_saturated() {
+        if self.publisher().is_saturated() {
             return Err(CommandError::Saturated);
         }
         let mut conflicts = 0;
@@ -167,7 +172,7 @@ impl<S: EventStore, K: RecordSink> CommandService<S, K> {
                 response: response.clone(),
                 ttl: self.cfg.idempotency_ttl,
             });
-            match self.retry_store(|| self.store.append(&events, claim.as_ref())).await {
+            match self.retry_store(|| self.store().append(&events, claim.as_ref())).await {
                 Ok(()) => {
                     if let Some(pause) = self.cfg.pause_after_append {
                         tokio::time::sleep(pause).await;
@@ -207,7 +212,7 @@ impl<S: EventStore, K: RecordSink> CommandService<S, K> {
         };
         let request_hash = &meta.request_hash;
         match self
-            .retry_store(|| self.store.idempotency(key))
+            .retry_store(|| self.store().idempotency(key))
             .await
             .map_err(unavailable)?
         {
@@ -221,29 +226,12 @@ impl<S: EventStore, K: RecordSink> CommandService<S, K> {
         }
     }
 
-    /// Publishes and clears pending markers. Failures are logged, not returned: the
-    /// events are safely stored and the relay publishes whatever is left pending.
+    /// Publishes (with other commands' events) and clears pending markers. Failures are
+    /// logged by the outbox, not returned: the events are safely stored and the relay
+    /// publishes whatever is left pending.
     async fn publish(&self, events: &[EventEnvelope]) {
-        let keys: Vec<_> = events.iter().map(|e| (e.aggregate_id.clone(), e.version)).collect();
-        let published = match self.publisher.publish(events).await {
-            Ok(_) => keys,
-            Err(PublishError::Exhausted {
-                not_published,
-                last_code,
-                ..
-            }) => {
-                tracing::warn!(events = not_published.len(), last_code, "left pending for the relay");
-                keys.into_iter().filter(|k| !not_published.contains(k)).collect()
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "publish failed; events left pending for the relay");
-                return;
-            }
-        };
-        if let Err(e) = self.store.mark_published(&published).await {
-            // Harmless beyond a duplicate: the relay will publish these once more.
-            tracing::warn!(error = %e, "could not clear pending markers");
-        }
+        let flushed = self.outbox.flush(events.to_vec()).await;
+        tracing::debug!(?flushed, events = events.len(), "outbox flushed");
     }
 
     /// Retries transient store failures (throttling, 5xx) with exponential backoff.

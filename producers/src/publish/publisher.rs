@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use cafe_events::kpl::{self, UserRecord};
 use cafe_events::{AggregateId, EventEnvelope};
-use tokio::sync::{RwLock, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, RwLock, Semaphore};
 use tracing::Instrument;
 
 use super::sink::{Entry, EntryOutcome, RecordSink, ShardRange, SinkError};
@@ -150,31 +150,37 @@ impl<S: RecordSink> Publisher<S> {
         &self.sink
     }
 
-    /// Publishes events; per aggregate, in the order given.
+    /// Publishes events; per aggregate, in the order given. Waits while the in-flight
+    /// budget is used up.
     pub async fn publish(&self, events: &[EventEnvelope]) -> Result<PublishReport, PublishError> {
-        if events.is_empty() {
-            return Ok(PublishReport::default());
-        }
-        let users: Vec<(UserRecord, (AggregateId, u64))> = events
-            .iter()
-            .map(|e| {
-                let user = UserRecord {
-                    partition_key: e.partition_key(),
-                    explicit_hash_key: None,
-                    data: e.encode(),
-                };
-                (user, (e.aggregate_id.clone(), e.version))
-            })
-            .collect();
+        let users = user_records(events);
         let bytes: usize = users.iter().map(|(u, _)| u.data.len()).sum();
+        let _room = self.reserve(bytes).await;
+        self.publish_users(users).await
+    }
+
+    /// Room for `bytes` more in flight; held until the returned permit drops. Callers
+    /// that queue events before publishing them reserve first, so the queue is inside the
+    /// budget too.
+    pub async fn reserve(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
         let kib = u32::try_from(bytes.div_ceil(1024))
             .unwrap_or(u32::MAX)
             .clamp(1, self.capacity_kib);
-        // Back-pressure: wait for room rather than buffer without bound. The semaphore is
-        // never closed, so acquiring cannot fail; if it ever did, publishing unthrottled
-        // is still correct.
-        let _permit = self.in_flight.clone().acquire_many_owned(kib).await.ok();
+        // The semaphore is never closed, so acquiring cannot fail; if it ever did,
+        // publishing unthrottled is still correct.
+        self.in_flight.clone().acquire_many_owned(kib).await.ok()
+    }
 
+    /// Publishes events whose room was reserved with [`Publisher::reserve`].
+    pub async fn publish_reserved(&self, events: &[EventEnvelope]) -> Result<PublishReport, PublishError> {
+        self.publish_users(user_records(events)).await
+    }
+
+    async fn publish_users(&self, users: Vec<(UserRecord, (AggregateId, u64))>) -> Result<PublishReport, PublishError> {
+        let events = users.len();
+        if events == 0 {
+            return Ok(PublishReport::default());
+        }
         let mut lanes = if self.cfg.aggregate {
             match self.shard_map().await {
                 Some(map) => self.aggregated_lanes(users, &map),
@@ -183,8 +189,8 @@ impl<S: RecordSink> Publisher<S> {
         } else {
             raw_lanes(users)
         };
-        let span = tracing::debug_span!("publish", events = events.len(), lanes = lanes.len());
-        self.drain(&mut lanes, events.len()).instrument(span).await
+        let span = tracing::debug_span!("publish", events, lanes = lanes.len());
+        self.drain(&mut lanes, events).instrument(span).await
     }
 
     async fn shard_map(&self) -> Option<Vec<ShardRange>> {
@@ -351,6 +357,20 @@ impl<S: RecordSink> Publisher<S> {
         let r = std::collections::hash_map::RandomState::new().hash_one(seed);
         ceiling.mul_f64((r % 10_000) as f64 / 10_000.0)
     }
+}
+
+fn user_records(events: &[EventEnvelope]) -> Vec<(UserRecord, (AggregateId, u64))> {
+    events
+        .iter()
+        .map(|e| {
+            let user = UserRecord {
+                partition_key: e.partition_key(),
+                explicit_hash_key: None,
+                data: e.encode(),
+            };
+            (user, (e.aggregate_id.clone(), e.version))
+        })
+        .collect()
 }
 
 fn pack(chunk: Vec<(UserRecord, (AggregateId, u64))>, shard_id: &str) -> Pending {

@@ -67,7 +67,7 @@ impl SinkError {
 }
 
 /// Where records go. Publishers are generic over it, never over an SDK client.
-pub trait RecordSink: Send + Sync {
+pub trait RecordSink: Send + Sync + 'static {
     /// One PutRecords call; the outcomes are in entry order.
     fn put_records(&self, entries: &[Entry]) -> impl Future<Output = Result<Vec<EntryOutcome>, SinkError>> + Send;
     /// The open shards and their hash-key ranges.

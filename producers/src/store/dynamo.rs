@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, PutRequest, TransactWriteItem, WriteRequest};
 use cafe_events::{AggregateId, EventEnvelope};
 use chrono::{SecondsFormat, Utc};
 
@@ -47,6 +47,28 @@ fn bucket(aggregate_id: &str) -> String {
         .bytes()
         .fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
     format!("b{:02}", h % PENDING_BUCKETS)
+}
+
+/// An event's item. With `appended_at`, it carries the pending marker (the key of the
+/// sparse pending index); without, it is the same immutable event, published.
+fn event_item(e: &EventEnvelope, appended_at: Option<&str>) -> HashMap<String, AttributeValue> {
+    let aggregate_id = e.aggregate_id.to_string();
+    let mut item = HashMap::from([
+        ("version".to_owned(), n(e.version)),
+        ("event_id".to_owned(), s(e.event_id.to_string())),
+        ("event_type".to_owned(), s(e.event.event_type())),
+        (
+            "occurred_at".to_owned(),
+            s(e.occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true)),
+        ),
+        ("data".to_owned(), AttributeValue::B(Blob::new(e.encode().to_vec()))),
+    ]);
+    if let Some(at) = appended_at {
+        item.insert("pending_bucket".to_owned(), s(bucket(&aggregate_id)));
+        item.insert("appended_at".to_owned(), s(at));
+    }
+    item.insert("aggregate_id".to_owned(), s(aggregate_id));
+    item
 }
 
 fn classify<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(e: SdkError<E, R>) -> StoreError {
@@ -107,20 +129,9 @@ impl EventStore for DynamoEventStore {
         let appended_at = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
         let mut items = Vec::with_capacity(events.len() + 1);
         for e in events {
-            let aggregate_id = e.aggregate_id.to_string();
             let put = Put::builder()
                 .table_name(&self.events_table)
-                .item("aggregate_id", s(aggregate_id.clone()))
-                .item("version", n(e.version))
-                .item("event_id", s(e.event_id.to_string()))
-                .item("event_type", s(e.event.event_type()))
-                .item(
-                    "occurred_at",
-                    s(e.occurred_at.to_rfc3339_opts(SecondsFormat::Micros, true)),
-                )
-                .item("data", AttributeValue::B(Blob::new(e.encode().to_vec())))
-                .item("pending_bucket", s(bucket(&aggregate_id)))
-                .item("appended_at", s(appended_at.clone()))
+                .set_item(Some(event_item(e, Some(&appended_at))))
                 .condition_expression("attribute_not_exists(aggregate_id)")
                 .build()
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?;
@@ -239,26 +250,62 @@ impl EventStore for DynamoEventStore {
         Ok(found)
     }
 
-    async fn mark_published(&self, events: &[(AggregateId, u64)]) -> Result<(), StoreError> {
-        let keys: Vec<(String, u64)> = events.iter().map(|(id, v)| (id.to_string(), *v)).collect();
-        let updates = keys.into_iter().map(|(id, version)| {
-            let request = self
-                .client
-                .update_item()
-                .table_name(&self.events_table)
-                .key("aggregate_id", s(id))
-                .key("version", n(version))
-                .update_expression("REMOVE pending_bucket, appended_at")
-                .condition_expression("attribute_exists(aggregate_id)");
-            async move { request.send().await }
-        });
-        // Bounded fan-out: DynamoDB has no batch update.
+    async fn mark_published(&self, events: &[EventEnvelope]) -> Result<(), StoreError> {
+        // DynamoDB has no batch update, but events are immutable: putting the same item
+        // back without its marker is the update, 25 to a call instead of one.
+        let requests: Vec<Vec<WriteRequest>> = events
+            .chunks(BATCH_WRITE_MAX)
+            .map(|chunk| {
+                chunk
+                    .iter()
+                    .filter_map(|e| {
+                        let put = PutRequest::builder().set_item(Some(event_item(e, None))).build().ok()?;
+                        Some(WriteRequest::builder().put_request(put).build())
+                    })
+                    .collect()
+            })
+            .collect();
+        let calls = requests.into_iter().map(|batch| self.batch_write(batch));
         use futures::StreamExt;
-        let results: Vec<_> = futures::stream::iter(updates).buffer_unordered(16).collect().await;
-        for r in results {
-            r.map_err(classify)?;
+        let results: Vec<_> = futures::stream::iter(calls).buffer_unordered(8).collect().await;
+        results.into_iter().collect()
+    }
+}
+
+/// Items per BatchWriteItem call (a DynamoDB limit).
+const BATCH_WRITE_MAX: usize = 25;
+
+impl DynamoEventStore {
+    /// One BatchWriteItem, resending what DynamoDB left unprocessed (it does so under
+    /// throttling) with a growing pause.
+    async fn batch_write(&self, mut batch: Vec<WriteRequest>) -> Result<(), StoreError> {
+        for attempt in 0u32..8 {
+            if batch.is_empty() {
+                return Ok(());
+            }
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(10) * 2u32.pow(attempt)).await;
+            }
+            let out = self
+                .client
+                .batch_write_item()
+                .request_items(&self.events_table, batch)
+                .send()
+                .await
+                .map_err(classify)?;
+            batch = out
+                .unprocessed_items
+                .and_then(|mut left| left.remove(&self.events_table))
+                .unwrap_or_default();
         }
-        Ok(())
+        if batch.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Throttled(format!(
+                "{} items left unprocessed by BatchWriteItem",
+                batch.len()
+            )))
+        }
     }
 }
 

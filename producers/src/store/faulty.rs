@@ -59,8 +59,8 @@ impl<S: EventStore> EventStore for FaultyStore<S> {
         self.gate("Query pending")?;
         self.inner.pending(older_than, limit).await
     }
-    async fn mark_published(&self, events: &[(AggregateId, u64)]) -> Result<(), StoreError> {
-        self.gate("UpdateItem")?;
+    async fn mark_published(&self, events: &[EventEnvelope]) -> Result<(), StoreError> {
+        self.gate("BatchWriteItem")?;
         self.inner.mark_published(events).await
     }
 }

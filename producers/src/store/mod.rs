@@ -98,7 +98,7 @@ impl StoreError {
 }
 
 /// The event store port. Handlers are generic over it, never over an SDK client.
-pub trait EventStore: Send + Sync {
+pub trait EventStore: Send + Sync + 'static {
     /// Every event of one aggregate, in version order.
     fn load(&self, id: &AggregateId) -> impl Future<Output = Result<Vec<EventEnvelope>, StoreError>> + Send;
 
@@ -121,5 +121,5 @@ pub trait EventStore: Send + Sync {
     ) -> impl Future<Output = Result<Vec<EventEnvelope>, StoreError>> + Send;
 
     /// Clears the pending marker of events Kinesis accepted.
-    fn mark_published(&self, events: &[(AggregateId, u64)]) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn mark_published(&self, events: &[EventEnvelope]) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

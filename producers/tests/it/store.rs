@@ -106,9 +106,23 @@ async fn new_events_are_pending_until_marked_published() {
     let pending = store.pending(Duration::ZERO, 100).await.unwrap();
     assert_eq!(pending.iter().map(|e| e.version).collect::<Vec<_>>(), vec![1, 2]);
 
-    store.mark_published(&[(id.clone(), 1)]).await.unwrap();
+    store.mark_published(&pending[..1]).await.unwrap();
     let left = store.pending(Duration::ZERO, 100).await.unwrap();
     assert_eq!(left.iter().map(|e| e.version).collect::<Vec<_>>(), vec![2]);
-    // Publishing does not touch the event itself.
-    assert_eq!(store.load(&id).await.unwrap().len(), 2);
+    // Clearing the marker leaves the event itself as it was.
+    assert_eq!(store.load(&id).await.unwrap(), pending);
+}
+
+#[tokio::test]
+async fn markers_of_more_events_than_one_batch_write_holds_are_all_cleared() {
+    let store = fresh_store().await;
+    // 30 aggregates × 2 events: three BatchWriteItem calls' worth.
+    for i in 0..30 {
+        let id = account(&format!("c-many-{i}"));
+        store.append(&[earned(&id, 1), earned(&id, 2)], None).await.unwrap();
+    }
+    let pending = store.pending(Duration::ZERO, 1_000).await.unwrap();
+    assert_eq!(pending.len(), 60);
+    store.mark_published(&pending).await.unwrap();
+    assert!(store.pending(Duration::ZERO, 1_000).await.unwrap().is_empty());
 }

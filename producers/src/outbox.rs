@@ -1,0 +1,201 @@
+//! Group commit of the outbox: the events of concurrent commands go to Kinesis together.
+//!
+//! Every command used to make its own PutRecords call and its own marker updates, so
+//! the stand-ins (and, in AWS, the per-call overheads) saw three calls per order. Here a
+//! command queues its freshly appended events and waits; one drain task at a time takes
+//! everything queued, publishes it in as few PutRecords calls as the limits allow (KPL
+//! aggregation packs many orders into one record per shard), clears the pending markers
+//! 25 to a BatchWriteItem, and answers every waiting command. Under light load a batch
+//! is one command and nothing waits longer than before; under heavy load batches grow
+//! by themselves while the previous one is in flight, with no timer to tune.
+//!
+//! The queue is inside the publisher's in-flight budget: a command reserves room before
+//! it queues, so memory stays bounded and the API's saturation check still sees it.
+//! One drain at a time keeps the queue first-in first-out. The drain runs as its own
+//! task, so a client that hangs up mid-request cannot strand the commands queued behind
+//! it; a command whose answer never comes only means its events stay pending for the
+//! relay, which is the outbox's normal recovery path anyway.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use cafe_events::EventEnvelope;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tracing::Instrument;
+
+use crate::publish::{PublishError, Publisher, RecordSink};
+use crate::store::EventStore;
+
+/// Most events one drain round takes from the queue.
+const MAX_EVENTS_PER_ROUND: usize = 1_000;
+
+/// What became of a command's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flushed {
+    /// On the stream, markers cleared.
+    Published,
+    /// On the stream, but the markers could not be cleared: the relay will publish them
+    /// once more (a duplicate, which every consumer tolerates).
+    MarkersLeft,
+    /// Not (all) on the stream: left pending for the relay.
+    LeftPending,
+}
+
+struct Job {
+    events: Vec<EventEnvelope>,
+    reply: oneshot::Sender<Flushed>,
+    _room: Option<OwnedSemaphorePermit>,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    draining: bool,
+}
+
+/// The event store and the publisher, with the queue between commands and Kinesis.
+pub struct Outbox<S, K> {
+    store: S,
+    publisher: Publisher<K>,
+    queue: Mutex<Queue>,
+}
+
+impl<S, K> std::fmt::Debug for Outbox<S, K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox").finish_non_exhaustive()
+    }
+}
+
+impl<S: EventStore, K: RecordSink> Outbox<S, K> {
+    /// An outbox over the two ports.
+    pub fn new(store: S, publisher: Publisher<K>) -> Arc<Self> {
+        Arc::new(Outbox {
+            store,
+            publisher,
+            queue: Mutex::new(Queue::default()),
+        })
+    }
+
+    /// The event store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The publisher.
+    pub fn publisher(&self) -> &Publisher<K> {
+        &self.publisher
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        // The lock is never held across an await or a call that can panic; a poisoned
+        // queue is still a consistent one.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes appended events with whatever else is queued, clears their markers, and
+    /// says what happened. Waits while the in-flight budget is used up.
+    pub async fn flush(self: &Arc<Self>, events: Vec<EventEnvelope>) -> Flushed {
+        if events.is_empty() {
+            return Flushed::Published;
+        }
+        let bytes = events.iter().map(|e| e.encode().len()).sum();
+        let room = self.publisher.reserve(bytes).await;
+        let (reply, answer) = oneshot::channel();
+        let start = {
+            let mut q = self.queue();
+            q.jobs.push_back(Job {
+                events,
+                reply,
+                _room: room,
+            });
+            !std::mem::replace(&mut q.draining, true)
+        };
+        if start {
+            let me = Arc::clone(self);
+            tokio::spawn(async move { me.drain().await }.instrument(tracing::debug_span!("outbox_drain")));
+        }
+        answer.await.unwrap_or(Flushed::LeftPending)
+    }
+
+    async fn drain(&self) {
+        // Whatever way this task ends, the next command must be able to start a drain.
+        struct Stop<'a>(&'a Mutex<Queue>);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
+                q.draining = false;
+                if std::thread::panicking() {
+                    // Their answers are lost with the panic; their events stay pending.
+                    q.jobs.clear();
+                }
+            }
+        }
+        let _stop = Stop(&self.queue);
+        loop {
+            let round: Vec<Job> = {
+                let mut q = self.queue();
+                let mut taken = 0;
+                let mut round = Vec::new();
+                while let Some(job) = q.jobs.front() {
+                    if !round.is_empty() && taken + job.events.len() > MAX_EVENTS_PER_ROUND {
+                        break;
+                    }
+                    taken += job.events.len();
+                    round.extend(q.jobs.pop_front());
+                }
+                if round.is_empty() {
+                    return;
+                }
+                round
+            };
+            let outcomes = self.round(&round).await;
+            for (job, outcome) in round.into_iter().zip(outcomes) {
+                let _ = job.reply.send(outcome);
+            }
+        }
+    }
+
+    /// One PutRecords round for the queued jobs, then their markers.
+    async fn round(&self, jobs: &[Job]) -> Vec<Flushed> {
+        let events: Vec<EventEnvelope> = jobs.iter().flat_map(|j| j.events.iter().cloned()).collect();
+        let not_published = match self.publisher.publish_reserved(&events).await {
+            Ok(_) => Vec::new(),
+            Err(PublishError::Exhausted {
+                not_published,
+                last_code,
+                ..
+            }) => {
+                tracing::warn!(events = not_published.len(), last_code, "left pending for the relay");
+                not_published
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "publish failed; events left pending for the relay");
+                return jobs.iter().map(|_| Flushed::LeftPending).collect();
+            }
+        };
+        let is_out = |e: &EventEnvelope| {
+            !not_published
+                .iter()
+                .any(|(id, v)| *v == e.version && *id == e.aggregate_id)
+        };
+        let published: Vec<EventEnvelope> = events.into_iter().filter(|e| is_out(e)).collect();
+        let marked = match self.store.mark_published(&published).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not clear pending markers; the relay will publish again");
+                false
+            }
+        };
+        jobs.iter()
+            .map(|j| {
+                if !j.events.iter().all(is_out) {
+                    Flushed::LeftPending
+                } else if marked {
+                    Flushed::Published
+                } else {
+                    Flushed::MarkersLeft
+                }
+            })
+            .collect()
+    }
+}
