@@ -93,6 +93,15 @@ impl LoadReport {
         }
     }
 
+    /// Adds another run's figures (elapsed times add up: the runs were back to back).
+    pub fn merge(&mut self, other: LoadReport) {
+        self.sent += other.sent;
+        self.accepted.extend(other.accepted);
+        self.refused.extend(other.refused);
+        self.latencies.extend(other.latencies);
+        self.elapsed += other.elapsed;
+    }
+
     /// The `q`-quantile latency (0.5, 0.99).
     pub fn quantile(&self, q: f64) -> Duration {
         let mut l = self.latencies.clone();
@@ -158,6 +167,40 @@ pub async fn orders_closed_loop(http: &Http, base: &str, concurrency: usize, dur
     }
     total.elapsed = started.elapsed();
     total
+}
+
+/// An `OrderPlaced` shaped like the API's (two lines), for measuring the event store's
+/// ceiling with the very call an order makes.
+pub fn placed(run: &str, n: u64) -> Result<EventEnvelope> {
+    use cafe_events::proto::orders::v1::{OrderLine, OrderPlaced};
+    let order_id = cafe_events::OrderId::parse(format!("o-{run}-{n}"))?;
+    let lines: Vec<_> = MENU
+        .iter()
+        .take(2)
+        .map(|(item, price)| OrderLine {
+            item_id: (*item).to_owned(),
+            quantity: 2,
+            unit_price_cents: *price,
+        })
+        .collect();
+    let total_cents = lines.iter().map(|l| l.unit_price_cents * i64::from(l.quantity)).sum();
+    Ok(EventEnvelope {
+        event_id: cafe_events::EventId::new(),
+        event: DomainEvent::OrderPlaced(OrderPlaced {
+            order_id: order_id.to_string(),
+            customer_id: format!("cust-{}", n % 5_000),
+            store_id: format!("store-{:05}", n % 300),
+            lines,
+            currency: "USD".into(),
+            total_cents,
+        }),
+        aggregate_id: cafe_events::AggregateId::Order(order_id),
+        version: 1,
+        occurred_at: chrono::Utc::now(),
+        correlation_id: format!("bench-{run}"),
+        causation_id: format!("o-{run}-{n}"),
+        command_id: format!("o-{run}-{n}"),
+    })
 }
 
 /// One event of the restock storm.

@@ -106,6 +106,12 @@ pub struct StackConfig {
     /// ferrokinesis writes a full snapshot per mutation in this mode (see
     /// `emulators::serve_kinesis`), fine for a few records, far too slow under load.
     pub kinesis_durable: bool,
+    /// fsync the DynamoDB stand-in's SQLite file on every commit. Off by default: its
+    /// data then survives a crash or kill of the stack (SQLite's WAL is in the page
+    /// cache) but not a crash of the machine, which is what a local stack needs. On, it
+    /// pays one fsync per item of a BatchWriteItem (each item is its own SQLite
+    /// transaction there), which makes bulk writes cost what single puts cost.
+    pub dynamodb_fsync: bool,
     /// Loopback ports.
     pub ports: Ports,
     /// Resource names.
@@ -124,6 +130,7 @@ impl Default for StackConfig {
             pg_bin_dir: PathBuf::from("/usr/lib/postgresql/15/bin"),
             stream_shards: 4,
             kinesis_durable: false,
+            dynamodb_fsync: false,
             ports: Ports::default(),
             names: Names::default(),
         }

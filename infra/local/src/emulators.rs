@@ -63,6 +63,13 @@ pub async fn serve_dynamodb(
         command: "dynoxide open".to_owned(),
         detail: e.to_string(),
     })?;
+    if !cfg.dynamodb_fsync {
+        // `synchronous = OFF` with a bigger page cache (see `StackConfig::dynamodb_fsync`).
+        db.enable_bulk_loading().map_err(|e| StackError::Command {
+            command: "dynoxide pragmas".to_owned(),
+            detail: e.to_string(),
+        })?;
+    }
     let listener = TcpListener::bind((LOOPBACK, cfg.ports.dynamodb)).await?;
     dynoxide::server::serve_with_shutdown(listener, db, shutdown)
         .await

@@ -104,6 +104,11 @@ pub struct PublisherTotals {
     pub kinesis_records: AtomicU64,
     /// Entries retried after a failure.
     pub retries: AtomicU64,
+    /// Aggregated records that landed on another shard than predicted (the stream was
+    /// resharded since the shard map was read).
+    pub mispredicted: AtomicU64,
+    /// Times the shard map was (re)read.
+    pub shard_map_reads: AtomicU64,
 }
 
 /// Publishes events to one stream through a [`RecordSink`].
@@ -201,6 +206,7 @@ impl<S: RecordSink> Publisher<S> {
         }
         match self.sink.shards().await {
             Ok(map) if !map.is_empty() => {
+                self.totals.shard_map_reads.fetch_add(1, Ordering::Relaxed);
                 *self.shards.write().await = Some(map.clone());
                 self.shards_stale.store(false, Ordering::Release);
                 Some(map)
@@ -290,6 +296,7 @@ impl<S: RecordSink> Publisher<S> {
                             {
                                 // The stream was resharded: predict from a fresh map next time.
                                 self.shards_stale.store(true, Ordering::Release);
+                                self.totals.mispredicted.fetch_add(1, Ordering::Relaxed);
                             }
                             None
                         }

@@ -1,11 +1,12 @@
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use cafe_events::{AggregateId, CustomerId, ItemId, OrderId, Sku, StoreId};
 use cafe_producers::api;
-use cafe_producers::publish::{KinesisSink, Publisher, PublisherConfig};
+use cafe_producers::publish::{FaultySink, KinesisSink, Publisher, PublisherConfig};
 use cafe_producers::service::{CommandService, ServiceConfig};
 use cafe_producers::store::{DynamoEventStore, EventStore};
 use http_body_util::BodyExt;
@@ -16,17 +17,22 @@ use crate::helpers::{fresh_store, fresh_stream, read_stream};
 
 struct App {
     router: Router,
-    service: Arc<CommandService<DynamoEventStore, KinesisSink>>,
+    service: Arc<CommandService<DynamoEventStore, FaultySink<KinesisSink>>>,
     kinesis: aws_sdk_kinesis::Client,
     stream: String,
 }
 
 async fn app() -> App {
+    app_with(0, PublisherConfig::default(), ServiceConfig::default()).await
+}
+
+/// An app whose publisher fails `fail_per_mille` / 1000 of PutRecords entries.
+async fn app_with(fail_per_mille: u64, publisher: PublisherConfig, service: ServiceConfig) -> App {
     let (kinesis, stream, sink) = fresh_stream(2).await;
     let service = Arc::new(CommandService::new(
         fresh_store().await,
-        Publisher::new(sink, PublisherConfig::default()),
-        ServiceConfig::default(),
+        Publisher::new(FaultySink::new(sink, fail_per_mille, 7), publisher),
+        service,
     ));
     App {
         router: api::router(service.clone()),
@@ -613,4 +619,106 @@ async fn openapi_documents_every_command_endpoint_and_every_documented_path_rout
     for schema in ["PlaceOrderBody", "Accepted", "ApiError", "FieldError"] {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema} missing");
     }
+}
+
+/// Real saturation: a publish that Kinesis keeps refusing holds the whole in-flight
+/// budget, so the next command is refused with 503 + Retry-After before it writes.
+#[tokio::test]
+async fn a_saturated_publisher_answers_503_and_the_refused_command_writes_nothing() {
+    let publisher = PublisherConfig {
+        max_in_flight_bytes: 1024,
+        max_attempts: 15,
+        base_backoff: Duration::from_millis(200),
+        max_backoff: Duration::from_millis(200),
+        ..PublisherConfig::default()
+    };
+    let app = Arc::new(app_with(1000, publisher, ServiceConfig::default()).await);
+    let first = {
+        let app = app.clone();
+        tokio::spawn(async move { post(&app, "/v1/loyalty/c-1/earn", "e-1", json!({"points": 10})).await })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !app.service.publisher().is_saturated() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first publish never took the budget"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let (s, b, _) = post(&app, "/v1/loyalty/c-2/earn", "e-2", json!({"points": 10})).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("saturated")),
+        "{b}"
+    );
+    let c2 = AggregateId::LoyaltyAccount(CustomerId::parse("c-2").unwrap());
+    assert!(
+        app.service.store().load(&c2).await.unwrap().is_empty(),
+        "a 503 writes nothing"
+    );
+
+    // The first command was stored; Kinesis refusing it is the relay's problem, not the client's.
+    let (s, b, _) = first.await.unwrap();
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert!(!app.service.publisher().is_saturated(), "the budget is given back");
+    let (s, b, _) = post(&app, "/v1/loyalty/c-2/earn", "e-2", json!({"points": 10})).await;
+    assert_eq!(s, StatusCode::CREATED, "the retry after Retry-After goes through: {b}");
+}
+
+/// Without internal retries, concurrent commands on one aggregate lose the race with a
+/// 409 JSON error, and the winners' versions stay consecutive.
+#[tokio::test]
+async fn a_lost_race_answers_409_and_leaves_no_gap() {
+    let cfg = ServiceConfig {
+        conflict_retries: 0,
+        ..ServiceConfig::default()
+    };
+    let app = Arc::new(app_with(0, PublisherConfig::default(), cfg).await);
+    let c1 = AggregateId::LoyaltyAccount(CustomerId::parse("c-1").unwrap());
+    let mut conflicts = 0;
+    let mut created = 0;
+    // Ten at once nearly always collide; a few rounds make a 409 certain in practice.
+    for round in 0..5 {
+        let calls: Vec<_> = (0..10)
+            .map(|i| {
+                let app = app.clone();
+                tokio::spawn(async move {
+                    post(
+                        &app,
+                        "/v1/loyalty/c-1/earn",
+                        &format!("k-{round}-{i}"),
+                        json!({"points": 1}),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        for c in calls {
+            let (s, b, _) = c.await.unwrap();
+            match s {
+                StatusCode::CREATED => created += 1,
+                StatusCode::CONFLICT => {
+                    assert_eq!(b["error"], "version_conflict", "{b}");
+                    assert!(b["message"].is_string(), "{b}");
+                    conflicts += 1;
+                }
+                other => panic!("{other}: {b}"),
+            }
+        }
+        let versions: Vec<u64> = app
+            .service
+            .store()
+            .load(&c1)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.version)
+            .collect();
+        assert_eq!(versions, (1..=created).collect::<Vec<u64>>(), "no gap, no duplicate");
+        if conflicts > 0 {
+            break;
+        }
+    }
+    assert!(conflicts > 0, "fifty concurrent commands never collided");
 }

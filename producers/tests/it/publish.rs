@@ -120,3 +120,71 @@ async fn restock_storm_is_sent_in_a_twentieth_of_the_records_and_deaggregates_in
     println!("restock storm: {user_records} user records in {kinesis_records} Kinesis records");
     client.delete_stream().stream_name(&stream).send().await.unwrap();
 }
+
+/// Publishes while the stream is split from 2 to 4 shards: the first publish after the
+/// reshard predicts with the old map, sees records land elsewhere, and the next one
+/// reads the map again and predicts right. Nothing is lost either way.
+#[tokio::test]
+async fn after_a_live_reshard_the_shard_map_is_read_again_and_nothing_is_lost() {
+    use aws_sdk_kinesis::types::{ScalingType, StreamStatus};
+    use std::sync::atomic::Ordering::Relaxed;
+
+    let (client, stream, sink) = fresh_stream(2).await;
+    let publisher = Publisher::new(sink, PublisherConfig::default());
+    let batch = |round: usize| -> Vec<EventEnvelope> { (0..300).map(|sku| restocked(round, sku)).collect() };
+    let totals = publisher.totals();
+
+    publisher.publish(&batch(0)).await.unwrap();
+    assert_eq!(totals.shard_map_reads.load(Relaxed), 1);
+    assert_eq!(totals.mispredicted.load(Relaxed), 0, "a fresh map predicts every shard");
+
+    client
+        .update_shard_count()
+        .stream_name(&stream)
+        .target_shard_count(4)
+        .scaling_type(ScalingType::UniformScaling)
+        .send()
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let summary = client
+            .describe_stream_summary()
+            .stream_name(&stream)
+            .send()
+            .await
+            .unwrap();
+        let status = summary.stream_description_summary().map(|s| s.stream_status().clone());
+        if status == Some(StreamStatus::Active) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "reshard did not finish: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    publisher.publish(&batch(1)).await.unwrap();
+    let mispredicted = totals.mispredicted.load(Relaxed);
+    assert!(
+        mispredicted > 0,
+        "the old map's parents are closed, so records landed on children"
+    );
+
+    publisher.publish(&batch(2)).await.unwrap();
+    assert_eq!(totals.shard_map_reads.load(Relaxed), 2, "the map was read again once");
+    assert_eq!(
+        totals.mispredicted.load(Relaxed),
+        mispredicted,
+        "the new map predicts right"
+    );
+
+    let (_, per_shard) = read_stream(&client, &stream).await;
+    let mut seen: Vec<String> = per_shard.iter().flatten().map(|e| e.aggregate_id.to_string()).collect();
+    seen.sort();
+    let mut sent: Vec<String> = (0..3).flat_map(batch).map(|e| e.aggregate_id.to_string()).collect();
+    sent.sort();
+    assert_eq!(seen, sent, "every event once, across parents and children");
+    client.delete_stream().stream_name(&stream).send().await.unwrap();
+}
