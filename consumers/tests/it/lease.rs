@@ -1,0 +1,172 @@
+use std::sync::Arc;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use cafe_consumers::lease::{Checkpoint, Lease, LeaseError, LeaseTable};
+
+use crate::helpers::fresh_leases;
+
+fn shard(i: u32) -> String {
+    format!("shardId-{i:012}")
+}
+
+#[tokio::test]
+async fn create_is_once_and_items_carry_the_kcl_attribute_names() {
+    let (table, client, name) = fresh_leases("orders-projector").await;
+    let child = Lease::new(shard(2), Checkpoint::TrimHorizon, vec![shard(0), shard(1)]);
+    assert!(table.create(&child).await.unwrap());
+    let taken = table.take(&child, "worker-a").await.unwrap();
+    assert!(!table.create(&child).await.unwrap(), "a second create changes nothing");
+    assert_eq!(table.list().await.unwrap(), vec![taken]);
+
+    let item = client
+        .get_item()
+        .table_name(&name)
+        .key("leaseKey", AttributeValue::S(format!("orders-projector:{}", shard(2))))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    let mut names: Vec<&str> = item.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "checkpoint",
+            "checkpointSubSequenceNumber",
+            "leaseCounter",
+            "leaseKey",
+            "leaseOwner",
+            "ownerSwitchesSinceCheckpoint",
+            "parentShardId"
+        ]
+    );
+    assert_eq!(item["checkpoint"], AttributeValue::S("TRIM_HORIZON".into()));
+    assert_eq!(item["leaseCounter"], AttributeValue::N("1".into()));
+    let mut parents = item["parentShardId"].as_ss().unwrap().clone();
+    parents.sort();
+    assert_eq!(parents, vec![shard(0), shard(1)], "a string set, as the KCL writes it");
+}
+
+#[tokio::test]
+async fn applications_sharing_the_table_see_only_their_own_leases() {
+    let (a, client, name) = fresh_leases("app-a").await;
+    let b = cafe_consumers::lease::DynamoLeaseTable::new(client, name, "app-b");
+    a.create(&Lease::new(shard(0), Checkpoint::TrimHorizon, vec![]))
+        .await
+        .unwrap();
+    b.create(&Lease::new(shard(0), Checkpoint::Latest, vec![]))
+        .await
+        .unwrap();
+    assert_eq!(a.list().await.unwrap()[0].checkpoint, Checkpoint::TrimHorizon);
+    assert_eq!(b.list().await.unwrap()[0].checkpoint, Checkpoint::Latest);
+}
+
+#[tokio::test]
+async fn every_write_is_fenced_by_the_counter_so_a_stale_owner_cannot_checkpoint() {
+    let (table, ..) = fresh_leases("fencing").await;
+    let fresh = Lease::new(shard(0), Checkpoint::TrimHorizon, vec![]);
+    table.create(&fresh).await.unwrap();
+
+    let a = table.take(&fresh, "worker-a").await.unwrap();
+    let a = table.renew(&a).await.unwrap();
+    let a = table
+        .checkpoint(
+            &a,
+            Checkpoint::Sequence {
+                sequence: "100".into(),
+                sub: 3,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.counter, 3);
+
+    // worker-b acting on what it saw before: refused.
+    assert!(matches!(table.take(&fresh, "worker-b").await, Err(LeaseError::Lost(_))));
+    // worker-b on a fresh listing (worker-a paused past the failover time): taken.
+    let seen = table.list().await.unwrap().remove(0);
+    let b = table.take(&seen, "worker-b").await.unwrap();
+    assert_eq!(b.owner_switches_since_checkpoint, 1);
+
+    // worker-a wakes up: every write of its is refused, and the checkpoint stays put.
+    assert!(matches!(table.renew(&a).await, Err(LeaseError::Lost(_))));
+    let stale = table
+        .checkpoint(
+            &a,
+            Checkpoint::Sequence {
+                sequence: "50".into(),
+                sub: 0,
+            },
+        )
+        .await;
+    assert!(matches!(stale, Err(LeaseError::Lost(_))), "{stale:?}");
+    assert!(matches!(table.release(&a).await, Err(LeaseError::Lost(_))));
+    let now = table.list().await.unwrap().remove(0);
+    assert_eq!(now.owner.as_deref(), Some("worker-b"));
+    assert_eq!(
+        now.checkpoint,
+        Checkpoint::Sequence {
+            sequence: "100".into(),
+            sub: 3
+        }
+    );
+}
+
+#[tokio::test]
+async fn of_workers_racing_for_one_lease_exactly_one_wins() {
+    let (table, ..) = fresh_leases("race").await;
+    let table = Arc::new(table);
+    let fresh = Lease::new(shard(0), Checkpoint::TrimHorizon, vec![]);
+    table.create(&fresh).await.unwrap();
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let (table, fresh) = (table.clone(), fresh.clone());
+            tokio::spawn(async move { table.take(&fresh, &format!("worker-{i}")).await })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for r in racers {
+        match r.await.unwrap() {
+            Ok(l) => winners.push(l.owner.unwrap()),
+            Err(LeaseError::Lost(_)) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    assert_eq!(table.list().await.unwrap()[0].owner.as_ref(), Some(&winners[0]));
+}
+
+#[tokio::test]
+async fn checkpoint_then_release_hands_the_shard_over_where_it_stopped() {
+    let (table, ..) = fresh_leases("handoff").await;
+    let fresh = Lease::new(shard(0), Checkpoint::TrimHorizon, vec![]);
+    table.create(&fresh).await.unwrap();
+    let a = table.take(&fresh, "worker-a").await.unwrap();
+    let a = table
+        .checkpoint(
+            &a,
+            Checkpoint::Sequence {
+                sequence: "4200".into(),
+                sub: 0,
+            },
+        )
+        .await
+        .unwrap();
+    let released = table.release(&a).await.unwrap();
+    assert_eq!(released.owner, None);
+
+    // The successor need not wait for expiry: the lease is unowned.
+    let seen = table.list().await.unwrap().remove(0);
+    let b = table.take(&seen, "worker-b").await.unwrap();
+    assert_eq!(
+        b.checkpoint,
+        Checkpoint::Sequence {
+            sequence: "4200".into(),
+            sub: 0
+        }
+    );
+    let b = table.checkpoint(&b, Checkpoint::ShardEnd).await.unwrap();
+    assert!(b.is_finished());
+}

@@ -1,0 +1,6 @@
+//! The consumer runtime against the local stack (`infra/local/dev.sh test` starts it).
+// Tests fail by panicking; unwrap is the assertion.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+mod lease;
