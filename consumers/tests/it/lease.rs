@@ -170,3 +170,60 @@ async fn checkpoint_then_release_hands_the_shard_over_where_it_stopped() {
     let b = table.checkpoint(&b, Checkpoint::ShardEnd).await.unwrap();
     assert!(b.is_finished());
 }
+
+/// Discovery against a stream the stand-in really resharded: the split parent is closed,
+/// its children name it, and the leases created for them say so.
+#[tokio::test]
+async fn discovery_creates_one_lease_per_shard_with_parents_after_a_split() {
+    use aws_sdk_kinesis::types::StreamStatus;
+    use cafe_consumers::discovery::{leases_to_create, list_shards};
+    use cafe_localstack::{StackConfig, aws, provision};
+
+    let cfg = StackConfig::load().unwrap();
+    let kinesis = aws::kinesis(&aws::sdk_config(&cfg).await, &cfg);
+    let stream = format!("it-disc-{}", uuid::Uuid::now_v7().simple());
+    provision::ensure_stream(&kinesis, &stream, 2).await.unwrap();
+    let before = list_shards(&kinesis, &stream).await.unwrap();
+    let (table, ..) = fresh_leases("discovery").await;
+    for l in leases_to_create(&before, &[], &Checkpoint::TrimHorizon) {
+        assert!(table.create(&l).await.unwrap());
+    }
+
+    let parent = &before[0];
+    kinesis
+        .split_shard()
+        .stream_name(&stream)
+        .shard_to_split(&parent.shard_id)
+        .new_starting_hash_key("85070591730234615865843651857942052864")
+        .send()
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while kinesis
+        .describe_stream_summary()
+        .stream_name(&stream)
+        .send()
+        .await
+        .unwrap()
+        .stream_description_summary()
+        .map(|s| s.stream_status().clone())
+        != Some(StreamStatus::Active)
+    {
+        assert!(std::time::Instant::now() < deadline, "split never finished");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let after = list_shards(&kinesis, &stream).await.unwrap();
+    assert_eq!(after.len(), 4);
+    assert!(after.iter().any(|s| s.shard_id == parent.shard_id && s.closed));
+    let existing = table.list().await.unwrap();
+    let children = leases_to_create(&after, &existing, &Checkpoint::Latest);
+    assert_eq!(children.len(), 2, "{children:?}");
+    for c in &children {
+        assert_eq!(c.parent_shard_ids, vec![parent.shard_id.clone()]);
+        assert_eq!(c.checkpoint, Checkpoint::TrimHorizon);
+        assert!(table.create(c).await.unwrap());
+    }
+    assert_eq!(table.list().await.unwrap().len(), 4);
+    kinesis.delete_stream().stream_name(&stream).send().await.unwrap();
+}
