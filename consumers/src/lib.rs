@@ -7,8 +7,9 @@
 //!   a lease (it paused past the failover time and another took it) cannot checkpoint
 //!   over the new owner.
 //!
-//! Still to come (issue 4): the worker loop (renewal, taking, shutdown handoff), polling and enhanced fan-out
+//! Still to come (issue 4): the worker loop (renewal, taking, shutdown handoff), adaptive polling and enhanced fan-out
 //! retrieval, the processor contract with poison parking, metrics, the Lambda mode.
 
 pub mod discovery;
 pub mod lease;
+pub mod retrieval;
