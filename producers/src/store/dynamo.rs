@@ -253,18 +253,22 @@ impl EventStore for DynamoEventStore {
     async fn mark_published(&self, events: &[EventEnvelope]) -> Result<(), StoreError> {
         // DynamoDB has no batch update, but events are immutable: putting the same item
         // back without its marker is the update, 25 to a call instead of one.
+        // A request that cannot be built is an error, not a silently kept marker.
         let requests: Vec<Vec<WriteRequest>> = events
             .chunks(BATCH_WRITE_MAX)
             .map(|chunk| {
                 chunk
                     .iter()
-                    .filter_map(|e| {
-                        let put = PutRequest::builder().set_item(Some(event_item(e, None))).build().ok()?;
-                        Some(WriteRequest::builder().put_request(put).build())
+                    .map(|e| {
+                        let put = PutRequest::builder()
+                            .set_item(Some(event_item(e, None)))
+                            .build()
+                            .map_err(|err| StoreError::Unavailable(err.to_string()))?;
+                        Ok(WriteRequest::builder().put_request(put).build())
                     })
-                    .collect()
+                    .collect::<Result<Vec<_>, StoreError>>()
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         let calls = requests.into_iter().map(|batch| self.batch_write(batch));
         use futures::StreamExt;
         let results: Vec<_> = futures::stream::iter(calls).buffer_unordered(8).collect().await;
