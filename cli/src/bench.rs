@@ -187,8 +187,8 @@ pub async fn api(cfg: &StackConfig, duration: Duration, concurrency: usize) -> R
     let storm_events = 100 * 5_000;
     for store in 0..100 {
         let batch: Vec<_> = (0..5_000)
-            .map(|sku| load::restocked(store, sku))
-            .collect::<Result<_>>()?;
+            .map(|sku| cafe_events::samples::restocked(store, sku))
+            .collect::<Result<_, _>>()?;
         storm_records += storm_publisher.publish(&batch).await?.kinesis_records;
     }
     clients.kinesis.delete_stream().stream_name(&stream).send().await.ok();

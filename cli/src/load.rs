@@ -203,27 +203,6 @@ pub fn placed(run: &str, n: u64) -> Result<EventEnvelope> {
     })
 }
 
-/// One event of the restock storm.
-pub fn restocked(store: usize, sku: usize) -> Result<EventEnvelope> {
-    let store_id = cafe_events::StoreId::parse(format!("store-{store:05}"))?;
-    let sku_id = cafe_events::Sku::parse(format!("sku-{sku:05}"))?;
-    Ok(EventEnvelope {
-        event_id: cafe_events::EventId::new(),
-        event: DomainEvent::StockRestocked(cafe_events::proto::inventory::v1::StockRestocked {
-            store_id: store_id.to_string(),
-            sku: sku_id.to_string(),
-            quantity: 24,
-            on_hand_after: 24,
-        }),
-        aggregate_id: cafe_events::AggregateId::StockItem(store_id, sku_id),
-        version: 1,
-        occurred_at: chrono::Utc::now(),
-        correlation_id: "restock-storm".into(),
-        causation_id: String::new(),
-        command_id: String::new(),
-    })
-}
-
 /// Sends `PlaceOrder` at about `rate` per second (at most `concurrency` in flight) until
 /// `stop` resolves.
 pub async fn orders(

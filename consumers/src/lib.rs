@@ -7,9 +7,24 @@
 //!   a lease (it paused past the failover time and another took it) cannot checkpoint
 //!   over the new owner.
 //!
-//! Still to come (issue 4): the worker loop (renewal, taking, shutdown handoff), adaptive polling and enhanced fan-out
-//! retrieval, the processor contract with poison parking, metrics, the Lambda mode.
+//! - [`discovery`]: which shards exist and where a new lease starts.
+//! - [`retrieval`]: GetRecords with KPL deaggregation and sub-sequence resume.
+//! - [`processor`]: the contract a projector implements (per-record outcomes).
+//! - [`parking`]: where poison records go, with their reason.
+//! - [`worker`]: the loop that holds leases and runs one task per shard (`shard`).
+//! - [`metrics`]: every metric name, and the Prometheus endpoint.
+//!
+//! Still to come (issue 4): enhanced fan-out retrieval, the Lambda mode.
 
 pub mod discovery;
 pub mod lease;
+pub mod metrics;
+pub mod parking;
+pub mod processor;
 pub mod retrieval;
+mod shard;
+pub mod worker;
+
+pub use processor::{BatchContext, Outcome, Processor};
+pub use retrieval::Record;
+pub use worker::{Worker, WorkerConfig, WorkerReport};

@@ -72,20 +72,26 @@ fn error<E: ProvideErrorMetadata + std::fmt::Debug>(operation: &'static str, sha
 }
 
 /// The iterator to resume a shard from its checkpoint; `None` for a finished shard.
+/// `start_timestamp` is the application's start time, for a lease still at
+/// AT_TIMESTAMP (without one, such a lease reads from TRIM_HORIZON: more, never less).
 pub async fn start_iterator(
     client: &Client,
     stream: &str,
     shard: &str,
     from: &Checkpoint,
+    start_timestamp: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<Option<String>, RetrievalError> {
     let req = client.get_shard_iterator().stream_name(stream).shard_id(shard);
     let req = match from {
         Checkpoint::ShardEnd => return Ok(None),
         Checkpoint::TrimHorizon => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
         Checkpoint::Latest => req.shard_iterator_type(ShardIteratorType::Latest),
-        // The application's start time is not carried by the lease yet; until it is,
-        // an AT_TIMESTAMP lease reads from the start (at-least-once still holds).
-        Checkpoint::AtTimestamp => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        Checkpoint::AtTimestamp => match start_timestamp {
+            Some(at) => req.shard_iterator_type(ShardIteratorType::AtTimestamp).timestamp(
+                aws_sdk_kinesis::primitives::DateTime::from_millis(at.timestamp_millis()),
+            ),
+            None => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        },
         Checkpoint::Sequence { sequence, .. } => req
             .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
             .starting_sequence_number(sequence),

@@ -28,6 +28,7 @@ pub mod ids;
 pub mod kpl;
 pub mod money;
 pub mod proto;
+pub mod samples;
 pub mod upcast;
 
 pub use aggregate::{AggregateId, AggregateType};

@@ -10,7 +10,9 @@
 //! 4. Only when none is available, and only one per round, a worker below target
 //!    steals from the most loaded worker, and only if that worker is *above* target:
 //!    stealing from a worker at target would just move the imbalance and make leases
-//!    ping-pong (the "duplicates after lease theft" KCL users report).
+//!    ping-pong. A steal is a request ([`Plan::steal`] → `request_handoff`): the owner
+//!    checkpoints and hands the lease over, so a rebalance reprocesses nothing (the
+//!    "duplicates after lease theft" KCL users report).
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
@@ -54,7 +56,11 @@ pub fn plan(leases: &[Lease], watch: &Watch, me: &str, now: Instant) -> Plan {
     let mut available = Vec::new();
     for l in &live {
         match &l.owner {
-            Some(owner) if !watch.is_available(l, now) => *load.entry(owner.as_str()).or_default() += 1,
+            // A lease being handed over already counts for the worker that asked for
+            // it, so neither side asks again while the handoff is under way.
+            Some(owner) if !watch.is_available(l, now) => {
+                *load.entry(l.pending_owner.as_deref().unwrap_or(owner)).or_default() += 1;
+            }
             _ => available.push(l.shard_id.clone()),
         }
     }
@@ -85,7 +91,7 @@ pub fn plan(leases: &[Lease], watch: &Watch, me: &str, now: Instant) -> Plan {
     }
     let steal = live
         .iter()
-        .find(|l| l.owner.as_deref() == Some(*busiest))
+        .find(|l| l.owner.as_deref() == Some(*busiest) && l.pending_owner.is_none())
         .map(|l| l.shard_id.clone());
     Plan {
         take: Vec::new(),
@@ -176,6 +182,24 @@ mod tests {
             plan(&balanced, &watch, "w-b", now),
             Plan::default(),
             "2 vs 1 is balanced"
+        );
+    }
+
+    #[test]
+    fn a_requested_handoff_counts_for_the_asker_and_is_not_asked_for_twice() {
+        let now = Instant::now();
+        let mut leases: Vec<Lease> = (0..4).map(|i| lease(&format!("s-{i}"), Some("w-a"))).collect();
+        leases[0].pending_owner = Some("w-b".into());
+        let watch = fresh_watch(&leases, now);
+        // w-b has one coming and the target is 2: it asks for one more, not s-0 again.
+        let p = plan(&leases, &watch, "w-b", now);
+        assert!(p.steal.is_some() && p.steal.as_deref() != Some("s-0"), "{p:?}");
+        leases[1].pending_owner = Some("w-b".into());
+        let watch = fresh_watch(&leases, now);
+        assert_eq!(
+            plan(&leases, &watch, "w-b", now),
+            Plan::default(),
+            "two on the way: at target"
         );
     }
 

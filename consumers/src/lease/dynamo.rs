@@ -20,6 +20,8 @@ const CHECKPOINT: &str = "checkpoint";
 const SUB_SEQUENCE: &str = "checkpointSubSequenceNumber";
 const PARENTS: &str = "parentShardId";
 const OWNER_SWITCHES: &str = "ownerSwitchesSinceCheckpoint";
+/// Ours, not the KCL's: a rebalance request (see [`Lease::pending_owner`]).
+const PENDING_OWNER: &str = "pendingOwner";
 
 /// The DynamoDB adapter.
 #[derive(Debug, Clone)]
@@ -110,6 +112,7 @@ impl DynamoLeaseTable {
                 .cloned()
                 .unwrap_or_default(),
             owner_switches_since_checkpoint: num(OWNER_SWITCHES)?,
+            pending_owner: item.get(PENDING_OWNER).and_then(|v| v.as_s().ok()).cloned(),
         })
     }
 }
@@ -191,7 +194,8 @@ impl LeaseTable for DynamoLeaseTable {
             seen,
             None,
             &format!(
-                "SET {OWNER} = :worker, {COUNTER} = {COUNTER} + :one, {OWNER_SWITCHES} = {OWNER_SWITCHES} + :switch"
+                "SET {OWNER} = :worker, {COUNTER} = {COUNTER} + :one, {OWNER_SWITCHES} = {OWNER_SWITCHES} + :switch \
+                 REMOVE {PENDING_OWNER}"
             ),
             values,
         )
@@ -233,8 +237,44 @@ impl LeaseTable for DynamoLeaseTable {
         self.fenced_update(
             held,
             Some(&me),
-            &format!("REMOVE {OWNER} SET {COUNTER} = {COUNTER} + :one"),
+            &format!("REMOVE {OWNER}, {PENDING_OWNER} SET {COUNTER} = {COUNTER} + :one"),
             HashMap::new(),
+        )
+        .await
+    }
+
+    async fn request_handoff(&self, seen: &Lease, worker: &str) -> Result<Lease, LeaseError> {
+        let owner = seen.owner.clone().unwrap_or_default();
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY, self.key(&seen.shard_id))
+            .update_expression(format!("SET {PENDING_OWNER} = :worker"))
+            .condition_expression(format!("{OWNER} = :owner AND attribute_not_exists({PENDING_OWNER})"))
+            .expression_attribute_values(":worker", AttributeValue::S(worker.to_owned()))
+            .expression_attribute_values(":owner", AttributeValue::S(owner))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(|e| classify(e, &seen.shard_id))?;
+        self.decode(&out.attributes.unwrap_or_default())
+    }
+
+    async fn hand_off(&self, held: &Lease) -> Result<Lease, LeaseError> {
+        let me = held.owner.clone().unwrap_or_default();
+        let Some(successor) = held.pending_owner.clone() else {
+            return self.release(held).await;
+        };
+        let values = HashMap::from([(":next".to_owned(), AttributeValue::S(successor))]);
+        self.fenced_update(
+            held,
+            Some(&me),
+            &format!(
+                "SET {OWNER} = :next, {COUNTER} = {COUNTER} + :one, {OWNER_SWITCHES} = {OWNER_SWITCHES} + :one \
+                 REMOVE {PENDING_OWNER}"
+            ),
+            values,
         )
         .await
     }

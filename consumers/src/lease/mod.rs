@@ -84,6 +84,11 @@ pub struct Lease {
     /// Owner changes since the last checkpoint: a lease that keeps changing hands
     /// without progress is a sign of a poison shard or a flapping worker.
     pub owner_switches_since_checkpoint: u64,
+    /// A worker that asked for this lease to rebalance (`pendingOwner`). The owner
+    /// finishes its in-flight batch, checkpoints and hands the lease over, so a
+    /// rebalance replays nothing; a thief that just took the lease would reprocess the
+    /// owner's uncheckpointed window (the KCL 2.x duplicates-after-theft complaint).
+    pub pending_owner: Option<String>,
 }
 
 impl Lease {
@@ -96,6 +101,7 @@ impl Lease {
             checkpoint: start,
             parent_shard_ids,
             owner_switches_since_checkpoint: 0,
+            pending_owner: None,
         }
     }
 
@@ -160,4 +166,14 @@ pub trait LeaseTable: Send + Sync + 'static {
 
     /// Gives the lease up (after a final checkpoint) so a successor can take it at once.
     fn release(&self, held: &Lease) -> impl Future<Output = Result<Lease, LeaseError>> + Send;
+
+    /// Asks the owner of `seen` to hand it to `worker`. Conditional on the owner being
+    /// the one `seen` names and no other request pending; it does not bump the counter,
+    /// so the owner's renewals keep working and it sees the request in their answer.
+    /// A [`LeaseError::Lost`] here only means somebody else changed the lease first.
+    fn request_handoff(&self, seen: &Lease, worker: &str) -> impl Future<Output = Result<Lease, LeaseError>> + Send;
+
+    /// The owner's side of a handoff (after its final checkpoint): the pending owner
+    /// becomes the owner.
+    fn hand_off(&self, held: &Lease) -> impl Future<Output = Result<Lease, LeaseError>> + Send;
 }

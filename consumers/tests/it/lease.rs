@@ -227,3 +227,48 @@ async fn discovery_creates_one_lease_per_shard_with_parents_after_a_split() {
     assert_eq!(table.list().await.unwrap().len(), 4);
     kinesis.delete_stream().stream_name(&stream).send().await.unwrap();
 }
+
+/// A rebalance is a request the owner sees in its next renewal; it hands the lease over
+/// itself (after its final checkpoint), so nothing is processed twice.
+#[tokio::test]
+async fn a_handoff_request_reaches_the_owner_and_the_owner_hands_over() {
+    let (table, ..) = fresh_leases("handoff-request").await;
+    let lease = Lease::new(shard(0), Checkpoint::TrimHorizon, vec![]);
+    table.create(&lease).await.unwrap();
+    let held = table.take(&lease, "a").await.unwrap();
+
+    let asked = table.request_handoff(&held, "b").await.unwrap();
+    assert_eq!(asked.pending_owner.as_deref(), Some("b"));
+    assert_eq!(asked.counter, held.counter, "a request does not fence the owner out");
+    assert!(
+        matches!(table.request_handoff(&held, "c").await, Err(LeaseError::Lost(_))),
+        "one request at a time"
+    );
+
+    let renewed = table.renew(&held).await.unwrap();
+    assert_eq!(renewed.pending_owner.as_deref(), Some("b"), "the owner learns of it");
+    let checkpointed = table
+        .checkpoint(
+            &renewed,
+            Checkpoint::Sequence {
+                sequence: "49".into(),
+                sub: 3,
+            },
+        )
+        .await
+        .unwrap();
+    let handed = table.hand_off(&checkpointed).await.unwrap();
+    assert_eq!(handed.owner.as_deref(), Some("b"));
+    assert_eq!(handed.pending_owner, None);
+    assert_eq!(handed.owner_switches_since_checkpoint, 1);
+    assert_eq!(table.list().await.unwrap(), vec![handed.clone()]);
+    assert!(
+        matches!(table.renew(&checkpointed).await, Err(LeaseError::Lost(_))),
+        "the old owner is fenced out"
+    );
+
+    // A request to a dead owner is cleared when the lease is taken after expiry.
+    let again = table.request_handoff(&handed, "c").await.unwrap();
+    let taken = table.take(&again, "d").await.unwrap();
+    assert_eq!((taken.owner.as_deref(), taken.pending_owner), (Some("d"), None));
+}

@@ -5,3 +5,4 @@
 mod helpers;
 mod lease;
 mod retrieval;
+mod worker;

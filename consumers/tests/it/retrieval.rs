@@ -1,30 +1,11 @@
 use cafe_consumers::lease::Checkpoint;
 use cafe_consumers::retrieval::{get_batch, start_iterator};
-use cafe_events::proto::inventory::v1::StockRestocked;
-use cafe_events::{AggregateId, DomainEvent, EventEnvelope, EventId, Sku, StoreId};
+use cafe_events::EventEnvelope;
 use cafe_localstack::{StackConfig, aws, provision};
 use cafe_producers::publish::{KinesisSink, Publisher, PublisherConfig};
 
-fn restocked(sku: usize) -> EventEnvelope {
-    let (store_id, sku_id) = (
-        StoreId::parse("store-00001").unwrap(),
-        Sku::parse(format!("sku-{sku:05}")).unwrap(),
-    );
-    EventEnvelope {
-        event_id: EventId::new(),
-        event: DomainEvent::StockRestocked(StockRestocked {
-            store_id: store_id.to_string(),
-            sku: sku_id.to_string(),
-            quantity: 1,
-            on_hand_after: 1,
-        }),
-        aggregate_id: AggregateId::StockItem(store_id, sku_id),
-        version: 1,
-        occurred_at: chrono::Utc::now(),
-        correlation_id: "it".into(),
-        causation_id: String::new(),
-        command_id: String::new(),
-    }
+fn restocked(sku: u32) -> EventEnvelope {
+    cafe_events::samples::restocked(1, sku).unwrap()
 }
 
 /// Fifty events go out as one KPL aggregate on a one-shard stream; reading yields them
@@ -53,7 +34,10 @@ async fn aggregated_records_are_read_one_by_one_and_resume_mid_aggregate() {
     let read = |from: Checkpoint| {
         let (kinesis, stream, shard) = (kinesis.clone(), stream.clone(), shard.clone());
         async move {
-            let it = start_iterator(&kinesis, &stream, &shard, &from).await.unwrap().unwrap();
+            let it = start_iterator(&kinesis, &stream, &shard, &from, None)
+                .await
+                .unwrap()
+                .unwrap();
             get_batch(&kinesis, &shard, &it, 1_000, &from).await.unwrap()
         }
     };
@@ -76,7 +60,7 @@ async fn aggregated_records_are_read_one_by_one_and_resume_mid_aggregate() {
     assert_eq!(resumed.records[0].sub, 20, "resumes after the checkpointed user record");
     assert!(read(all.records[49].checkpoint()).await.records.is_empty());
     assert!(
-        start_iterator(&kinesis, &stream, &shard, &Checkpoint::ShardEnd)
+        start_iterator(&kinesis, &stream, &shard, &Checkpoint::ShardEnd, None)
             .await
             .unwrap()
             .is_none()

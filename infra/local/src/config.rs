@@ -29,6 +29,8 @@ pub struct Names {
     pub events_table: String,
     /// DynamoDB consumer leases and checkpoints.
     pub leases_table: String,
+    /// DynamoDB records the consumers parked as poison, with the reason.
+    pub parked_table: String,
     /// DynamoDB read model of orders in flight.
     pub active_orders_table: String,
     /// DynamoDB command idempotency records.

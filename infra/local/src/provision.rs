@@ -93,6 +93,15 @@ pub fn table_specs(names: &Names) -> Vec<TableSpec> {
             gsis: vec![],
             ttl_attribute: None,
         },
+        // Poison records parked by consumers: pk the application, sk shard#position
+        // (cafe-consumers' `parking::DynamoParkingLot`).
+        TableSpec {
+            name: names.parked_table.clone(),
+            hash: s("application"),
+            range: Some(s("position")),
+            gsis: vec![],
+            ttl_attribute: None,
+        },
         TableSpec {
             name: names.active_orders_table.clone(),
             hash: s("order_id"),
@@ -157,6 +166,12 @@ pub async fn ensure_stream(client: &aws_sdk_kinesis::Client, name: &str, shards:
             return Err(StackError::provision(format!("stream {name}"), format!("{err:?}")));
         }
     }
+    wait_for_stream_active(client, name).await
+}
+
+/// Waits (up to 30 s) until the stream is ACTIVE: after creation, and after a reshard
+/// (SplitShard, MergeShards, UpdateShardCount leave it UPDATING for a while).
+pub async fn wait_for_stream_active(client: &aws_sdk_kinesis::Client, name: &str) -> Result<(), StackError> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let summary = client

@@ -1,8 +1,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use cafe_events::proto::inventory::v1::StockRestocked;
-use cafe_events::{AggregateId, DomainEvent, EventEnvelope, EventId, Sku, StoreId};
+use cafe_events::EventEnvelope;
 use cafe_producers::publish::{FaultySink, Publisher, PublisherConfig};
 
 use crate::helpers::{account, earned, fresh_stream, read_stream};
@@ -72,33 +71,15 @@ async fn with_20_percent_throttling_every_event_arrives_once_and_in_order_aggreg
     throttled_publish_delivers_everything(true).await;
 }
 
-fn restocked(store: usize, sku: usize) -> EventEnvelope {
-    let (store_id, sku_id) = (
-        StoreId::parse(format!("store-{store:05}")).unwrap(),
-        Sku::parse(format!("sku-{sku:05}")).unwrap(),
-    );
-    EventEnvelope {
-        event_id: EventId::new(),
-        event: DomainEvent::StockRestocked(StockRestocked {
-            store_id: store_id.to_string(),
-            sku: sku_id.to_string(),
-            quantity: 24,
-            on_hand_after: 24,
-        }),
-        aggregate_id: AggregateId::StockItem(store_id, sku_id),
-        version: 1,
-        occurred_at: chrono::Utc::now(),
-        correlation_id: "restock-storm".into(),
-        causation_id: String::new(),
-        command_id: String::new(),
-    }
+fn restocked(store: u32, sku: u32) -> EventEnvelope {
+    cafe_events::samples::restocked(store, sku).unwrap()
 }
 
 /// The seed's "Inventory Restock Storm": 100 stores × 5,000 SKUs at once.
 #[tokio::test]
 async fn restock_storm_is_sent_in_a_twentieth_of_the_records_and_deaggregates_intact() {
-    const STORES: usize = 100;
-    const SKUS: usize = 5_000;
+    const STORES: u32 = 100;
+    const SKUS: u32 = 5_000;
     let (client, stream, sink) = fresh_stream(4).await;
     let publisher = Publisher::new(sink, PublisherConfig::default());
     let mut kinesis_records = 0;
@@ -106,7 +87,7 @@ async fn restock_storm_is_sent_in_a_twentieth_of_the_records_and_deaggregates_in
         let batch: Vec<EventEnvelope> = (0..SKUS).map(|sku| restocked(store, sku)).collect();
         kinesis_records += publisher.publish(&batch).await.unwrap().kinesis_records;
     }
-    let user_records = STORES * SKUS;
+    let user_records = (STORES * SKUS) as usize;
     assert!(
         kinesis_records * 20 <= user_records,
         "{kinesis_records} Kinesis records for {user_records} user records"
@@ -126,12 +107,12 @@ async fn restock_storm_is_sent_in_a_twentieth_of_the_records_and_deaggregates_in
 /// reads the map again and predicts right. Nothing is lost either way.
 #[tokio::test]
 async fn after_a_live_reshard_the_shard_map_is_read_again_and_nothing_is_lost() {
-    use aws_sdk_kinesis::types::{ScalingType, StreamStatus};
+    use aws_sdk_kinesis::types::ScalingType;
     use std::sync::atomic::Ordering::Relaxed;
 
     let (client, stream, sink) = fresh_stream(2).await;
     let publisher = Publisher::new(sink, PublisherConfig::default());
-    let batch = |round: usize| -> Vec<EventEnvelope> { (0..300).map(|sku| restocked(round, sku)).collect() };
+    let batch = |round: u32| -> Vec<EventEnvelope> { (0..300).map(|sku| restocked(round, sku)).collect() };
     let totals = publisher.totals();
 
     publisher.publish(&batch(0)).await.unwrap();
@@ -146,24 +127,9 @@ async fn after_a_live_reshard_the_shard_map_is_read_again_and_nothing_is_lost() 
         .send()
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let summary = client
-            .describe_stream_summary()
-            .stream_name(&stream)
-            .send()
-            .await
-            .unwrap();
-        let status = summary.stream_description_summary().map(|s| s.stream_status().clone());
-        if status == Some(StreamStatus::Active) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "reshard did not finish: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    cafe_localstack::provision::wait_for_stream_active(&client, &stream)
+        .await
+        .unwrap();
 
     publisher.publish(&batch(1)).await.unwrap();
     let mispredicted = totals.mispredicted.load(Relaxed);
