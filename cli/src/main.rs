@@ -4,6 +4,7 @@
 //! - `cafe run [--for 60s]`: the pipeline against the local stack (API, relay, a load of
 //!   real HTTP orders, a tap on the stream), until Ctrl-C or for a bounded time.
 //! - `cafe api`: the command API and the outbox relay alone, until SIGTERM.
+//! - `cafe consume`: one consumer worker (leases, checkpoints, /metrics) until SIGTERM.
 //!
 //! Argument errors exit with code 2 (clap's convention); runtime failures exit 1.
 
@@ -19,6 +20,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
 
 mod bench;
+mod consume;
 mod load;
 mod pipeline;
 
@@ -57,6 +59,9 @@ enum Command {
         #[command(subcommand)]
         what: BenchWhat,
     },
+    /// Run one consumer worker on the stream until SIGTERM or Ctrl-C (then drain,
+    /// checkpoint and release its leases).
+    Consume(consume::ConsumeArgs),
     /// Serve the command API and run the outbox relay until SIGTERM or Ctrl-C.
     Api {
         /// Where the command API listens (port 0 picks a free one; the address is printed).
@@ -177,6 +182,10 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
             listen,
         } => run(&stack, duration, rate, aws, listen).await,
         Command::Api { listen, aws } => api(&cfg, listen, aws).await,
+        Command::Consume(args) => {
+            consume::run(&cfg, args, shutdown_signal()).await?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
         Command::Bench {
             what: BenchWhat::Api { duration, concurrency },
         } => {

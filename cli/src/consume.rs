@@ -1,0 +1,258 @@
+//! `cafe consume`: one consumer worker as its own process, with a built-in sink.
+//!
+//! The projectors (issue 5) embed the same worker with their own processors; this
+//! command is for operators (tail the stream into a file, watch lag on /metrics) and for
+//! the multi-process tests and benchmark, which need workers they can SIGTERM and kill.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use cafe_consumers::lease::{Checkpoint, DynamoLeaseTable};
+use cafe_consumers::metrics::{self, Metrics};
+use cafe_consumers::parking::DynamoParkingLot;
+use cafe_consumers::{BatchContext, Outcome, Processor, Record, Worker, WorkerConfig};
+use cafe_localstack::StackConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::pipeline::Clients;
+
+/// Where processed records go.
+#[derive(Debug, Clone)]
+pub enum Sink {
+    /// Nowhere: measures the runtime itself.
+    Discard,
+    /// One JSON line per user record appended to a file.
+    Jsonl(PathBuf),
+}
+
+impl std::str::FromStr for Sink {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            None if s == "discard" => Ok(Sink::Discard),
+            Some(("jsonl", path)) if !path.is_empty() => Ok(Sink::Jsonl(PathBuf::from(path))),
+            _ => Err(format!("expected `discard` or `jsonl:<path>`, got {s:?}")),
+        }
+    }
+}
+
+/// Where a brand-new application starts, as typed on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Start {
+    /// The oldest record in the stream.
+    TrimHorizon,
+    /// Only records put after the start.
+    Latest,
+    /// Records at or after `--start-timestamp`.
+    AtTimestamp,
+}
+
+/// Options of `cafe consume`.
+#[derive(Debug, clap::Args)]
+pub struct ConsumeArgs {
+    /// The consumer application (leases and checkpoints are per application).
+    #[arg(long)]
+    pub application: String,
+    /// The stream (default: the configured events stream).
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// `discard` or `jsonl:<path>`.
+    #[arg(long, default_value = "discard")]
+    pub sink: Sink,
+    /// This worker's id (default: host, pid and a random suffix).
+    #[arg(long)]
+    pub worker_id: Option<String>,
+    /// A lease not renewed for this long is taken over.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub failover: Duration,
+    /// Sleep between reads of a caught-up shard (at least 200 ms).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub idle_poll: Duration,
+    /// How often new shards are looked for (besides shard ends).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub discovery_interval: Duration,
+    /// Store progress at most this often (always at shutdown and handoff).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub checkpoint_interval: Duration,
+    /// Where a brand-new application starts.
+    #[arg(long, value_enum, default_value = "trim-horizon")]
+    pub start: Start,
+    /// Start time for `--start at-timestamp` (RFC 3339).
+    #[arg(long, required_if_eq("start", "at-timestamp"))]
+    pub start_timestamp: Option<chrono::DateTime<chrono::Utc>>,
+    /// Serve Prometheus metrics at http://<addr>/metrics (port 0 picks one; printed).
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Use the AWS SDK's default chain instead of the local stack's endpoints.
+    #[arg(long)]
+    pub aws: bool,
+}
+
+/// Writes each record as a JSON line; one write per batch, so a batch reaches the file
+/// (the OS) before its checkpoint can be stored.
+#[derive(Debug)]
+struct JsonlSink {
+    worker: String,
+    file: Mutex<std::fs::File>,
+}
+
+impl Processor for JsonlSink {
+    async fn process(&self, ctx: BatchContext<'_>, records: &[Record]) -> Vec<Outcome> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut out = String::new();
+        for r in records {
+            let line = serde_json::json!({
+                "worker": self.worker,
+                "shard": ctx.shard_id,
+                "sequence": r.sequence,
+                "sub": r.sub,
+                "partition_key": r.partition_key,
+                "data": String::from_utf8_lossy(&r.data),
+                "at_ms": now,
+            });
+            out.push_str(&line.to_string());
+            out.push('\n');
+        }
+        let written = match self.file.lock() {
+            Ok(mut f) => f.write_all(out.as_bytes()).map_err(|e| e.to_string()),
+            Err(_) => Err("the sink's lock is poisoned".to_owned()),
+        };
+        match written {
+            Ok(()) => vec![Outcome::Done; records.len()],
+            Err(why) => vec![Outcome::Retry(why); records.len()],
+        }
+    }
+}
+
+/// Counts and drops.
+#[derive(Debug)]
+struct DiscardSink;
+
+impl Processor for DiscardSink {
+    async fn process(&self, _ctx: BatchContext<'_>, records: &[Record]) -> Vec<Outcome> {
+        vec![Outcome::Done; records.len()]
+    }
+}
+
+/// Runs one worker until SIGTERM or Ctrl-C, then drains and prints its report.
+pub async fn run(cfg: &StackConfig, args: ConsumeArgs, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let initial_position = match args.start {
+        Start::AtTimestamp => Checkpoint::AtTimestamp,
+        Start::Latest => Checkpoint::Latest,
+        Start::TrimHorizon => Checkpoint::TrimHorizon,
+    };
+    let clients = Clients::new(cfg, args.aws).await;
+    let mut worker_cfg = WorkerConfig::new(
+        args.application.clone(),
+        args.stream.clone().unwrap_or_else(|| cfg.names.stream.clone()),
+    );
+    if let Some(id) = &args.worker_id {
+        worker_cfg.worker_id.clone_from(id);
+    }
+    worker_cfg.failover = args.failover;
+    worker_cfg.idle_poll = args.idle_poll;
+    worker_cfg.discovery_interval = args.discovery_interval;
+    worker_cfg.checkpoint_interval = args.checkpoint_interval;
+    worker_cfg.take_interval = (args.failover / 5).max(Duration::from_millis(200));
+    worker_cfg.initial_position = initial_position;
+    worker_cfg.start_timestamp = args.start_timestamp;
+
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let registry = Arc::new(registry);
+    let stop = CancellationToken::new();
+    let metrics_server = match args.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics endpoint to {addr}"))?;
+            println!("metrics on http://{}/metrics", listener.local_addr()?);
+            let router = metrics::router(registry.clone());
+            let stopped = stop.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { stopped.cancelled().await })
+                    .await
+            }))
+        }
+        None => None,
+    };
+
+    let leases = DynamoLeaseTable::new(
+        clients.dynamodb.clone(),
+        &cfg.names.leases_table,
+        &worker_cfg.application,
+    );
+    let parking = Arc::new(DynamoParkingLot::new(clients.dynamodb.clone(), &cfg.names.parked_table));
+    println!(
+        "worker {} consuming {} as {}",
+        worker_cfg.worker_id, worker_cfg.stream, worker_cfg.application
+    );
+    let worker_id = worker_cfg.worker_id.clone();
+    let report = match &args.sink {
+        Sink::Discard => {
+            let worker = Worker::new(
+                worker_cfg,
+                clients.kinesis.clone(),
+                leases,
+                parking,
+                Arc::new(DiscardSink),
+                metrics,
+            );
+            drive(worker, &stop, shutdown).await
+        }
+        Sink::Jsonl(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            let sink = JsonlSink {
+                worker: worker_id,
+                file: Mutex::new(file),
+            };
+            let worker = Worker::new(
+                worker_cfg,
+                clients.kinesis.clone(),
+                leases,
+                parking,
+                Arc::new(sink),
+                metrics,
+            );
+            drive(worker, &stop, shutdown).await
+        }
+    };
+    stop.cancel();
+    if let Some(server) = metrics_server {
+        server.await.context("metrics server task")?.context("metrics server")?;
+    }
+    println!(
+        "stopped: {} records ({} parked); leases taken {}, handed off {}, lost {}; shards ended {}",
+        report.records,
+        report.parked,
+        report.leases_taken,
+        report.leases_handed_off,
+        report.leases_lost,
+        report.shards_ended
+    );
+    Ok(())
+}
+
+async fn drive<P: Processor>(
+    worker: Worker<P, DynamoLeaseTable, DynamoParkingLot>,
+    stop: &CancellationToken,
+    shutdown: impl Future<Output = ()>,
+) -> cafe_consumers::WorkerReport {
+    let token = stop.child_token();
+    let trigger = token.clone();
+    let running = tokio::spawn(worker.run(token));
+    shutdown.await;
+    eprintln!("draining: finishing in-flight batches, checkpointing, releasing leases");
+    trigger.cancel();
+    running.await.unwrap_or_default()
+}
