@@ -20,6 +20,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
 
 mod bench;
+mod bench_consumer;
 mod consume;
 mod load;
 mod pipeline;
@@ -75,6 +76,20 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum BenchWhat {
+    /// Consumer throughput (no-op processor, separate worker process) beside the raw
+    /// GetRecords read rate of the same stream, the worker's RSS, and the failover time
+    /// after a kill -9.
+    Consumer {
+        /// Shards of the benchmark's stream.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10))]
+        shards: u32,
+        /// Events put on the stream beforehand.
+        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u32).range(1..=5_000_000))]
+        events: u32,
+        /// The workers' failover time for the kill -9 measurement.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        failover: Duration,
+    },
     /// POST /v1/orders throughput and latency beside the stand-ins' raw ceilings, and the
     /// aggregation ratio of a restock storm.
     Api {
@@ -184,6 +199,18 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Api { listen, aws } => api(&cfg, listen, aws).await,
         Command::Consume(args) => {
             consume::run(&cfg, args, shutdown_signal()).await?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            what:
+                BenchWhat::Consumer {
+                    shards,
+                    events,
+                    failover,
+                },
+        } => {
+            up(&stack, false).await?;
+            bench_consumer::consumer(&cfg, shards, events, failover).await?;
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Bench {

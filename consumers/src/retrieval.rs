@@ -45,6 +45,10 @@ pub struct Batch {
     pub millis_behind_latest: i64,
     /// The iterator for the next call; `None` when the shard is closed and fully read.
     pub next_iterator: Option<String>,
+    /// Kinesis records the call returned (before deaggregation).
+    pub kinesis_records: usize,
+    /// Their bytes.
+    pub kinesis_bytes: usize,
 }
 
 /// A Kinesis call failed.
@@ -118,15 +122,21 @@ pub async fn get_batch(
         .send()
         .await
         .map_err(|e| error("GetRecords", shard, e.into_service_error()))?;
+    let millis_behind_latest = out.millis_behind_latest().unwrap_or(0);
+    let next_iterator = out.next_shard_iterator;
+    let (mut kinesis_records, mut kinesis_bytes) = (0, 0);
     let mut records = Vec::new();
-    for r in out.records() {
-        let data = Bytes::copy_from_slice(r.data().as_ref());
-        for (sub, user) in (0u64..).zip(kpl::deaggregate(r.partition_key(), data)) {
+    for r in out.records {
+        kinesis_records += 1;
+        // Owned, not copied: user records of an aggregate are slices of this buffer.
+        let data = Bytes::from(r.data.into_inner());
+        kinesis_bytes += data.len();
+        for (sub, user) in (0u64..).zip(kpl::deaggregate(&r.partition_key, data)) {
             let covered = matches!(done, Checkpoint::Sequence { sequence, sub: upto }
-                if sequence == r.sequence_number() && sub <= *upto);
+                if *sequence == r.sequence_number && sub <= *upto);
             if !covered {
                 records.push(Record {
-                    sequence: r.sequence_number().to_owned(),
+                    sequence: r.sequence_number.clone(),
                     sub,
                     partition_key: user.partition_key,
                     data: user.data,
@@ -136,7 +146,45 @@ pub async fn get_batch(
     }
     Ok(Batch {
         records,
-        millis_behind_latest: out.millis_behind_latest().unwrap_or(0),
-        next_iterator: out.next_shard_iterator,
+        millis_behind_latest,
+        next_iterator,
+        kinesis_records,
+        kinesis_bytes,
     })
+}
+
+/// The largest Kinesis record (a full KPL aggregate).
+pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
+
+/// GetRecords' `Limit` counts records, not bytes, and a call may return 10 MiB: with
+/// aggregates of up to 1 MiB, a fixed limit would let memory per shard swing from
+/// kilobytes to tens of megabytes (the body, its base64, the decoded records). Aiming
+/// each call at `budget` bytes from the shard's recent record size keeps it flat. The
+/// first call assumes the worst (1 MiB records).
+pub fn read_limit(budget: usize, average_record: usize, max_records: i32) -> i32 {
+    let n = budget / average_record.max(1);
+    i32::try_from(n).unwrap_or(i32::MAX).clamp(1, max_records.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_read_limit_aims_at_the_byte_budget() {
+        let mib = 1024 * 1024;
+        assert_eq!(
+            read_limit(2 * mib, MAX_RECORD_BYTES, 10_000),
+            2,
+            "first call: worst case"
+        );
+        assert_eq!(read_limit(2 * mib, 100 * 1024, 10_000), 20, "100 KiB aggregates");
+        assert_eq!(read_limit(2 * mib, 300, 10_000), 6_990, "small raw records");
+        assert_eq!(
+            read_limit(2 * mib, 10, 10_000),
+            10_000,
+            "never above the service's limit"
+        );
+        assert_eq!(read_limit(10, 5 * mib, 10_000), 1, "always at least one");
+    }
 }

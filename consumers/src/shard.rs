@@ -23,7 +23,7 @@ use crate::lease::{Checkpoint, Lease, LeaseError, LeaseTable};
 use crate::metrics::ShardLabels;
 use crate::parking::{Parked, ParkingLot};
 use crate::processor::{BatchContext, Processor, walk};
-use crate::retrieval::{self, Record};
+use crate::retrieval::{self, MAX_RECORD_BYTES, Record, read_limit};
 use crate::worker::Shared;
 
 /// A lease this worker holds, shared by the shard's task (checkpoints) and the worker's
@@ -170,6 +170,7 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> ShardReader<P, L, K> {
         let client = self.shared.kinesis.clone();
         let mut backoff = Backoff::new(cfg.retry_base, cfg.retry_cap);
         let mut iterator: Option<String> = None;
+        let mut limit = read_limit(cfg.read_bytes_budget, MAX_RECORD_BYTES, cfg.max_records);
         loop {
             if self.cancel.is_cancelled() {
                 return ShardExit::Stopped;
@@ -192,7 +193,7 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> ShardReader<P, L, K> {
                     }
                 }
             };
-            let batch = match retrieval::get_batch(&client, &self.shard, &it, cfg.max_records, &self.done).await {
+            let batch = match retrieval::get_batch(&client, &self.shard, &it, limit, &self.done).await {
                 Ok(batch) => batch,
                 Err(e) if e.code == "ExpiredIteratorException" => {
                     debug!("iterator expired; resuming from the last processed record");
@@ -213,12 +214,18 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> ShardReader<P, L, K> {
                 }
             };
             backoff.reset();
+            // A full call means more is waiting whatever MillisBehindLatest says (it
+            // is coarse: the stand-in, for one, reports 0 for a shard read mid-way).
+            let full = batch.kinesis_records >= usize::try_from(limit).unwrap_or(usize::MAX);
+            if let Some(average) = batch.kinesis_bytes.checked_div(batch.kinesis_records) {
+                limit = read_limit(cfg.read_bytes_budget, average, cfg.max_records);
+            }
             self.shared
                 .metrics
                 .millis_behind_latest
                 .get_or_create(&self.labels)
                 .set(batch.millis_behind_latest);
-            let caught_up = batch.records.is_empty() || batch.millis_behind_latest == 0;
+            let caught_up = batch.records.is_empty() || (batch.millis_behind_latest == 0 && !full);
             if !batch.records.is_empty() {
                 match self.process(batch.records, batch.millis_behind_latest).await {
                     Ok(true) => {}

@@ -50,8 +50,11 @@ pub struct WorkerConfig {
     pub discovery_interval: Duration,
     /// Sleep between reads of a caught-up shard (default 1 s, at least 200 ms).
     pub idle_poll: Duration,
-    /// GetRecords `Limit` (default 10,000, the service maximum).
+    /// GetRecords `Limit` ceiling (default 10,000, the service maximum).
     pub max_records: i32,
+    /// Bytes one GetRecords call is aimed at (default 2 MiB); the record limit adapts to
+    /// each shard's record size so memory per shard stays flat (see `shard::read_limit`).
+    pub read_bytes_budget: usize,
     /// A shard's progress is stored at most this often, and always at shutdown, at
     /// handoff and at shard end (default 1 s). The uncheckpointed window is what a
     /// crash replays.
@@ -81,6 +84,7 @@ impl WorkerConfig {
             discovery_interval: Duration::from_secs(60),
             idle_poll: Duration::from_secs(1),
             max_records: 10_000,
+            read_bytes_budget: 2 * 1024 * 1024,
             checkpoint_interval: Duration::from_secs(1),
             initial_position: Checkpoint::TrimHorizon,
             start_timestamp: None,

@@ -1,0 +1,145 @@
+//! The projector Lambda's handler on Kinesis event fixtures (the JSON Lambda delivers),
+//! parking into the DynamoDB stand-in.
+// Tests fail by panicking; unwrap is the assertion.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Mutex;
+
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use cafe_consumers::parking::{DynamoParkingLot, ParkError, Parked, ParkingLot};
+use cafe_consumers::{BatchContext, Outcome, Processor, Record};
+use cafe_events::EventEnvelope;
+use cafe_lambda_projector::{EnvelopeCheck, handle};
+use cafe_localstack::{StackConfig, aws, provision};
+
+/// A Lambda Kinesis event from one shard: an envelope, a KPL aggregate of three
+/// envelopes, the AWS documentation's sample text (not an envelope), an envelope.
+fn fixture() -> KinesisEvent {
+    let path =
+        std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("tests/fixtures/kinesis-event.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+const SEQ: [&str; 4] = [
+    "49590338271490256608559692538361571095921575989136588801",
+    "49590338271490256608559692538361571095921575989136588802",
+    "49590338271490256608559692538361571095921575989136588803",
+    "49590338271490256608559692538361571095921575989136588804",
+];
+
+/// Remembers what it was offered; answers from a script.
+#[derive(Default)]
+struct Scripted {
+    offered: Mutex<Vec<(String, u64)>>,
+    retry_at: Option<(usize, u64)>,
+}
+
+impl Processor for Scripted {
+    async fn process(&self, _ctx: BatchContext<'_>, records: &[Record]) -> Vec<Outcome> {
+        let mut out = Vec::new();
+        for r in records {
+            self.offered.lock().unwrap().push((r.sequence.clone(), r.sub));
+            if self
+                .retry_at
+                .is_some_and(|(i, sub)| SEQ[i] == r.sequence && sub == r.sub)
+            {
+                out.push(Outcome::Retry("database restarting".into()));
+                break;
+            }
+            out.push(match EventEnvelope::decode(&r.data) {
+                Ok(_) => Outcome::Done,
+                Err(e) => Outcome::Park(e.to_string()),
+            });
+        }
+        out
+    }
+}
+
+/// Parks nowhere: every park fails.
+struct Broken;
+
+impl ParkingLot for Broken {
+    async fn park(&self, _application: &str, _parked: &Parked) -> Result<(), ParkError> {
+        Err(ParkError("table unavailable".into()))
+    }
+}
+
+/// Parks in memory.
+#[derive(Default)]
+struct Memory(Mutex<Vec<Parked>>);
+
+impl ParkingLot for Memory {
+    async fn park(&self, _application: &str, parked: &Parked) -> Result<(), ParkError> {
+        self.0.lock().unwrap().push(parked.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_event_becomes_the_workers_records_with_aggregates_deaggregated() {
+    let p = Scripted::default();
+    let response = handle(&p, &Memory::default(), "fixture", &fixture()).await;
+    assert!(response.batch_item_failures.is_empty());
+    let offered = p.offered.lock().unwrap().clone();
+    let expected: Vec<(String, u64)> = [(0, 0), (1, 0), (1, 1), (1, 2), (2, 0), (3, 0)]
+        .iter()
+        .map(|(i, sub)| (SEQ[*i].to_owned(), *sub))
+        .collect();
+    assert_eq!(offered, expected);
+}
+
+#[tokio::test]
+async fn poison_is_parked_in_dynamodb_with_its_bytes_and_the_batch_succeeds() {
+    let cfg = StackConfig::load().unwrap();
+    let dynamodb = aws::dynamodb(&aws::sdk_config(&cfg).await, &cfg);
+    let mut spec = provision::table_specs(&cfg.names)
+        .into_iter()
+        .find(|s| s.name == cfg.names.parked_table)
+        .unwrap();
+    spec.name = format!("it-parked-{}", uuid::Uuid::now_v7().simple());
+    provision::ensure_table(&dynamodb, &spec).await.unwrap();
+    let parking = DynamoParkingLot::new(dynamodb, &spec.name);
+
+    let response = handle(&EnvelopeCheck, &parking, "lambda-fixture", &fixture()).await;
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    let parked = parking.list("lambda-fixture").await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].shard_id, "shardId-000000000006");
+    assert_eq!(parked[0].record.sequence, SEQ[2]);
+    assert_eq!(&parked[0].record.data[..], b"Hello, this is a test.");
+    assert!(
+        parked[0].reason.starts_with("not an event envelope"),
+        "{}",
+        parked[0].reason
+    );
+}
+
+#[tokio::test]
+async fn a_transient_failure_inside_an_aggregate_reports_the_aggregate_to_retry_from() {
+    let p = Scripted {
+        retry_at: Some((1, 1)),
+        ..Scripted::default()
+    };
+    let parking = Memory::default();
+    let response = handle(&p, &parking, "fixture", &fixture()).await;
+    assert_eq!(
+        serde_json::to_value(&response).unwrap(),
+        serde_json::json!({ "batchItemFailures": [{ "itemIdentifier": SEQ[1] }] }),
+        "the partial batch response Lambda expects"
+    );
+    assert!(
+        parking.0.lock().unwrap().is_empty(),
+        "nothing after the failure was parked"
+    );
+}
+
+#[tokio::test]
+async fn a_record_that_cannot_be_parked_is_reported_for_retry() {
+    let response = handle(&EnvelopeCheck, &Broken, "fixture", &fixture()).await;
+    let ids: Vec<_> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone().unwrap())
+        .collect();
+    assert_eq!(ids, vec![SEQ[2].to_owned()]);
+}
