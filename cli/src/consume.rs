@@ -85,6 +85,10 @@ pub struct ConsumeArgs {
     /// Start time for `--start at-timestamp` (RFC 3339).
     #[arg(long, required_if_eq("start", "at-timestamp"))]
     pub start_timestamp: Option<chrono::DateTime<chrono::Utc>>,
+    /// Read by enhanced fan-out as this registered consumer (registered if missing)
+    /// instead of polling.
+    #[arg(long)]
+    pub fan_out: Option<String>,
     /// Serve Prometheus metrics at http://<addr>/metrics (port 0 picks one; printed).
     #[arg(long)]
     pub metrics_listen: Option<SocketAddr>,
@@ -161,6 +165,7 @@ pub async fn run(cfg: &StackConfig, args: ConsumeArgs, shutdown: impl Future<Out
     worker_cfg.take_interval = (args.failover / 5).max(Duration::from_millis(200));
     worker_cfg.initial_position = initial_position;
     worker_cfg.start_timestamp = args.start_timestamp;
+    worker_cfg.fan_out.clone_from(&args.fan_out);
 
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut registry);

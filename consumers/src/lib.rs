@@ -9,14 +9,17 @@
 //!
 //! - [`discovery`]: which shards exist and where a new lease starts.
 //! - [`retrieval`]: GetRecords with KPL deaggregation and sub-sequence resume.
+//! - [`fanout`]: enhanced fan-out (RegisterStreamConsumer + SubscribeToShard).
 //! - [`processor`]: the contract a projector implements (per-record outcomes).
 //! - [`parking`]: where poison records go, with their reason.
 //! - [`worker`]: the loop that holds leases and runs one task per shard (`shard`).
 //! - [`metrics`]: every metric name, and the Prometheus endpoint.
 //!
-//! Still to come (issue 4): enhanced fan-out retrieval, the Lambda mode.
+//! The Lambda mode (the same [`Processor`] under a Kinesis event source mapping) is
+//! `lambdas/projector`.
 
 pub mod discovery;
+pub mod fanout;
 pub mod lease;
 pub mod metrics;
 pub mod parking;

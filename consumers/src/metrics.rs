@@ -39,6 +39,8 @@ pub const PARKED: &str = "parked";
 pub const RETRIES: &str = "retries";
 /// GetRecords calls refused with ProvisionedThroughputExceeded.
 pub const READS_THROTTLED: &str = "reads_throttled";
+/// Shards that fell back from enhanced fan-out to polling.
+pub const FANOUT_FALLBACKS: &str = "fanout_fallbacks";
 
 /// Labels of per-shard series.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -74,6 +76,7 @@ pub struct Metrics {
     pub(crate) parked: Family<ShardLabels, Counter>,
     pub(crate) retries: Family<ShardLabels, Counter>,
     pub(crate) reads_throttled: Family<ShardLabels, Counter>,
+    pub(crate) fanout_fallbacks: Family<ShardLabels, Counter>,
     pub(crate) batch_seconds: HistogramFamily,
     pub(crate) leases_held: Family<WorkerLabels, Gauge>,
     pub(crate) leases_taken: Family<WorkerLabels, Counter>,
@@ -91,6 +94,7 @@ impl Metrics {
             parked: Family::default(),
             retries: Family::default(),
             reads_throttled: Family::default(),
+            fanout_fallbacks: Family::default(),
             batch_seconds: HistogramFamily::new_with_constructor(batch_histogram),
             leases_held: Family::default(),
             leases_taken: Family::default(),
@@ -115,6 +119,11 @@ impl Metrics {
             READS_THROTTLED,
             "GetRecords calls refused with ProvisionedThroughputExceeded",
             m.reads_throttled.clone(),
+        );
+        r.register(
+            FANOUT_FALLBACKS,
+            "Shards that fell back from enhanced fan-out to polling",
+            m.fanout_fallbacks.clone(),
         );
         r.register(BATCH_SECONDS, "Processor time per batch", m.batch_seconds.clone());
         r.register(LEASES_HELD, "Leases this worker holds", m.leases_held.clone());

@@ -107,6 +107,43 @@ pub async fn start_iterator(
     Ok(out.shard_iterator)
 }
 
+/// Whether sequence number `a` comes before `b` in their shard. They are decimal strings
+/// longer than any integer type, without leading zeros: compare length, then text.
+pub fn is_before(a: &str, b: &str) -> bool {
+    (a.len(), a) < (b.len(), b)
+}
+
+/// The user records in Kinesis records (polled or pushed), deaggregated, minus what
+/// `done` covers (anything before it, not just the sub-records of its own record: a
+/// resubscription or a service that starts a little early must not replay); with the
+/// count and bytes of the Kinesis records.
+pub(crate) fn user_records(
+    kinesis: Vec<aws_sdk_kinesis::types::Record>,
+    done: &Checkpoint,
+) -> (Vec<Record>, usize, usize) {
+    let (mut count, mut bytes) = (0, 0);
+    let mut records = Vec::new();
+    for r in kinesis {
+        count += 1;
+        // Owned, not copied: user records of an aggregate are slices of this buffer.
+        let data = Bytes::from(r.data.into_inner());
+        bytes += data.len();
+        for (sub, user) in (0u64..).zip(kpl::deaggregate(&r.partition_key, data)) {
+            let covered = matches!(done, Checkpoint::Sequence { sequence, sub: upto }
+                if is_before(&r.sequence_number, sequence) || (*sequence == r.sequence_number && sub <= *upto));
+            if !covered {
+                records.push(Record {
+                    sequence: r.sequence_number.clone(),
+                    sub,
+                    partition_key: user.partition_key,
+                    data: user.data,
+                });
+            }
+        }
+    }
+    (records, count, bytes)
+}
+
 /// One GetRecords call: deaggregated, minus what `done` already covers.
 pub async fn get_batch(
     client: &Client,
@@ -124,26 +161,7 @@ pub async fn get_batch(
         .map_err(|e| error("GetRecords", shard, e.into_service_error()))?;
     let millis_behind_latest = out.millis_behind_latest().unwrap_or(0);
     let next_iterator = out.next_shard_iterator;
-    let (mut kinesis_records, mut kinesis_bytes) = (0, 0);
-    let mut records = Vec::new();
-    for r in out.records {
-        kinesis_records += 1;
-        // Owned, not copied: user records of an aggregate are slices of this buffer.
-        let data = Bytes::from(r.data.into_inner());
-        kinesis_bytes += data.len();
-        for (sub, user) in (0u64..).zip(kpl::deaggregate(&r.partition_key, data)) {
-            let covered = matches!(done, Checkpoint::Sequence { sequence, sub: upto }
-                if *sequence == r.sequence_number && sub <= *upto);
-            if !covered {
-                records.push(Record {
-                    sequence: r.sequence_number.clone(),
-                    sub,
-                    partition_key: user.partition_key,
-                    data: user.data,
-                });
-            }
-        }
-    }
+    let (records, kinesis_records, kinesis_bytes) = user_records(out.records, done);
     Ok(Batch {
         records,
         millis_behind_latest,
@@ -169,6 +187,17 @@ pub fn read_limit(budget: usize, average_record: usize, max_records: i32) -> i32
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sequence_numbers_compare_as_numbers() {
+        assert!(is_before("9", "10"));
+        assert!(is_before(
+            "49590338271490256608559692538361571095921575989136588801",
+            "49590338271490256608559692538361571095921575989136588802"
+        ));
+        assert!(!is_before("10", "10"));
+        assert!(!is_before("11", "9"));
+    }
 
     #[test]
     fn the_read_limit_aims_at_the_byte_budget() {

@@ -19,6 +19,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::fanout;
 use crate::lease::{Checkpoint, Lease, LeaseError, LeaseTable};
 use crate::metrics::ShardLabels;
 use crate::parking::{Parked, ParkingLot};
@@ -115,6 +116,9 @@ pub(crate) async fn pause(cancel: &CancellationToken, d: Duration) -> bool {
     }
 }
 
+/// Failed subscriptions in a row before a shard falls back to polling.
+const FANOUT_ATTEMPTS: u32 = 5;
+
 /// The shard's task.
 pub(crate) async fn run<P: Processor, L: LeaseTable, K: ParkingLot>(
     shared: Arc<Shared<P, L, K>>,
@@ -166,6 +170,20 @@ struct ShardReader<P, L, K> {
 
 impl<P: Processor, L: LeaseTable, K: ParkingLot> ShardReader<P, L, K> {
     async fn read(&mut self) -> ShardExit {
+        if let Some(arn) = self.shared.consumer_arn.get().cloned() {
+            match self.read_fanout(&arn).await {
+                Some(exit) => return exit,
+                None => {
+                    warn!("enhanced fan-out keeps failing; this shard falls back to polling");
+                    self.shared.metrics.fanout_fallbacks.get_or_create(&self.labels).inc();
+                    self.shared.totals.fanout_fallbacks.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        self.read_polling().await
+    }
+
+    async fn read_polling(&mut self) -> ShardExit {
         let cfg = &self.shared.cfg.clone();
         let client = self.shared.kinesis.clone();
         let mut backoff = Backoff::new(cfg.retry_base, cfg.retry_cap);
@@ -226,24 +244,118 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> ShardReader<P, L, K> {
                 .get_or_create(&self.labels)
                 .set(batch.millis_behind_latest);
             let caught_up = batch.records.is_empty() || (batch.millis_behind_latest == 0 && !full);
-            if !batch.records.is_empty() {
-                match self.process(batch.records, batch.millis_behind_latest).await {
-                    Ok(true) => {}
-                    Ok(false) => return ShardExit::Stopped,
-                    Err(exit) => return exit,
-                }
-            }
-            match batch.next_iterator {
-                None => return self.end().await,
-                Some(next) => iterator = Some(next),
-            }
-            if self.last_checkpoint.elapsed() >= cfg.checkpoint_interval
-                && let Err(exit) = self.checkpoint().await
-            {
+            iterator = batch.next_iterator.clone();
+            if let Some(exit) = self.handle(batch).await {
                 return exit;
             }
             if caught_up && !pause(&self.cancel, cfg.idle_poll).await {
                 return ShardExit::Stopped;
+            }
+        }
+    }
+
+    /// Processes one batch (polled or pushed), ends the shard if the batch says so, and
+    /// stores progress when due. `Some` when this shard's task is over.
+    async fn handle(&mut self, batch: retrieval::Batch) -> Option<ShardExit> {
+        if !batch.records.is_empty() {
+            match self.process(batch.records, batch.millis_behind_latest).await {
+                Ok(true) => {}
+                Ok(false) => return Some(ShardExit::Stopped),
+                Err(exit) => return Some(exit),
+            }
+        }
+        if batch.next_iterator.is_none() {
+            return Some(self.end().await);
+        }
+        if self.last_checkpoint.elapsed() >= self.shared.cfg.checkpoint_interval
+            && let Err(exit) = self.checkpoint().await
+        {
+            return Some(exit);
+        }
+        None
+    }
+
+    /// Reads by enhanced fan-out; `None` when it keeps failing and polling should take
+    /// over (the caller falls back).
+    async fn read_fanout(&mut self, consumer_arn: &str) -> Option<ShardExit> {
+        let cfg = self.shared.cfg.clone();
+        let client = self.shared.kinesis.clone();
+        let mut backoff = Backoff::new(cfg.retry_base, cfg.retry_cap);
+        let mut subscription: Option<fanout::Subscription> = None;
+        let mut continuation: Option<String> = None;
+        let mut failures = 0u32;
+        loop {
+            if self.cancel.is_cancelled() {
+                return Some(ShardExit::Stopped);
+            }
+            if failures >= FANOUT_ATTEMPTS {
+                return None;
+            }
+            let sub = match &mut subscription {
+                Some(sub) => sub,
+                None => {
+                    match fanout::subscribe(
+                        &client,
+                        consumer_arn,
+                        &self.shard,
+                        &self.done,
+                        continuation.as_deref(),
+                        cfg.start_timestamp,
+                    )
+                    .await
+                    {
+                        Ok(sub) => subscription.insert(sub),
+                        Err(e) => {
+                            failures += 1;
+                            warn!(error = %e, failures, "subscribing failed; backing off");
+                            if !pause(&self.cancel, backoff.next()).await {
+                                return Some(ShardExit::Stopped);
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            // Renewed before the service's 5-minute end, from the last processed record.
+            let renew_at = tokio::time::Instant::from_std(sub.started + cfg.fan_out_resubscribe);
+            let next = tokio::select! {
+                () = self.cancel.cancelled() => return Some(ShardExit::Stopped),
+                () = tokio::time::sleep_until(renew_at) => {
+                    debug!("resubscribing before the 5-minute limit");
+                    continuation = sub.continuation.clone();
+                    subscription = None;
+                    continue;
+                }
+                next = sub.next(&self.done) => next,
+            };
+            let batch = match next {
+                Ok(Some(batch)) => batch,
+                Ok(None) => {
+                    debug!("the service ended the subscription; resubscribing");
+                    continuation = sub.continuation.clone();
+                    subscription = None;
+                    continue;
+                }
+                Err(e) => {
+                    failures += 1;
+                    warn!(error = %e, failures, "subscription failed; resubscribing");
+                    continuation = sub.continuation.clone();
+                    subscription = None;
+                    if !pause(&self.cancel, backoff.next()).await {
+                        return Some(ShardExit::Stopped);
+                    }
+                    continue;
+                }
+            };
+            failures = 0;
+            backoff.reset();
+            self.shared
+                .metrics
+                .millis_behind_latest
+                .get_or_create(&self.labels)
+                .set(batch.millis_behind_latest);
+            if let Some(exit) = self.handle(batch).await {
+                return Some(exit);
             }
         }
     }

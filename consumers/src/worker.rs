@@ -63,6 +63,11 @@ pub struct WorkerConfig {
     pub initial_position: Checkpoint,
     /// The start time for `initial_position` = AT_TIMESTAMP.
     pub start_timestamp: Option<chrono::DateTime<chrono::Utc>>,
+    /// Read by enhanced fan-out as this registered consumer (None: polling). A shard
+    /// whose subscriptions keep failing falls back to polling.
+    pub fan_out: Option<String>,
+    /// A subscription is renewed after this long (the service ends it at 5 minutes).
+    pub fan_out_resubscribe: Duration,
     /// First retry delay (full jitter, doubling).
     pub retry_base: Duration,
     /// Longest retry delay.
@@ -88,6 +93,8 @@ impl WorkerConfig {
             checkpoint_interval: Duration::from_secs(1),
             initial_position: Checkpoint::TrimHorizon,
             start_timestamp: None,
+            fan_out: None,
+            fan_out_resubscribe: Duration::from_secs(270),
             retry_base: Duration::from_millis(100),
             retry_cap: Duration::from_secs(10),
         }
@@ -104,6 +111,7 @@ fn default_worker_id() -> String {
 pub(crate) struct Totals {
     pub(crate) records: AtomicU64,
     pub(crate) parked: AtomicU64,
+    pub(crate) fanout_fallbacks: AtomicU64,
 }
 
 /// What a worker did, returned at shutdown.
@@ -121,6 +129,8 @@ pub struct WorkerReport {
     pub leases_handed_off: u64,
     /// Shards this worker saw to their end.
     pub shards_ended: u64,
+    /// Shards that fell back from enhanced fan-out to polling.
+    pub fanout_fallbacks: u64,
 }
 
 /// What every shard task shares.
@@ -133,6 +143,8 @@ pub(crate) struct Shared<P, L, K> {
     pub(crate) metrics: Metrics,
     pub(crate) worker_labels: WorkerLabels,
     pub(crate) totals: Totals,
+    /// The registered fan-out consumer, once registration succeeded.
+    pub(crate) consumer_arn: std::sync::OnceLock<String>,
     table: Arc<L>,
 }
 
@@ -173,6 +185,7 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> Worker<P, L, K> {
                 metrics,
                 worker_labels,
                 totals: Totals::default(),
+                consumer_arn: std::sync::OnceLock::new(),
                 table: Arc::new(table),
             }),
         }
@@ -222,6 +235,15 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> State<P, L, K> {
         for t in [&mut renew, &mut take, &mut discover] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
+        if let Some(name) = &cfg.fan_out {
+            match crate::fanout::register(&self.shared.kinesis, &cfg.stream, name).await {
+                Ok(arn) => {
+                    info!(consumer = %name, %arn, "reading by enhanced fan-out");
+                    let _ = self.shared.consumer_arn.set(arn);
+                }
+                Err(e) => warn!(error = %e, "cannot register the fan-out consumer; polling instead"),
+            }
+        }
         // Discovery first, so the first take round sees every shard's lease.
         discover.tick().await;
         self.discover().await;
@@ -253,6 +275,7 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> State<P, L, K> {
         }
         self.report.records = self.shared.totals.records.load(Ordering::Relaxed);
         self.report.parked = self.shared.totals.parked.load(Ordering::Relaxed);
+        self.report.fanout_fallbacks = self.shared.totals.fanout_fallbacks.load(Ordering::Relaxed);
         info!(report = ?self.report, "worker stopped");
         self.report.clone()
     }

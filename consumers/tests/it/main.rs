@@ -2,6 +2,7 @@
 // Tests fail by panicking; unwrap is the assertion.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod fanout;
 mod helpers;
 mod lease;
 mod retrieval;
