@@ -12,9 +12,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use cafe_consumers::lease::{Checkpoint, DynamoLeaseTable, Lease, LeaseTable};
+use cafe_localstack::testing::{eventually, put_raw};
 use cafe_localstack::{StackConfig, aws, provision};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -112,27 +111,11 @@ impl Setup {
             let mut sent = HashSet::new();
             let mut n = 0u64;
             while !stop.is_cancelled() {
-                let round: Vec<String> = (0..keys).map(|k| format!("key-{k}:{n}")).collect();
-                let entries = round
-                    .iter()
-                    .map(|data| {
-                        let key = data.split(':').next().unwrap();
-                        PutRecordsRequestEntry::builder()
-                            .partition_key(key)
-                            .data(Blob::new(data.as_bytes()))
-                            .build()
-                            .unwrap()
-                    })
+                let round: Vec<(String, String)> = (0..keys)
+                    .map(|k| (format!("key-{k}"), format!("key-{k}:{n}")))
                     .collect();
-                let out = kinesis
-                    .put_records()
-                    .stream_name(&stream)
-                    .set_records(Some(entries))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(out.failed_record_count(), Some(0));
-                sent.extend(round);
+                put_raw(&kinesis, &stream, &round).await;
+                sent.extend(round.into_iter().map(|(_, data)| data));
                 n += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -154,17 +137,6 @@ impl Setup {
         let mut c: Vec<usize> = counts.into_values().collect();
         c.sort_unstable();
         c
-    }
-}
-
-async fn eventually<F: AsyncFnMut() -> bool>(what: &str, limit: Duration, mut check: F) {
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -17,21 +17,12 @@ use aws_sdk_kinesis::error::ProvideErrorMetadata;
 use aws_sdk_kinesis::types::{ConsumerStatus, ShardIteratorType, StartingPosition, SubscribeToShardEventStream};
 
 use crate::lease::Checkpoint;
-use crate::retrieval::{Batch, RetrievalError};
+use crate::retrieval::{Batch, RetrievalError, error};
 
 type Receiver = aws_sdk_kinesis::primitives::event_stream::EventReceiver<
     SubscribeToShardEventStream,
     aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError,
 >;
-
-fn error<E: ProvideErrorMetadata + std::fmt::Debug>(operation: &'static str, shard: &str, e: E) -> RetrievalError {
-    RetrievalError {
-        operation,
-        shard: shard.to_owned(),
-        code: e.code().unwrap_or("Unknown").to_owned(),
-        message: e.message().map_or_else(|| format!("{e:?}"), str::to_owned),
-    }
-}
 
 /// Registers `name` as a consumer of `stream` (or finds it registered) and waits until
 /// it is ACTIVE; returns its ARN.

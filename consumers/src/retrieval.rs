@@ -66,7 +66,11 @@ pub struct RetrievalError {
     pub message: String,
 }
 
-fn error<E: ProvideErrorMetadata + std::fmt::Debug>(operation: &'static str, shard: &str, e: E) -> RetrievalError {
+pub(crate) fn error<E: ProvideErrorMetadata + std::fmt::Debug>(
+    operation: &'static str,
+    shard: &str,
+    e: E,
+) -> RetrievalError {
     RetrievalError {
         operation,
         shard: shard.to_owned(),

@@ -3,8 +3,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use cafe_consumers::lease::DynamoLeaseTable;
 use cafe_consumers::metrics::Metrics;
 use cafe_consumers::parking::DynamoParkingLot;
@@ -123,27 +121,8 @@ impl Fixture {
 
     /// Puts `key:n` records, raw (one Kinesis record each).
     pub async fn put(&self, records: &[(String, u64)]) {
-        for chunk in records.chunks(500) {
-            let entries = chunk
-                .iter()
-                .map(|(key, n)| {
-                    PutRecordsRequestEntry::builder()
-                        .partition_key(key)
-                        .data(Blob::new(format!("{key}:{n}")))
-                        .build()
-                        .unwrap()
-                })
-                .collect();
-            let out = self
-                .kinesis
-                .put_records()
-                .stream_name(&self.stream)
-                .set_records(Some(entries))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(out.failed_record_count(), Some(0));
-        }
+        let raw: Vec<(String, String)> = records.iter().map(|(k, n)| (k.clone(), format!("{k}:{n}"))).collect();
+        cafe_localstack::testing::put_raw(&self.kinesis, &self.stream, &raw).await;
     }
 
     /// Puts `keys` records per round (`key-0` .. `key-{keys-1}`, each numbered from 0
@@ -175,15 +154,8 @@ impl Fixture {
     }
 
     /// Polls `check` every 100 ms until it holds, or panics with `what` after `limit`.
-    pub async fn eventually<F: AsyncFnMut() -> bool>(&self, what: &str, limit: Duration, mut check: F) {
-        let deadline = Instant::now() + limit;
-        while !check().await {
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {limit:?} waiting for {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    pub async fn eventually<F: AsyncFnMut() -> bool>(&self, what: &str, limit: Duration, check: F) {
+        cafe_localstack::testing::eventually(what, limit, check).await;
     }
 }
 

@@ -24,6 +24,7 @@ pub mod provision;
 pub mod service;
 pub mod smoke;
 pub mod supervisor;
+pub mod testing;
 
 pub use config::{Names, Ports, StackConfig};
 pub use error::StackError;
