@@ -258,3 +258,58 @@ fn merge_in_time(x: &Collector, y: &Collector) -> Vec<Seen> {
     all.sort_by_key(|s| s.at);
     all
 }
+
+/// The Prometheus endpoint serves the runtime's metrics under their one set of names.
+#[tokio::test]
+async fn metrics_are_served_in_the_prometheus_text_format() {
+    use tower::ServiceExt;
+
+    let fx = fixture(1).await;
+    fx.put(&keyed("m", 0..7)).await;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = cafe_consumers::metrics::Metrics::register(&mut registry);
+    let collector = Collector::new("w");
+    let worker = cafe_consumers::Worker::new(
+        fx.config("metrics", "w"),
+        fx.kinesis.clone(),
+        fx.leases("metrics"),
+        std::sync::Arc::new(fx.parking()),
+        collector.clone(),
+        metrics,
+    );
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(worker.run(stop.clone()));
+    fx.eventually("7 records", Duration::from_secs(20), async || {
+        collector.seen().len() == 7
+    })
+    .await;
+    let router = cafe_consumers::metrics::router(std::sync::Arc::new(registry));
+    let response = router
+        .oneshot(
+            axum::http::Request::get("/metrics")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    let shard = fx.leases("metrics").list().await.unwrap()[0].shard_id.clone();
+    assert!(
+        text.contains(&format!(
+            "cafe_consumer_records_total{{application=\"metrics\",shard=\"{shard}\"}} 7"
+        )),
+        "{text}"
+    );
+    for name in [
+        "cafe_consumer_leases_held",
+        "cafe_consumer_leases_taken_total",
+        "cafe_consumer_batch_seconds_bucket",
+        "cafe_consumer_millis_behind_latest",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+    stop.cancel();
+    running.await.unwrap();
+}
