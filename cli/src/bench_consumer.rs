@@ -12,10 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use bytes::Bytes;
+use cafe_consumers::lease::Checkpoint;
 use cafe_consumers::lease::{DynamoLeaseTable, LeaseTable};
-use cafe_consumers::retrieval::{MAX_RECORD_BYTES, read_limit};
-use cafe_events::kpl;
+use cafe_consumers::retrieval::{MAX_RECORD_BYTES, get_batch, read_limit, start_iterator};
 use cafe_localstack::{StackConfig, provision};
 use cafe_producers::publish::{KinesisSink, Publisher, PublisherConfig};
 use http_body_util::BodyExt;
@@ -103,8 +102,9 @@ fn rss_bytes(pid: u32) -> Option<u64> {
 }
 
 /// The ceiling: every shard read from TRIM_HORIZON to its tip with back-to-back
-/// GetRecords, deaggregated, one task per shard: the least work that delivers the user
-/// records. `budget` None asks for 10,000 records a call (the service maximum); Some aims
+/// GetRecords through `retrieval::get_batch` (the call and the zero-copy deaggregation
+/// the worker itself uses, nothing else), one task per shard: the least work that
+/// delivers the user records. `budget` None asks for 10,000 records a call (the service maximum); Some aims
 /// each call at that many bytes, as the worker does. Returns (user records, Kinesis
 /// records, elapsed).
 async fn raw_read(
@@ -119,37 +119,20 @@ async fn raw_read(
         .map(|s| {
             let (kinesis, stream) = (kinesis.clone(), stream.to_owned());
             tokio::spawn(async move {
-                let mut it = kinesis
-                    .get_shard_iterator()
-                    .stream_name(&stream)
-                    .shard_id(&s.shard_id)
-                    .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
-                    .send()
-                    .await?
-                    .shard_iterator;
+                let mut it = start_iterator(&kinesis, &stream, &s.shard_id, &Checkpoint::TrimHorizon, None).await?;
                 let (mut user, mut raw) = (0u64, 0u64);
                 let mut limit = budget.map_or(10_000, |b| read_limit(b, MAX_RECORD_BYTES, 10_000));
                 while let Some(iterator) = it {
-                    let out = kinesis
-                        .get_records()
-                        .shard_iterator(iterator)
-                        .limit(limit)
-                        .send()
-                        .await?;
-                    let mut bytes = 0;
-                    for r in out.records() {
-                        raw += 1;
-                        bytes += r.data().as_ref().len();
-                        let data = Bytes::copy_from_slice(r.data().as_ref());
-                        user += kpl::deaggregate(r.partition_key(), data).len() as u64;
-                    }
-                    if let (Some(b), Some(average)) = (budget, bytes.checked_div(out.records().len())) {
+                    let batch = get_batch(&kinesis, &s.shard_id, &iterator, limit, &Checkpoint::TrimHorizon).await?;
+                    raw += batch.kinesis_records as u64;
+                    user += batch.records.len() as u64;
+                    if let (Some(b), Some(average)) = (budget, batch.kinesis_bytes.checked_div(batch.kinesis_records)) {
                         limit = read_limit(b, average, 10_000);
                     }
-                    if out.records().is_empty() && out.millis_behind_latest().unwrap_or(0) == 0 {
+                    if batch.records.is_empty() && batch.millis_behind_latest == 0 {
                         break;
                     }
-                    it = out.next_shard_iterator;
+                    it = batch.next_iterator;
                 }
                 anyhow::Ok((user, raw))
             })

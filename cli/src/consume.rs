@@ -199,18 +199,9 @@ pub async fn run(cfg: &StackConfig, args: ConsumeArgs, shutdown: impl Future<Out
         worker_cfg.worker_id, worker_cfg.stream, worker_cfg.application
     );
     let worker_id = worker_cfg.worker_id.clone();
+    let parts = (worker_cfg, clients.kinesis.clone(), leases, parking, metrics);
     let report = match &args.sink {
-        Sink::Discard => {
-            let worker = Worker::new(
-                worker_cfg,
-                clients.kinesis.clone(),
-                leases,
-                parking,
-                Arc::new(DiscardSink),
-                metrics,
-            );
-            drive(worker, &stop, shutdown).await
-        }
+        Sink::Discard => drive(parts, Arc::new(DiscardSink), &stop, shutdown).await,
         Sink::Jsonl(path) => {
             let file = std::fs::OpenOptions::new()
                 .create(true)
@@ -221,15 +212,7 @@ pub async fn run(cfg: &StackConfig, args: ConsumeArgs, shutdown: impl Future<Out
                 worker: worker_id,
                 file: Mutex::new(file),
             };
-            let worker = Worker::new(
-                worker_cfg,
-                clients.kinesis.clone(),
-                leases,
-                parking,
-                Arc::new(sink),
-                metrics,
-            );
-            drive(worker, &stop, shutdown).await
+            drive(parts, Arc::new(sink), &stop, shutdown).await
         }
     };
     stop.cancel();
@@ -248,11 +231,23 @@ pub async fn run(cfg: &StackConfig, args: ConsumeArgs, shutdown: impl Future<Out
     Ok(())
 }
 
+/// Everything a worker needs but its processor.
+type Parts = (
+    WorkerConfig,
+    aws_sdk_kinesis::Client,
+    DynamoLeaseTable,
+    Arc<DynamoParkingLot>,
+    Metrics,
+);
+
+/// Runs a worker with `processor` until `shutdown`, then drains it.
 async fn drive<P: Processor>(
-    worker: Worker<P, DynamoLeaseTable, DynamoParkingLot>,
+    (cfg, kinesis, leases, parking, metrics): Parts,
+    processor: Arc<P>,
     stop: &CancellationToken,
     shutdown: impl Future<Output = ()>,
 ) -> cafe_consumers::WorkerReport {
+    let worker = Worker::new(cfg, kinesis, leases, parking, processor, metrics);
     let token = stop.child_token();
     let trigger = token.clone();
     let running = tokio::spawn(worker.run(token));

@@ -111,6 +111,19 @@ pub async fn start_iterator(
     Ok(out.shard_iterator)
 }
 
+/// The user records one Kinesis record carries: itself, or a KPL aggregate's members
+/// numbered by sub-sequence. Shared by polling, fan-out and the Lambda mode.
+pub fn deaggregated(sequence: &str, partition_key: &str, data: Bytes) -> impl Iterator<Item = Record> {
+    (0u64..)
+        .zip(kpl::deaggregate(partition_key, data))
+        .map(move |(sub, user)| Record {
+            sequence: sequence.to_owned(),
+            sub,
+            partition_key: user.partition_key,
+            data: user.data,
+        })
+}
+
 /// Whether sequence number `a` comes before `b` in their shard. They are decimal strings
 /// longer than any integer type, without leading zeros: compare length, then text.
 pub fn is_before(a: &str, b: &str) -> bool {
@@ -132,18 +145,10 @@ pub(crate) fn user_records(
         // Owned, not copied: user records of an aggregate are slices of this buffer.
         let data = Bytes::from(r.data.into_inner());
         bytes += data.len();
-        for (sub, user) in (0u64..).zip(kpl::deaggregate(&r.partition_key, data)) {
-            let covered = matches!(done, Checkpoint::Sequence { sequence, sub: upto }
-                if is_before(&r.sequence_number, sequence) || (*sequence == r.sequence_number && sub <= *upto));
-            if !covered {
-                records.push(Record {
-                    sequence: r.sequence_number.clone(),
-                    sub,
-                    partition_key: user.partition_key,
-                    data: user.data,
-                });
-            }
-        }
+        records.extend(deaggregated(&r.sequence_number, &r.partition_key, data).filter(|u| {
+            !matches!(done, Checkpoint::Sequence { sequence, sub: upto }
+                if is_before(&u.sequence, sequence) || (*sequence == u.sequence && u.sub <= *upto))
+        }));
     }
     (records, count, bytes)
 }

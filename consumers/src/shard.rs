@@ -388,23 +388,15 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> ShardReader<P, L, K> {
                     break;
                 }
             }
-            if w.finished > 0 {
-                let finished: Vec<Record> = records.drain(..w.finished).collect();
-                let bytes: u64 = finished.iter().map(|r| r.data.len() as u64).sum();
-                shared
-                    .metrics
-                    .records
-                    .get_or_create(&self.labels)
-                    .inc_by(finished.len() as u64);
+            if let Some(last) = w.finished.checked_sub(1).and_then(|i| records.get(i)) {
+                let n = w.finished as u64;
+                let bytes: u64 = records[..w.finished].iter().map(|r| r.data.len() as u64).sum();
+                shared.metrics.records.get_or_create(&self.labels).inc_by(n);
                 shared.metrics.bytes.get_or_create(&self.labels).inc_by(bytes);
-                shared
-                    .totals
-                    .records
-                    .fetch_add(finished.len() as u64, Ordering::Relaxed);
-                if let Some(last) = finished.last() {
-                    self.done = last.checkpoint();
-                    debug!(sequence = %last.sequence, sub = last.sub, records = finished.len(), "batch processed");
-                }
+                shared.totals.records.fetch_add(n, Ordering::Relaxed);
+                self.done = last.checkpoint();
+                debug!(sequence = %last.sequence, sub = last.sub, records = n, "batch processed");
+                records.drain(..w.finished);
             }
             if records.is_empty() {
                 break;

@@ -53,7 +53,7 @@ pub struct WorkerConfig {
     /// GetRecords `Limit` ceiling (default 10,000, the service maximum).
     pub max_records: i32,
     /// Bytes one GetRecords call is aimed at (default 2 MiB); the record limit adapts to
-    /// each shard's record size so memory per shard stays flat (see `shard::read_limit`).
+    /// each shard's record size so memory per shard stays flat (see `retrieval::read_limit`).
     pub read_bytes_budget: usize,
     /// A shard's progress is stored at most this often, and always at shutdown, at
     /// handoff and at shard end (default 1 s). The uncheckpointed window is what a
@@ -191,11 +191,6 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> Worker<P, L, K> {
         }
     }
 
-    /// This worker's id.
-    pub fn id(&self) -> &str {
-        &self.shared.cfg.worker_id
-    }
-
     /// Runs until `shutdown` is cancelled, then drains (see the module docs).
     pub async fn run(self, shutdown: CancellationToken) -> WorkerReport {
         let span = info_span!(
@@ -324,14 +319,18 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> State<P, L, K> {
         {
             r.lost = true;
             r.cancel.cancel();
-            self.report.leases_lost += 1;
-            self.shared
-                .metrics
-                .leases_lost
-                .get_or_create(&self.shared.worker_labels)
-                .inc();
+            self.count_lost();
             warn!(shard = shard_id, "lease lost to another worker");
         }
+    }
+
+    fn count_lost(&mut self) {
+        self.report.leases_lost += 1;
+        self.shared
+            .metrics
+            .leases_lost
+            .get_or_create(&self.shared.worker_labels)
+            .inc();
     }
 
     /// Handles a finished shard task; true when a shard ended (look for its children).
@@ -351,12 +350,7 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> State<P, L, K> {
         match exit {
             ShardExit::Lost => {
                 if !r.lost {
-                    self.report.leases_lost += 1;
-                    self.shared
-                        .metrics
-                        .leases_lost
-                        .get_or_create(&self.shared.worker_labels)
-                        .inc();
+                    self.count_lost();
                 }
                 false
             }

@@ -1,5 +1,4 @@
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +31,7 @@ pub async fn fresh_leases(application: &str) -> (DynamoLeaseTable, aws_sdk_dynam
 }
 
 /// A stream, a lease table and a parked table of their own, and the clients to use them.
+#[derive(Clone)]
 pub struct Fixture {
     pub kinesis: aws_sdk_kinesis::Client,
     pub dynamodb: aws_sdk_dynamodb::Client,
@@ -128,7 +128,7 @@ impl Fixture {
     /// Puts `keys` records per round (`key-0` .. `key-{keys-1}`, each numbered from 0
     /// upwards) every 50 ms until `stop`; returns everything put.
     pub fn produce(&self, keys: usize, stop: CancellationToken) -> tokio::task::JoinHandle<Vec<(String, u64)>> {
-        let this = self.clone_clients();
+        let this = self.clone();
         tokio::spawn(async move {
             let mut sent = Vec::new();
             let mut n = 0u64;
@@ -141,16 +141,6 @@ impl Fixture {
             }
             sent
         })
-    }
-
-    fn clone_clients(&self) -> Fixture {
-        Fixture {
-            kinesis: self.kinesis.clone(),
-            dynamodb: self.dynamodb.clone(),
-            stream: self.stream.clone(),
-            leases_table: self.leases_table.clone(),
-            parked_table: self.parked_table.clone(),
-        }
     }
 
     /// Polls `check` every 100 ms until it holds, or panics with `what` after `limit`.
@@ -178,7 +168,6 @@ pub struct Collector {
     pub name: String,
     pub seen: Mutex<Vec<Seen>>,
     pub flaky: Mutex<HashMap<String, u32>>,
-    pub offered: AtomicU64,
 }
 
 impl Collector {
@@ -196,7 +185,6 @@ impl Collector {
 
 impl Processor for Collector {
     async fn process(&self, ctx: BatchContext<'_>, records: &[Record]) -> Vec<Outcome> {
-        self.offered.fetch_add(records.len() as u64, Ordering::Relaxed);
         let mut out = Vec::with_capacity(records.len());
         for r in records {
             let text = String::from_utf8_lossy(&r.data).into_owned();

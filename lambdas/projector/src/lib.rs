@@ -18,8 +18,9 @@ use aws_lambda_events::event::streams::KinesisEventResponse;
 use bytes::Bytes;
 use cafe_consumers::parking::{Parked, ParkingLot};
 use cafe_consumers::processor::walk;
+use cafe_consumers::retrieval::deaggregated;
 use cafe_consumers::{BatchContext, Outcome, Processor, Record};
-use cafe_events::{EventEnvelope, kpl};
+use cafe_events::EventEnvelope;
 use tracing::{Instrument, info_span, warn};
 
 /// The shard a Lambda Kinesis record came from: its `eventID` is `<shardId>:<sequence>`.
@@ -34,26 +35,17 @@ fn records_by_shard(event: &KinesisEvent) -> Vec<(String, Vec<Record>)> {
     let mut shards: Vec<(String, Vec<Record>)> = Vec::new();
     for r in &event.records {
         let shard = shard_of(r.event_id.as_deref());
-        let data = Bytes::from(r.kinesis.data.0.clone());
-        let users = kpl::deaggregate(&r.kinesis.partition_key, data);
-        let records = match shards.iter_mut().find(|(s, _)| s == shard) {
-            Some((_, records)) => records,
+        let i = match shards.iter().position(|(s, _)| s == shard) {
+            Some(i) => i,
             None => {
                 shards.push((shard.to_owned(), Vec::new()));
-                match shards.last_mut() {
-                    Some((_, records)) => records,
-                    None => continue,
-                }
+                shards.len() - 1
             }
         };
-        for (sub, user) in (0u64..).zip(users) {
-            records.push(Record {
-                sequence: r.kinesis.sequence_number.clone(),
-                sub,
-                partition_key: user.partition_key,
-                data: user.data,
-            });
-        }
+        let data = Bytes::from(r.kinesis.data.0.clone());
+        shards[i]
+            .1
+            .extend(deaggregated(&r.kinesis.sequence_number, &r.kinesis.partition_key, data));
     }
     shards
 }
