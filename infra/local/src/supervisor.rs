@@ -80,11 +80,18 @@ impl Stack {
                 remove_dir_if_exists(&s.data_dir(&self.cfg))?;
             }
         }
+        self.up_only(&Service::ALL).await
+    }
+
+    /// Starts those of `services` that are not running and waits until they are
+    /// healthy. Chaos tests run a private stack of one or two services this way (their
+    /// own state dir and ports) and restart them without disturbing anyone else.
+    pub async fn up_only(&self, services: &[Service]) -> Result<Vec<(Service, UpOutcome)>, StackError> {
         for dir in [self.cfg.data_dir(), self.cfg.log_dir(), self.cfg.run_dir()] {
             fs::create_dir_all(&dir).map_err(StackError::path(&dir))?;
         }
         let mut outcomes = Vec::new();
-        for service in Service::ALL {
+        for &service in services {
             if self.tracked(service).is_some() {
                 outcomes.push((service, UpOutcome::AlreadyRunning));
                 continue;
@@ -100,24 +107,30 @@ impl Stack {
             self.spawn(service)?;
             outcomes.push((service, UpOutcome::Started));
         }
-        let waits = Service::ALL.map(|s| self.wait_healthy(s));
+        let waits = services.iter().map(|&s| self.wait_healthy(s));
         for result in futures::future::join_all(waits).await {
             result?;
         }
         Ok(outcomes)
     }
 
+    /// Stops one service of this stack (if it runs), waiting for it to exit. Returns
+    /// the pid it had.
+    pub async fn stop_one(&self, service: Service) -> Result<Option<i32>, StackError> {
+        let pid_file = service.pid_file(&self.cfg);
+        let tracked = self.tracked(service);
+        if let Some(t) = tracked {
+            stop(t, service.stop_signal()).await;
+        }
+        remove_file_if_exists(&pid_file)?;
+        Ok(tracked.map(|t| t.pid))
+    }
+
     /// Stops every process this stack started (and only those), waiting for each to exit.
     pub async fn down(&self) -> Result<Vec<(Service, Option<i32>)>, StackError> {
         let mut stopped = Vec::new();
         for service in Service::ALL.into_iter().rev() {
-            let pid_file = service.pid_file(&self.cfg);
-            let tracked = self.tracked(service);
-            if let Some(t) = tracked {
-                stop(t, service.stop_signal()).await;
-            }
-            remove_file_if_exists(&pid_file)?;
-            stopped.push((service, tracked.map(|t| t.pid)));
+            stopped.push((service, self.stop_one(service).await?));
         }
         Ok(stopped)
     }

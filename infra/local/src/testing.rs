@@ -44,3 +44,56 @@ pub async fn put_raw(kinesis: &aws_sdk_kinesis::Client, stream: &str, records: &
         assert_eq!(out.failed_record_count(), Some(0));
     }
 }
+
+/// A stack of a few services with its own state dir and free ports, for chaos tests
+/// that restart or flush a server: the shared stack stays untouched for the tests
+/// running beside them. Its processes are killed and its directory removed on drop.
+#[derive(Debug)]
+pub struct PrivateStack {
+    /// The stack; `config()` has its ports and URLs.
+    pub stack: crate::Stack,
+    services: Vec<crate::Service>,
+}
+
+impl PrivateStack {
+    /// Starts `services` (PostgreSQL, Redis or Mongo; the embedded emulators need the
+    /// `cafe` binary and are not offered here) and waits until they are healthy.
+    pub async fn start(services: &[crate::Service]) -> PrivateStack {
+        let shared = crate::StackConfig::load().unwrap();
+        let mut cfg = shared.clone();
+        cfg.state_dir = std::env::temp_dir().join(format!("cafe-private-{}", uuid::Uuid::now_v7().simple()));
+        let free = || {
+            std::net::TcpListener::bind((crate::config::LOOPBACK, 0))
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        cfg.ports.postgres = free();
+        cfg.ports.redis = free();
+        cfg.ports.mongo = free();
+        let stack = crate::Stack::new(cfg, std::path::PathBuf::from("/nonexistent"));
+        stack.up_only(services).await.unwrap();
+        PrivateStack {
+            stack,
+            services: services.to_vec(),
+        }
+    }
+
+    /// Its configuration (ports, URLs).
+    pub fn config(&self) -> &crate::StackConfig {
+        self.stack.config()
+    }
+}
+
+impl Drop for PrivateStack {
+    fn drop(&mut self) {
+        for &s in &self.services {
+            if let Some(t) = self.stack.tracked(s) {
+                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(t.pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(t.pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.stack.config().state_dir);
+    }
+}

@@ -1,0 +1,95 @@
+//! The one error type of every projector and query port.
+
+/// Why a projection write or a read-model query failed, and whether a retry may help.
+///
+/// The runtime acts on the distinction: a transient failure holds the shard and offers
+/// the batch again after a backoff; a poison one is isolated to the event that causes it
+/// and parked, so one bad event never stalls a shard.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// The store is unreachable, restarting, throttling or timed out.
+    #[error("{store} unavailable: {message}")]
+    Transient {
+        /// Which store (`postgres`, `dynamodb`, `redis`, `mongodb`, `warehouse`).
+        store: &'static str,
+        /// What it said.
+        message: String,
+    },
+    /// The store refused the data itself (a constraint, an out-of-range value): trying
+    /// again cannot succeed.
+    #[error("{store} refused the write: {message}")]
+    Poison {
+        /// Which store.
+        store: &'static str,
+        /// What it said.
+        message: String,
+    },
+}
+
+impl ProjectionError {
+    /// A failure that may pass.
+    pub fn transient(store: &'static str, message: impl std::fmt::Display) -> Self {
+        ProjectionError::Transient {
+            store,
+            message: message.to_string(),
+        }
+    }
+
+    /// A failure that cannot pass.
+    pub fn poison(store: &'static str, message: impl std::fmt::Display) -> Self {
+        ProjectionError::Poison {
+            store,
+            message: message.to_string(),
+        }
+    }
+
+    /// Whether offering the same events again may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ProjectionError::Transient { .. })
+    }
+}
+
+impl From<tokio_postgres::Error> for ProjectionError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        // Data exceptions (22) and integrity violations (23) are about the rows; every
+        // other failure (connection, shutdown, serialization, resources) may pass.
+        let poison = e
+            .code()
+            .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"));
+        let message = match e.as_db_error() {
+            Some(db) => format!("{}: {}", db.code().code(), db.message()),
+            None => e.to_string(),
+        };
+        if poison {
+            ProjectionError::poison("postgres", message)
+        } else {
+            ProjectionError::transient("postgres", message)
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ProjectionError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => ProjectionError::transient("postgres", other),
+        }
+    }
+}
+
+impl From<redis::RedisError> for ProjectionError {
+    fn from(e: redis::RedisError) -> Self {
+        // A script or type error is our bug and repeats forever; everything else
+        // (connection refused, loading, busy) may pass.
+        match e.kind() {
+            redis::ErrorKind::UnexpectedReturnType => ProjectionError::poison("redis", e),
+            _ => ProjectionError::transient("redis", e),
+        }
+    }
+}
+
+impl From<mongodb::error::Error> for ProjectionError {
+    fn from(e: mongodb::error::Error) -> Self {
+        ProjectionError::transient("mongodb", e)
+    }
+}

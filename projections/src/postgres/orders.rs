@@ -1,0 +1,518 @@
+//! The Aurora PostgreSQL read model: orders with their items, loyalty accounts and the
+//! points ledger.
+//!
+//! One transaction per batch: the batch's events are folded per aggregate in memory,
+//! written as a handful of multi-row statements over `UNNEST`ed arrays (one round trip
+//! each, whatever the batch size), and the shard's checkpoint is written in the same
+//! transaction. Two guards make it idempotent:
+//! - the stored checkpoint: events at or before it are skipped, so a batch the runtime
+//!   redelivers after a crash (its own checkpoint lagged ours) writes nothing;
+//! - each row's `version`: a row is only moved forward, so the same events arriving
+//!   under another shard name (a replay, a resharded stream) change nothing either.
+
+use std::collections::BTreeMap;
+
+use cafe_events::proto::loyalty::v1::Tier;
+use cafe_events::proto::orders::v1::OrderStatus;
+use cafe_events::{AggregateId, DomainEvent};
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use serde::Serialize;
+
+use super::{Migration, dump, migrate, pool};
+use crate::error::ProjectionError;
+use crate::projector::{Batch, Positioned, Projection};
+
+/// The migrations of this read model, in order.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "0001_orders_and_loyalty.sql",
+    sql: include_str!("../../migrations/orders/0001_orders_and_loyalty.sql"),
+}];
+
+/// The orders + loyalty projector and its queries.
+#[derive(Debug, Clone)]
+pub struct PgOrdersView {
+    pool: Pool,
+    name: &'static str,
+}
+
+impl PgOrdersView {
+    /// Connects to `url` inside `schema` (created and migrated if needed).
+    pub async fn connect(url: &str, schema: &str) -> Result<Self, ProjectionError> {
+        let pool = pool(url, schema, 8)?;
+        migrate(&pool, schema, MIGRATIONS).await?;
+        Ok(PgOrdersView { pool, name: "orders" })
+    }
+
+    /// The pool, for the benchmark's raw-COPY ceiling on the same tables.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// One order with its lines, as the read model has it now.
+    pub async fn order(&self, order_id: &str) -> Result<Option<OrderView>, ProjectionError> {
+        let client = self.pool.get().await?;
+        let Some(row) = client
+            .query_opt(
+                "SELECT order_id, customer_id, store_id, total_cents, total_amount::text, currency, status,
+                        created_at, updated_at, version
+                   FROM orders WHERE order_id = $1",
+                &[&order_id],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let lines = client
+            .query(
+                "SELECT item_id, quantity, unit_price_cents FROM order_items WHERE order_id = $1 ORDER BY line_no",
+                &[&order_id],
+            )
+            .await?
+            .iter()
+            .map(|r| OrderLineView {
+                item_id: r.get(0),
+                quantity: r.get(1),
+                unit_price_cents: r.get(2),
+            })
+            .collect();
+        Ok(Some(OrderView {
+            order_id: row.get(0),
+            customer_id: row.get(1),
+            store_id: row.get(2),
+            total_cents: row.get(3),
+            total_amount: row.get(4),
+            currency: row.get(5),
+            status: row.get(6),
+            created_at: row.get(7),
+            updated_at: row.get(8),
+            version: row.get::<_, i64>(9).try_into().unwrap_or_default(),
+            lines,
+        }))
+    }
+
+    /// A customer's loyalty account.
+    pub async fn loyalty(&self, customer_id: &str) -> Result<Option<LoyaltyView>, ProjectionError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT customer_id, balance, tier, version FROM loyalty_accounts WHERE customer_id = $1",
+                &[&customer_id],
+            )
+            .await?;
+        Ok(row.map(|r| LoyaltyView {
+            customer_id: r.get(0),
+            balance: r.get(1),
+            tier: r.get(2),
+            version: r.get::<_, i64>(3).try_into().unwrap_or_default(),
+        }))
+    }
+}
+
+/// An order as `GET /v1/orders/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OrderView {
+    /// The order.
+    pub order_id: String,
+    /// Who placed it.
+    pub customer_id: String,
+    /// Where.
+    pub store_id: String,
+    /// Sum of the lines.
+    pub total_cents: i64,
+    /// The same in currency units, as the seed's schema has it ("12.34").
+    pub total_amount: String,
+    /// ISO currency code.
+    pub currency: String,
+    /// Where it is in its life.
+    pub status: String,
+    /// When it was placed.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// The order aggregate's version this row reflects.
+    pub version: u64,
+    /// What was ordered.
+    pub lines: Vec<OrderLineView>,
+}
+
+/// One line of an [`OrderView`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OrderLineView {
+    /// Menu item.
+    pub item_id: String,
+    /// How many.
+    pub quantity: i32,
+    /// Price at the time of ordering.
+    pub unit_price_cents: i64,
+}
+
+/// A loyalty account as `GET /v1/loyalty/{customer}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct LoyaltyView {
+    /// The customer.
+    pub customer_id: String,
+    /// Points available.
+    pub balance: i64,
+    /// `green`, `gold` or `platinum`.
+    pub tier: String,
+    /// The account aggregate's version this reflects.
+    pub version: u64,
+}
+
+/// The read model's name for an order status.
+pub fn status_name(status: OrderStatus) -> &'static str {
+    match status {
+        OrderStatus::Unspecified => "unspecified",
+        OrderStatus::Placed => "placed",
+        OrderStatus::Paid => "paid",
+        OrderStatus::PaymentDeclined => "payment_declined",
+        OrderStatus::Preparing => "preparing",
+        OrderStatus::Ready => "ready",
+        OrderStatus::Completed => "completed",
+        OrderStatus::Cancelled => "cancelled",
+    }
+}
+
+/// The read model's name for a tier.
+pub fn tier_name(tier: Tier) -> &'static str {
+    match tier {
+        Tier::Unspecified | Tier::Green => "green",
+        Tier::Gold => "gold",
+        Tier::Platinum => "platinum",
+    }
+}
+
+/// Whether `(sequence, sub)` lies after the checkpoint `(cp_sequence, cp_sub)`. Sequence
+/// numbers are decimal strings of varying length: compared as numbers.
+pub fn after(sequence: &str, sub: u64, cp_sequence: &str, cp_sub: u64) -> bool {
+    let a = sequence.trim_start_matches('0');
+    let b = cp_sequence.trim_start_matches('0');
+    (a.len(), a, sub) > (b.len(), b, cp_sub)
+}
+
+/// The status an order event leaves the order in, if it is one.
+fn order_status(event: &DomainEvent) -> Option<&'static str> {
+    Some(match event {
+        DomainEvent::OrderPlaced(_) => "placed",
+        DomainEvent::OrderStatusChanged(c) => status_name(OrderStatus::try_from(c.to).unwrap_or_default()),
+        DomainEvent::PaymentAuthorized(_) => "paid",
+        DomainEvent::PaymentDeclined(_) => "payment_declined",
+        DomainEvent::OrderCancelled(_) => "cancelled",
+        _ => return None,
+    })
+}
+
+#[derive(Default)]
+struct OrderRows {
+    // Placed orders (full rows).
+    id: Vec<String>,
+    customer: Vec<String>,
+    store: Vec<String>,
+    total: Vec<i64>,
+    currency: Vec<String>,
+    status: Vec<String>,
+    created: Vec<DateTime<Utc>>,
+    updated: Vec<DateTime<Utc>>,
+    version: Vec<i64>,
+    // Their lines.
+    line_order: Vec<String>,
+    line_no: Vec<i32>,
+    line_item: Vec<String>,
+    line_qty: Vec<i32>,
+    line_price: Vec<i64>,
+    // Orders placed in an earlier batch: status only.
+    moved_id: Vec<String>,
+    moved_status: Vec<String>,
+    moved_updated: Vec<DateTime<Utc>>,
+    moved_version: Vec<i64>,
+}
+
+#[derive(Default)]
+struct LoyaltyRows {
+    customer: Vec<String>,
+    balance: Vec<Option<i64>>,
+    tier: Vec<Option<String>>,
+    updated: Vec<DateTime<Utc>>,
+    version: Vec<i64>,
+    ledger_customer: Vec<String>,
+    ledger_version: Vec<i64>,
+    ledger_event: Vec<uuid::Uuid>,
+    ledger_kind: Vec<String>,
+    ledger_points: Vec<i64>,
+    ledger_balance: Vec<i64>,
+    ledger_order: Vec<Option<String>>,
+    ledger_at: Vec<DateTime<Utc>>,
+}
+
+fn version(v: u64) -> Result<i64, ProjectionError> {
+    i64::try_from(v).map_err(|_| ProjectionError::poison("postgres", format!("version {v} beyond BIGINT")))
+}
+
+/// Folds the batch into final per-aggregate rows: later events of an aggregate override
+/// earlier ones, so each row is written once per batch.
+fn fold(events: &[&Positioned]) -> Result<(OrderRows, LoyaltyRows), ProjectionError> {
+    struct Order<'a> {
+        placed: Option<&'a cafe_events::proto::orders::v1::OrderPlaced>,
+        created: DateTime<Utc>,
+        status: &'static str,
+        updated: DateTime<Utc>,
+        version: u64,
+    }
+    struct Account {
+        balance: Option<i64>,
+        tier: Option<&'static str>,
+        updated: DateTime<Utc>,
+        version: u64,
+    }
+    let mut orders: BTreeMap<&str, Order<'_>> = BTreeMap::new();
+    let mut accounts: BTreeMap<&str, Account> = BTreeMap::new();
+    let mut l = LoyaltyRows::default();
+    for p in events {
+        let e = &p.event;
+        match (&e.aggregate_id, &e.event) {
+            (AggregateId::Order(id), event) => {
+                let Some(status) = order_status(event) else { continue };
+                let o = orders.entry(id.as_str()).or_insert(Order {
+                    placed: None,
+                    created: e.occurred_at,
+                    status,
+                    updated: e.occurred_at,
+                    version: e.version,
+                });
+                if let DomainEvent::OrderPlaced(placed) = event {
+                    o.placed = Some(placed);
+                    o.created = e.occurred_at;
+                }
+                o.status = status;
+                o.updated = e.occurred_at;
+                o.version = e.version;
+            }
+            (AggregateId::LoyaltyAccount(id), event) => {
+                let a = accounts.entry(id.as_str()).or_insert(Account {
+                    balance: None,
+                    tier: None,
+                    updated: e.occurred_at,
+                    version: e.version,
+                });
+                let (kind, points, balance_after, order) = match event {
+                    DomainEvent::PointsEarned(x) => ("earned", x.points, x.balance_after, Some(x.order_id.clone())),
+                    DomainEvent::PointsRedeemed(x) => ("redeemed", -x.points, x.balance_after, None),
+                    DomainEvent::TierChanged(x) => {
+                        a.tier = Some(tier_name(Tier::try_from(x.to).unwrap_or_default()));
+                        a.updated = e.occurred_at;
+                        a.version = e.version;
+                        continue;
+                    }
+                    _ => continue,
+                };
+                a.balance = Some(balance_after);
+                a.updated = e.occurred_at;
+                a.version = e.version;
+                l.ledger_customer.push(id.to_string());
+                l.ledger_version.push(version(e.version)?);
+                l.ledger_event.push(e.event_id.as_uuid());
+                l.ledger_kind.push(kind.to_owned());
+                l.ledger_points.push(points);
+                l.ledger_balance.push(balance_after);
+                l.ledger_order.push(order.filter(|o| !o.is_empty()));
+                l.ledger_at.push(e.occurred_at);
+            }
+            _ => {}
+        }
+    }
+    let mut o = OrderRows::default();
+    for (id, order) in orders {
+        match order.placed {
+            Some(placed) => {
+                o.id.push(id.to_owned());
+                o.customer.push(placed.customer_id.clone());
+                o.store.push(placed.store_id.clone());
+                o.total.push(placed.total_cents);
+                o.currency.push(placed.currency.clone());
+                o.status.push(order.status.to_owned());
+                o.created.push(order.created);
+                o.updated.push(order.updated);
+                o.version.push(version(order.version)?);
+                for (n, line) in placed.lines.iter().enumerate() {
+                    o.line_order.push(id.to_owned());
+                    o.line_no.push(i32::try_from(n + 1).unwrap_or(i32::MAX));
+                    o.line_item.push(line.item_id.clone());
+                    o.line_qty.push(i32::try_from(line.quantity).unwrap_or(i32::MAX));
+                    o.line_price.push(line.unit_price_cents);
+                }
+            }
+            None => {
+                o.moved_id.push(id.to_owned());
+                o.moved_status.push(order.status.to_owned());
+                o.moved_updated.push(order.updated);
+                o.moved_version.push(version(order.version)?);
+            }
+        }
+    }
+    for (id, a) in accounts {
+        l.customer.push(id.to_owned());
+        l.balance.push(a.balance);
+        l.tier.push(a.tier.map(str::to_owned));
+        l.updated.push(a.updated);
+        l.version.push(version(a.version)?);
+    }
+    Ok((o, l))
+}
+
+const UPSERT_ORDERS: &str = "
+INSERT INTO orders AS o (order_id, customer_id, store_id, total_cents, currency, status, created_at, updated_at, version)
+SELECT * FROM UNNEST($1::varchar[], $2::varchar[], $3::varchar[], $4::int8[], $5::varchar[], $6::varchar[],
+                     $7::timestamptz[], $8::timestamptz[], $9::int8[])
+ON CONFLICT (order_id) DO UPDATE
+   SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at, version = EXCLUDED.version
+ WHERE o.version < EXCLUDED.version";
+
+const INSERT_ITEMS: &str = "
+INSERT INTO order_items (order_id, line_no, item_id, quantity, unit_price_cents)
+SELECT * FROM UNNEST($1::varchar[], $2::int4[], $3::varchar[], $4::int4[], $5::int8[])
+ON CONFLICT (order_id, line_no) DO NOTHING";
+
+const MOVE_ORDERS: &str = "
+UPDATE orders AS o SET status = u.status, updated_at = u.updated_at, version = u.version
+  FROM UNNEST($1::varchar[], $2::varchar[], $3::timestamptz[], $4::int8[]) AS u(order_id, status, updated_at, version)
+ WHERE o.order_id = u.order_id AND o.version < u.version";
+
+// New accounts are inserted; existing ones move forward, keeping what this batch does
+// not say (a TierChanged alone keeps the balance). The INSERT's NOT EXISTS sees the
+// table as it was before the UPDATE, so no account is written twice.
+const UPSERT_ACCOUNTS: &str = "
+WITH u AS (
+    SELECT * FROM UNNEST($1::varchar[], $2::int8[], $3::varchar[], $4::timestamptz[], $5::int8[])
+        AS u(customer_id, balance, tier, updated_at, version)
+), moved AS (
+    UPDATE loyalty_accounts AS a
+       SET balance = COALESCE(u.balance, a.balance), tier = COALESCE(u.tier, a.tier),
+           updated_at = u.updated_at, version = u.version
+      FROM u WHERE a.customer_id = u.customer_id AND a.version < u.version
+)
+INSERT INTO loyalty_accounts (customer_id, balance, tier, updated_at, version)
+SELECT u.customer_id, COALESCE(u.balance, 0), COALESCE(u.tier, 'green'), u.updated_at, u.version FROM u
+ WHERE NOT EXISTS (SELECT 1 FROM loyalty_accounts a WHERE a.customer_id = u.customer_id)";
+
+const INSERT_LEDGER: &str = "
+INSERT INTO loyalty_ledger (customer_id, version, event_id, kind, points, balance_after, order_id, occurred_at)
+SELECT * FROM UNNEST($1::varchar[], $2::int8[], $3::uuid[], $4::varchar[], $5::int8[], $6::int8[], $7::varchar[],
+                     $8::timestamptz[])
+ON CONFLICT (customer_id, version) DO NOTHING";
+
+const READ_CHECKPOINT: &str =
+    "SELECT sequence::text, sub_sequence FROM projection_checkpoints WHERE projector = $1 AND shard_id = $2 FOR UPDATE";
+
+const WRITE_CHECKPOINT: &str = "
+INSERT INTO projection_checkpoints AS c (projector, shard_id, sequence, sub_sequence, updated_at)
+VALUES ($1, $2, $3::text::numeric, $4, now())
+ON CONFLICT (projector, shard_id) DO UPDATE
+   SET sequence = EXCLUDED.sequence, sub_sequence = EXCLUDED.sub_sequence, updated_at = now()
+ WHERE (c.sequence, c.sub_sequence) < (EXCLUDED.sequence, EXCLUDED.sub_sequence)";
+
+impl Projection for PgOrdersView {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    async fn apply(&self, batch: Batch<'_>) -> Result<(), ProjectionError> {
+        let Some(last) = batch.events.last() else {
+            return Ok(());
+        };
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let checkpoint = tx
+            .query_opt(&tx.prepare_cached(READ_CHECKPOINT).await?, &[&self.name, &batch.shard_id])
+            .await?
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)));
+        let fresh: Vec<&Positioned> = batch
+            .events
+            .iter()
+            .filter(|p| match &checkpoint {
+                Some((seq, sub)) => after(&p.sequence, p.sub, seq, u64::try_from(*sub).unwrap_or(0)),
+                None => true,
+            })
+            .collect();
+        if fresh.is_empty() {
+            // Everything here was applied before; nothing to record either.
+            return Ok(());
+        }
+        let (o, l) = fold(&fresh)?;
+        if !o.id.is_empty() {
+            let stmt = tx.prepare_cached(UPSERT_ORDERS).await?;
+            tx.execute(
+                &stmt,
+                &[
+                    &o.id, &o.customer, &o.store, &o.total, &o.currency, &o.status, &o.created, &o.updated, &o.version,
+                ],
+            )
+            .await?;
+            let stmt = tx.prepare_cached(INSERT_ITEMS).await?;
+            tx.execute(
+                &stmt,
+                &[&o.line_order, &o.line_no, &o.line_item, &o.line_qty, &o.line_price],
+            )
+            .await?;
+        }
+        if !o.moved_id.is_empty() {
+            let stmt = tx.prepare_cached(MOVE_ORDERS).await?;
+            tx.execute(
+                &stmt,
+                &[&o.moved_id, &o.moved_status, &o.moved_updated, &o.moved_version],
+            )
+            .await?;
+        }
+        if !l.customer.is_empty() {
+            let stmt = tx.prepare_cached(UPSERT_ACCOUNTS).await?;
+            tx.execute(&stmt, &[&l.customer, &l.balance, &l.tier, &l.updated, &l.version])
+                .await?;
+        }
+        if !l.ledger_customer.is_empty() {
+            let stmt = tx.prepare_cached(INSERT_LEDGER).await?;
+            tx.execute(
+                &stmt,
+                &[
+                    &l.ledger_customer,
+                    &l.ledger_version,
+                    &l.ledger_event,
+                    &l.ledger_kind,
+                    &l.ledger_points,
+                    &l.ledger_balance,
+                    &l.ledger_order,
+                    &l.ledger_at,
+                ],
+            )
+            .await?;
+        }
+        let sub = i64::try_from(last.sub).unwrap_or(i64::MAX);
+        let stmt = tx.prepare_cached(WRITE_CHECKPOINT).await?;
+        tx.execute(&stmt, &[&self.name, &batch.shard_id, &last.sequence, &sub])
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn snapshot(&self) -> Result<Vec<String>, ProjectionError> {
+        let mut out = dump(&self.pool, "orders", "order_id").await?;
+        out.extend(dump(&self.pool, "order_items", "order_id, line_no").await?);
+        out.extend(dump(&self.pool, "loyalty_accounts", "customer_id").await?);
+        out.extend(dump(&self.pool, "loyalty_ledger", "customer_id, version").await?);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_numbers_compare_as_numbers_then_by_sub_sequence() {
+        assert!(after("100", 0, "99", 5));
+        assert!(!after("99", 5, "100", 0));
+        assert!(after("0100", 1, "100", 0));
+        assert!(!after("100", 0, "100", 0));
+        assert!(!after("49590338271490256608559692538361571095921575989136588898", 0, "49590338271490256608559692538361571095921575989136588899", 0));
+    }
+}

@@ -1,0 +1,136 @@
+//! What every read model's tests share: fresh names, a stream + lease table to run a
+//! real worker over, and a projection wrapper that counts what it applied.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use cafe_consumers::lease::DynamoLeaseTable;
+use cafe_consumers::metrics::Metrics;
+use cafe_consumers::parking::DynamoParkingLot;
+use cafe_consumers::{Worker, WorkerConfig, WorkerReport};
+use cafe_events::EventEnvelope;
+use cafe_localstack::{StackConfig, aws, provision};
+use cafe_projections::{Batch, Projection, ProjectionError, Projector};
+use tokio_util::sync::CancellationToken;
+
+/// A name no other test uses: `[a-z0-9_]`, so it works as a schema, database,
+/// collection, key prefix and table suffix alike.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+pub fn stack() -> StackConfig {
+    StackConfig::load().unwrap()
+}
+
+/// Delegates to a shared projection and counts the events it was offered.
+pub struct Counting<P> {
+    pub inner: Arc<P>,
+    pub applied: Arc<AtomicUsize>,
+}
+
+impl<P: Projection> Projection for Counting<P> {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    async fn apply(&self, batch: Batch<'_>) -> Result<(), ProjectionError> {
+        self.inner.apply(batch).await?;
+        self.applied.fetch_add(batch.events.len(), Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn snapshot(&self) -> Result<Vec<String>, ProjectionError> {
+        self.inner.snapshot().await
+    }
+}
+
+/// A 4-shard stream holding `history` (one record per event), with its own lease and
+/// parked tables.
+pub struct Stream {
+    pub kinesis: aws_sdk_kinesis::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub name: String,
+    pub leases: String,
+    pub parked: String,
+}
+
+impl Stream {
+    pub async fn with(history: &[EventEnvelope]) -> Stream {
+        let cfg = stack();
+        let sdk = aws::sdk_config(&cfg).await;
+        let (kinesis, dynamodb) = (aws::kinesis(&sdk, &cfg), aws::dynamodb(&sdk, &cfg));
+        let id = unique("proj").replace('_', "-");
+        provision::ensure_stream(&kinesis, &id, 4).await.unwrap();
+        let mut tables = Vec::new();
+        for (wanted, prefix) in [(&cfg.names.leases_table, "leases"), (&cfg.names.parked_table, "parked")] {
+            let mut spec = provision::table_specs(&cfg.names)
+                .into_iter()
+                .find(|s| &s.name == wanted)
+                .unwrap();
+            spec.name = format!("{prefix}-{id}");
+            provision::ensure_table(&dynamodb, &spec).await.unwrap();
+            tables.push(spec.name);
+        }
+        let records: Vec<aws_sdk_kinesis::types::PutRecordsRequestEntry> = history
+            .iter()
+            .map(|e| {
+                aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                    .partition_key(e.partition_key())
+                    .data(aws_sdk_kinesis::primitives::Blob::new(e.encode().to_vec()))
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        for chunk in records.chunks(500) {
+            let out = kinesis
+                .put_records()
+                .stream_name(&id)
+                .set_records(Some(chunk.to_vec()))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(out.failed_record_count().unwrap_or(0), 0);
+        }
+        Stream {
+            kinesis,
+            dynamodb,
+            name: id,
+            parked: tables.pop().unwrap(),
+            leases: tables.pop().unwrap(),
+        }
+    }
+
+    /// A worker running `projection` until the token is cancelled (or its task aborted).
+    pub fn spawn<P: Projection>(
+        &self,
+        application: &str,
+        worker: &str,
+        projection: P,
+    ) -> (CancellationToken, tokio::task::JoinHandle<WorkerReport>) {
+        let cfg = WorkerConfig {
+            worker_id: worker.to_owned(),
+            failover: Duration::from_secs(3),
+            take_interval: Duration::from_millis(500),
+            discovery_interval: Duration::from_secs(1),
+            idle_poll: Duration::from_millis(200),
+            checkpoint_interval: Duration::from_millis(200),
+            retry_base: Duration::from_millis(50),
+            retry_cap: Duration::from_millis(500),
+            // Small batches, so a crash lands mid-history.
+            max_records: 100,
+            ..WorkerConfig::new(application, &self.name)
+        };
+        let w = Worker::new(
+            cfg,
+            self.kinesis.clone(),
+            DynamoLeaseTable::new(self.dynamodb.clone(), &self.leases, application),
+            Arc::new(DynamoParkingLot::new(self.dynamodb.clone(), &self.parked)),
+            Arc::new(Projector::new(projection)),
+            Metrics::unregistered(),
+        );
+        let stop = CancellationToken::new();
+        (stop.clone(), tokio::spawn(w.run(stop)))
+    }
+}

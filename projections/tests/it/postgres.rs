@@ -1,0 +1,101 @@
+//! The Aurora PostgreSQL read model against the local PostgreSQL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cafe_localstack::Service;
+use cafe_localstack::testing::PrivateStack;
+use cafe_projections::history::{self, HistoryConfig};
+use cafe_projections::postgres::orders::PgOrdersView;
+use cafe_projections::{Projection, digest};
+
+use crate::conformance::{apply_sharded, conformance};
+use crate::helpers::{Counting, Stream, stack, unique};
+
+async fn fresh() -> PgOrdersView {
+    let cfg = stack();
+    PgOrdersView::connect(&cfg.postgres_url(&cfg.names.orders_database), &unique("it"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conforms() {
+    let snapshot = conformance(fresh).await;
+    let orders = snapshot.iter().filter(|l| l.starts_with("orders ")).count();
+    assert_eq!(orders, HistoryConfig::default().orders);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_reads_back_with_its_lines_status_and_version_and_totals_match() {
+    let view = fresh().await;
+    let history = history::generate(HistoryConfig {
+        orders: 30,
+        ..HistoryConfig::default()
+    });
+    apply_sharded(&view, &history, 9).await;
+    let placed = history
+        .iter()
+        .find_map(|e| match &e.event {
+            cafe_events::DomainEvent::OrderPlaced(p) => Some(p.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let last = history
+        .iter()
+        .filter(|e| e.aggregate_id.to_string() == placed.order_id)
+        .next_back()
+        .unwrap();
+    let order = view.order(&placed.order_id).await.unwrap().unwrap();
+    assert_eq!(order.version, last.version);
+    assert_eq!(order.total_cents, placed.total_cents);
+    assert_eq!(
+        order.total_amount,
+        format!("{}.{:02}", placed.total_cents / 100, placed.total_cents % 100)
+    );
+    assert_eq!(order.lines.len(), placed.lines.len());
+    assert_eq!(
+        order.lines.iter().map(|l| l.unit_price_cents * i64::from(l.quantity)).sum::<i64>(),
+        placed.total_cents
+    );
+    assert!(view.order("order-nope").await.unwrap().is_none());
+}
+
+/// PostgreSQL restarted while a worker projects: the worker retries, and the final
+/// read model is exactly the one a clean run makes (nothing lost, nothing doubled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_mid_projection_loses_and_doubles_nothing() {
+    let history = history::generate(HistoryConfig::default());
+    let reference = fresh().await;
+    apply_sharded(&reference, &history, 1).await;
+    let want = digest(&reference.snapshot().await.unwrap());
+
+    let private = PrivateStack::start(&[Service::Postgres]).await;
+    let url = private.config().postgres_url("postgres");
+    let view = Arc::new(PgOrdersView::connect(&url, "restart").await.unwrap());
+    let stream = Stream::with(&history).await;
+    let applied = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (stop, worker) = stream.spawn(
+        view.name(),
+        "w",
+        Counting {
+            inner: view.clone(),
+            applied: applied.clone(),
+        },
+    );
+    cafe_localstack::testing::eventually("some events applied", Duration::from_secs(60), async || {
+        applied.load(std::sync::atomic::Ordering::SeqCst) > 200
+    })
+    .await;
+    private.stack.stop_one(Service::Postgres).await.unwrap();
+    let during = applied.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(during < history.len(), "PostgreSQL stopped after the end");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    private.stack.up_only(&[Service::Postgres]).await.unwrap();
+    cafe_localstack::testing::eventually("the history finished after the restart", Duration::from_secs(90), async || {
+        view.snapshot().await.is_ok_and(|s| digest(&s) == want)
+    })
+    .await;
+    stop.cancel();
+    worker.await.unwrap();
+}
