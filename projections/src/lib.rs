@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`projector`]: the [`Projection`] trait every read model implements and the
 //!   [`Projector`] that runs one on the consumer runtime (parking poison events).
+//! - [`active_orders`]: the DynamoDB `active-orders` read model (orders in flight, by
+//!   id and by customer), finished orders kept as expiring tombstones.
 //! - [`postgres`]: the Aurora PostgreSQL read model (orders, order items, loyalty
 //!   accounts and ledger) with its migrations; pools confined to a schema.
 //! - [`history`]: deterministic generated histories (tests, benchmarks, replay).
@@ -13,6 +15,7 @@
 //! each row or key, and, where the store has transactions, by a checkpoint written with
 //! the rows.
 
+pub mod active_orders;
 pub mod error;
 pub mod history;
 pub mod postgres;

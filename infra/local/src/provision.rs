@@ -102,6 +102,8 @@ pub fn table_specs(names: &Names) -> Vec<TableSpec> {
             gsis: vec![],
             ttl_attribute: None,
         },
+        // Orders in flight (cafe-projections' `active_orders`): finished orders stay
+        // as tombstones without GSI keys until `expires_at`.
         TableSpec {
             name: names.active_orders_table.clone(),
             hash: s("order_id"),
@@ -111,7 +113,7 @@ pub fn table_specs(names: &Names) -> Vec<TableSpec> {
                 hash: s("customer_id"),
                 range: Some(s("created_at")),
             }],
-            ttl_attribute: None,
+            ttl_attribute: Some("expires_at"),
         },
         TableSpec {
             name: names.idempotency_table.clone(),

@@ -1,0 +1,272 @@
+//! The DynamoDB `active-orders` read model: orders in flight, by id and by customer
+//! (GSI `by-customer`: customer_id + created_at).
+//!
+//! A finished order (completed or cancelled) leaves the model by losing its GSI keys and
+//! becoming a tombstone that expires through TTL a week later. Deleting it instead
+//! would let a redelivered `OrderPlaced` (version 1) bring it back: the tombstone keeps
+//! the version, and every write is conditional on moving the version forward.
+//!
+//! DynamoDB has no conditional batch write (BatchWriteItem takes no conditions, and a
+//! TransactWriteItems fails as a whole when one condition does), so a batch becomes one
+//! conditional UpdateItem per order it touches, folded per order and sent concurrently.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::types::AttributeValue;
+use cafe_events::proto::orders::v1::OrderPlaced;
+use cafe_events::{AggregateId, DomainEvent};
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+
+use crate::error::ProjectionError;
+use crate::postgres::orders::status_name;
+use crate::projector::{Batch, Projection};
+
+/// The customer index.
+pub const BY_CUSTOMER: &str = "by-customer";
+/// How long a finished order's tombstone is kept.
+const TOMBSTONE_DAYS: i64 = 7;
+/// UpdateItems in flight per batch.
+const CONCURRENCY: usize = 16;
+
+/// The active-orders projector and its queries.
+#[derive(Debug, Clone)]
+pub struct DynamoActiveOrders {
+    client: Client,
+    table: String,
+}
+
+/// An order in flight, as `GET /v1/customers/{id}/orders` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActiveOrderView {
+    /// The order.
+    pub order_id: String,
+    /// Who placed it.
+    pub customer_id: String,
+    /// Where.
+    pub store_id: String,
+    /// Where it is in its life.
+    pub status: String,
+    /// Sum of the lines.
+    pub total_cents: i64,
+    /// Lines ordered.
+    pub lines: u32,
+    /// When it was placed (RFC 3339, UTC).
+    pub created_at: String,
+    /// The order aggregate's version this reflects.
+    pub version: u64,
+}
+
+fn dynamo_error<E: ProvideErrorMetadata + std::fmt::Debug>(op: &str, e: &aws_sdk_dynamodb::error::SdkError<E>) -> ProjectionError {
+    let code = e.code().unwrap_or("");
+    let message = format!("{op}: {code} {}", e.message().unwrap_or(&format!("{e:?}")));
+    match code {
+        "ValidationException" | "ResourceNotFoundException" => ProjectionError::poison("dynamodb", message),
+        _ => ProjectionError::transient("dynamodb", message),
+    }
+}
+
+struct Folded<'a> {
+    placed: Option<(&'a OrderPlaced, DateTime<Utc>)>,
+    status: &'static str,
+    version: u64,
+    at: DateTime<Utc>,
+}
+
+fn finished(status: &str) -> bool {
+    matches!(status, "completed" | "cancelled")
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+impl DynamoActiveOrders {
+    /// Over an existing table (provisioned with `cafe_localstack::provision`'s spec).
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoActiveOrders {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// One order, if it is still active (tombstones read as absent).
+    pub async fn order(&self, order_id: &str) -> Result<Option<ActiveOrderView>, ProjectionError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("order_id", s(order_id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| dynamo_error("GetItem", &e))?;
+        Ok(out.item.as_ref().and_then(view))
+    }
+
+    /// A customer's active orders, newest first.
+    pub async fn customer_orders(&self, customer_id: &str, limit: i32) -> Result<Vec<ActiveOrderView>, ProjectionError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(BY_CUSTOMER)
+            .key_condition_expression("customer_id = :c")
+            .expression_attribute_values(":c", s(customer_id))
+            .scan_index_forward(false)
+            .limit(limit.max(1))
+            .send()
+            .await
+            .map_err(|e| dynamo_error("Query", &e))?;
+        Ok(out.items().iter().filter_map(view).collect())
+    }
+
+    async fn write(&self, order_id: &str, f: Folded<'_>) -> Result<(), ProjectionError> {
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("order_id", s(order_id))
+            .expression_attribute_values(":v", n(f.version))
+            .expression_attribute_values(":status", s(f.status))
+            .expression_attribute_values(":at", s(f.at.to_rfc3339_opts(SecondsFormat::Millis, true)));
+        let mut set = vec!["#v = :v", "#status = :status", "updated_at = :at"];
+        let mut remove = Vec::new();
+        if let Some((placed, created)) = f.placed {
+            // The whole order is known: create or overwrite it.
+            update = update
+                .expression_attribute_values(":store", s(&placed.store_id))
+                .expression_attribute_values(":total", n(placed.total_cents))
+                .expression_attribute_values(":lines", n(placed.lines.len()));
+            set.extend(["store_id = :store", "total_cents = :total", "line_count = :lines"]);
+            if !finished(f.status) {
+                update = update
+                    .expression_attribute_values(":customer", s(&placed.customer_id))
+                    .expression_attribute_values(
+                        ":created",
+                        s(created.to_rfc3339_opts(SecondsFormat::Millis, true)),
+                    );
+                set.extend(["customer_id = :customer", "created_at = :created"]);
+            }
+            update = update.condition_expression("attribute_not_exists(#v) OR #v < :v");
+        } else {
+            // Only a status move: never create a half order from it.
+            update = update.condition_expression("attribute_exists(#v) AND #v < :v");
+        }
+        if finished(f.status) {
+            let expires = f.at.timestamp() + TOMBSTONE_DAYS * 86_400;
+            update = update.expression_attribute_values(":expires", n(expires));
+            set.push("expires_at = :expires");
+            remove.extend(["customer_id", "created_at"]);
+        }
+        let mut expression = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        let result = update
+            .update_expression(expression)
+            .expression_attribute_names("#v", "version")
+            .expression_attribute_names("#status", "status")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Already at or past this version (or a status move for an order this model
+            // never saw placed): nothing to do.
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(()),
+            Err(e) => Err(dynamo_error("UpdateItem", &e)),
+        }
+    }
+}
+
+fn view(item: &std::collections::HashMap<String, AttributeValue>) -> Option<ActiveOrderView> {
+    let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+    let num = |k: &str| item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok());
+    Some(ActiveOrderView {
+        order_id: text("order_id")?,
+        // Tombstones have no customer: they read as absent.
+        customer_id: text("customer_id")?,
+        store_id: text("store_id").unwrap_or_default(),
+        status: text("status").unwrap_or_default(),
+        total_cents: num("total_cents").unwrap_or_default(),
+        lines: num("line_count").and_then(|v| u32::try_from(v).ok()).unwrap_or_default(),
+        created_at: text("created_at").unwrap_or_default(),
+        version: num("version").and_then(|v| u64::try_from(v).ok()).unwrap_or_default(),
+    })
+}
+
+impl Projection for DynamoActiveOrders {
+    fn name(&self) -> &'static str {
+        "active_orders"
+    }
+
+    async fn apply(&self, batch: Batch<'_>) -> Result<(), ProjectionError> {
+        let mut orders: BTreeMap<&str, Folded<'_>> = BTreeMap::new();
+        for p in batch.events {
+            let AggregateId::Order(id) = &p.event.aggregate_id else {
+                continue;
+            };
+            let status = match &p.event.event {
+                DomainEvent::OrderPlaced(_) => "placed",
+                DomainEvent::OrderStatusChanged(c) => status_name(c.to()),
+                DomainEvent::PaymentAuthorized(_) => "paid",
+                DomainEvent::PaymentDeclined(_) => "payment_declined",
+                DomainEvent::OrderCancelled(_) => "cancelled",
+                _ => continue,
+            };
+            let f = orders.entry(id.as_str()).or_insert(Folded {
+                placed: None,
+                status,
+                version: p.event.version,
+                at: p.event.occurred_at,
+            });
+            if let DomainEvent::OrderPlaced(placed) = &p.event.event {
+                f.placed = Some((placed, p.event.occurred_at));
+            }
+            f.status = status;
+            f.version = p.event.version;
+            f.at = p.event.occurred_at;
+        }
+        // Built first, so the stream's type holds no closure (whose higher-ranked
+        // lifetimes defeat the `Send` proof the trait's future needs).
+        let writes: Vec<_> = orders.into_iter().map(|(id, f)| self.write(id, f)).collect();
+        futures::stream::iter(writes)
+            .buffer_unordered(CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    async fn snapshot(&self) -> Result<Vec<String>, ProjectionError> {
+        let pages = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| dynamo_error("Scan", &e))?;
+        let mut lines: Vec<String> = pages
+            .iter()
+            .map(|item| {
+                let fields: BTreeMap<&str, String> = item
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), format!("{v:?}")))
+                    .collect();
+                format!("{fields:?}")
+            })
+            .collect();
+        lines.sort();
+        Ok(lines)
+    }
+}
