@@ -117,7 +117,14 @@ pub async fn api(cfg: &StackConfig, duration: Duration, concurrency: usize) -> R
     // the ceiling phase.
     let service = pipeline::service(cfg, &clients, service_config()?);
     let (stop, stopped) = watch::channel(false);
-    let running = pipeline::start(service.clone(), "127.0.0.1:0".parse()?, RelayConfig::default(), stopped).await?;
+    let running = pipeline::start(
+        service.clone(),
+        "127.0.0.1:0".parse()?,
+        RelayConfig::default(),
+        stopped,
+        None,
+    )
+    .await?;
     let base = format!("http://{}", running.addr);
     let http = load::client();
     load::seed_menu(&http, &base).await.context("publishing the menu")?;

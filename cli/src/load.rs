@@ -50,6 +50,20 @@ pub async fn post(http: &Http, base: &str, path: &str, key: &str, body: serde_js
     Ok(status)
 }
 
+/// GETs a JSON resource; returns the status and the parsed body (null if not JSON).
+pub async fn get(http: &Http, base: &str, path: &str) -> Result<(u16, serde_json::Value)> {
+    let req = hyper::Request::get(format!("{base}{path}")).body(Full::new(Bytes::new()))?;
+    let resp = http.request(req).await.context("GET")?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .context("reading a response")?
+        .to_bytes();
+    Ok((status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null)))
+}
+
 /// Publishes the menu (idempotent: the keys are fixed).
 pub async fn seed_menu(http: &Http, base: &str) -> Result<()> {
     for (item, price) in MENU {

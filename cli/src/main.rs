@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use cafe_localstack::{Stack, StackConfig, UpOutcome, emulators, provision, smoke};
@@ -24,6 +25,7 @@ mod bench_consumer;
 mod consume;
 mod load;
 mod pipeline;
+mod read_side;
 
 #[derive(Debug, Parser)]
 #[command(name = "cafe", version, about = "CloudCafe: event-sourced coffee-chain pipeline")]
@@ -135,7 +137,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,aws=warn,hyper=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,aws=warn,hyper=warn,cafe_consumers=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -294,8 +296,9 @@ fn service_config() -> Result<ServiceConfig> {
 async fn api(cfg: &StackConfig, listen: SocketAddr, aws: bool) -> Result<std::process::ExitCode> {
     let clients = pipeline::Clients::new(cfg, aws).await;
     let service = pipeline::service(cfg, &clients, service_config()?);
+    let reads = Arc::new(read_side::models(cfg, &clients).await?);
     let (stop, stopped) = watch::channel(false);
-    let running = pipeline::start(service, listen, RelayConfig::default(), stopped).await?;
+    let running = pipeline::start(service, listen, RelayConfig::default(), stopped, Some(reads)).await?;
     println!("listening on http://{}", running.addr);
     shutdown_signal().await;
     eprintln!("draining: finishing requests in flight and the relay's pass");
@@ -333,10 +336,12 @@ async fn run(
     );
 
     let service = pipeline::service(cfg, &clients, service_config()?);
+    let reads = Arc::new(read_side::models(cfg, &clients).await?);
+    let projectors = read_side::ReadSide::start(cfg, &clients, &reads, &format!("run-{}", std::process::id()));
     let (stop, stopped) = watch::channel(false);
-    let running = pipeline::start(service, listen, RelayConfig::default(), stopped).await?;
+    let running = pipeline::start(service, listen, RelayConfig::default(), stopped, Some(reads)).await?;
     let base = format!("http://{}", running.addr);
-    println!("command API on {base}; outbox relay running");
+    println!("command API (and queries) on {base}; outbox relay and projectors running");
     let http = load::client();
     load::seed_menu(&http, &base).await.context("publishing the menu")?;
     let mut tap = load::StreamTap::new(clients.kinesis.clone(), stream).await?;
@@ -362,8 +367,21 @@ async fn run(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Read a few accepted orders back through the query endpoints, each from its read
+    // model, waiting (bounded) for the projectors with `min_version`.
+    let mut read_back = 0usize;
+    let mut sample: Vec<&String> = load.accepted.iter().collect();
+    sample.sort();
+    for id in sample.into_iter().take(3) {
+        let lines = read_side::read_back(&http, &base, id).await;
+        read_back += usize::from(lines.iter().all(|l| l.ok));
+        for l in lines {
+            println!("  {:<5} {:<24} {}", if l.ok { "ok" } else { "MISS" }, l.model, l.detail);
+        }
+    }
     let _ = stop.send(true);
     let relay = running.drained().await?;
+    let reports = projectors.stop().await;
 
     let secs = load.elapsed.as_secs_f64().max(f64::EPSILON);
     let missing = load.accepted.difference(&tap.orders_seen).count();
@@ -388,12 +406,19 @@ async fn run(
     println!("  events on stream     {:>10}", tap.events);
     println!("  undecodable records  {:>10}", tap.undecodable);
     println!("  relay republished    {:>10}", relay.published);
+    for (name, r) in &reports {
+        println!("  projector {:<14} {:>6} records, {} parked", name, r.records, r.parked);
+    }
+    println!("  orders read back     {:>10}  (from every read model)", read_back);
     println!("  elapsed              {:>10.1} s", secs);
     if !aws {
         println!("the stack stays up: `cafe stack status`, `cafe stack down`");
     }
     if missing > 0 || tap.undecodable > 0 {
         bail!("{missing} accepted orders never reached the stream");
+    }
+    if !load.accepted.is_empty() && read_back == 0 {
+        bail!("no accepted order could be read back from every read model");
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

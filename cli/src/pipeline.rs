@@ -65,18 +65,23 @@ pub struct Running {
     relay: tokio::task::JoinHandle<RelayStats>,
 }
 
-/// Binds the API and starts serving it and the relay.
+/// Binds the API (commands, and queries when `reads` is given) and starts serving it
+/// and the relay.
 pub async fn start(
     service: Arc<Service>,
     listen: SocketAddr,
     relay_cfg: RelayConfig,
     shutdown: watch::Receiver<bool>,
+    reads: Option<Arc<cafe_projections::query::ReadModels>>,
 ) -> Result<Running> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding the API to {listen}"))?;
     let addr = listener.local_addr()?;
-    let router = cafe_producers::api::router(service.clone());
+    let mut router = cafe_producers::api::router(service.clone());
+    if let Some(reads) = reads {
+        router = router.merge(cafe_projections::query::router(reads));
+    }
     let mut server_stop = shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, router)

@@ -60,7 +60,10 @@ pub struct ActiveOrderView {
     pub version: u64,
 }
 
-fn dynamo_error<E: ProvideErrorMetadata + std::fmt::Debug>(op: &str, e: &aws_sdk_dynamodb::error::SdkError<E>) -> ProjectionError {
+fn dynamo_error<E: ProvideErrorMetadata + std::fmt::Debug>(
+    op: &str,
+    e: &aws_sdk_dynamodb::error::SdkError<E>,
+) -> ProjectionError {
     let code = e.code().unwrap_or("");
     let message = format!("{op}: {code} {}", e.message().unwrap_or(&format!("{e:?}")));
     match code {
@@ -112,7 +115,11 @@ impl DynamoActiveOrders {
     }
 
     /// A customer's active orders, newest first.
-    pub async fn customer_orders(&self, customer_id: &str, limit: i32) -> Result<Vec<ActiveOrderView>, ProjectionError> {
+    pub async fn customer_orders(
+        &self,
+        customer_id: &str,
+        limit: i32,
+    ) -> Result<Vec<ActiveOrderView>, ProjectionError> {
         let out = self
             .client
             .query()
@@ -149,10 +156,7 @@ impl DynamoActiveOrders {
             if !finished(f.status) {
                 update = update
                     .expression_attribute_values(":customer", s(&placed.customer_id))
-                    .expression_attribute_values(
-                        ":created",
-                        s(created.to_rfc3339_opts(SecondsFormat::Millis, true)),
-                    );
+                    .expression_attribute_values(":created", s(created.to_rfc3339_opts(SecondsFormat::Millis, true)));
                 set.extend(["customer_id = :customer", "created_at = :created"]);
             }
             update = update.condition_expression("attribute_not_exists(#v) OR #v < :v");
@@ -188,7 +192,11 @@ impl DynamoActiveOrders {
 
 fn view(item: &std::collections::HashMap<String, AttributeValue>) -> Option<ActiveOrderView> {
     let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
-    let num = |k: &str| item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok());
+    let num = |k: &str| {
+        item.get(k)
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<i64>().ok())
+    };
     Some(ActiveOrderView {
         order_id: text("order_id")?,
         // Tombstones have no customer: they read as absent.
@@ -196,7 +204,9 @@ fn view(item: &std::collections::HashMap<String, AttributeValue>) -> Option<Acti
         store_id: text("store_id").unwrap_or_default(),
         status: text("status").unwrap_or_default(),
         total_cents: num("total_cents").unwrap_or_default(),
-        lines: num("line_count").and_then(|v| u32::try_from(v).ok()).unwrap_or_default(),
+        lines: num("line_count")
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or_default(),
         created_at: text("created_at").unwrap_or_default(),
         version: num("version").and_then(|v| u64::try_from(v).ok()).unwrap_or_default(),
     })
@@ -259,10 +269,7 @@ impl Projection for DynamoActiveOrders {
         let mut lines: Vec<String> = pages
             .iter()
             .map(|item| {
-                let fields: BTreeMap<&str, String> = item
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), format!("{v:?}")))
-                    .collect();
+                let fields: BTreeMap<&str, String> = item.iter().map(|(k, v)| (k.as_str(), format!("{v:?}"))).collect();
                 format!("{fields:?}")
             })
             .collect();

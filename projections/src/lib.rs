@@ -8,6 +8,8 @@
 //!   id and by customer), finished orders kept as expiring tombstones.
 //! - [`postgres`]: the Aurora PostgreSQL read model (orders, order items, loyalty
 //!   accounts and ledger) with its migrations; pools confined to a schema.
+//! - [`query`]: the GET endpoints over the read models, with `min_version` waits for
+//!   read-your-writes.
 //! - [`history`]: deterministic generated histories (tests, benchmarks, replay).
 //! - [`error`]: the one error type, transient or poison.
 //!
@@ -20,6 +22,7 @@ pub mod error;
 pub mod history;
 pub mod postgres;
 pub mod projector;
+pub mod query;
 
 pub use error::ProjectionError;
 pub use projector::{Batch, Positioned, Projection, Projector, digest};

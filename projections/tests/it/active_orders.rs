@@ -43,7 +43,10 @@ async fn only_unfinished_orders_are_listed_per_customer_newest_first() {
     for e in &history {
         match &e.event {
             DomainEvent::OrderPlaced(p) => {
-                orders.insert(p.order_id.clone(), (p.customer_id.clone(), e.occurred_at, false, e.version));
+                orders.insert(
+                    p.order_id.clone(),
+                    (p.customer_id.clone(), e.occurred_at, false, e.version),
+                );
             }
             DomainEvent::OrderCancelled(c) => {
                 let o = orders.get_mut(&c.order_id).unwrap();
@@ -60,7 +63,11 @@ async fn only_unfinished_orders_are_listed_per_customer_newest_first() {
         }
     }
     let finished = orders.values().filter(|o| o.2).count();
-    assert!(finished > 5 && finished < orders.len(), "{finished} of {}", orders.len());
+    assert!(
+        finished > 5 && finished < orders.len(),
+        "{finished} of {}",
+        orders.len()
+    );
     for customer in 0..5 {
         let customer = format!("customer-{customer:05}");
         let listed = model.customer_orders(&customer, 1000).await.unwrap();

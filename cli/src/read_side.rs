@@ -1,0 +1,132 @@
+//! Wiring of the read side: the read models, one projector worker per read model on the
+//! events stream, and the query router over them. No logic: that is `cafe-projections`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use cafe_consumers::lease::DynamoLeaseTable;
+use cafe_consumers::metrics::Metrics;
+use cafe_consumers::parking::DynamoParkingLot;
+use cafe_consumers::{Worker, WorkerConfig, WorkerReport};
+use cafe_localstack::StackConfig;
+use cafe_projections::active_orders::DynamoActiveOrders;
+use cafe_projections::postgres::orders::PgOrdersView;
+use cafe_projections::query::ReadModels;
+use cafe_projections::{Projection, Projector};
+use tokio_util::sync::CancellationToken;
+
+use crate::pipeline::Clients;
+
+/// Schema of the Aurora read model (the seed's tables live in the default schema).
+pub const ORDERS_SCHEMA: &str = "public";
+/// Longest a `min_version` query waits.
+pub const READ_WAIT: Duration = Duration::from_secs(5);
+
+/// The running projectors.
+pub struct ReadSide {
+    workers: Vec<(&'static str, tokio::task::JoinHandle<WorkerReport>)>,
+    stop: CancellationToken,
+}
+
+/// A connection string from the environment (set by `cafe stack env` and in AWS), else
+/// the local stack's.
+fn url(var: &str, local: impl FnOnce() -> String) -> String {
+    std::env::var(var).unwrap_or_else(|_| local())
+}
+
+/// Connects the read models (migrating those that have migrations).
+pub async fn models(cfg: &StackConfig, clients: &Clients) -> Result<ReadModels> {
+    let orders_url = url("CAFE_POSTGRES_URL", || cfg.postgres_url(&cfg.names.orders_database));
+    let orders = PgOrdersView::connect(&orders_url, ORDERS_SCHEMA)
+        .await
+        .context("connecting the orders read model (PostgreSQL)")?;
+    Ok(ReadModels {
+        orders,
+        active: DynamoActiveOrders::new(clients.dynamodb.clone(), &cfg.names.active_orders_table),
+        wait: READ_WAIT,
+    })
+}
+
+impl ReadSide {
+    /// Starts one projector worker per read model of `models`.
+    pub fn start(cfg: &StackConfig, clients: &Clients, models: &ReadModels, worker_id: &str) -> ReadSide {
+        let mut side = ReadSide {
+            workers: Vec::new(),
+            stop: CancellationToken::new(),
+        };
+        side.spawn(cfg, clients, worker_id, models.orders.clone());
+        side.spawn(cfg, clients, worker_id, models.active.clone());
+        side
+    }
+
+    fn spawn<P: Projection>(&mut self, cfg: &StackConfig, clients: &Clients, worker_id: &str, projection: P) {
+        let name = projection.name();
+        let worker = Worker::new(
+            WorkerConfig {
+                worker_id: worker_id.to_owned(),
+                ..WorkerConfig::new(name, &cfg.names.stream)
+            },
+            clients.kinesis.clone(),
+            DynamoLeaseTable::new(clients.dynamodb.clone(), &cfg.names.leases_table, name),
+            Arc::new(DynamoParkingLot::new(clients.dynamodb.clone(), &cfg.names.parked_table)),
+            Arc::new(Projector::new(projection)),
+            Metrics::unregistered(),
+        );
+        self.workers.push((name, tokio::spawn(worker.run(self.stop.clone()))));
+    }
+
+    /// Stops every projector (each finishes its batch, checkpoints and releases its
+    /// leases) and returns what each did.
+    pub async fn stop(self) -> Vec<(&'static str, WorkerReport)> {
+        self.stop.cancel();
+        let mut reports = Vec::new();
+        for (name, handle) in self.workers {
+            match handle.await {
+                Ok(report) => reports.push((name, report)),
+                Err(e) => tracing::error!(projector = name, error = %e, "projector task failed"),
+            }
+        }
+        reports
+    }
+}
+
+/// One read model's answer about an order, for the smoke run's printout.
+pub struct ReadBack {
+    /// Which read model.
+    pub model: &'static str,
+    /// Whether it had the order.
+    pub ok: bool,
+    /// What it said.
+    pub detail: String,
+}
+
+/// Asks every read model about `order_id` through the API, as a client would.
+pub async fn read_back(http: &crate::load::Http, base: &str, order_id: &str) -> Vec<ReadBack> {
+    let mut out = Vec::new();
+    let (status, order) = crate::load::get(http, base, &format!("/v1/orders/{order_id}?min_version=1"))
+        .await
+        .unwrap_or((0, serde_json::Value::Null));
+    out.push(ReadBack {
+        model: "aurora orders",
+        ok: status == 200,
+        detail: format!(
+            "GET /v1/orders/{order_id} -> {status}: status {} total {} v{}",
+            order["status"], order["total_amount"], order["version"]
+        ),
+    });
+    let customer = order["customer_id"].as_str().unwrap_or("unknown");
+    let path = format!("/v1/customers/{customer}/orders?wait_for={order_id}&min_version=1&limit=100");
+    let (status, list) = crate::load::get(http, base, &path)
+        .await
+        .unwrap_or((0, serde_json::Value::Null));
+    let listed = list["items"]
+        .as_array()
+        .is_some_and(|items| items.iter().any(|o| o["order_id"] == order_id));
+    out.push(ReadBack {
+        model: "dynamodb active-orders",
+        ok: status == 200 && listed,
+        detail: format!("GET /v1/customers/{customer}/orders -> {status}: listed {listed}"),
+    });
+    out
+}

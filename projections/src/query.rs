@@ -1,0 +1,196 @@
+//! The read side of the HTTP API: one GET per read model, each answering with the
+//! version of what it shows.
+//!
+//! Read-your-writes: a command's response carries the aggregate's new version; a client
+//! that must see its own write passes it as `?min_version=N` and the endpoint waits
+//! (bounded, [`ReadModels::wait`]) until the read model has caught up, answering 503
+//! with `Retry-After` when it has not. List endpoints span many aggregates, so there
+//! `min_version` names the aggregate it is about with `wait_for` (an order id, an item
+//! id, a SKU).
+//!
+//! Errors use the command API's JSON shape (`{"error", "message", "fields"}`).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use cafe_producers::api::{ApiError, FieldError};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::active_orders::{ActiveOrderView, DynamoActiveOrders};
+use crate::error::ProjectionError;
+use crate::postgres::orders::PgOrdersView;
+
+/// Longest `?limit=` a list accepts.
+pub const MAX_LIMIT: i32 = 100;
+/// How often a `min_version` wait looks again.
+const POLL: Duration = Duration::from_millis(50);
+
+/// The read models the query endpoints serve from.
+#[derive(Debug, Clone)]
+pub struct ReadModels {
+    /// Aurora: orders by id.
+    pub orders: PgOrdersView,
+    /// DynamoDB: active orders by customer.
+    pub active: DynamoActiveOrders,
+    /// Longest a `min_version` request waits for its read model.
+    pub wait: Duration,
+}
+
+/// The GET routes, to merge with the command router.
+pub fn router(models: Arc<ReadModels>) -> Router {
+    Router::new()
+        .route("/v1/orders/{id}", get(order))
+        .route("/v1/customers/{id}/orders", get(customer_orders))
+        .with_state(models)
+}
+
+type Shared = State<Arc<ReadModels>>;
+type Params = Query<HashMap<String, String>>;
+
+fn field(path: &str, message: impl Into<String>) -> ApiError {
+    ApiError::fields(vec![FieldError {
+        path: path.to_owned(),
+        message: message.into(),
+    }])
+}
+
+fn unavailable(e: ProjectionError) -> ApiError {
+    tracing::warn!(error = %e, "read model query failed");
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "read_model_unavailable", e.to_string())
+}
+
+/// `?min_version=` as a positive integer, if given.
+pub fn min_version(params: &HashMap<String, String>) -> Result<Option<u64>, ApiError> {
+    match params.get("min_version") {
+        None => Ok(None),
+        Some(raw) => match raw.parse::<u64>() {
+            Ok(v) if v >= 1 => Ok(Some(v)),
+            _ => Err(field("min_version", "must be a positive integer")),
+        },
+    }
+}
+
+/// `?limit=` within 1..=[`MAX_LIMIT`] (default 20).
+pub fn limit(params: &HashMap<String, String>) -> Result<i32, ApiError> {
+    match params.get("limit") {
+        None => Ok(20),
+        Some(raw) => match raw.parse::<i32>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            _ => Err(field("limit", format!("must be an integer from 1 to {MAX_LIMIT}"))),
+        },
+    }
+}
+
+/// Fetches until `version_of` the answer reaches `min` or the wait runs out. Without a
+/// minimum, one fetch.
+pub async fn at_least<T, F, Fut>(
+    min: Option<u64>,
+    wait: Duration,
+    mut fetch: F,
+    version_of: impl Fn(&T) -> Option<u64>,
+) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ProjectionError>>,
+{
+    let deadline = Instant::now() + wait;
+    loop {
+        let answer = fetch().await.map_err(unavailable)?;
+        let seen = version_of(&answer);
+        match min {
+            None => return Ok(answer),
+            Some(min) if seen.is_some_and(|v| v >= min) => return Ok(answer),
+            Some(min) if Instant::now() >= deadline => {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "read_model_behind",
+                    format!(
+                        "the read model is at version {} and did not reach {min} within {} ms; retry",
+                        seen.map_or("none".to_owned(), |v| v.to_string()),
+                        wait.as_millis()
+                    ),
+                ));
+            }
+            Some(_) => tokio::time::sleep(POLL).await,
+        }
+    }
+}
+
+fn not_found(what: &str, id: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no {what} {id}"))
+}
+
+fn parsed<T>(raw: &str, name: &str, parse: impl Fn(String) -> Result<T, cafe_events::IdError>) -> Result<T, ApiError> {
+    parse(raw.to_owned()).map_err(|e| field(name, e.to_string()))
+}
+
+async fn order(State(m): Shared, Path(id): Path<String>, Query(params): Params) -> Result<Response, ApiError> {
+    let id = parsed(&id, "order_id", cafe_events::OrderId::parse)?;
+    let min = min_version(&params)?;
+    let found = at_least(
+        min,
+        m.wait,
+        || m.orders.order(id.as_str()),
+        |o| o.as_ref().map(|o| o.version),
+    )
+    .await?;
+    let order = found.ok_or_else(|| not_found("order", id.as_str()))?;
+    Ok(axum::Json(order).into_response())
+}
+
+/// A list answer: the version it stands for and its items.
+#[derive(Debug, Serialize)]
+pub struct Listing<T> {
+    /// The `wait_for` aggregate's version when one was named, else the highest listed.
+    pub version: u64,
+    /// The items.
+    pub items: Vec<T>,
+}
+
+/// For lists: `min_version` needs `wait_for` to say which aggregate it is about.
+fn wait_target(params: &HashMap<String, String>) -> Result<(Option<u64>, Option<String>), ApiError> {
+    let min = min_version(params)?;
+    let target = params.get("wait_for").cloned();
+    if min.is_some() && target.is_none() {
+        return Err(field(
+            "wait_for",
+            "required with min_version on a list: the id of the aggregate the version is about",
+        ));
+    }
+    Ok((min, target))
+}
+
+async fn customer_orders(
+    State(m): Shared,
+    Path(id): Path<String>,
+    Query(params): Params,
+) -> Result<Response, ApiError> {
+    let customer = parsed(&id, "customer_id", cafe_events::CustomerId::parse)?;
+    let limit = limit(&params)?;
+    let (min, target) = wait_target(&params)?;
+    let items = at_least(
+        min,
+        m.wait,
+        || m.active.customer_orders(customer.as_str(), limit),
+        |items: &Vec<ActiveOrderView>| version_in(items, target.as_deref(), |o| (&o.order_id, o.version)),
+    )
+    .await?;
+    let version = version_in(&items, target.as_deref(), |o| (&o.order_id, o.version)).unwrap_or(0);
+    Ok(axum::Json(json!(Listing { version, items })).into_response())
+}
+
+/// The version of `target` among `items`, or the highest version when no target.
+pub fn version_in<T>(items: &[T], target: Option<&str>, key: impl Fn(&T) -> (&String, u64)) -> Option<u64> {
+    match target {
+        Some(t) => items.iter().map(&key).find(|(id, _)| id.as_str() == t).map(|(_, v)| v),
+        None => items.iter().map(key).map(|(_, v)| v).max(),
+    }
+}
