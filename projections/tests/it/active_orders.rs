@@ -10,7 +10,7 @@ use cafe_projections::history::{self, HistoryConfig};
 use crate::conformance::{apply_sharded, conformance};
 use crate::helpers::{stack, unique};
 
-async fn fresh() -> DynamoActiveOrders {
+pub async fn fresh() -> DynamoActiveOrders {
     let cfg = stack();
     let client = aws::dynamodb(&aws::sdk_config(&cfg).await, &cfg);
     let mut spec = provision::table_specs(&cfg.names)

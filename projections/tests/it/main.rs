@@ -5,3 +5,4 @@ mod active_orders;
 mod conformance;
 mod helpers;
 mod postgres;
+mod query;

@@ -12,7 +12,7 @@ use cafe_projections::{Projection, digest};
 use crate::conformance::{apply_sharded, conformance};
 use crate::helpers::{Counting, Stream, stack, unique};
 
-async fn fresh() -> PgOrdersView {
+pub async fn fresh() -> PgOrdersView {
     let cfg = stack();
     PgOrdersView::connect(&cfg.postgres_url(&cfg.names.orders_database), &unique("it"))
         .await
