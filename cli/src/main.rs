@@ -22,6 +22,7 @@ use tokio::sync::watch;
 
 mod bench;
 mod bench_consumer;
+mod bench_projections;
 mod consume;
 mod load;
 mod pipeline;
@@ -92,6 +93,16 @@ enum BenchWhat {
         #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
         failover: Duration,
     },
+    /// Events/s of each projector on a generated history, and PostgreSQL's against a raw
+    /// COPY of the same rows.
+    Projections {
+        /// Orders in the generated history (about 7 events each, across all aggregates).
+        #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        orders: u32,
+        /// Events per batch, as the runtime would hand them over.
+        #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        batch: u32,
+    },
     /// POST /v1/orders throughput and latency beside the stand-ins' raw ceilings, and the
     /// aggregation ratio of a restock storm.
     Api {
@@ -137,7 +148,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,aws=warn,hyper=warn,cafe_consumers=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,aws=warn,hyper=warn,cafe_consumers=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -201,6 +213,13 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Api { listen, aws } => api(&cfg, listen, aws).await,
         Command::Consume(args) => {
             consume::run(&cfg, args, shutdown_signal()).await?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            what: BenchWhat::Projections { orders, batch },
+        } => {
+            up(&stack, false).await?;
+            bench_projections::projections(&cfg, orders as usize, batch as usize).await?;
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Bench {

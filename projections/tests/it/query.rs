@@ -72,7 +72,11 @@ async fn reads_carry_versions_and_min_version_waits_then_gives_up_with_503() {
 
     // A version the model never reaches: waits the bound, then 503 + Retry-After.
     let started = Instant::now();
-    let (status, body, retry) = get(&models, &format!("/v1/orders/{}?min_version={}", placed.order_id, last + 1)).await;
+    let (status, body, retry) = get(
+        &models,
+        &format!("/v1/orders/{}?min_version={}", placed.order_id, last + 1),
+    )
+    .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["error"], "read_model_behind");
     assert_eq!(retry.as_deref(), Some("1"));
@@ -80,19 +84,28 @@ async fn reads_carry_versions_and_min_version_waits_then_gives_up_with_503() {
 
     // An order the model does not have: 404, or 503 when the caller says it exists.
     let (status, body, _) = get(&models, "/v1/orders/order-999999").await;
-    assert_eq!((status, body["error"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
     let (status, _, _) = get(&models, "/v1/orders/order-999999?min_version=1").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 
     // The customer's list, with read-your-writes on one of its orders.
-    let (status, list, _) = get(&models, &format!("/v1/customers/{}/orders?limit=100", placed.customer_id)).await;
+    let (status, list, _) = get(
+        &models,
+        &format!("/v1/customers/{}/orders?limit=100", placed.customer_id),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let items = list["items"].as_array().unwrap();
     assert!(!items.is_empty());
     let first = &items[0];
     let uri = format!(
         "/v1/customers/{}/orders?wait_for={}&min_version={}",
-        placed.customer_id, first["order_id"].as_str().unwrap(), first["version"]
+        placed.customer_id,
+        first["order_id"].as_str().unwrap(),
+        first["version"]
     );
     let (status, list, _) = get(&models, &uri).await;
     assert_eq!(status, StatusCode::OK);
