@@ -43,8 +43,7 @@ async fn an_order_reads_back_with_its_lines_status_and_version_and_totals_match(
         .unwrap();
     let last = history
         .iter()
-        .filter(|e| e.aggregate_id.to_string() == placed.order_id)
-        .next_back()
+        .rfind(|e| e.aggregate_id.to_string() == placed.order_id)
         .unwrap();
     let order = view.order(&placed.order_id).await.unwrap().unwrap();
     assert_eq!(order.version, last.version);
