@@ -1,7 +1,9 @@
 //! Integration tests of every read model against the real local servers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cache;
 mod conformance;
 mod documents;
 mod helpers;
+mod inventory;
 mod postgres;
