@@ -88,8 +88,37 @@ impl From<redis::RedisError> for ProjectionError {
     }
 }
 
+/// Server error codes that name a passing condition: network trouble, a primary stepping
+/// down or a node restarting, a time limit, DocumentDB throttling.
+const MONGO_TRANSIENT_CODES: &[i32] = &[
+    6, 7, 50, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 16500,
+];
+
 impl From<mongodb::error::Error> for ProjectionError {
     fn from(e: mongodb::error::Error) -> Self {
-        ProjectionError::transient("mongodb", e)
+        use mongodb::error::{ErrorKind, WriteFailure};
+        // Reaching the cluster (I/O, pool, server selection, DNS, auth while credentials
+        // rotate) may pass; so may anything the driver itself labels retryable. What the
+        // server says about the data or the command (a write error, a bad document, an
+        // unsupported operator) repeats on every retry: poison, so the event is parked.
+        let retryable = e.contains_label("RetryableWriteError") || e.contains_label("TransientTransactionError");
+        let transient = retryable
+            || match e.kind.as_ref() {
+                ErrorKind::Io(_)
+                | ErrorKind::ConnectionPoolCleared { .. }
+                | ErrorKind::ServerSelection { .. }
+                | ErrorKind::DnsResolve { .. }
+                | ErrorKind::Authentication { .. }
+                | ErrorKind::Shutdown
+                | ErrorKind::Internal { .. } => true,
+                ErrorKind::Command(c) => MONGO_TRANSIENT_CODES.contains(&c.code),
+                ErrorKind::Write(WriteFailure::WriteConcernError(_)) => true,
+                _ => false,
+            };
+        if transient {
+            ProjectionError::transient("mongodb", e)
+        } else {
+            ProjectionError::poison("mongodb", e)
+        }
     }
 }

@@ -10,6 +10,13 @@
 //!   accounts and ledger) with its migrations; pools confined to a schema.
 //! - [`query`]: the GET endpoints over the read models, with `min_version` waits for
 //!   read-your-writes.
+//! - [`documents`]: the DocumentDB read model (menu items, order documents) through the
+//!   MongoDB driver: unordered, version-guarded `update` commands.
+//! - [`inventory`]: the MemoryDB read model: on-hand counters per store and SKU, set by
+//!   a Lua compare-and-set on the version, one script call per store, pipelined.
+//! - [`cache`]: the ElastiCache layer: menu items and loyalty balances written through
+//!   on change (version compare-and-set), tombstoned on retire, and [`cache::CachedReads`]
+//!   for cache-aside reads that fall back to the source read model and refill.
 //! - [`history`]: deterministic generated histories (tests, benchmarks, replay).
 //! - [`error`]: the one error type, transient or poison.
 //!
@@ -18,11 +25,15 @@
 //! the rows.
 
 pub mod active_orders;
+pub mod cache;
+pub mod documents;
 pub mod error;
 pub mod history;
+pub mod inventory;
 pub mod postgres;
 pub mod projector;
 pub mod query;
+mod redis_scripts;
 
 pub use error::ProjectionError;
 pub use projector::{Batch, Positioned, Projection, Projector, digest};

@@ -2,7 +2,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod active_orders;
+mod cache;
 mod conformance;
+mod documents;
 mod helpers;
+mod inventory;
 mod postgres;
 mod query;
