@@ -135,10 +135,13 @@ pub async fn apply_isolating<P: Projection>(projection: &P, shard_id: &str, even
             warn!(error = %batch_error, "batch refused; applying its events one by one");
             let mut outcomes = Vec::with_capacity(events.len());
             for (i, one) in events.iter().enumerate() {
-                match projection.apply(Batch {
-                    shard_id,
-                    events: std::slice::from_ref(one),
-                }).await {
+                match projection
+                    .apply(Batch {
+                        shard_id,
+                        events: std::slice::from_ref(one),
+                    })
+                    .await
+                {
                     Ok(()) => outcomes.push(Outcome::Done),
                     Err(e) if e.is_transient() => {
                         outcomes.extend(std::iter::repeat_n(Outcome::Retry(e.to_string()), events.len() - i));

@@ -109,5 +109,8 @@ pub async fn dump(pool: &Pool, table: &str, order_by: &str) -> Result<Vec<String
             &[],
         )
         .await?;
-    Ok(rows.iter().map(|r| format!("{table} {}", r.get::<_, String>(0))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| format!("{table} {}", r.get::<_, String>(0)))
+        .collect())
 }

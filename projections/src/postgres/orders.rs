@@ -424,7 +424,10 @@ impl Projection for PgOrdersView {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let checkpoint = tx
-            .query_opt(&tx.prepare_cached(READ_CHECKPOINT).await?, &[&self.name, &batch.shard_id])
+            .query_opt(
+                &tx.prepare_cached(READ_CHECKPOINT).await?,
+                &[&self.name, &batch.shard_id],
+            )
             .await?
             .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)));
         let fresh: Vec<&Positioned> = batch
@@ -445,7 +448,15 @@ impl Projection for PgOrdersView {
             tx.execute(
                 &stmt,
                 &[
-                    &o.id, &o.customer, &o.store, &o.total, &o.currency, &o.status, &o.created, &o.updated, &o.version,
+                    &o.id,
+                    &o.customer,
+                    &o.store,
+                    &o.total,
+                    &o.currency,
+                    &o.status,
+                    &o.created,
+                    &o.updated,
+                    &o.version,
                 ],
             )
             .await?;
@@ -513,6 +524,11 @@ mod tests {
         assert!(!after("99", 5, "100", 0));
         assert!(after("0100", 1, "100", 0));
         assert!(!after("100", 0, "100", 0));
-        assert!(!after("49590338271490256608559692538361571095921575989136588898", 0, "49590338271490256608559692538361571095921575989136588899", 0));
+        assert!(!after(
+            "49590338271490256608559692538361571095921575989136588898",
+            0,
+            "49590338271490256608559692538361571095921575989136588899",
+            0
+        ));
     }
 }

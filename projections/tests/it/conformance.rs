@@ -126,14 +126,23 @@ where
     first.abort();
     let _ = first.await;
     let at_kill = applied.load(Ordering::SeqCst);
-    assert!(at_kill < history.len(), "the kill came after the end ({at_kill} applied)");
-    assert_ne!(digest(&expected), digest(&c.snapshot().await.unwrap()), "killed after the end");
+    assert!(
+        at_kill < history.len(),
+        "the kill came after the end ({at_kill} applied)"
+    );
+    assert_ne!(
+        digest(&expected),
+        digest(&c.snapshot().await.unwrap()),
+        "killed after the end"
+    );
 
     let (stop, second) = stream.spawn(c.name(), "successor", counting());
     let want = digest(&expected);
-    cafe_localstack::testing::eventually("the successor finished the history", Duration::from_secs(90), async || {
-        c.snapshot().await.is_ok_and(|s| digest(&s) == want)
-    })
+    cafe_localstack::testing::eventually(
+        "the successor finished the history",
+        Duration::from_secs(90),
+        async || c.snapshot().await.is_ok_and(|s| digest(&s) == want),
+    )
     .await;
     stop.cancel();
     let report = second.await.unwrap();

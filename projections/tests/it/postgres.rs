@@ -43,8 +43,7 @@ async fn an_order_reads_back_with_its_lines_status_and_version_and_totals_match(
         .unwrap();
     let last = history
         .iter()
-        .filter(|e| e.aggregate_id.to_string() == placed.order_id)
-        .next_back()
+        .rfind(|e| e.aggregate_id.to_string() == placed.order_id)
         .unwrap();
     let order = view.order(&placed.order_id).await.unwrap().unwrap();
     assert_eq!(order.version, last.version);
@@ -55,7 +54,11 @@ async fn an_order_reads_back_with_its_lines_status_and_version_and_totals_match(
     );
     assert_eq!(order.lines.len(), placed.lines.len());
     assert_eq!(
-        order.lines.iter().map(|l| l.unit_price_cents * i64::from(l.quantity)).sum::<i64>(),
+        order
+            .lines
+            .iter()
+            .map(|l| l.unit_price_cents * i64::from(l.quantity))
+            .sum::<i64>(),
         placed.total_cents
     );
     assert!(view.order("order-nope").await.unwrap().is_none());
@@ -92,9 +95,11 @@ async fn a_postgres_restart_mid_projection_loses_and_doubles_nothing() {
     assert!(during < history.len(), "PostgreSQL stopped after the end");
     tokio::time::sleep(Duration::from_secs(2)).await;
     private.stack.up_only(&[Service::Postgres]).await.unwrap();
-    cafe_localstack::testing::eventually("the history finished after the restart", Duration::from_secs(90), async || {
-        view.snapshot().await.is_ok_and(|s| digest(&s) == want)
-    })
+    cafe_localstack::testing::eventually(
+        "the history finished after the restart",
+        Duration::from_secs(90),
+        async || view.snapshot().await.is_ok_and(|s| digest(&s) == want),
+    )
     .await;
     stop.cancel();
     worker.await.unwrap();
