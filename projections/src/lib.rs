@@ -6,6 +6,9 @@
 //!   [`Projector`] that runs one on the consumer runtime (parking poison events).
 //! - [`postgres`]: the Aurora PostgreSQL read model (orders, order items, loyalty
 //!   accounts and ledger) with its migrations; pools confined to a schema.
+//! - [`analytics`]: the warehouse read model (Redshift facts and dimensions, loaded
+//!   through a staging table and `MERGE` by event id) behind the [`analytics::Warehouse`]
+//!   port, with a Redshift Data API and a PostgreSQL adapter, and the analytics reports.
 //! - [`history`]: deterministic generated histories (tests, benchmarks, replay).
 //! - [`error`]: the one error type, transient or poison.
 //!
@@ -13,6 +16,7 @@
 //! each row or key, and, where the store has transactions, by a checkpoint written with
 //! the rows.
 
+pub mod analytics;
 pub mod error;
 pub mod history;
 pub mod postgres;
