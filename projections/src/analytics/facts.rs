@@ -30,7 +30,8 @@ struct Spec {
     key: &'static [&'static str],
     columns: &'static [&'static str],
     ddl: &'static str,
-    /// `SET` assignments for `WHEN MATCHED`; `t` is the target, `s` the stage.
+    /// `SET` assignments for `WHEN MATCHED`: the stage is `s`, the target is named by its
+    /// table name (Redshift's `MERGE` takes no alias for the target).
     update: &'static str,
 }
 
@@ -112,8 +113,9 @@ const MENU_ITEMS: Spec = Spec {
     // must accept the gap).
     ddl: "item_id VARCHAR(128) NOT NULL, name VARCHAR(256), category VARCHAR(128), price_cents BIGINT,
           retired BOOLEAN NOT NULL, version BIGINT NOT NULL, PRIMARY KEY (item_id)",
-    update: "name = COALESCE(s.name, t.name), category = COALESCE(s.category, t.category),
-             price_cents = COALESCE(s.price_cents, t.price_cents), retired = s.retired, version = s.version",
+    update: "name = COALESCE(s.name, dim_menu_item.name), category = COALESCE(s.category, dim_menu_item.category),
+             price_cents = COALESCE(s.price_cents, dim_menu_item.price_cents), retired = s.retired,
+             version = s.version",
 };
 
 const STORES: Spec = Spec {
@@ -121,7 +123,7 @@ const STORES: Spec = Spec {
     key: &["store_id"],
     columns: &["store_id", "first_seen"],
     ddl: "store_id VARCHAR(128) NOT NULL, first_seen TIMESTAMP NOT NULL, PRIMARY KEY (store_id)",
-    update: "first_seen = LEAST(t.first_seen, s.first_seen)",
+    update: "first_seen = LEAST(dim_store.first_seen, s.first_seen)",
 };
 
 const TABLES: [&Spec; 6] = [
@@ -198,14 +200,14 @@ impl<W: Warehouse> AnalyticsFacts<W> {
         out.push(insert);
         if spec.table == MENU_ITEMS.table {
             out.push(format!(
-                "DELETE FROM {stage} USING {s}.{table} d
-                  WHERE d.item_id = {stage}.item_id AND d.version >= {stage}.version"
+                "DELETE FROM {stage} USING {s}.{table}
+                  WHERE {table}.item_id = {stage}.item_id AND {table}.version >= {stage}.version"
             ));
         }
         let on = spec
             .key
             .iter()
-            .map(|k| format!("t.{k} = s.{k}"))
+            .map(|k| format!("{table}.{k} = s.{k}"))
             .collect::<Vec<_>>()
             .join(" AND ");
         let values = spec
@@ -215,7 +217,7 @@ impl<W: Warehouse> AnalyticsFacts<W> {
             .collect::<Vec<_>>()
             .join(", ");
         out.push(format!(
-            "MERGE INTO {s}.{table} AS t USING {stage} AS s ON {on}
+            "MERGE INTO {s}.{table} USING {stage} AS s ON {on}
               WHEN MATCHED THEN UPDATE SET {}
               WHEN NOT MATCHED THEN INSERT ({}) VALUES ({values})",
             spec.update,

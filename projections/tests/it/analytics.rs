@@ -298,6 +298,82 @@ async fn awkward_text_round_trips() {
     assert_eq!(names.rows, vec![vec![Some(name.to_owned())]]);
 }
 
+/// Records statements instead of running them (queries answer nothing).
+#[derive(Default)]
+struct Recording(Mutex<Vec<Vec<String>>>);
+
+impl Warehouse for Recording {
+    fn dialect(&self) -> cafe_projections::analytics::Dialect {
+        cafe_projections::analytics::Dialect::Redshift
+    }
+
+    async fn execute_batch(&self, statements: Vec<String>) -> Result<(), cafe_projections::ProjectionError> {
+        self.0.lock().unwrap().push(statements);
+        Ok(())
+    }
+
+    async fn query(&self, _sql: String) -> Result<Table, cafe_projections::ProjectionError> {
+        Ok(Table::default())
+    }
+}
+
+/// What the Data API would be sent for one large batch: one `execute_batch`, each table
+/// staged, merged and dropped in that order, inserts under the statement size limit,
+/// and `MERGE` in the form Redshift accepts (no target alias, both clauses).
+#[tokio::test]
+async fn one_batch_is_one_execute_batch_of_staged_merges_within_redshift_limits() {
+    let facts = AnalyticsFacts::connect(Recording::default(), "an").await.unwrap();
+    let history = history::generate(HistoryConfig {
+        orders: 3_000,
+        ..HistoryConfig::default()
+    });
+    let events: Vec<cafe_projections::Positioned> = history
+        .iter()
+        .enumerate()
+        .map(|(n, e)| cafe_projections::Positioned {
+            event: e.clone(),
+            sequence: n.to_string(),
+            sub: 0,
+        })
+        .collect();
+    cafe_projections::Projection::apply(
+        &facts,
+        cafe_projections::Batch {
+            shard_id: "s",
+            events: &events,
+        },
+    )
+    .await
+    .unwrap();
+    let calls = facts.warehouse().0.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2, "the DDL, then one call for the batch");
+    let batch = &calls[1];
+    assert!(batch.iter().all(|s| s.len() <= 64 * 1024), "a statement over 64 KB");
+    let inserts = batch
+        .iter()
+        .filter(|s| s.starts_with("INSERT INTO stage_fact_order_lines"))
+        .count();
+    assert!(
+        inserts > 1,
+        "a large batch's lines split over several inserts ({inserts})"
+    );
+    let kinds: Vec<&str> = batch
+        .iter()
+        .map(|s| s.split_whitespace().next().unwrap())
+        .collect::<Vec<_>>()
+        .chunk_by(|a, b| a == b)
+        .map(|c| c[0])
+        .collect();
+    assert_eq!(kinds.first(), Some(&"CREATE"));
+    assert_eq!(kinds.iter().filter(|k| **k == "MERGE").count(), 6, "{kinds:?}");
+    for merge in batch.iter().filter(|s| s.starts_with("MERGE")) {
+        assert!(!merge.contains(" AS t "), "{merge}");
+        assert!(merge.contains("WHEN MATCHED THEN UPDATE SET") && merge.contains("WHEN NOT MATCHED THEN INSERT"));
+        assert!(merge.starts_with("MERGE INTO an."), "{merge}");
+    }
+    assert_eq!(batch.iter().filter(|s| s.starts_with("DROP TABLE stage_")).count(), 6);
+}
+
 // ---- The Redshift Data API backend, against a mocked client -------------------------
 //
 // moto's Data API cannot stand in here: it lacks BatchExecuteStatement, its
