@@ -5,6 +5,8 @@
 //!   real HTTP orders, a tap on the stream), until Ctrl-C or for a bounded time.
 //! - `cafe api`: the command API and the outbox relay alone, until SIGTERM.
 //! - `cafe consume`: one consumer worker (leases, checkpoints, /metrics) until SIGTERM.
+//! - `cafe analytics <report>`: warehouse reports (sales by store and hour, top items,
+//!   loyalty tiers, basket size) as a table or `--json`.
 //!
 //! Argument errors exit with code 2 (clap's convention); runtime failures exit 1.
 
@@ -20,6 +22,7 @@ use cafe_producers::service::ServiceConfig;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
 
+mod analytics;
 mod bench;
 mod bench_consumer;
 mod bench_projections;
@@ -66,6 +69,8 @@ enum Command {
     /// Run one consumer worker on the stream until SIGTERM or Ctrl-C (then drain,
     /// checkpoint and release its leases).
     Consume(consume::ConsumeArgs),
+    /// Print an analytics report from the warehouse facts.
+    Analytics(analytics::AnalyticsArgs),
     /// Serve the command API and run the outbox relay until SIGTERM or Ctrl-C.
     Api {
         /// Where the command API listens (port 0 picks a free one; the address is printed).
@@ -211,6 +216,10 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
             listen,
         } => run(&stack, duration, rate, aws, listen).await,
         Command::Api { listen, aws } => api(&cfg, listen, aws).await,
+        Command::Analytics(args) => {
+            analytics::run(&cfg, args).await?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
         Command::Consume(args) => {
             consume::run(&cfg, args, shutdown_signal()).await?;
             Ok(std::process::ExitCode::SUCCESS)

@@ -10,7 +10,7 @@ pub enum ProjectionError {
     /// The store is unreachable, restarting, throttling or timed out.
     #[error("{store} unavailable: {message}")]
     Transient {
-        /// Which store (`postgres`, `dynamodb`, `redis`, `mongodb`, `warehouse`).
+        /// Which store (`postgres`, `dynamodb`, `redis`, `mongodb`, `warehouse`, `redshift`).
         store: &'static str,
         /// What it said.
         message: String,

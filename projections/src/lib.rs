@@ -17,6 +17,9 @@
 //! - [`cache`]: the ElastiCache layer: menu items and loyalty balances written through
 //!   on change (version compare-and-set), tombstoned on retire, and [`cache::CachedReads`]
 //!   for cache-aside reads that fall back to the source read model and refill.
+//! - [`analytics`]: the warehouse read model (Redshift facts and dimensions, loaded
+//!   through a staging table and `MERGE` by event id) behind the [`analytics::Warehouse`]
+//!   port, with a Redshift Data API and a PostgreSQL adapter, and the analytics reports.
 //! - [`history`]: deterministic generated histories (tests, benchmarks, replay).
 //! - [`error`]: the one error type, transient or poison.
 //!
@@ -25,6 +28,7 @@
 //! the rows.
 
 pub mod active_orders;
+pub mod analytics;
 pub mod cache;
 pub mod documents;
 pub mod error;

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod active_orders;
+mod analytics;
 mod cache;
 mod conformance;
 mod documents;
