@@ -365,7 +365,15 @@ async fn run(
 
     let service = pipeline::service(cfg, &clients, service_config()?);
     let reads = Arc::new(read_side::models(cfg, &clients).await?);
-    let projectors = read_side::ReadSide::start(cfg, &clients, &reads, &format!("run-{}", std::process::id()));
+    let analytics = read_side::analytics(cfg).await?;
+    let projectors = read_side::ReadSide::start(
+        cfg,
+        &clients,
+        &reads,
+        analytics.clone(),
+        &format!("run-{}", std::process::id()),
+    );
+    let documents = reads.menu.source().clone();
     let (stop, stopped) = watch::channel(false);
     let running = pipeline::start(service, listen, RelayConfig::default(), stopped, Some(reads)).await?;
     let base = format!("http://{}", running.addr);
@@ -401,7 +409,9 @@ async fn run(
     let mut sample: Vec<&String> = load.accepted.iter().collect();
     sample.sort();
     for id in sample.into_iter().take(3) {
-        let lines = read_side::read_back(&http, &base, id).await;
+        let mut lines = read_side::read_back(&http, &base, id).await;
+        let total = lines.first().and_then(|l| l.total_cents);
+        lines.extend(read_side::read_back_direct(&documents, &analytics, id, total).await);
         read_back += usize::from(lines.iter().all(|l| l.ok));
         for l in lines {
             println!("  {:<5} {:<24} {}", if l.ok { "ok" } else { "MISS" }, l.model, l.detail);

@@ -11,6 +11,10 @@ use cafe_consumers::parking::DynamoParkingLot;
 use cafe_consumers::{Worker, WorkerConfig, WorkerReport};
 use cafe_localstack::StackConfig;
 use cafe_projections::active_orders::DynamoActiveOrders;
+use cafe_projections::analytics::{AnalyticsFacts, PgWarehouse, Warehouse};
+use cafe_projections::cache::{CachedReads, RedisCache};
+use cafe_projections::documents::MongoDocuments;
+use cafe_projections::inventory::RedisInventory;
 use cafe_projections::postgres::orders::PgOrdersView;
 use cafe_projections::query::ReadModels;
 use cafe_projections::{Projection, Projector};
@@ -20,6 +24,12 @@ use crate::pipeline::Clients;
 
 /// Schema of the Aurora read model (the seed's tables live in the default schema).
 pub const ORDERS_SCHEMA: &str = "public";
+/// Key prefix of the ElastiCache role.
+pub const CACHE_PREFIX: &str = "cache:";
+/// Key prefix of the MemoryDB role (one local Redis plays both).
+pub const INVENTORY_PREFIX: &str = "inventory:";
+/// Schema of the analytics facts (what `cafe analytics` reads by default).
+pub const ANALYTICS_SCHEMA: &str = "analytics";
 /// Longest a `min_version` query waits.
 pub const READ_WAIT: Duration = Duration::from_secs(5);
 
@@ -41,22 +51,60 @@ pub async fn models(cfg: &StackConfig, clients: &Clients) -> Result<ReadModels> 
     let orders = PgOrdersView::connect(&orders_url, ORDERS_SCHEMA)
         .await
         .context("connecting the orders read model (PostgreSQL)")?;
+    let documents = MongoDocuments::connect(
+        &url("CAFE_MONGO_URL", || cfg.mongo_url()),
+        &cfg.names.documents_database,
+    )
+    .await
+    .context("connecting the documents read model (MongoDB wire)")?;
+    let redis = url("CAFE_REDIS_URL", || cfg.redis_url());
+    let cache = RedisCache::connect(&redis, CACHE_PREFIX)
+        .await
+        .context("connecting the cache (Redis)")?;
+    let inventory = RedisInventory::connect(&redis, INVENTORY_PREFIX)
+        .await
+        .context("connecting the inventory read model (Redis)")?;
     Ok(ReadModels {
+        menu: CachedReads::new(cache.clone(), documents),
+        loyalty: CachedReads::new(cache, orders.clone()),
         orders,
         active: DynamoActiveOrders::new(clients.dynamodb.clone(), &cfg.names.active_orders_table),
+        inventory,
         wait: READ_WAIT,
     })
 }
 
+/// The analytics read model on the local `analytics` database (PostgreSQL playing
+/// Redshift).
+pub async fn analytics(cfg: &StackConfig) -> Result<AnalyticsFacts<PgWarehouse>> {
+    let warehouse = PgWarehouse::connect(
+        &url("CAFE_ANALYTICS_URL", || cfg.postgres_url(&cfg.names.analytics_database)),
+        ANALYTICS_SCHEMA,
+    )?;
+    Ok(AnalyticsFacts::connect(warehouse, ANALYTICS_SCHEMA)
+        .await
+        .context("connecting the analytics read model")?)
+}
+
 impl ReadSide {
     /// Starts one projector worker per read model of `models`.
-    pub fn start(cfg: &StackConfig, clients: &Clients, models: &ReadModels, worker_id: &str) -> ReadSide {
+    pub fn start(
+        cfg: &StackConfig,
+        clients: &Clients,
+        models: &ReadModels,
+        analytics: AnalyticsFacts<PgWarehouse>,
+        worker_id: &str,
+    ) -> ReadSide {
         let mut side = ReadSide {
             workers: Vec::new(),
             stop: CancellationToken::new(),
         };
         side.spawn(cfg, clients, worker_id, models.orders.clone());
         side.spawn(cfg, clients, worker_id, models.active.clone());
+        side.spawn(cfg, clients, worker_id, models.menu.source().clone());
+        side.spawn(cfg, clients, worker_id, models.menu.cache().clone());
+        side.spawn(cfg, clients, worker_id, models.inventory.clone());
+        side.spawn(cfg, clients, worker_id, analytics);
         side
     }
 
@@ -99,6 +147,8 @@ pub struct ReadBack {
     pub ok: bool,
     /// What it said.
     pub detail: String,
+    /// The order's total, when this read model has it.
+    pub total_cents: Option<i64>,
 }
 
 /// Asks every read model about `order_id` through the API, as a client would.
@@ -114,6 +164,7 @@ pub async fn read_back(http: &crate::load::Http, base: &str, order_id: &str) -> 
             "GET /v1/orders/{order_id} -> {status}: status {} total {} v{}",
             order["status"], order["total_amount"], order["version"]
         ),
+        total_cents: order["total_cents"].as_i64(),
     });
     let customer = order["customer_id"].as_str().unwrap_or("unknown");
     let path = format!("/v1/customers/{customer}/orders?wait_for={order_id}&min_version=1&limit=100");
@@ -127,6 +178,58 @@ pub async fn read_back(http: &crate::load::Http, base: &str, order_id: &str) -> 
         model: "dynamodb active-orders",
         ok: status == 200 && listed,
         detail: format!("GET /v1/customers/{customer}/orders -> {status}: listed {listed}"),
+        total_cents: None,
+    });
+    out
+}
+
+/// Asks the read models the API does not expose about `order_id`: its document and its
+/// analytics facts (whose sum must equal the Aurora total).
+pub async fn read_back_direct(
+    documents: &MongoDocuments,
+    analytics: &AnalyticsFacts<PgWarehouse>,
+    order_id: &str,
+    aurora_total: Option<i64>,
+) -> Vec<ReadBack> {
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + READ_WAIT;
+    let doc = loop {
+        match documents.order_document(order_id).await {
+            Ok(Some(d)) => break Some(d),
+            _ if std::time::Instant::now() > deadline => break None,
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    out.push(ReadBack {
+        model: "documentdb order doc",
+        ok: doc.is_some(),
+        detail: doc.map_or("missing".to_owned(), |d| {
+            format!("status {} total_cents {} v{}", d.status, d.total_cents, d.version)
+        }),
+        total_cents: None,
+    });
+    let sql = format!(
+        "SELECT CAST(SUM(line_total_cents) AS VARCHAR) FROM {ANALYTICS_SCHEMA}.fact_order_lines WHERE order_id = '{}'",
+        order_id.replace('\'', "''")
+    );
+    let sum = loop {
+        let got = analytics
+            .warehouse()
+            .query(sql.clone())
+            .await
+            .ok()
+            .and_then(|t| t.rows.first().and_then(|r| r.first().cloned().flatten()))
+            .and_then(|v| v.parse::<i64>().ok());
+        if got.is_some() || std::time::Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    out.push(ReadBack {
+        model: "redshift facts",
+        ok: sum.is_some() && sum == aurora_total,
+        detail: format!("sum(fact_order_lines) {sum:?} vs aurora total_cents {aurora_total:?}"),
+        total_cents: sum,
     });
     out
 }

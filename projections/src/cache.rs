@@ -305,6 +305,11 @@ impl<S> CachedReads<S> {
     }
 
     /// The source behind the cache.
+    pub fn cache(&self) -> &RedisCache {
+        &self.cache
+    }
+
+    /// The source read model behind the cache.
     pub fn source(&self) -> &S {
         &self.source
     }

@@ -25,7 +25,10 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::active_orders::{ActiveOrderView, DynamoActiveOrders};
+use crate::cache::{Cached, CachedReads};
+use crate::documents::{MenuItemView, MongoDocuments};
 use crate::error::ProjectionError;
+use crate::inventory::{RedisInventory, StockView};
 use crate::postgres::orders::PgOrdersView;
 
 /// Longest `?limit=` a list accepts.
@@ -40,6 +43,12 @@ pub struct ReadModels {
     pub orders: PgOrdersView,
     /// DynamoDB: active orders by customer.
     pub active: DynamoActiveOrders,
+    /// ElastiCache in front of DocumentDB: the menu.
+    pub menu: CachedReads<MongoDocuments>,
+    /// ElastiCache in front of Aurora: loyalty accounts.
+    pub loyalty: CachedReads<PgOrdersView>,
+    /// MemoryDB: on-hand stock per store.
+    pub inventory: RedisInventory,
     /// Longest a `min_version` request waits for its read model.
     pub wait: Duration,
 }
@@ -49,6 +58,9 @@ pub fn router(models: Arc<ReadModels>) -> Router {
     Router::new()
         .route("/v1/orders/{id}", get(order))
         .route("/v1/customers/{id}/orders", get(customer_orders))
+        .route("/v1/menu/items", get(menu_items))
+        .route("/v1/loyalty/{customer}", get(loyalty))
+        .route("/v1/stores/{store}/inventory", get(inventory))
         .with_state(models)
 }
 
@@ -193,4 +205,64 @@ pub fn version_in<T>(items: &[T], target: Option<&str>, key: impl Fn(&T) -> (&St
         Some(t) => items.iter().map(&key).find(|(id, _)| id.as_str() == t).map(|(_, v)| v),
         None => items.iter().map(key).map(|(_, v)| v).max(),
     }
+}
+
+/// Whether the cache answered (`X-Cache: hit|miss`), for operators and tests.
+const X_CACHE: &str = "x-cache";
+
+fn with_cache_header(mut response: Response, hit: bool) -> Response {
+    response.headers_mut().insert(
+        X_CACHE,
+        axum::http::HeaderValue::from_static(if hit { "hit" } else { "miss" }),
+    );
+    response
+}
+
+async fn menu_items(State(m): Shared, Query(params): Params) -> Result<Response, ApiError> {
+    let category = params.get("category").map(String::as_str);
+    let (min, target) = wait_target(&params)?;
+    let answer = at_least(
+        min,
+        m.wait,
+        || m.menu.menu_items(category),
+        |c: &Cached<Vec<MenuItemView>>| version_in(&c.value, target.as_deref(), |i| (&i.item_id, i.version)),
+    )
+    .await?;
+    let (items, hit) = (answer.value, answer.hit);
+    let version = version_in(&items, target.as_deref(), |i| (&i.item_id, i.version)).unwrap_or(0);
+    Ok(with_cache_header(
+        axum::Json(json!(Listing { version, items })).into_response(),
+        hit,
+    ))
+}
+
+async fn loyalty(State(m): Shared, Path(customer): Path<String>, Query(params): Params) -> Result<Response, ApiError> {
+    let customer = parsed(&customer, "customer_id", cafe_events::CustomerId::parse)?;
+    let min = min_version(&params)?;
+    let answer = at_least(
+        min,
+        m.wait,
+        || m.loyalty.loyalty(customer.as_str()),
+        |c| c.value.as_ref().map(|a| a.version),
+    )
+    .await?;
+    let hit = answer.hit;
+    let account = answer
+        .value
+        .ok_or_else(|| not_found("loyalty account", customer.as_str()))?;
+    Ok(with_cache_header(axum::Json(account).into_response(), hit))
+}
+
+async fn inventory(State(m): Shared, Path(store): Path<String>, Query(params): Params) -> Result<Response, ApiError> {
+    let store = parsed(&store, "store_id", cafe_events::StoreId::parse)?;
+    let (min, target) = wait_target(&params)?;
+    let items = at_least(
+        min,
+        m.wait,
+        || m.inventory.store(store.as_str()),
+        |items: &Vec<StockView>| version_in(items, target.as_deref(), |s| (&s.sku, s.version)),
+    )
+    .await?;
+    let version = version_in(&items, target.as_deref(), |s| (&s.sku, s.version)).unwrap_or(0);
+    Ok(axum::Json(json!(Listing { version, items })).into_response())
 }

@@ -15,7 +15,7 @@ use cafe_projections::postgres::orders::PgOrdersView;
 use crate::conformance::{apply_as, apply_sharded, conformance};
 use crate::helpers::{Paced, stack, unique};
 
-async fn fresh() -> RedisCache {
+pub async fn fresh() -> RedisCache {
     RedisCache::connect(&stack().redis_url(), &format!("{}:", unique("it")))
         .await
         .unwrap()

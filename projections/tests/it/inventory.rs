@@ -9,7 +9,7 @@ use cafe_projections::inventory::RedisInventory;
 use crate::conformance::{apply_sharded, conformance};
 use crate::helpers::{Paced, stack, unique};
 
-async fn fresh() -> RedisInventory {
+pub async fn fresh() -> RedisInventory {
     RedisInventory::connect(&stack().redis_url(), &format!("{}:", unique("it")))
         .await
         .unwrap()

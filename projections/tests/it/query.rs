@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use cafe_events::DomainEvent;
+use cafe_projections::cache::CachedReads;
 use cafe_projections::history::{self, HistoryConfig};
 use cafe_projections::query::{ReadModels, router};
 use http_body_util::BodyExt;
@@ -22,28 +23,45 @@ async fn models() -> (Arc<ReadModels>, Vec<cafe_events::EventEnvelope>) {
     });
     let orders = crate::postgres::fresh().await;
     let active = crate::active_orders::fresh().await;
+    let documents = crate::documents::fresh().await;
+    let inventory = crate::inventory::fresh().await;
+    let cache = crate::cache::fresh().await;
     apply_sharded(&orders, &history, 1).await;
     apply_sharded(&active, &history, 1).await;
+    apply_sharded(&documents, &history, 1).await;
+    apply_sharded(&inventory, &history, 1).await;
     let models = ReadModels {
+        menu: CachedReads::new(cache.clone(), documents),
+        loyalty: CachedReads::new(cache, orders.clone()),
         orders,
         active,
+        inventory,
         wait: Duration::from_millis(600),
     };
     (Arc::new(models), history)
 }
 
 async fn get(models: &Arc<ReadModels>, uri: &str) -> (StatusCode, serde_json::Value, Option<String>) {
+    let (status, body, headers) = get_with_headers(models, uri).await;
+    (
+        status,
+        body,
+        headers.get("retry-after").map(|v| v.to_str().unwrap().to_owned()),
+    )
+}
+
+async fn get_with_headers(
+    models: &Arc<ReadModels>,
+    uri: &str,
+) -> (StatusCode, serde_json::Value, axum::http::HeaderMap) {
     let resp = router(models.clone())
         .oneshot(Request::get(uri).body(Body::empty()).unwrap())
         .await
         .unwrap();
     let status = resp.status();
-    let retry = resp
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_owned());
+    let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&body).unwrap(), retry)
+    (status, serde_json::from_slice(&body).unwrap(), headers)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,6 +143,12 @@ async fn bad_query_input_is_a_400_with_the_field_named() {
         ("/v1/customers/customer-00001/orders?limit=x", "limit"),
         ("/v1/customers/customer-00001/orders?min_version=2", "wait_for"),
         ("/v1/customers/bad%23id/orders", "customer_id"),
+        ("/v1/menu/items?min_version=1", "wait_for"),
+        ("/v1/menu/items?min_version=x&wait_for=item-001", "min_version"),
+        ("/v1/loyalty/bad%20id", "customer_id"),
+        ("/v1/loyalty/customer-00001?min_version=0", "min_version"),
+        ("/v1/stores/bad%23store/inventory", "store_id"),
+        ("/v1/stores/store-000/inventory?min_version=3", "wait_for"),
     ];
     for (uri, field) in cases {
         let (status, body, _) = get(&models, uri).await;
@@ -132,4 +156,67 @@ async fn bad_query_input_is_a_400_with_the_field_named() {
         assert_eq!(body["error"], "invalid_fields", "{uri}");
         assert_eq!(body["fields"][0]["path"], field, "{uri}: {body}");
     }
+}
+
+/// Menu (cache → DocumentDB), loyalty (cache → Aurora) and inventory (MemoryDB) read
+/// back what the history left, the cache missing first and hitting after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn menu_loyalty_and_inventory_read_through_their_models() {
+    let (models, history) = models().await;
+    let (status, menu, headers) = get_with_headers(&models, "/v1/menu/items?category=coffee").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["x-cache"], "miss");
+    let items = menu["items"].as_array().unwrap();
+    assert!(!items.is_empty() && items.iter().all(|i| i["category"] == "coffee" && i["retired"] == false));
+    let (_, again, headers) = get_with_headers(&models, "/v1/menu/items?category=coffee").await;
+    assert_eq!((headers["x-cache"].to_str().unwrap(), &again), ("hit", &menu));
+    let first = items[0]["item_id"].as_str().unwrap();
+    let uri = format!(
+        "/v1/menu/items?category=coffee&wait_for={first}&min_version={}",
+        items[0]["version"]
+    );
+    assert_eq!(get(&models, &uri).await.0, StatusCode::OK);
+
+    let (customer, balance, version) = history
+        .iter()
+        .filter_map(|e| match &e.event {
+            DomainEvent::PointsEarned(p) => Some((p.customer_id.clone(), p.balance_after, e.version)),
+            DomainEvent::PointsRedeemed(p) => Some((p.customer_id.clone(), p.balance_after, e.version)),
+            _ => None,
+        })
+        .next_back()
+        .unwrap();
+    let (status, account, headers) =
+        get_with_headers(&models, &format!("/v1/loyalty/{customer}?min_version={version}")).await;
+    assert_eq!(status, StatusCode::OK, "{account}");
+    assert_eq!(account["balance"], balance);
+    assert_eq!(headers["x-cache"], "miss");
+    let (_, _, headers) = get_with_headers(&models, &format!("/v1/loyalty/{customer}")).await;
+    assert_eq!(headers["x-cache"], "hit");
+
+    let (store, sku, on_hand, version) = history
+        .iter()
+        .filter_map(|e| match &e.event {
+            DomainEvent::StockReserved(s) => Some((s.store_id.clone(), s.sku.clone(), s.on_hand_after, e.version)),
+            _ => None,
+        })
+        .next_back()
+        .unwrap();
+    let (status, stock, _) = get(
+        &models,
+        &format!("/v1/stores/{store}/inventory?wait_for={sku}&min_version={version}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let row = stock["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["sku"] == sku.as_str())
+        .unwrap();
+    assert!(row["version"].as_u64().unwrap() >= version);
+    if row["version"] == version {
+        assert_eq!(row["on_hand"], on_hand);
+    }
+    assert_eq!(stock["version"], row["version"]);
 }
