@@ -81,9 +81,9 @@ pub async fn analytics(cfg: &StackConfig) -> Result<AnalyticsFacts<PgWarehouse>>
         &url("CAFE_ANALYTICS_URL", || cfg.postgres_url(&cfg.names.analytics_database)),
         ANALYTICS_SCHEMA,
     )?;
-    Ok(AnalyticsFacts::connect(warehouse, ANALYTICS_SCHEMA)
+    AnalyticsFacts::connect(warehouse, ANALYTICS_SCHEMA)
         .await
-        .context("connecting the analytics read model")?)
+        .context("connecting the analytics read model")
 }
 
 impl ReadSide {

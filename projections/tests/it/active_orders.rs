@@ -38,8 +38,9 @@ async fn only_unfinished_orders_are_listed_per_customer_newest_first() {
         ..HistoryConfig::default()
     });
     apply_sharded(&model, &history, 3).await;
-    // order -> (customer, created, last status event)
-    let mut orders: BTreeMap<String, (String, chrono::DateTime<chrono::Utc>, bool, u64)> = BTreeMap::new();
+    // order -> (customer, created, finished, last version)
+    type Seen = (String, chrono::DateTime<chrono::Utc>, bool, u64);
+    let mut orders: BTreeMap<String, Seen> = BTreeMap::new();
     for e in &history {
         match &e.event {
             DomainEvent::OrderPlaced(p) => {
@@ -71,8 +72,7 @@ async fn only_unfinished_orders_are_listed_per_customer_newest_first() {
     for customer in 0..5 {
         let customer = format!("customer-{customer:05}");
         let listed = model.customer_orders(&customer, 1000).await.unwrap();
-        let mut want: Vec<(&String, &(String, chrono::DateTime<chrono::Utc>, bool, u64))> =
-            orders.iter().filter(|(_, o)| o.0 == customer && !o.2).collect();
+        let mut want: Vec<(&String, &Seen)> = orders.iter().filter(|(_, o)| o.0 == customer && !o.2).collect();
         want.sort_by_key(|(_, o)| std::cmp::Reverse(o.1));
         assert_eq!(
             listed.iter().map(|o| o.order_id.as_str()).collect::<Vec<_>>(),
