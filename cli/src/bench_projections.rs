@@ -143,12 +143,13 @@ pub async fn projections(cfg: &StackConfig, orders: usize, batch: usize) -> Resu
     // DynamoDB active orders.
     let sdk = aws::sdk_config(cfg).await;
     let dynamodb = aws::dynamodb(&sdk, cfg);
-    let mut spec = provision::table_specs(&cfg.names)
-        .into_iter()
-        .find(|s| s.name == cfg.names.active_orders_table)
-        .context("active-orders spec")?;
-    spec.name = format!("bench-active-{run}");
-    provision::ensure_table(&dynamodb, &spec).await?;
+    let spec = provision::ensure_table_like(
+        &dynamodb,
+        &cfg.names,
+        &cfg.names.active_orders_table,
+        &format!("bench-active-{run}"),
+    )
+    .await?;
     let active = DynamoActiveOrders::new(dynamodb.clone(), &spec.name);
     let took = apply_all(&active, &shards, batch).await?;
     println!(

@@ -11,12 +11,12 @@ use cafe_consumers::parking::DynamoParkingLot;
 use cafe_consumers::{Worker, WorkerConfig, WorkerReport};
 use cafe_localstack::StackConfig;
 use cafe_projections::active_orders::DynamoActiveOrders;
-use cafe_projections::analytics::{AnalyticsFacts, PgWarehouse, Warehouse};
+use cafe_projections::analytics::{AnalyticsFacts, PgWarehouse};
 use cafe_projections::cache::{CachedReads, RedisCache};
 use cafe_projections::documents::MongoDocuments;
 use cafe_projections::inventory::RedisInventory;
 use cafe_projections::postgres::orders::PgOrdersView;
-use cafe_projections::query::ReadModels;
+use cafe_projections::query::{ReadModels, at_least};
 use cafe_projections::{Projection, Projector};
 use tokio_util::sync::CancellationToken;
 
@@ -24,10 +24,9 @@ use crate::pipeline::Clients;
 
 /// Schema of the Aurora read model (the seed's tables live in the default schema).
 pub const ORDERS_SCHEMA: &str = "public";
-/// Key prefix of the ElastiCache role.
+/// Key prefix of the ElastiCache role. The MemoryDB role needs none: one local Redis
+/// plays both, and the inventory's own keys already start with `inventory:`.
 pub const CACHE_PREFIX: &str = "cache:";
-/// Key prefix of the MemoryDB role (one local Redis plays both).
-pub const INVENTORY_PREFIX: &str = "inventory:";
 /// Schema of the analytics facts (what `cafe analytics` reads by default).
 pub const ANALYTICS_SCHEMA: &str = "analytics";
 /// Longest a `min_version` query waits.
@@ -61,7 +60,7 @@ pub async fn models(cfg: &StackConfig, clients: &Clients) -> Result<ReadModels> 
     let cache = RedisCache::connect(&redis, CACHE_PREFIX)
         .await
         .context("connecting the cache (Redis)")?;
-    let inventory = RedisInventory::connect(&redis, INVENTORY_PREFIX)
+    let inventory = RedisInventory::connect(&redis, "")
         .await
         .context("connecting the inventory read model (Redis)")?;
     Ok(ReadModels {
@@ -191,45 +190,40 @@ pub async fn read_back_direct(
     order_id: &str,
     aurora_total: Option<i64>,
 ) -> Vec<ReadBack> {
-    let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + READ_WAIT;
-    let doc = loop {
-        match documents.order_document(order_id).await {
-            Ok(Some(d)) => break Some(d),
-            _ if std::time::Instant::now() > deadline => break None,
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
-    out.push(ReadBack {
-        model: "documentdb order doc",
-        ok: doc.is_some(),
-        detail: doc.map_or("missing".to_owned(), |d| {
-            format!("status {} total_cents {} v{}", d.status, d.total_cents, d.version)
-        }),
-        total_cents: None,
-    });
-    let sql = format!(
-        "SELECT CAST(SUM(line_total_cents) AS VARCHAR) FROM {ANALYTICS_SCHEMA}.fact_order_lines WHERE order_id = '{}'",
-        order_id.replace('\'', "''")
-    );
-    let sum = loop {
-        let got = analytics
-            .warehouse()
-            .query(sql.clone())
-            .await
-            .ok()
-            .and_then(|t| t.rows.first().and_then(|r| r.first().cloned().flatten()))
-            .and_then(|v| v.parse::<i64>().ok());
-        if got.is_some() || std::time::Instant::now() > deadline {
-            break got;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    out.push(ReadBack {
-        model: "redshift facts",
-        ok: sum.is_some() && sum == aurora_total,
-        detail: format!("sum(fact_order_lines) {sum:?} vs aurora total_cents {aurora_total:?}"),
-        total_cents: sum,
-    });
-    out
+    // The same bounded wait the query endpoints use; a model that never has it is a MISS.
+    let doc = at_least(
+        Some(1),
+        READ_WAIT,
+        || documents.order_document(order_id),
+        |d| d.as_ref().map(|d| d.version),
+    )
+    .await
+    .ok()
+    .flatten();
+    let reports = analytics.reports();
+    let sum = at_least(
+        Some(1),
+        READ_WAIT,
+        || reports.order_total_cents(order_id),
+        |sum| sum.map(|_| 1),
+    )
+    .await
+    .ok()
+    .flatten();
+    vec![
+        ReadBack {
+            model: "documentdb order doc",
+            ok: doc.is_some(),
+            detail: doc.map_or("missing".to_owned(), |d| {
+                format!("status {} total_cents {} v{}", d.status, d.total_cents, d.version)
+            }),
+            total_cents: None,
+        },
+        ReadBack {
+            model: "redshift facts",
+            ok: sum.is_some() && sum == aurora_total,
+            detail: format!("sum(fact_order_lines) {sum:?} vs aurora total_cents {aurora_total:?}"),
+            total_cents: sum,
+        },
+    ]
 }

@@ -22,7 +22,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 
 use crate::error::ProjectionError;
-use crate::postgres::orders::status_name;
+use crate::names::order_status;
 use crate::projector::{Batch, Projection};
 
 /// The customer index.
@@ -223,13 +223,8 @@ impl Projection for DynamoActiveOrders {
             let AggregateId::Order(id) = &p.event.aggregate_id else {
                 continue;
             };
-            let status = match &p.event.event {
-                DomainEvent::OrderPlaced(_) => "placed",
-                DomainEvent::OrderStatusChanged(c) => status_name(c.to()),
-                DomainEvent::PaymentAuthorized(_) => "paid",
-                DomainEvent::PaymentDeclined(_) => "payment_declined",
-                DomainEvent::OrderCancelled(_) => "cancelled",
-                _ => continue,
+            let Some(status) = order_status(&p.event.event) else {
+                continue;
             };
             let f = orders.entry(id.as_str()).or_insert(Folded {
                 placed: None,

@@ -45,7 +45,8 @@ use tracing::warn;
 
 use crate::documents::{MenuItemView, MongoDocuments};
 use crate::error::ProjectionError;
-use crate::postgres::orders::{LoyaltyView, PgOrdersView, tier_name};
+use crate::names::tier_name;
+use crate::postgres::orders::{LoyaltyView, PgOrdersView};
 use crate::projector::{Batch, Projection};
 use crate::redis_scripts;
 

@@ -25,6 +25,7 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ProjectionError;
+use crate::names::order_status;
 use crate::postgres::orders::OrderLineView;
 use crate::projector::{Batch, Projection};
 
@@ -79,7 +80,7 @@ pub struct OrderDocument {
     pub total_cents: i64,
     /// ISO currency code.
     pub currency: String,
-    /// Where it is in its life (the names of [`crate::postgres::orders::status_name`]).
+    /// Where it is in its life (the names of [`crate::names::status_name`]).
     pub status: String,
     /// When it was placed.
     pub created_at: DateTime<Utc>,
@@ -378,20 +379,6 @@ fn fold(batch: Batch<'_>) -> Result<(Vec<Document>, Vec<Document>), ProjectionEr
         docs.push(statement(id, v, set, order.placed.is_some()));
     }
     Ok((menu, docs))
-}
-
-/// The status an order event leaves the order in, if it is one.
-fn order_status(event: &DomainEvent) -> Option<&'static str> {
-    use crate::postgres::orders::status_name;
-    use cafe_events::proto::orders::v1::OrderStatus;
-    Some(match event {
-        DomainEvent::OrderPlaced(_) => "placed",
-        DomainEvent::OrderStatusChanged(c) => status_name(OrderStatus::try_from(c.to).unwrap_or_default()),
-        DomainEvent::PaymentAuthorized(_) => "paid",
-        DomainEvent::PaymentDeclined(_) => "payment_declined",
-        DomainEvent::OrderCancelled(_) => "cancelled",
-        _ => return None,
-    })
 }
 
 impl Projection for MongoDocuments {

@@ -16,6 +16,7 @@ use cafe_events::proto::orders::v1::{
     OrderCancelled, OrderLine, OrderPlaced, OrderStatus, OrderStatusChanged, PaymentAuthorized, PaymentDeclined,
 };
 use cafe_events::{AggregateId, CustomerId, DomainEvent, EventEnvelope, EventId, ItemId, OrderId, Sku, StoreId};
+use cafe_producers::domain::loyalty::tier_for;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use crate::projector::Positioned;
@@ -46,10 +47,6 @@ impl Default for HistoryConfig {
         }
     }
 }
-
-/// Loyalty thresholds of the command side (`cafe-producers`' loyalty rules).
-const GOLD_AT: i64 = 500;
-const PLATINUM_AT: i64 = 2_500;
 
 /// When generated histories begin: a Monday's morning rush.
 pub fn epoch() -> DateTime<Utc> {
@@ -304,16 +301,6 @@ fn cancel(order: &OrderId) -> DomainEvent {
         order_id: order.to_string(),
         reason: "changed mind".into(),
     })
-}
-
-fn tier_for(lifetime: i64) -> Tier {
-    if lifetime >= PLATINUM_AT {
-        Tier::Platinum
-    } else if lifetime >= GOLD_AT {
-        Tier::Gold
-    } else {
-        Tier::Green
-    }
 }
 
 fn earn(

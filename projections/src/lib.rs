@@ -20,6 +20,7 @@
 //! - [`analytics`]: the warehouse read model (Redshift facts and dimensions, loaded
 //!   through a staging table and `MERGE` by event id) behind the [`analytics::Warehouse`]
 //!   port, with a Redshift Data API and a PostgreSQL adapter, and the analytics reports.
+//! - [`names`]: status and tier names, and the status each order event leaves.
 //! - [`history`]: deterministic generated histories (tests, benchmarks, replay).
 //! - [`error`]: the one error type, transient or poison.
 //!
@@ -34,6 +35,7 @@ pub mod documents;
 pub mod error;
 pub mod history;
 pub mod inventory;
+pub mod names;
 pub mod postgres;
 pub mod projector;
 pub mod query;

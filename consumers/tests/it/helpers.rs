@@ -17,12 +17,10 @@ pub async fn fresh_leases(application: &str) -> (DynamoLeaseTable, aws_sdk_dynam
         panic!("DynamoDB stand-in not reachable ({why}); start the stack with `infra/local/dev.sh up`");
     }
     let client = aws::dynamodb(&aws::sdk_config(&cfg).await, &cfg);
-    let mut spec = provision::table_specs(&cfg.names)
-        .into_iter()
-        .find(|s| s.name == cfg.names.leases_table)
+    let name = format!("it-leases-{}", uuid::Uuid::now_v7().simple());
+    let spec = provision::ensure_table_like(&client, &cfg.names, &cfg.names.leases_table, &name)
+        .await
         .unwrap();
-    spec.name = format!("it-leases-{}", uuid::Uuid::now_v7().simple());
-    provision::ensure_table(&client, &spec).await.unwrap();
     (
         DynamoLeaseTable::new(client.clone(), &spec.name, application),
         client,
@@ -56,13 +54,11 @@ pub async fn fixture(shards: u32) -> Fixture {
         (&cfg.names.leases_table, "it-leases"),
         (&cfg.names.parked_table, "it-parked"),
     ] {
-        let mut spec = provision::table_specs(&cfg.names)
-            .into_iter()
-            .find(|s| &s.name == wanted)
+        let name = format!("{prefix}-{id}");
+        provision::ensure_table_like(&dynamodb, &cfg.names, wanted, &name)
+            .await
             .unwrap();
-        spec.name = format!("{prefix}-{id}");
-        provision::ensure_table(&dynamodb, &spec).await.unwrap();
-        names.push(spec.name);
+        names.push(name);
     }
     let parked_table = names.pop().unwrap();
     let leases_table = names.pop().unwrap();

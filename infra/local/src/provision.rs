@@ -125,6 +125,23 @@ pub fn table_specs(names: &Names) -> Vec<TableSpec> {
     ]
 }
 
+/// Creates (if missing) a table shaped like the pipeline table `template` but named
+/// `name`: what tests and benchmarks use for a table of their own.
+pub async fn ensure_table_like(
+    client: &aws_sdk_dynamodb::Client,
+    names: &Names,
+    template: &str,
+    name: &str,
+) -> Result<TableSpec, StackError> {
+    let mut spec = table_specs(names)
+        .into_iter()
+        .find(|s| s.name == template)
+        .ok_or_else(|| StackError::Config(format!("no pipeline table named {template}")))?;
+    spec.name = name.to_owned();
+    ensure_table(client, &spec).await?;
+    Ok(spec)
+}
+
 /// Creates every resource of `cfg` that is missing.
 pub async fn provision(cfg: &StackConfig) -> Result<(), StackError> {
     let sdk = aws::sdk_config(cfg).await;

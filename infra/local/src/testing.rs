@@ -22,14 +22,14 @@ pub async fn eventually<F: AsyncFnMut() -> bool>(what: &str, limit: Duration, mu
 
 /// Puts `(partition key, data)` records raw (one Kinesis record each), 500 per call;
 /// panics unless every one was accepted.
-pub async fn put_raw(kinesis: &aws_sdk_kinesis::Client, stream: &str, records: &[(String, String)]) {
+pub async fn put_raw<D: AsRef<[u8]>>(kinesis: &aws_sdk_kinesis::Client, stream: &str, records: &[(String, D)]) {
     for chunk in records.chunks(500) {
         let entries = chunk
             .iter()
             .map(|(key, data)| {
                 PutRecordsRequestEntry::builder()
                     .partition_key(key)
-                    .data(Blob::new(data.as_bytes()))
+                    .data(Blob::new(data.as_ref()))
                     .build()
                     .unwrap()
             })

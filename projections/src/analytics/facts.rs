@@ -13,14 +13,13 @@
 use std::collections::BTreeMap;
 
 use cafe_events::proto::loyalty::v1::Tier;
-use cafe_events::proto::orders::v1::OrderStatus;
 use cafe_events::{AggregateId, DomainEvent};
 use chrono::{DateTime, Utc};
 
 use super::reports::Reports;
 use super::{Warehouse, literal, valid_schema};
 use crate::error::ProjectionError;
-use crate::postgres::orders::{status_name, tier_name};
+use crate::names::tier_name;
 use crate::projector::{Batch, Projection};
 
 /// One table: its name, key and columns (key first), the DDL of its columns, and how a
@@ -307,14 +306,9 @@ impl<W: Warehouse> Projection for AnalyticsFacts<W> {
                     seen_store(&x.store_id, e.occurred_at);
                 }
                 (AggregateId::Order(order), event) => {
-                    let s = match event {
-                        DomainEvent::OrderStatusChanged(c) => {
-                            status_name(OrderStatus::try_from(c.to).unwrap_or_default())
-                        }
-                        DomainEvent::PaymentAuthorized(_) => "paid",
-                        DomainEvent::PaymentDeclined(_) => "payment_declined",
-                        DomainEvent::OrderCancelled(_) => "cancelled",
-                        _ => continue,
+                    // OrderPlaced is the arm above; every other order event names a status.
+                    let Some(s) = crate::names::order_status(event) else {
+                        continue;
                     };
                     put(&mut status, 1, order_status(order.as_str(), s)?);
                 }

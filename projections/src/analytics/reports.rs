@@ -107,6 +107,22 @@ impl<'a, W: Warehouse> Reports<'a, W> {
         Ok(sql)
     }
 
+    /// One order's total as its facts add up (None until its lines are loaded): what the
+    /// smoke run compares with the Aurora total.
+    pub async fn order_total_cents(&self, order_id: &str) -> Result<Option<i64>, ProjectionError> {
+        let sql = format!(
+            "SELECT CAST(SUM(line_total_cents) AS VARCHAR) FROM {}.fact_order_lines WHERE order_id = {}",
+            self.schema,
+            literal(order_id, self.warehouse.dialect())?
+        );
+        let table = self.warehouse.query(sql).await?;
+        Ok(table
+            .rows
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .and_then(|v| v.parse().ok()))
+    }
+
     /// Paid sales per store and hour: orders, units and sales in cents.
     pub async fn sales_by_store_hour(&self, w: Window) -> Result<Table, ProjectionError> {
         let s = self.schema;

@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 
 use cafe_events::proto::loyalty::v1::Tier;
-use cafe_events::proto::orders::v1::OrderStatus;
 use cafe_events::{AggregateId, DomainEvent};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
@@ -21,6 +20,7 @@ use serde::Serialize;
 
 use super::{Migration, dump, migrate, pool};
 use crate::error::ProjectionError;
+use crate::names::{order_status, tier_name};
 use crate::projector::{Batch, Positioned, Projection};
 
 /// The migrations of this read model, in order.
@@ -161,47 +161,12 @@ pub struct LoyaltyView {
     pub version: u64,
 }
 
-/// The read model's name for an order status.
-pub fn status_name(status: OrderStatus) -> &'static str {
-    match status {
-        OrderStatus::Unspecified => "unspecified",
-        OrderStatus::Placed => "placed",
-        OrderStatus::Paid => "paid",
-        OrderStatus::PaymentDeclined => "payment_declined",
-        OrderStatus::Preparing => "preparing",
-        OrderStatus::Ready => "ready",
-        OrderStatus::Completed => "completed",
-        OrderStatus::Cancelled => "cancelled",
-    }
-}
-
-/// The read model's name for a tier.
-pub fn tier_name(tier: Tier) -> &'static str {
-    match tier {
-        Tier::Unspecified | Tier::Green => "green",
-        Tier::Gold => "gold",
-        Tier::Platinum => "platinum",
-    }
-}
-
 /// Whether `(sequence, sub)` lies after the checkpoint `(cp_sequence, cp_sub)`. Sequence
 /// numbers are decimal strings of varying length: compared as numbers.
 pub fn after(sequence: &str, sub: u64, cp_sequence: &str, cp_sub: u64) -> bool {
     let a = sequence.trim_start_matches('0');
     let b = cp_sequence.trim_start_matches('0');
     (a.len(), a, sub) > (b.len(), b, cp_sub)
-}
-
-/// The status an order event leaves the order in, if it is one.
-fn order_status(event: &DomainEvent) -> Option<&'static str> {
-    Some(match event {
-        DomainEvent::OrderPlaced(_) => "placed",
-        DomainEvent::OrderStatusChanged(c) => status_name(OrderStatus::try_from(c.to).unwrap_or_default()),
-        DomainEvent::PaymentAuthorized(_) => "paid",
-        DomainEvent::PaymentDeclined(_) => "payment_declined",
-        DomainEvent::OrderCancelled(_) => "cancelled",
-        _ => return None,
-    })
 }
 
 #[derive(Default)]

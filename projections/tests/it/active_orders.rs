@@ -13,13 +13,11 @@ use crate::helpers::{stack, unique};
 pub async fn fresh() -> DynamoActiveOrders {
     let cfg = stack();
     let client = aws::dynamodb(&aws::sdk_config(&cfg).await, &cfg);
-    let mut spec = provision::table_specs(&cfg.names)
-        .into_iter()
-        .find(|s| s.name == cfg.names.active_orders_table)
+    let name = unique("it-active").replace('_', "-");
+    provision::ensure_table_like(&client, &cfg.names, &cfg.names.active_orders_table, &name)
+        .await
         .unwrap();
-    spec.name = unique("it-active").replace('_', "-");
-    provision::ensure_table(&client, &spec).await.unwrap();
-    DynamoActiveOrders::new(client, spec.name)
+    DynamoActiveOrders::new(client, name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -101,6 +101,14 @@ async fn every_orders_line_totals_add_up_to_its_placed_total() {
         .collect();
     assert_eq!(got.len(), HistoryConfig::default().orders);
     assert_eq!(got, want);
+    // The per-order lookup the smoke run uses says the same, and nothing for a stranger.
+    for (order, total) in want.iter().take(5) {
+        assert_eq!(facts.reports().order_total_cents(order).await.unwrap(), Some(*total));
+    }
+    assert_eq!(
+        facts.reports().order_total_cents("order-it's-none").await.unwrap(),
+        None
+    );
 }
 
 fn hour(at: DateTime<Utc>) -> String {

@@ -15,10 +15,10 @@ use crate::helpers::{Counting, Stream};
 
 /// Applies `events` (one shard's) in batches of random size, as the runtime would.
 pub async fn apply_in_batches<P: Projection>(p: &P, shard: &str, events: &[Positioned], seed: u64) {
-    let mut rng = fastrand_like(seed);
+    let mut rng = fastrand::Rng::with_seed(seed);
     let mut rest = events;
     while !rest.is_empty() {
-        let n = (rng() % 150 + 1).min(rest.len() as u64) as usize;
+        let n = rng.usize(1..=150).min(rest.len());
         let (now, later) = rest.split_at(n);
         p.apply(Batch {
             shard_id: shard,
@@ -27,17 +27,6 @@ pub async fn apply_in_batches<P: Projection>(p: &P, shard: &str, events: &[Posit
         .await
         .unwrap();
         rest = later;
-    }
-}
-
-// A tiny deterministic generator, so batch boundaries differ between passes.
-fn fastrand_like(seed: u64) -> impl FnMut() -> u64 {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
     }
 }
 

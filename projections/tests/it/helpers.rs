@@ -65,34 +65,14 @@ impl Stream {
         provision::ensure_stream(&kinesis, &id, 4).await.unwrap();
         let mut tables = Vec::new();
         for (wanted, prefix) in [(&cfg.names.leases_table, "leases"), (&cfg.names.parked_table, "parked")] {
-            let mut spec = provision::table_specs(&cfg.names)
-                .into_iter()
-                .find(|s| &s.name == wanted)
-                .unwrap();
-            spec.name = format!("{prefix}-{id}");
-            provision::ensure_table(&dynamodb, &spec).await.unwrap();
-            tables.push(spec.name);
-        }
-        let records: Vec<aws_sdk_kinesis::types::PutRecordsRequestEntry> = history
-            .iter()
-            .map(|e| {
-                aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
-                    .partition_key(e.partition_key())
-                    .data(aws_sdk_kinesis::primitives::Blob::new(e.encode().to_vec()))
-                    .build()
-                    .unwrap()
-            })
-            .collect();
-        for chunk in records.chunks(500) {
-            let out = kinesis
-                .put_records()
-                .stream_name(&id)
-                .set_records(Some(chunk.to_vec()))
-                .send()
+            let name = format!("{prefix}-{id}");
+            provision::ensure_table_like(&dynamodb, &cfg.names, wanted, &name)
                 .await
                 .unwrap();
-            assert_eq!(out.failed_record_count().unwrap_or(0), 0);
+            tables.push(name);
         }
+        let records: Vec<(String, bytes::Bytes)> = history.iter().map(|e| (e.partition_key(), e.encode())).collect();
+        cafe_localstack::testing::put_raw(&kinesis, &id, &records).await;
         Stream {
             kinesis,
             dynamodb,

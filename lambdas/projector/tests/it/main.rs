@@ -92,12 +92,10 @@ async fn the_event_becomes_the_workers_records_with_aggregates_deaggregated() {
 async fn poison_is_parked_in_dynamodb_with_its_bytes_and_the_batch_succeeds() {
     let cfg = StackConfig::load().unwrap();
     let dynamodb = aws::dynamodb(&aws::sdk_config(&cfg).await, &cfg);
-    let mut spec = provision::table_specs(&cfg.names)
-        .into_iter()
-        .find(|s| s.name == cfg.names.parked_table)
+    let name = format!("it-parked-{}", uuid::Uuid::now_v7().simple());
+    let spec = provision::ensure_table_like(&dynamodb, &cfg.names, &cfg.names.parked_table, &name)
+        .await
         .unwrap();
-    spec.name = format!("it-parked-{}", uuid::Uuid::now_v7().simple());
-    provision::ensure_table(&dynamodb, &spec).await.unwrap();
     let parking = DynamoParkingLot::new(dynamodb, &spec.name);
 
     let response = handle(&EnvelopeCheck, &parking, "lambda-fixture", &fixture()).await;
