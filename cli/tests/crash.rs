@@ -12,13 +12,17 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use bytes::Bytes;
 use cafe_events::{EventEnvelope, kpl};
-use cafe_localstack::{StackConfig, aws};
+use cafe_localstack::{StackConfig, aws, provision};
 use tokio::io::AsyncWriteExt;
 
-/// Starts `cafe api` on a free port; returns the child and its address.
-fn start_api(pause_ms: Option<u64>) -> (Child, String) {
+/// Starts `cafe api` on a free port over the event store `events_table`; returns the
+/// child and its address. The table is the test's own: any other test's relay on the
+/// shared table would also republish the stranded event (at-least-once allows that)
+/// and blur what this process's relay did.
+fn start_api(events_table: &str, pause_ms: Option<u64>) -> (Child, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cafe"));
     cmd.args(["api", "--listen", "127.0.0.1:0"])
+        .env("CAFE__STACK__NAMES__EVENTS_TABLE", events_table)
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     if let Some(ms) = pause_ms {
@@ -53,11 +57,11 @@ async fn post_earn(addr: &str, customer: &str) {
     });
 }
 
-async fn stored_versions(cfg: &StackConfig, aggregate_id: &str) -> usize {
+async fn stored_versions(cfg: &StackConfig, table: &str, aggregate_id: &str) -> usize {
     let sdk = aws::sdk_config(cfg).await;
     aws::dynamodb(&sdk, cfg)
         .query()
-        .table_name(&cfg.names.events_table)
+        .table_name(table)
         .key_condition_expression("aggregate_id = :id")
         .expression_attribute_values(":id", AttributeValue::S(aggregate_id.into()))
         .consistent_read(true)
@@ -110,12 +114,17 @@ async fn kill_9_between_append_and_publish_loses_nothing() {
     let kinesis = aws::kinesis(&aws::sdk_config(&cfg).await, &cfg);
     let mut its = tap(&kinesis, &cfg.names.stream).await;
     let customer = format!("crash-{}", uuid::Uuid::now_v7().simple());
+    let table = format!("it-events-{customer}");
+    let dynamodb = aws::dynamodb(&aws::sdk_config(&cfg).await, &cfg);
+    provision::ensure_table_like(&dynamodb, &cfg.names, &cfg.names.events_table, &table)
+        .await
+        .unwrap();
 
     // 1. The first process appends, then "hangs" before publishing; we kill it there.
-    let (mut first, addr) = start_api(Some(60_000));
+    let (mut first, addr) = start_api(&table, Some(60_000));
     post_earn(&addr, &customer).await;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while stored_versions(&cfg, &customer).await == 0 {
+    while stored_versions(&cfg, &table, &customer).await == 0 {
         assert!(Instant::now() < deadline, "the command was never appended");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -126,7 +135,7 @@ async fn kill_9_between_append_and_publish_loses_nothing() {
     .unwrap();
     first.wait().unwrap();
     assert_eq!(
-        stored_versions(&cfg, &customer).await,
+        stored_versions(&cfg, &table, &customer).await,
         1,
         "PointsEarned is in the event store"
     );
@@ -137,7 +146,7 @@ async fn kill_9_between_append_and_publish_loses_nothing() {
     );
 
     // 2. A restarted process's relay publishes exactly the missing event.
-    let (mut second, _) = start_api(None);
+    let (mut second, _) = start_api(&table, None);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut seen = Vec::new();
     while seen.is_empty() && Instant::now() < deadline {

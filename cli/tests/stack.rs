@@ -175,6 +175,28 @@ async fn marker_event_exists(cfg: &StackConfig) -> bool {
         .is_some()
 }
 
+async fn lease_marker(cfg: &StackConfig, put: bool) -> bool {
+    let sdk = aws::sdk_config(cfg).await;
+    let d = aws::dynamodb(&sdk, cfg);
+    let key = AttributeValue::S("marker:shardId-000000000000".into());
+    if put {
+        d.put_item()
+            .table_name(&cfg.names.leases_table)
+            .item("leaseKey", key.clone())
+            .send()
+            .await
+            .unwrap();
+    }
+    d.get_item()
+        .table_name(&cfg.names.leases_table)
+        .key("leaseKey", key)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .is_some()
+}
+
 async fn records_in_stream(cfg: &StackConfig) -> usize {
     let sdk = aws::sdk_config(cfg).await;
     let k = aws::kinesis(&sdk, cfg);
@@ -244,6 +266,7 @@ async fn up_is_idempotent_down_leaves_nothing_and_data_survives_unless_fresh() {
     assert_eq!(records_in_stream(&cfg).await, 1);
     redis_set(&cfg, "marker").await;
     put_marker_event(&cfg).await;
+    assert!(lease_marker(&cfg, true).await);
     sandbox.cafe(&["stack", "down"]);
     assert_all_gone(&sandbox, &pids);
 
@@ -252,6 +275,33 @@ async fn up_is_idempotent_down_leaves_nothing_and_data_survives_unless_fresh() {
     assert_eq!(redis_get(&cfg, "marker").await.as_deref(), Some("kept"));
     assert!(marker_event_exists(&cfg).await, "the event store kept its items");
     assert_eq!(records_in_stream(&cfg).await, 1, "the durable stream kept its record");
+    assert!(lease_marker(&cfg, false).await, "the same stream keeps its leases");
+
+    // A stream that is new (as after a restart of the non-durable stand-in) starts with
+    // no leases: the old ones' checkpoints name sequence numbers it would refuse.
+    let sdk = aws::sdk_config(&cfg).await;
+    let kinesis = aws::kinesis(&sdk, &cfg);
+    kinesis
+        .delete_stream()
+        .stream_name(&cfg.names.stream)
+        .send()
+        .await
+        .unwrap();
+    cafe_localstack::testing::eventually("the stream deleted", std::time::Duration::from_secs(10), async || {
+        kinesis
+            .describe_stream_summary()
+            .stream_name(&cfg.names.stream)
+            .send()
+            .await
+            .is_err()
+    })
+    .await;
+    sandbox.cafe(&["stack", "up"]);
+    assert!(
+        !lease_marker(&cfg, false).await,
+        "a new stream's lease table starts empty"
+    );
+    assert!(marker_event_exists(&cfg).await, "the event store is untouched");
 
     // --fresh starts from nothing.
     sandbox.cafe(&["stack", "up", "--fresh"]);

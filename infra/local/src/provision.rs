@@ -150,15 +150,23 @@ pub async fn provision(cfg: &StackConfig) -> Result<(), StackError> {
     let sqs = aws::sqs(&sdk, cfg);
     let names = &cfg.names;
     let databases = [names.orders_database.as_str(), names.analytics_database.as_str()];
-    let tables = async {
+    let tables_and_stream = async {
         for spec in table_specs(names) {
             ensure_table(&dynamodb, &spec).await?;
         }
-        Ok(())
+        // The Kinesis stand-in keeps no streams across restarts unless `kinesis_durable`
+        // is set, so after `down`/`up` the stream is new while DynamoDB still holds the
+        // old one's leases, whose checkpoints name sequence numbers the new stream
+        // refuses (every worker would back off forever). A new stream starts with an
+        // empty lease table; the read models keep their rows (their writes are version
+        // guarded, and the event store's versions carry on).
+        if ensure_stream(&kinesis, &names.stream, cfg.stream_shards).await? {
+            reset_table(&dynamodb, names, &names.leases_table).await?;
+        }
+        Ok::<(), StackError>(())
     };
     tokio::try_join!(
-        ensure_stream(&kinesis, &names.stream, cfg.stream_shards),
-        tables,
+        tables_and_stream,
         ensure_queue_with_dlq(
             &sqs,
             &names.payments_queue,
@@ -171,21 +179,35 @@ pub async fn provision(cfg: &StackConfig) -> Result<(), StackError> {
 }
 
 /// Creates a stream if missing and waits until it is ACTIVE.
-pub async fn ensure_stream(client: &aws_sdk_kinesis::Client, name: &str, shards: u32) -> Result<(), StackError> {
+/// Returns whether it had to create the stream.
+pub async fn ensure_stream(client: &aws_sdk_kinesis::Client, name: &str, shards: u32) -> Result<bool, StackError> {
     let shard_count = i32::try_from(shards).map_err(|e| StackError::provision(name, e))?;
-    if let Err(err) = client
+    let created = match client
         .create_stream()
         .stream_name(name)
         .shard_count(shard_count)
         .send()
         .await
     {
-        let already = err.as_service_error().is_some_and(|e| e.is_resource_in_use_exception());
-        if !already {
-            return Err(StackError::provision(format!("stream {name}"), format!("{err:?}")));
+        Ok(_) => true,
+        Err(err) if err.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => false,
+        Err(err) => return Err(StackError::provision(format!("stream {name}"), format!("{err:?}"))),
+    };
+    wait_for_stream_active(client, name).await?;
+    Ok(created)
+}
+
+/// Drops the pipeline table `name` and creates it again, empty.
+async fn reset_table(client: &aws_sdk_dynamodb::Client, names: &Names, name: &str) -> Result<(), StackError> {
+    if let Err(err) = client.delete_table().table_name(name).send().await {
+        let missing = err
+            .as_service_error()
+            .is_some_and(|e| e.is_resource_not_found_exception());
+        if !missing {
+            return Err(StackError::provision(format!("table {name}"), format!("{err:?}")));
         }
     }
-    wait_for_stream_active(client, name).await
+    ensure_table_like(client, names, name, name).await.map(|_| ())
 }
 
 /// Waits (up to 30 s) until the stream is ACTIVE: after creation, and after a reshard

@@ -13,7 +13,7 @@ use cafe_projections::history::{self, HistoryConfig};
 use cafe_projections::postgres::orders::PgOrdersView;
 
 use crate::conformance::{apply_as, apply_sharded, conformance};
-use crate::helpers::{Paced, stack, unique};
+use crate::helpers::{stack, unique};
 
 pub async fn fresh() -> RedisCache {
     RedisCache::connect(&stack().redis_url(), &format!("{}:", unique("it")))
@@ -23,7 +23,7 @@ pub async fn fresh() -> RedisCache {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conforms() {
-    let snapshot = conformance(async || Paced(fresh().await)).await;
+    let snapshot = conformance(fresh).await;
     let cfg = HistoryConfig::default();
     let items = snapshot.iter().filter(|l| l.starts_with("cache menu:item:")).count();
     assert_eq!(items, cfg.menu_items);

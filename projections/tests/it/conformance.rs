@@ -11,7 +11,7 @@ use cafe_events::EventEnvelope;
 use cafe_projections::history::{self, HistoryConfig};
 use cafe_projections::{Batch, Positioned, Projection, digest};
 
-use crate::helpers::{Counting, Stream};
+use crate::helpers::{Counting, Paced, Stream};
 
 /// Applies `events` (one shard's) in batches of random size, as the runtime would.
 pub async fn apply_in_batches<P: Projection>(p: &P, shard: &str, events: &[Positioned], seed: u64) {
@@ -102,9 +102,13 @@ where
     let c = Arc::new(fresh().await);
     let stream = Stream::with(&history).await;
     let applied = Arc::new(AtomicUsize::new(0));
-    let counting = || Counting {
-        inner: c.clone(),
-        applied: applied.clone(),
+    // Paced: a fast projector (or one that skips most events) would otherwise finish
+    // the whole stream before the kill, on a lightly loaded machine.
+    let counting = || {
+        Paced(Counting {
+            inner: c.clone(),
+            applied: applied.clone(),
+        })
     };
     let (_, first) = stream.spawn(c.name(), "doomed", counting());
     let third = history.len() / 3;

@@ -7,7 +7,7 @@ use cafe_projections::history::{self, HistoryConfig};
 use cafe_projections::inventory::RedisInventory;
 
 use crate::conformance::{apply_sharded, conformance};
-use crate::helpers::{Paced, stack, unique};
+use crate::helpers::{stack, unique};
 
 pub async fn fresh() -> RedisInventory {
     RedisInventory::connect(&stack().redis_url(), &format!("{}:", unique("it")))
@@ -17,7 +17,7 @@ pub async fn fresh() -> RedisInventory {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conforms() {
-    let snapshot = conformance(async || Paced(fresh().await)).await;
+    let snapshot = conformance(fresh).await;
     let cfg = HistoryConfig::default();
     assert_eq!(snapshot.len(), cfg.stores * cfg.menu_items);
 }
