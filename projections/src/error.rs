@@ -79,12 +79,28 @@ impl From<deadpool_postgres::PoolError> for ProjectionError {
 
 impl From<redis::RedisError> for ProjectionError {
     fn from(e: redis::RedisError) -> Self {
-        // A script or type error is our bug and repeats forever; everything else
-        // (connection refused, loading, busy) may pass.
-        match e.kind() {
-            redis::ErrorKind::UnexpectedReturnType => ProjectionError::poison("redis", e),
-            _ => ProjectionError::transient("redis", e),
+        if redis_refuses(&e) {
+            ProjectionError::poison("redis", e)
+        } else {
+            ProjectionError::transient("redis", e)
         }
+    }
+}
+
+/// Whether Redis refused the data or our script rather than being unavailable. A Lua
+/// runtime error (`ERR user_script:…`, `ERR Error running script`), a key of the wrong type or a reply of the wrong shape repeats on every retry;
+/// a plain `ERR` without a script in it (too many clients), `BUSY`, `LOADING`, `OOM` or a
+/// dropped connection may pass.
+fn redis_refuses(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    let detail = e.detail().unwrap_or_default();
+    match e.kind() {
+        ErrorKind::UnexpectedReturnType => true,
+        ErrorKind::Server(ServerErrorKind::ResponseError) => {
+            detail.contains("user_script") || detail.contains("running script") || detail.contains("@user_function")
+        }
+        ErrorKind::Extension => e.code() == Some("WRONGTYPE"),
+        _ => false,
     }
 }
 

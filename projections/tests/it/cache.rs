@@ -175,3 +175,50 @@ async fn redis_flushed_mid_run_reads_stay_correct_and_the_cache_refills() {
     }
     assert_eq!(hits_after_refill, 5);
 }
+
+/// What a real Redis answers decides retry or park: a Lua error or a key of the wrong type
+/// repeats on every retry (poison, so the event is parked instead of stalling its shard);
+/// an unreachable server may come back (transient).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_failures_are_classed_by_what_the_server_said() {
+    use cafe_projections::ProjectionError;
+    let client = redis::Client::open(stack().redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let class = |r: redis::RedisResult<redis::Value>| ProjectionError::from(r.unwrap_err()).is_transient();
+
+    let lua_error = redis::Script::new("return redis.call('INCR', KEYS[1], 'not', 'a', 'number')")
+        .key(unique("it:lua"))
+        .invoke_async(&mut conn)
+        .await;
+    assert!(!class(lua_error), "a Lua runtime error was classed transient");
+    let undefined = redis::Script::new("return nonexistent_global.field")
+        .invoke_async(&mut conn)
+        .await;
+    assert!(!class(undefined), "a script bug was classed transient");
+
+    let key = unique("it:list");
+    let _: () = redis::cmd("RPUSH")
+        .arg(&key)
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let wrong_type = redis::cmd("INCR").arg(&key).query_async(&mut conn).await;
+    assert!(!class(wrong_type), "WRONGTYPE was classed transient");
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = format!("redis://{}/", listener.local_addr().unwrap());
+    drop(listener);
+    let unreachable = match redis::Client::open(closed)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+    {
+        Ok(_) => panic!("connected to a closed port"),
+        Err(e) => e,
+    };
+    assert!(
+        ProjectionError::from(unreachable).is_transient(),
+        "a refused connection was classed poison"
+    );
+}
