@@ -104,9 +104,17 @@ enum BenchWhat {
         /// Orders in the generated history (about 7 events each, across all aggregates).
         #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         orders: u32,
-        /// Events per batch, as the runtime would hand them over.
-        #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        /// Events per batch. The runtime hands over one GetRecords call's worth, about 2
+        /// MiB (thousands of events) while a projector catches up, which is when its speed
+        /// matters; batches are small only when it is caught up.
+        #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         batch: u32,
+        /// Only these read models (comma-separated; default: all).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<bench_projections::Model>,
+        /// PostgreSQL projector and COPY-ceiling runs (alternating; medians compared).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+        trials: u32,
     },
     /// POST /v1/orders throughput and latency beside the stand-ins' raw ceilings, and the
     /// aggregation ratio of a restock storm.
@@ -225,10 +233,16 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Bench {
-            what: BenchWhat::Projections { orders, batch },
+            what:
+                BenchWhat::Projections {
+                    orders,
+                    batch,
+                    only,
+                    trials,
+                },
         } => {
             up(&stack, false).await?;
-            bench_projections::projections(&cfg, orders as usize, batch as usize).await?;
+            bench_projections::projections(&cfg, orders as usize, batch as usize, &only, trials as usize).await?;
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Bench {

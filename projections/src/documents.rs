@@ -103,6 +103,11 @@ impl MongoDocuments {
         Ok(MongoDocuments { db })
     }
 
+    /// Drops the whole database: for benchmarks and tests that made one of their own.
+    pub async fn drop_database(&self) -> Result<(), ProjectionError> {
+        Ok(self.db.drop().await?)
+    }
+
     fn menu(&self) -> Collection<Document> {
         self.db.collection(MENU_ITEMS)
     }
