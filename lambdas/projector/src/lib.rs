@@ -21,6 +21,7 @@ use cafe_consumers::processor::walk;
 use cafe_consumers::retrieval::deaggregated;
 use cafe_consumers::{BatchContext, Outcome, Processor, Record};
 use cafe_events::EventEnvelope;
+use cafe_projections::analytics::{DataApiOptions, DataApiTarget};
 use tracing::{Instrument, info_span, warn};
 
 /// The shard a Lambda Kinesis record came from: its `eventID` is `<shardId>:<sequence>`.
@@ -105,9 +106,9 @@ async fn one_shard<P: Processor, K: ParkingLot>(
     Some(record.sequence.clone())
 }
 
-/// The processor the function hosts until the read-model projectors arrive (issue 5):
-/// it checks every record decodes as an event envelope and parks those that do not,
-/// which already keeps undecodable bytes out of every downstream consumer's way.
+/// A processor that only checks every record decodes as an event envelope and parks
+/// those that do not: a canary function for a new stream, keeping undecodable bytes out
+/// of every downstream consumer's way.
 #[derive(Debug, Default)]
 pub struct EnvelopeCheck;
 
@@ -120,5 +121,154 @@ impl Processor for EnvelopeCheck {
                 Err(e) => Outcome::Park(format!("not an event envelope: {e}")),
             })
             .collect()
+    }
+}
+
+/// What the function hosts, from `CAFE_PROJECTION`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hosted {
+    /// [`EnvelopeCheck`] (the default).
+    EnvelopeCheck,
+    /// The analytics facts through the Redshift Data API: HTTPS only, so the function
+    /// needs no VPC attachment or connection pool.
+    Analytics {
+        /// Where the Data API runs the statements.
+        options: DataApiOptions,
+        /// Schema of the facts.
+        schema: String,
+    },
+    /// The DynamoDB active-orders table.
+    ActiveOrders {
+        /// Table name.
+        table: String,
+    },
+}
+
+/// A function configuration that cannot work; the function refuses to start with it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A variable the chosen projection needs.
+    #[error("environment variable {0} is not set")]
+    Missing(&'static str),
+    /// `CAFE_PROJECTION` names nothing we host.
+    #[error("CAFE_PROJECTION={0:?} is not one of envelope-check, analytics, active-orders")]
+    UnknownProjection(String),
+    /// Both or neither of the two Redshift targets.
+    #[error("set exactly one of CAFE_REDSHIFT_WORKGROUP (Serverless) and CAFE_REDSHIFT_CLUSTER")]
+    Target,
+}
+
+impl Hosted {
+    /// Reads the configuration through `get` (the process environment in the function):
+    /// - `CAFE_PROJECTION`: `envelope-check` (default), `analytics` or `active-orders`;
+    /// - analytics: `CAFE_REDSHIFT_WORKGROUP` or `CAFE_REDSHIFT_CLUSTER` (with optional
+    ///   `CAFE_REDSHIFT_DB_USER` for temporary credentials), `CAFE_REDSHIFT_DATABASE`,
+    ///   optional `CAFE_REDSHIFT_SECRET_ARN`, `CAFE_ANALYTICS_SCHEMA` (default `analytics`);
+    /// - active-orders: `CAFE_ACTIVE_ORDERS_TABLE`.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Hosted, ConfigError> {
+        let need = |k: &'static str| get(k).filter(|v| !v.is_empty()).ok_or(ConfigError::Missing(k));
+        match get("CAFE_PROJECTION").as_deref().unwrap_or("envelope-check") {
+            "envelope-check" => Ok(Hosted::EnvelopeCheck),
+            "active-orders" => Ok(Hosted::ActiveOrders {
+                table: need("CAFE_ACTIVE_ORDERS_TABLE")?,
+            }),
+            "analytics" => {
+                let target = match (need("CAFE_REDSHIFT_WORKGROUP"), need("CAFE_REDSHIFT_CLUSTER")) {
+                    (Ok(workgroup), Err(_)) => DataApiTarget::Workgroup(workgroup),
+                    (Err(_), Ok(identifier)) => DataApiTarget::Cluster {
+                        identifier,
+                        db_user: get("CAFE_REDSHIFT_DB_USER").filter(|v| !v.is_empty()),
+                    },
+                    _ => return Err(ConfigError::Target),
+                };
+                let mut options = DataApiOptions::new(target, need("CAFE_REDSHIFT_DATABASE")?);
+                options.secret_arn = get("CAFE_REDSHIFT_SECRET_ARN").filter(|v| !v.is_empty());
+                Ok(Hosted::Analytics {
+                    options,
+                    schema: get("CAFE_ANALYTICS_SCHEMA").unwrap_or_else(|| "analytics".to_owned()),
+                })
+            }
+            other => Err(ConfigError::UnknownProjection(other.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: std::collections::HashMap<String, String> =
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn the_default_is_the_envelope_check() {
+        assert_eq!(Hosted::from_env(env(&[])), Ok(Hosted::EnvelopeCheck));
+    }
+
+    #[test]
+    fn analytics_reads_a_serverless_or_a_cluster_target() {
+        let Ok(Hosted::Analytics { options, schema }) = Hosted::from_env(env(&[
+            ("CAFE_PROJECTION", "analytics"),
+            ("CAFE_REDSHIFT_WORKGROUP", "cafe"),
+            ("CAFE_REDSHIFT_DATABASE", "dev"),
+            (
+                "CAFE_REDSHIFT_SECRET_ARN",
+                "arn:aws:secretsmanager:eu-west-1:1:secret:x",
+            ),
+        ])) else {
+            panic!("not analytics");
+        };
+        assert!(matches!(options.target, DataApiTarget::Workgroup(ref w) if w == "cafe"));
+        assert_eq!(options.database, "dev");
+        assert_eq!(
+            options.secret_arn.as_deref(),
+            Some("arn:aws:secretsmanager:eu-west-1:1:secret:x")
+        );
+        assert_eq!(schema, "analytics");
+
+        let Ok(Hosted::Analytics { options, .. }) = Hosted::from_env(env(&[
+            ("CAFE_PROJECTION", "analytics"),
+            ("CAFE_REDSHIFT_CLUSTER", "cafe-dw"),
+            ("CAFE_REDSHIFT_DB_USER", "projector"),
+            ("CAFE_REDSHIFT_DATABASE", "dev"),
+        ])) else {
+            panic!("not analytics");
+        };
+        assert!(matches!(
+            options.target,
+            DataApiTarget::Cluster { ref identifier, db_user: Some(ref u) } if identifier == "cafe-dw" && u == "projector"
+        ));
+        assert_eq!(options.secret_arn, None);
+    }
+
+    #[test]
+    fn a_configuration_that_cannot_work_is_refused_by_name() {
+        let analytics = [("CAFE_PROJECTION", "analytics"), ("CAFE_REDSHIFT_DATABASE", "dev")];
+        assert_eq!(Hosted::from_env(env(&analytics)), Err(ConfigError::Target));
+        let both = [
+            analytics[0],
+            analytics[1],
+            ("CAFE_REDSHIFT_WORKGROUP", "a"),
+            ("CAFE_REDSHIFT_CLUSTER", "b"),
+        ];
+        assert_eq!(Hosted::from_env(env(&both)), Err(ConfigError::Target));
+        assert_eq!(
+            Hosted::from_env(env(&[
+                ("CAFE_PROJECTION", "analytics"),
+                ("CAFE_REDSHIFT_WORKGROUP", "a")
+            ])),
+            Err(ConfigError::Missing("CAFE_REDSHIFT_DATABASE"))
+        );
+        assert_eq!(
+            Hosted::from_env(env(&[("CAFE_PROJECTION", "active-orders")])),
+            Err(ConfigError::Missing("CAFE_ACTIVE_ORDERS_TABLE"))
+        );
+        assert_eq!(
+            Hosted::from_env(env(&[("CAFE_PROJECTION", "orders")])),
+            Err(ConfigError::UnknownProjection("orders".to_owned()))
+        );
     }
 }

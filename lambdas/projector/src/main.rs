@@ -1,8 +1,12 @@
-//! Lambda entry point: configuration and clients once per cold start, then the runtime.
+//! The projector function: `CAFE_PROJECTION` chooses what it hosts (see [`Hosted`]).
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
+use cafe_consumers::Processor;
 use cafe_consumers::parking::DynamoParkingLot;
-use cafe_lambda_projector::{EnvelopeCheck, handle};
+use cafe_lambda_projector::{EnvelopeCheck, Hosted, handle};
+use cafe_projections::Projector;
+use cafe_projections::active_orders::DynamoActiveOrders;
+use cafe_projections::analytics::{AnalyticsFacts, DataApiWarehouse};
 use lambda_runtime::{LambdaEvent, service_fn};
 
 #[tokio::main]
@@ -11,9 +15,33 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let var = |k: &str| std::env::var(k).map_err(|_| format!("environment variable {k} is not set"));
     let application = var("CAFE_APPLICATION")?;
     let parked_table = var("CAFE_PARKED_TABLE")?;
+    let hosted = Hosted::from_env(|k| std::env::var(k).ok())?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let parking = DynamoParkingLot::new(aws_sdk_dynamodb::Client::new(&sdk), parked_table);
-    let processor = EnvelopeCheck;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    let parking = DynamoParkingLot::new(dynamodb.clone(), parked_table);
+    match hosted {
+        Hosted::EnvelopeCheck => serve(EnvelopeCheck, parking, application).await,
+        Hosted::ActiveOrders { table } => {
+            serve(
+                Projector::new(DynamoActiveOrders::new(dynamodb, table)),
+                parking,
+                application,
+            )
+            .await
+        }
+        Hosted::Analytics { options, schema } => {
+            let warehouse = DataApiWarehouse::new(aws_sdk_redshiftdata::Client::new(&sdk), options);
+            let facts = AnalyticsFacts::connect(warehouse, &schema).await?;
+            serve(Projector::new(facts), parking, application).await
+        }
+    }
+}
+
+async fn serve<P: Processor>(
+    processor: P,
+    parking: DynamoParkingLot,
+    application: String,
+) -> Result<(), lambda_runtime::Error> {
     let (processor, parking, application) = (&processor, &parking, application.as_str());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<KinesisEvent>| async move {
         Ok::<_, lambda_runtime::Error>(handle(processor, parking, application, &event.payload).await)

@@ -21,7 +21,7 @@ pub const MAX_STATEMENTS_PER_CALL: usize = 40;
 pub const MAX_SQL_BYTES_PER_CALL: usize = 100 * 1024;
 
 /// Where the statements run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataApiTarget {
     /// Redshift Serverless.
     Workgroup(String),
@@ -35,7 +35,7 @@ pub enum DataApiTarget {
 }
 
 /// How to reach the warehouse and how patiently to wait for it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataApiOptions {
     /// Workgroup or cluster.
     pub target: DataApiTarget,
