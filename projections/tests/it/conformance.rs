@@ -36,9 +36,9 @@ pub async fn apply_sharded<P: Projection>(p: &P, history: &[EventEnvelope], seed
     }
 }
 
-/// Applies a whole history as one shard named `shard`, with fresh sequence numbers.
-pub async fn apply_as<P: Projection>(p: &P, shard: &str, history: &[EventEnvelope], seed: u64) {
-    let events: Vec<Positioned> = history
+/// A history as one shard's records: fresh sequence numbers from 1.
+pub fn positioned(history: &[EventEnvelope]) -> Vec<Positioned> {
+    history
         .iter()
         .enumerate()
         .map(|(n, e)| Positioned {
@@ -46,8 +46,12 @@ pub async fn apply_as<P: Projection>(p: &P, shard: &str, history: &[EventEnvelop
             sequence: format!("{:056}", n + 1),
             sub: 0,
         })
-        .collect();
-    apply_in_batches(p, shard, &events, seed).await;
+        .collect()
+}
+
+/// Applies a whole history as one shard named `shard`, with fresh sequence numbers.
+pub async fn apply_as<P: Projection>(p: &P, shard: &str, history: &[EventEnvelope], seed: u64) {
+    apply_in_batches(p, shard, &positioned(history), seed).await;
 }
 
 pub fn assert_same(expected: &[String], actual: &[String], what: &str) {

@@ -7,9 +7,9 @@ use cafe_localstack::Service;
 use cafe_localstack::testing::PrivateStack;
 use cafe_projections::history::{self, HistoryConfig};
 use cafe_projections::postgres::orders::PgOrdersView;
-use cafe_projections::{Batch, Positioned, Projection, digest};
+use cafe_projections::{Batch, Projection, digest};
 
-use crate::conformance::{apply_sharded, conformance};
+use crate::conformance::{apply_sharded, conformance, positioned};
 use crate::helpers::{Counting, Paced, Stream, stack, unique};
 
 pub async fn fresh() -> PgOrdersView {
@@ -112,17 +112,6 @@ async fn a_postgres_restart_mid_projection_loses_and_doubles_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_mixing_known_and_new_rows_lands_through_the_upserts() {
     let history = history::generate(HistoryConfig::default());
-    let positioned = |events: &[cafe_events::EventEnvelope]| -> Vec<Positioned> {
-        events
-            .iter()
-            .enumerate()
-            .map(|(n, e)| Positioned {
-                event: e.clone(),
-                sequence: format!("{}", n + 1),
-                sub: 0,
-            })
-            .collect()
-    };
     let clean = fresh().await;
     clean
         .apply(Batch {
