@@ -426,83 +426,123 @@ ON CONFLICT (projector, shard_id) DO UPDATE
    SET sequence = EXCLUDED.sequence, sub_sequence = EXCLUDED.sub_sequence, updated_at = now()
  WHERE (c.sequence, c.sub_sequence) < (EXCLUDED.sequence, EXCLUDED.sub_sequence)";
 
+/// One column of a batch's rows, held as a `Vec`: bound whole as an array parameter by
+/// the upserts, read cell by cell by COPY. Lets both paths share one list of columns.
+trait Column: Sync {
+    fn rows(&self) -> usize;
+    fn param(&self) -> &(dyn ToSql + Sync);
+    fn cell(&self, row: usize) -> &(dyn ToSql + Sync);
+}
+
+impl<T: ToSql + Sync> Column for Vec<T> {
+    fn rows(&self) -> usize {
+        self.len()
+    }
+    fn param(&self) -> &(dyn ToSql + Sync) {
+        self
+    }
+    fn cell(&self, row: usize) -> &(dyn ToSql + Sync) {
+        &self[row]
+    }
+}
+
+impl OrderRows {
+    fn placed(&self) -> [&dyn Column; 9] {
+        [
+            &self.id,
+            &self.customer,
+            &self.store,
+            &self.total,
+            &self.currency,
+            &self.status,
+            &self.created,
+            &self.updated,
+            &self.version,
+        ]
+    }
+
+    fn lines(&self) -> [&dyn Column; 5] {
+        [
+            &self.line_order,
+            &self.line_no,
+            &self.line_item,
+            &self.line_qty,
+            &self.line_price,
+        ]
+    }
+}
+
+impl LoyaltyRows {
+    fn ledger(&self) -> [&dyn Column; 8] {
+        [
+            &self.ledger_customer,
+            &self.ledger_version,
+            &self.ledger_event,
+            &self.ledger_kind,
+            &self.ledger_points,
+            &self.ledger_balance,
+            &self.ledger_order,
+            &self.ledger_at,
+        ]
+    }
+}
+
 /// Loads the batch's placed orders, their lines and its ledger entries by binary COPY.
 /// Fails with a unique violation if any of them exists already.
 async fn copy_new_rows(tx: &Transaction<'_>, o: &OrderRows, l: &LoyaltyRows) -> Result<(), tokio_postgres::Error> {
     use tokio_postgres::types::Type;
-    if !o.id.is_empty() {
-        let types = [
-            Type::VARCHAR,
-            Type::VARCHAR,
-            Type::VARCHAR,
-            Type::INT8,
-            Type::VARCHAR,
-            Type::VARCHAR,
-            Type::TIMESTAMPTZ,
-            Type::TIMESTAMPTZ,
-            Type::INT8,
-        ];
-        let mut w = std::pin::pin!(BinaryCopyInWriter::new(tx.copy_in(COPY_ORDERS).await?, &types));
-        for i in 0..o.id.len() {
-            w.as_mut()
-                .write(&[
-                    &o.id[i],
-                    &o.customer[i],
-                    &o.store[i],
-                    &o.total[i],
-                    &o.currency[i],
-                    &o.status[i],
-                    &o.created[i],
-                    &o.updated[i],
-                    &o.version[i],
-                ])
-                .await?;
-        }
-        w.finish().await?;
-        let types = [Type::VARCHAR, Type::INT4, Type::VARCHAR, Type::INT4, Type::INT8];
-        let mut w = std::pin::pin!(BinaryCopyInWriter::new(tx.copy_in(COPY_ITEMS).await?, &types));
-        for i in 0..o.line_order.len() {
-            w.as_mut()
-                .write(&[
-                    &o.line_order[i],
-                    &o.line_no[i],
-                    &o.line_item[i],
-                    &o.line_qty[i],
-                    &o.line_price[i],
-                ])
-                .await?;
-        }
-        w.finish().await?;
+    const ORDERS: &[Type] = &[
+        Type::VARCHAR,
+        Type::VARCHAR,
+        Type::VARCHAR,
+        Type::INT8,
+        Type::VARCHAR,
+        Type::VARCHAR,
+        Type::TIMESTAMPTZ,
+        Type::TIMESTAMPTZ,
+        Type::INT8,
+    ];
+    const ITEMS: &[Type] = &[Type::VARCHAR, Type::INT4, Type::VARCHAR, Type::INT4, Type::INT8];
+    const LEDGER: &[Type] = &[
+        Type::VARCHAR,
+        Type::INT8,
+        Type::UUID,
+        Type::VARCHAR,
+        Type::INT8,
+        Type::INT8,
+        Type::VARCHAR,
+        Type::TIMESTAMPTZ,
+    ];
+    copy_rows(tx, COPY_ORDERS, ORDERS, &o.placed()).await?;
+    copy_rows(tx, COPY_ITEMS, ITEMS, &o.lines()).await?;
+    copy_rows(tx, COPY_LEDGER, LEDGER, &l.ledger()).await
+}
+
+/// One binary COPY of `columns` (nothing sent when they hold no rows).
+async fn copy_rows(
+    tx: &Transaction<'_>,
+    statement: &str,
+    types: &[tokio_postgres::types::Type],
+    columns: &[&dyn Column],
+) -> Result<(), tokio_postgres::Error> {
+    let rows = columns.first().map_or(0, |c| c.rows());
+    if rows == 0 {
+        return Ok(());
     }
-    if !l.ledger_customer.is_empty() {
-        let types = [
-            Type::VARCHAR,
-            Type::INT8,
-            Type::UUID,
-            Type::VARCHAR,
-            Type::INT8,
-            Type::INT8,
-            Type::VARCHAR,
-            Type::TIMESTAMPTZ,
-        ];
-        let mut w = std::pin::pin!(BinaryCopyInWriter::new(tx.copy_in(COPY_LEDGER).await?, &types));
-        for i in 0..l.ledger_customer.len() {
-            w.as_mut()
-                .write(&[
-                    &l.ledger_customer[i],
-                    &l.ledger_version[i],
-                    &l.ledger_event[i],
-                    &l.ledger_kind[i],
-                    &l.ledger_points[i],
-                    &l.ledger_balance[i],
-                    &l.ledger_order[i],
-                    &l.ledger_at[i],
-                ])
-                .await?;
-        }
-        w.finish().await?;
+    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(tx.copy_in(statement).await?, types));
+    let mut row = Vec::with_capacity(columns.len());
+    for i in 0..rows {
+        row.clear();
+        row.extend(columns.iter().map(|c| c.cell(i)));
+        writer.as_mut().write(&row).await?;
     }
+    writer.finish().await?;
     Ok(())
+}
+
+/// The columns as array parameters.
+fn params<'a>(columns: &[&'a dyn Column]) -> Vec<&'a (dyn ToSql + Sync)> {
+    columns.iter().map(|c| c.param()).collect()
 }
 
 /// The same rows as [`copy_new_rows`] through the version-guarded upserts, for a batch
@@ -513,38 +553,11 @@ async fn upsert_new_rows(tx: &Transaction<'_>, o: &OrderRows, l: &LoyaltyRows) -
         tx.prepare_cached(INSERT_ITEMS),
         tx.prepare_cached(INSERT_LEDGER),
     )?;
-    let placed = [
-        &o.id as &(dyn ToSql + Sync),
-        &o.customer,
-        &o.store,
-        &o.total,
-        &o.currency,
-        &o.status,
-        &o.created,
-        &o.updated,
-        &o.version,
-    ];
-    let lines = [
-        &o.line_order as &(dyn ToSql + Sync),
-        &o.line_no,
-        &o.line_item,
-        &o.line_qty,
-        &o.line_price,
-    ];
-    let ledger_rows = [
-        &l.ledger_customer as &(dyn ToSql + Sync),
-        &l.ledger_version,
-        &l.ledger_event,
-        &l.ledger_kind,
-        &l.ledger_points,
-        &l.ledger_balance,
-        &l.ledger_order,
-        &l.ledger_at,
-    ];
+    let (placed, lines, ledger_rows) = (params(&o.placed()), params(&o.lines()), params(&l.ledger()));
     let writes = [
-        (!o.id.is_empty()).then_some((&upsert, &placed[..])),
-        (!o.id.is_empty()).then_some((&items, &lines[..])),
-        (!l.ledger_customer.is_empty()).then_some((&ledger, &ledger_rows[..])),
+        (!o.id.is_empty()).then_some((&upsert, &placed)),
+        (!o.id.is_empty()).then_some((&items, &lines)),
+        (!l.ledger_customer.is_empty()).then_some((&ledger, &ledger_rows)),
     ];
     futures::future::try_join_all(
         writes
