@@ -20,11 +20,11 @@ struct Sandbox {
 
 impl Sandbox {
     fn new() -> Self {
-        // Bind port 0 for each service at once so the six ports differ, then release them.
-        let listeners: Vec<_> = (0..6)
+        // Bind port 0 for each service at once so the seven ports differ, then release them.
+        let listeners: Vec<_> = (0..7)
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
             .collect();
-        let names = ["KINESIS", "DYNAMODB", "MOTO", "POSTGRES", "REDIS", "MONGO"];
+        let names = ["KINESIS", "DYNAMODB", "MOTO", "POSTGRES", "REDIS", "MONGO", "LAMBDA"];
         let ports = names
             .into_iter()
             .zip(listeners.iter().map(|l| l.local_addr().unwrap().port()))
@@ -80,6 +80,7 @@ impl Sandbox {
             postgres: p("POSTGRES"),
             redis: p("REDIS"),
             mongo: p("MONGO"),
+            lambda: p("LAMBDA"),
         };
         cfg
     }
@@ -242,7 +243,7 @@ async fn up_is_idempotent_down_leaves_nothing_and_data_survives_unless_fresh() {
     let sandbox = Sandbox::new();
     let cfg = sandbox.config();
 
-    // First up starts six services, healthy, and provisions.
+    // First up starts seven services, healthy, and provisions.
     let first = sandbox.cafe(&["stack", "up"]);
     let table = String::from_utf8_lossy(&first.stdout).into_owned();
     for svc in ["kinesis", "dynamodb", "moto", "postgres", "redis", "mongo"] {
@@ -253,12 +254,12 @@ async fn up_is_idempotent_down_leaves_nothing_and_data_survives_unless_fresh() {
         assert!(row.trim_end().ends_with("yes"), "{svc} not healthy:\n{table}");
     }
     let pids = sandbox.pids();
-    assert_eq!(pids.len(), 6, "{pids:?}");
+    assert_eq!(pids.len(), 7, "{pids:?}");
 
     // Second up is a no-op: nothing started, the same processes.
     let second = sandbox.cafe(&["stack", "up"]);
     let said = String::from_utf8_lossy(&second.stderr);
-    assert_eq!(said.matches("already running").count(), 6, "{said}");
+    assert_eq!(said.matches("already running").count(), 7, "{said}");
     assert_eq!(sandbox.pids(), pids);
 
     // Data written now survives down/up.

@@ -5,7 +5,7 @@
 # Also: up [--fresh] | down | status | env  (thin wrappers over `cafe stack ...`).
 #
 # Installs only what is missing: Debian packages (redis-server, postgresql-15) with apt-get,
-# the Python stand-ins (moto, nx-27017) into a venv. Build output and the venv live in a cache
+# the Python stand-ins (moto, nx-27017, cargo-lambda's emulator) into a venv. Build output and the venv live in a cache
 # outside the clone (CAFE_CACHE_DIR, default ~/.cache/cloudcafe) so a fresh clone builds warm.
 set -euo pipefail
 
@@ -45,18 +45,19 @@ ensure_system_packages() {
 }
 
 ensure_venv() {
-  local req="$repo/infra/local/requirements.txt" venv=$CAFE__STACK__VENV
-  local stamp="$venv/.cafe-requirements"
-  if [ -f "$stamp" ] && cmp -s "$req" "$stamp"; then return; fi
-  say "preparing Python venv for moto and nx-27017 in $venv"
+  local req="$repo/infra/local/requirements.txt" nodeps="$repo/infra/local/requirements-nodeps.txt"
+  local venv=$CAFE__STACK__VENV stamp="$CAFE__STACK__VENV/.cafe-requirements"
+  if [ -f "$stamp" ] && cat "$req" "$nodeps" | cmp -s - "$stamp"; then return; fi
+  say "preparing Python venv for moto, nx-27017 and cargo-lambda in $venv"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
-  cp "$req" "$stamp"
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps -r "$nodeps"
+  cat "$req" "$nodeps" > "$stamp"
 }
 
 build() {
   say "building (target dir $CARGO_TARGET_DIR)"
-  cargo build --quiet -p cafe
+  cargo build --quiet -p cafe -p cafe-lambda-payment
 }
 
 ensure_all() { ensure_system_packages; ensure_venv; build; }

@@ -76,6 +76,8 @@ pub struct Ports {
     pub redis: u16,
     /// MongoDB wire (DocumentDB role).
     pub mongo: u16,
+    /// Lambda Invoke and Runtime APIs (cargo-lambda's emulator).
+    pub lambda: u16,
 }
 
 impl Default for Ports {
@@ -88,6 +90,7 @@ impl Default for Ports {
             postgres: 15432,
             redis: 16379,
             mongo: 27117,
+            lambda: 19001,
         }
     }
 }
@@ -114,6 +117,9 @@ pub struct StackConfig {
     /// pays one fsync per item of a BatchWriteItem (each item is its own SQLite
     /// transaction there), which makes bulk writes cost what single puts cost.
     pub dynamodb_fsync: bool,
+    /// The workspace's `Cargo.toml`: the Lambda emulator names functions after its
+    /// binaries (default: the workspace root's, found like `state_dir`).
+    pub workspace_manifest: PathBuf,
     /// Loopback ports.
     pub ports: Ports,
     /// Resource names.
@@ -133,6 +139,7 @@ impl Default for StackConfig {
             stream_shards: 4,
             kinesis_durable: false,
             dynamodb_fsync: false,
+            workspace_manifest: PathBuf::from("Cargo.toml"),
             ports: Ports::default(),
             names: Names::default(),
         }
@@ -157,9 +164,11 @@ impl StackConfig {
         // directory, so `cargo test` in a crate directory and `dev.sh` at the root find the
         // same stack. Found at run time on purpose: a path baked in at compile time goes
         // stale when clones at other paths share one target directory.
-        if cfg.state_dir.is_relative() {
+        if cfg.state_dir.is_relative() || cfg.workspace_manifest.is_relative() {
             let cwd = std::env::current_dir().map_err(StackError::Io)?;
-            cfg.state_dir = workspace_root(&cwd).unwrap_or(cwd).join(&cfg.state_dir);
+            let root = workspace_root(&cwd).unwrap_or(cwd);
+            cfg.state_dir = root.join(&cfg.state_dir);
+            cfg.workspace_manifest = root.join(&cfg.workspace_manifest);
         }
         cfg.state_dir = normalize(&cfg.state_dir);
         cfg.venv = absolute(&cfg.venv)?;

@@ -6,7 +6,7 @@
 //!
 //! # Layout
 //! - [`config`]: [`StackConfig`] (ports, paths) and [`Names`] (from `infra/names.json`).
-//! - [`service`]: the six stand-ins and how each is launched.
+//! - [`service`]: the seven stand-ins and how each is launched.
 //! - [`supervisor`]: [`Stack`]: `up` (idempotent), `down` (only our pids), `status`.
 //! - [`health`]: protocol-level health probes with the project's real clients.
 //! - [`emulators`]: the embedded Kinesis and DynamoDB emulators.
@@ -20,6 +20,7 @@ pub mod config;
 pub mod emulators;
 pub mod error;
 pub mod health;
+pub mod lambda;
 pub mod provision;
 pub mod service;
 pub mod smoke;

@@ -1,4 +1,4 @@
-//! The six stand-ins: what they replace, how each is started, and how we know it is ours.
+//! The seven stand-ins: what they replace, how each is started, and how we know it is ours.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -21,17 +21,22 @@ pub enum Service {
     Redis,
     /// nx-27017, a MongoDB-wire server: DocumentDB.
     Mongo,
+    /// cargo-lambda's runtime emulator (`cargo lambda watch --only-lambda-apis`): the
+    /// Lambda service's Invoke and Runtime APIs. Function processes are started by the
+    /// pipeline and take their invocations from it.
+    Lambda,
 }
 
 impl Service {
     /// Every service, in start order.
-    pub const ALL: [Service; 6] = [
+    pub const ALL: [Service; 7] = [
         Service::Kinesis,
         Service::DynamoDb,
         Service::Moto,
         Service::Postgres,
         Service::Redis,
         Service::Mongo,
+        Service::Lambda,
     ];
 
     /// Short name used for pid and log files and the status table.
@@ -43,6 +48,7 @@ impl Service {
             Service::Postgres => "postgres",
             Service::Redis => "redis",
             Service::Mongo => "mongo",
+            Service::Lambda => "lambda",
         }
     }
 
@@ -55,6 +61,7 @@ impl Service {
             Service::Postgres => "Aurora PostgreSQL, Redshift",
             Service::Redis => "ElastiCache, MemoryDB",
             Service::Mongo => "DocumentDB",
+            Service::Lambda => "Lambda",
         }
     }
 
@@ -67,6 +74,7 @@ impl Service {
             Service::Postgres => "PostgreSQL 15",
             Service::Redis => "redis-server",
             Service::Mongo => "nx-27017 0.8.1",
+            Service::Lambda => "cargo-lambda 1.9.2 watch",
         }
     }
 
@@ -79,6 +87,7 @@ impl Service {
             Service::Postgres => cfg.ports.postgres,
             Service::Redis => cfg.ports.redis,
             Service::Mongo => cfg.ports.mongo,
+            Service::Lambda => cfg.ports.lambda,
         }
     }
 
@@ -132,6 +141,24 @@ impl Service {
                 // second stack (the lifecycle test's) refuse to start.
                 c.arg("--pid-file").arg(data.join("nx-27017.pid"));
                 c.arg("--log-file").arg(cfg.log_dir().join("mongo.nx.log"));
+                c
+            }
+            Service::Lambda => {
+                let mut c = Command::new(venv_program(cfg, "cargo-lambda")?);
+                // Function names are the workspace's binaries (it reads them with `cargo
+                // metadata`, offline). It builds nothing: the pipeline starts the functions.
+                c.args([
+                    "lambda",
+                    "watch",
+                    "--only-lambda-apis",
+                    "--offline",
+                    "-A",
+                    LOOPBACK,
+                    "-P",
+                    &port,
+                ])
+                .arg("--manifest-path")
+                .arg(&cfg.workspace_manifest);
                 c
             }
             Service::Redis => {
