@@ -14,8 +14,9 @@ use std::sync::Mutex;
 
 use crate::message::PaymentRequest;
 
-/// What the gateway decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the gateway decided (stored as the outcome of an idempotency record).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
 pub enum Charge {
     /// Money reserved; the gateway's reference.
     Authorized {
@@ -56,6 +57,9 @@ struct State {
     calls: HashMap<String, u32>,
     /// Authorisations made, by key; a repeat of a key is not a second charge.
     authorized: HashSet<String>,
+    /// Calls that reached a decision (authorised or declined), repeats included: what
+    /// our own idempotency must keep at one per payment.
+    decisions: usize,
 }
 
 impl Default for SimulatedGateway {
@@ -92,6 +96,12 @@ impl SimulatedGateway {
         self.state.lock().map(|s| s.authorized.len()).unwrap_or_default()
     }
 
+    /// Charge calls that were decided, a repeat of a key counting again: one per
+    /// payment when the caller's idempotency works (the gateway's own would hide it).
+    pub fn decisions(&self) -> usize {
+        self.state.lock().map(|s| s.decisions).unwrap_or_default()
+    }
+
     fn decide(&self, request: &PaymentRequest) -> Result<Charge, Transient> {
         let mut state = self
             .state
@@ -104,6 +114,7 @@ impl SimulatedGateway {
         {
             return Err(Transient(format!("simulated outage ({calls} of {failures})")));
         }
+        state.decisions += 1;
         if self.blocked.contains(&request.customer_id) {
             return Ok(Charge::Declined {
                 reason: "customer_blocked".into(),
@@ -174,6 +185,11 @@ mod tests {
         // Each key of a flaky customer fails its own first charges.
         assert!(g.decide(&request("flaky", 100, "k5")).is_err());
         assert_eq!(g.authorizations(), 2);
+        assert_eq!(
+            g.decisions(),
+            4,
+            "two authorised, two declined; outages are no decision"
+        );
     }
 
     #[test]
@@ -182,5 +198,6 @@ mod tests {
         let first = g.decide(&request("alice", 500, "k"));
         assert_eq!(g.decide(&request("alice", 500, "k")), first);
         assert_eq!(g.authorizations(), 1);
+        assert_eq!(g.decisions(), 2, "but both calls were decided");
     }
 }

@@ -1,14 +1,24 @@
-//! The payment function of the order saga (issue 6, in progress).
+//! The payment function of the order saga, and the consumer that feeds it.
 //!
-//! What is here so far is the part every later piece leans on and that needs no server:
-//! - [`message`]: the payment request the `payments` queue carries, and the checks that
-//!   decide whether a message is a request at all (a bad one must become a batch item
-//!   failure with a reason, never a crashed batch);
-//! - [`gateway`]: the payment-gateway port and its deterministic simulation.
+//! ```text
+//! events stream ──OrderPlaced──► requests (consumer) ──► SQS payments ──► handler (Lambda)
+//!                                                             │ 5 receives     │ charge once
+//!                                                             ▼                ▼
+//!                                                        payments-dlq   PaymentAuthorized /
+//!                                                                       PaymentDeclined → order
+//! ```
 //!
-//! Still to come (see the issue's closing note): the handler with `batchItemFailures`,
-//! idempotency in DynamoDB, appending the result through the event store, the projector
-//! that enqueues requests, and the local SQS poller.
+//! - [`message`]: the payment request on the queue, and the checks that decide whether a
+//!   message is a request at all (a bad one becomes a batch item failure, never a crash);
+//! - [`gateway`]: the payment-gateway port and its deterministic simulation;
+//! - [`idempotency`]: one charge per payment over at-least-once delivery;
+//! - [`handler`]: a batch in, `batchItemFailures` out;
+//! - [`requests`]: `OrderPlaced` → payment request;
+//! - [`config`]: the function's settings from its environment.
 
+pub mod config;
 pub mod gateway;
+pub mod handler;
+pub mod idempotency;
 pub mod message;
+pub mod requests;

@@ -38,6 +38,9 @@ pub enum BadMessage {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The order id is not one the event model accepts.
+    #[error("order_id: {0}")]
+    OrderId(#[from] cafe_events::IdError),
 }
 
 impl PaymentRequest {
@@ -62,6 +65,7 @@ impl PaymentRequest {
                 return bad(field, "longer than 255 bytes");
             }
         }
+        cafe_events::OrderId::parse(self.order_id.as_str())?;
         if self.amount_cents <= 0 {
             return bad("amount_cents", "must be positive");
         }

@@ -1,12 +1,8 @@
 //! Payment requests read from an SQS event exactly as Lambda delivers it.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use aws_lambda_events::sqs::SqsEvent;
 use cafe_lambda_payment::message::{BadMessage, PaymentRequest};
 
-fn fixture() -> SqsEvent {
-    serde_json::from_str(include_str!("fixtures/sqs-payments.json")).unwrap()
-}
+use crate::helpers::fixture;
 
 #[test]
 fn a_well_formed_body_is_a_request() {

@@ -1,0 +1,151 @@
+//! The function's settings, from its environment (Lambda configuration in AWS, the
+//! local pipeline's `cafe run` here). A setting that cannot work stops the function at
+//! init with the variable named, rather than failing every message later.
+//!
+//! - `CAFE_EVENTS_TABLE`, `CAFE_IDEMPOTENCY_TABLE`, `CAFE_STREAM`: where the order's
+//!   events live and are published (required);
+//! - `CAFE_IDEMPOTENCY_LEASE_SECS`: how long a claim holds (default 60; keep it above the
+//!   function timeout);
+//! - the simulated gateway's rules: `CAFE_GATEWAY_LIMIT_CENTS` (default 50000),
+//!   `CAFE_GATEWAY_BLOCKED` (customer ids, comma-separated), `CAFE_GATEWAY_FLAKY`
+//!   (`customer:failures`, comma-separated).
+
+use std::time::Duration;
+
+use crate::gateway::SimulatedGateway;
+
+/// A setting that is missing or unreadable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A required variable is not set.
+    #[error("environment variable {0} is not set")]
+    Missing(&'static str),
+    /// A variable's value is not what it must be.
+    #[error("{var}: {reason}")]
+    Invalid {
+        /// The variable.
+        var: &'static str,
+        /// What it must be.
+        reason: String,
+    },
+}
+
+/// Everything the function needs to start.
+#[derive(Debug)]
+pub struct PaymentConfig {
+    /// The event store's table.
+    pub events_table: String,
+    /// The idempotency table (shared with the command side, keys prefixed).
+    pub idempotency_table: String,
+    /// The events stream.
+    pub stream: String,
+    /// How long an idempotency claim holds.
+    pub lease: Duration,
+    /// The gateway.
+    pub gateway: SimulatedGateway,
+}
+
+impl PaymentConfig {
+    /// Reads the settings through `var` (`std::env::var` in the function).
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<PaymentConfig, ConfigError> {
+        let required = |k: &'static str| var(k).filter(|v| !v.trim().is_empty()).ok_or(ConfigError::Missing(k));
+        let number = |k: &'static str, default: i64| -> Result<i64, ConfigError> {
+            match var(k) {
+                None => Ok(default),
+                Some(v) => v.trim().parse().map_err(|_| ConfigError::Invalid {
+                    var: k,
+                    reason: format!("{v:?} is not a whole number"),
+                }),
+            }
+        };
+        let lease = number("CAFE_IDEMPOTENCY_LEASE_SECS", 60)?;
+        if lease <= 0 {
+            return Err(ConfigError::Invalid {
+                var: "CAFE_IDEMPOTENCY_LEASE_SECS",
+                reason: "must be positive".into(),
+            });
+        }
+        let mut gateway = SimulatedGateway::new(number("CAFE_GATEWAY_LIMIT_CENTS", 50_000)?);
+        for customer in list(var("CAFE_GATEWAY_BLOCKED")) {
+            gateway = gateway.block(customer);
+        }
+        for entry in list(var("CAFE_GATEWAY_FLAKY")) {
+            let invalid = || ConfigError::Invalid {
+                var: "CAFE_GATEWAY_FLAKY",
+                reason: format!("{entry:?} is not customer:failures"),
+            };
+            let (customer, failures) = entry.rsplit_once(':').ok_or_else(invalid)?;
+            gateway = gateway.flaky(customer, failures.parse().map_err(|_| invalid())?);
+        }
+        Ok(PaymentConfig {
+            events_table: required("CAFE_EVENTS_TABLE")?,
+            idempotency_table: required("CAFE_IDEMPOTENCY_TABLE")?,
+            stream: required("CAFE_STREAM")?,
+            lease: Duration::from_secs(lease.unsigned_abs()),
+            gateway,
+        })
+    }
+}
+
+fn list(value: Option<String>) -> Vec<String> {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    const BASE: [(&str, &str); 3] = [
+        ("CAFE_EVENTS_TABLE", "events"),
+        ("CAFE_IDEMPOTENCY_TABLE", "idempotency"),
+        ("CAFE_STREAM", "cafe-events"),
+    ];
+
+    #[test]
+    fn defaults_and_gateway_rules() {
+        let mut pairs = BASE.to_vec();
+        pairs.extend([
+            ("CAFE_GATEWAY_LIMIT_CENTS", "1000"),
+            ("CAFE_GATEWAY_BLOCKED", "c-9, c-8"),
+            ("CAFE_GATEWAY_FLAKY", "c-7:2"),
+        ]);
+        let cfg = PaymentConfig::from_env(env(&pairs)).unwrap();
+        assert_eq!(cfg.lease, Duration::from_secs(60));
+        assert_eq!(cfg.gateway.limit_cents, 1000);
+        assert_eq!(cfg.stream, "cafe-events");
+    }
+
+    #[test]
+    fn what_cannot_work_is_named() {
+        assert_eq!(
+            PaymentConfig::from_env(env(&BASE[..2])).unwrap_err(),
+            ConfigError::Missing("CAFE_STREAM")
+        );
+        for (var, value) in [
+            ("CAFE_GATEWAY_FLAKY", "c-7"),
+            ("CAFE_GATEWAY_FLAKY", "c-7:x"),
+            ("CAFE_GATEWAY_LIMIT_CENTS", "lots"),
+            ("CAFE_IDEMPOTENCY_LEASE_SECS", "0"),
+        ] {
+            let mut pairs = BASE.to_vec();
+            pairs.push((var, value));
+            match PaymentConfig::from_env(env(&pairs)) {
+                Err(ConfigError::Invalid { var: named, .. }) => assert_eq!(named, var),
+                other => panic!("{var}={value}: {other:?}"),
+            }
+        }
+    }
+}

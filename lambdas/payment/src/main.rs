@@ -1,0 +1,36 @@
+//! The payment function: SQS batches of payment requests (see the library's docs).
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use cafe_lambda_payment::config::PaymentConfig;
+use cafe_lambda_payment::handler::Payments;
+use cafe_lambda_payment::idempotency::Idempotency;
+use cafe_producers::publish::{KinesisSink, Publisher, PublisherConfig};
+use cafe_producers::service::{CommandService, ServiceConfig};
+use cafe_producers::store::DynamoEventStore;
+use lambda_runtime::{LambdaEvent, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let cfg = PaymentConfig::from_env(|k| std::env::var(k).ok())?;
+    // Endpoints, region and credentials from the SDK's default chain: the execution role
+    // in AWS, `AWS_ENDPOINT_URL_*` pointing at the local stack here.
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    let store = DynamoEventStore::new(dynamodb.clone(), &cfg.events_table, &cfg.idempotency_table);
+    let publisher = Publisher::new(
+        KinesisSink::new(aws_sdk_kinesis::Client::new(&sdk), &cfg.stream),
+        PublisherConfig::default(),
+    );
+    let orders = Arc::new(CommandService::new(store, publisher, ServiceConfig::default()));
+    let mut idempotency = Idempotency::new(dynamodb, &cfg.idempotency_table);
+    idempotency.lease = cfg.lease;
+    let payments = Payments::new(cfg.gateway, idempotency, orders);
+    let payments = &payments;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        Ok::<_, lambda_runtime::Error>(payments.handle(event.payload).await)
+    }))
+    .await
+}

@@ -1,0 +1,118 @@
+//! The local event source mapping against moto's SQS, with the handler in-process.
+
+use std::time::Duration;
+
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use cafe_events::proto::orders::v1::OrderStatus;
+use cafe_lambda_payment::gateway::SimulatedGateway;
+use cafe_localstack::lambda::{EventSourceMapping, MappingConfig};
+use cafe_localstack::testing::eventually;
+use tokio::sync::watch;
+
+use crate::helpers::*;
+
+/// Sends `bodies` to the queue, runs the mapping until `dlq` holds `dead` messages, and
+/// answers the DLQ's messages and the mapping's counters.
+async fn run_until_dead_lettered(
+    world: &World,
+    bodies: &[String],
+    dead: usize,
+) -> (Vec<aws_sdk_sqs::types::Message>, [u64; 5]) {
+    let (queue, dlq) = world.queue().await;
+    for body in bodies {
+        world
+            .sqs
+            .send_message()
+            .queue_url(&queue)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+    let payments = world.handler(SimulatedGateway::default());
+    let mapping = EventSourceMapping::new(
+        world.sqs.clone(),
+        &queue,
+        InProcess(payments),
+        MappingConfig {
+            batch_size: 10,
+            batching_window: Duration::from_millis(300),
+            visibility_timeout: Duration::from_secs(2),
+            pollers: 1,
+        },
+    )
+    .await
+    .unwrap();
+    let stats = mapping.stats();
+    let (stop, stopped) = watch::channel(false);
+    let running = tokio::spawn(mapping.run(stopped));
+    // moto moves a message to the DLQ on the receive after its fifth.
+    let mut dead_letters = Vec::new();
+    eventually("the poison messages in the DLQ", Duration::from_secs(60), async || {
+        dead_letters.extend(drain(&world.sqs, &dlq, Duration::from_secs(60)).await);
+        dead_letters.len() >= dead
+    })
+    .await;
+    stop.send(true).unwrap();
+    running.await.unwrap();
+    assert!(
+        drain(&world.sqs, &queue, Duration::from_secs(60)).await.is_empty(),
+        "nothing left on the queue"
+    );
+    (dead_letters, stats.snapshot())
+}
+
+#[tokio::test]
+async fn a_batch_of_ten_with_one_poison_message() {
+    let world = World::new().await;
+    let mut bodies = Vec::new();
+    for i in 0..9 {
+        let id = format!("o-esm-{i}");
+        world.place(&id, "c-1", 1).await;
+        bodies.push(serde_json::to_string(&request(&id, "c-1", 1)).unwrap());
+    }
+    let poison = r#"{"order_id": "o-esm-9", "note": "not a payment request"}"#.to_owned();
+    bodies.push(poison.clone());
+
+    let (dead, [_, failed_invocations, received, deleted, reported]) =
+        run_until_dead_lettered(&world, &bodies, 1).await;
+    assert_eq!(deleted, 9, "the nine good messages were deleted");
+    assert_eq!(failed_invocations, 0);
+    assert_eq!(reported, 5, "the poison message failed on each of its five receives");
+    assert_eq!(received, 9 + 5);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].body(), Some(poison.as_str()), "the body arrives intact");
+    let receives = dead[0]
+        .attributes()
+        .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap();
+    assert!(receives >= 5, "received {receives} times");
+    for i in 0..9 {
+        assert_eq!(world.status(&format!("o-esm-{i}")).await, Some(OrderStatus::Paid));
+    }
+}
+
+#[tokio::test]
+async fn bad_messages_end_in_the_dlq_and_never_stop_the_good_ones() {
+    let world = World::new().await;
+    world.place("o-good", "c-1", 1).await;
+    let good = serde_json::to_string(&request("o-good", "c-1", 1)).unwrap();
+    let mut negative = request("o-neg", "c-1", 1);
+    negative.amount_cents = -5;
+    let bad = vec![
+        "charge o-2 please".to_owned(),
+        r#"{"order_id":"o-3","customer_id":"c-1","currency":"USD","attempt":1,"idempotency_key":"k3"}"#.to_owned(),
+        serde_json::to_string(&negative).unwrap(),
+    ];
+    let mut bodies = bad.clone();
+    bodies.push(good);
+    let (dead, [.., deleted, _]) = run_until_dead_lettered(&world, &bodies, 3).await;
+    assert_eq!(deleted, 1);
+    let mut dead_bodies: Vec<_> = dead.iter().map(|m| m.body().unwrap().to_owned()).collect();
+    dead_bodies.sort();
+    let mut expected = bad;
+    expected.sort();
+    assert_eq!(dead_bodies, expected);
+    assert_eq!(world.status("o-good").await, Some(OrderStatus::Paid));
+}

@@ -1,0 +1,155 @@
+//! The saga end to end on the local stack: `POST /v1/orders` → event store → Kinesis →
+//! the payment-requests consumer → SQS → the event source mapping → the Lambda emulator
+//! → the release-shaped function binary → `PaymentAuthorized` / `PaymentDeclined` on
+//! the order.
+//!
+//! The function runs as its own process under the stack's `lambda` service, registered
+//! under its binary's name (the emulator knows functions by the workspace's binaries);
+//! nothing else in the suite serves that name, so every invocation reaches this test's
+//! process, configured with this test's tables, stream and gateway rules.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use cafe_consumers::lease::DynamoLeaseTable;
+use cafe_consumers::metrics::Metrics;
+use cafe_consumers::parking::DynamoParkingLot;
+use cafe_consumers::{Worker, WorkerConfig};
+use cafe_events::proto::orders::v1::OrderStatus;
+use cafe_lambda_payment::requests::PaymentRequests;
+use cafe_localstack::lambda::{EmulatorInvoker, EventSourceMapping, MappingConfig, spawn_function};
+use cafe_localstack::testing::eventually;
+use cafe_localstack::{Service, health, provision};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::helpers::*;
+
+const FUNCTION: &str = "cafe-lambda-payment";
+
+async fn post(router: &axum::Router, path: &str, key: &str, body: serde_json::Value) -> u16 {
+    let request = axum::http::Request::post(path)
+        .header("content-type", "application/json")
+        .header("idempotency-key", key)
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    router.clone().oneshot(request).await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn placed_orders_end_paid_declined_or_paid_after_a_retry() {
+    let world = World::new().await;
+    if let Err(why) = health::probe(&world.cfg, Service::Lambda).await {
+        panic!("Lambda emulator not reachable ({why}); start the stack with `infra/local/dev.sh up`");
+    }
+    let (queue, dlq) = world.queue().await;
+
+    // The function, configured as its deployment would be.
+    let env: Vec<(String, String)> = [
+        ("CAFE_EVENTS_TABLE", world.events_table.as_str()),
+        ("CAFE_IDEMPOTENCY_TABLE", world.idempotency_table.as_str()),
+        ("CAFE_STREAM", world.stream.as_str()),
+        ("CAFE_GATEWAY_BLOCKED", "c-blocked"),
+        ("CAFE_GATEWAY_FLAKY", "c-flaky:1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let mut function = spawn_function(
+        &world.cfg,
+        Path::new(env!("CARGO_BIN_EXE_cafe-lambda-payment")),
+        FUNCTION,
+        &env,
+    )
+    .unwrap();
+
+    // The consumer that turns OrderPlaced into payment requests, on this test's stream.
+    let leases = unique("it-pay-leases");
+    provision::ensure_table_like(
+        &world.dynamodb,
+        &world.cfg.names,
+        &world.cfg.names.leases_table,
+        &leases,
+    )
+    .await
+    .unwrap();
+    let worker = Worker::new(
+        WorkerConfig {
+            idle_poll: Duration::from_millis(200),
+            checkpoint_interval: Duration::from_millis(200),
+            ..WorkerConfig::new("payment-requests", &world.stream)
+        },
+        world.kinesis.clone(),
+        DynamoLeaseTable::new(world.dynamodb.clone(), &leases, "payment-requests"),
+        Arc::new(DynamoParkingLot::new(
+            world.dynamodb.clone(),
+            &world.cfg.names.parked_table,
+        )),
+        Arc::new(PaymentRequests::new(world.sqs.clone(), &queue)),
+        Metrics::unregistered(),
+    );
+    let stop_worker = CancellationToken::new();
+    let worker = tokio::spawn(worker.run(stop_worker.clone()));
+
+    // The event source mapping, invoking through the emulator.
+    let mapping = EventSourceMapping::new(
+        world.sqs.clone(),
+        &queue,
+        EmulatorInvoker::new(&world.cfg, FUNCTION, Duration::from_secs(30)),
+        MappingConfig {
+            visibility_timeout: Duration::from_secs(1),
+            ..MappingConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let stats = mapping.stats();
+    let (stop_mapping, stopped) = watch::channel(false);
+    let mapping = tokio::spawn(mapping.run(stopped));
+
+    // Clients order through the command API.
+    let router = cafe_producers::api::router(world.orders.clone());
+    let menu = serde_json::json!({"item_id": "latte", "name": "latte", "category": "coffee", "price_cents": PRICE});
+    assert_eq!(post(&router, "/v1/menu/items", "menu-latte", menu).await, 201);
+    for (order, customer) in [("o-paid", "c-1"), ("o-declined", "c-blocked"), ("o-retried", "c-flaky")] {
+        let body = serde_json::json!({
+            "order_id": order, "customer_id": customer, "store_id": "store-1",
+            "lines": [{"item_id": "latte", "quantity": 2}],
+        });
+        assert_eq!(post(&router, "/v1/orders", order, body).await, 201, "{order}");
+    }
+
+    let expected = [
+        ("o-paid", OrderStatus::Paid),
+        ("o-declined", OrderStatus::PaymentDeclined),
+        ("o-retried", OrderStatus::Paid),
+    ];
+    eventually("every order settled by the saga", Duration::from_secs(60), async || {
+        for (order, status) in expected {
+            if world.status(order).await != Some(status) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    for (order, _) in expected {
+        assert_eq!(world.payment_events(order).await, 1, "{order}");
+    }
+    // Stopping lets the invocation in flight finish its deletes.
+    stop_mapping.send(true).unwrap();
+    mapping.await.unwrap();
+    // The flaky customer's payment failed once and came back after its visibility
+    // timeout: one more message received than orders, one reported failure.
+    let [_, failed_invocations, received, deleted, reported] = stats.snapshot();
+    assert_eq!((failed_invocations, reported, deleted), (0, 1, 3));
+    assert_eq!(received, 4);
+    assert!(drain(&world.sqs, &dlq, Duration::from_secs(30)).await.is_empty());
+
+    stop_worker.cancel();
+    worker.await.unwrap();
+    function.kill().await.unwrap();
+}
