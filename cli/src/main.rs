@@ -28,6 +28,7 @@ mod bench_consumer;
 mod bench_projections;
 mod consume;
 mod load;
+mod payments;
 mod pipeline;
 mod read_side;
 
@@ -380,13 +381,22 @@ async fn run(
     let service = pipeline::service(cfg, &clients, service_config()?);
     let reads = Arc::new(read_side::models(cfg, &clients).await?);
     let analytics = read_side::analytics(cfg).await?;
+    let payments_queue = payments::queue_url(&clients.sqs, &cfg.names.payments_queue).await?;
     let projectors = read_side::ReadSide::start(
         cfg,
         &clients,
         &reads,
         analytics.clone(),
+        &payments_queue,
         &format!("run-{}", std::process::id()),
     );
+    // In AWS the payment function and its event source mapping are deployed; here they
+    // run under the Lambda emulator.
+    let saga = if aws {
+        None
+    } else {
+        Some(payments::Saga::start(cfg, &clients.sqs).await?)
+    };
     let documents = reads.menu.source().clone();
     let (stop, stopped) = watch::channel(false);
     let running = pipeline::start(service, listen, RelayConfig::default(), stopped, Some(reads)).await?;
@@ -420,13 +430,17 @@ async fn run(
     // Read a few accepted orders back through the query endpoints, each from its read
     // model, waiting (bounded) for the projectors with `min_version`.
     let mut read_back = 0usize;
+    let mut settled = 0usize;
     let mut sample: Vec<&String> = load.accepted.iter().collect();
     sample.sort();
     for id in sample.into_iter().take(3) {
         let mut lines = read_side::read_back(&http, &base, id).await;
         let total = lines.first().and_then(|l| l.total_cents);
         lines.extend(read_side::read_back_direct(&documents, &analytics, id, total).await);
+        let payment = read_side::read_back_payment(&http, &base, id).await;
+        settled += usize::from(payment.ok);
         read_back += usize::from(lines.iter().all(|l| l.ok));
+        lines.push(payment);
         for l in lines {
             println!("  {:<5} {:<24} {}", if l.ok { "ok" } else { "MISS" }, l.model, l.detail);
         }
@@ -434,6 +448,10 @@ async fn run(
     let _ = stop.send(true);
     let relay = running.drained().await?;
     let reports = projectors.stop().await;
+    let saga = match saga {
+        Some(saga) => Some(saga.stop(cfg, &clients.sqs).await),
+        None => None,
+    };
 
     let secs = load.elapsed.as_secs_f64().max(f64::EPSILON);
     let missing = load.accepted.difference(&tap.orders_seen).count();
@@ -461,13 +479,31 @@ async fn run(
     for (name, r) in &reports {
         println!("  projector {:<14} {:>6} records, {} parked", name, r.records, r.parked);
     }
+    if let Some(saga) = &saga {
+        let [invocations, failed, received, deleted, reported] = saga.counts;
+        println!(
+            "  payment invocations  {:>10}  ({failed} failed whole; {received} messages in, {deleted} done, {reported} reported failed)",
+            invocations
+        );
+        println!("  payments dead-lettered {:>8}", saga.dead_letters);
+    }
     println!("  orders read back     {:>10}  (from every read model)", read_back);
+    println!(
+        "  sampled orders paid  {:>10}  (or declined; read back through the orders read model)",
+        settled
+    );
     println!("  elapsed              {:>10.1} s", secs);
     if !aws {
         println!("the stack stays up: `cafe stack status`, `cafe stack down`");
     }
     if missing > 0 || tap.undecodable > 0 {
         bail!("{missing} accepted orders never reached the stream");
+    }
+    if let Some(saga) = &saga
+        && !load.accepted.is_empty()
+        && saga.counts[0] == 0
+    {
+        bail!("the payment function was never invoked");
     }
     if !load.accepted.is_empty() && read_back == 0 {
         bail!("no accepted order could be read back from every read model");

@@ -22,6 +22,8 @@ pub struct Clients {
     pub kinesis: aws_sdk_kinesis::Client,
     /// DynamoDB.
     pub dynamodb: aws_sdk_dynamodb::Client,
+    /// SQS.
+    pub sqs: aws_sdk_sqs::Client,
 }
 
 impl Clients {
@@ -32,12 +34,14 @@ impl Clients {
             Clients {
                 kinesis: aws_sdk_kinesis::Client::new(&sdk),
                 dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
+                sqs: aws_sdk_sqs::Client::new(&sdk),
             }
         } else {
             let sdk = cafe_localstack::aws::sdk_config(cfg).await;
             Clients {
                 kinesis: cafe_localstack::aws::kinesis(&sdk, cfg),
                 dynamodb: cafe_localstack::aws::dynamodb(&sdk, cfg),
+                sqs: cafe_localstack::aws::sqs(&sdk, cfg),
             }
         }
     }

@@ -8,7 +8,8 @@ use anyhow::{Context, Result};
 use cafe_consumers::lease::DynamoLeaseTable;
 use cafe_consumers::metrics::Metrics;
 use cafe_consumers::parking::DynamoParkingLot;
-use cafe_consumers::{Worker, WorkerConfig, WorkerReport};
+use cafe_consumers::{Processor, Worker, WorkerConfig, WorkerReport};
+use cafe_lambda_payment::requests::{self as payment_requests, PaymentRequests};
 use cafe_localstack::StackConfig;
 use cafe_projections::active_orders::DynamoActiveOrders;
 use cafe_projections::analytics::{AnalyticsFacts, PgWarehouse};
@@ -86,12 +87,14 @@ pub async fn analytics(cfg: &StackConfig) -> Result<AnalyticsFacts<PgWarehouse>>
 }
 
 impl ReadSide {
-    /// Starts one projector worker per read model of `models`.
+    /// Starts one projector worker per read model of `models`, and the consumer that
+    /// sends a payment request to `payments_queue` (a URL) for every placed order.
     pub fn start(
         cfg: &StackConfig,
         clients: &Clients,
         models: &ReadModels,
         analytics: AnalyticsFacts<PgWarehouse>,
+        payments_queue: &str,
         worker_id: &str,
     ) -> ReadSide {
         let mut side = ReadSide {
@@ -104,11 +107,29 @@ impl ReadSide {
         side.spawn(cfg, clients, worker_id, models.menu.cache().clone());
         side.spawn(cfg, clients, worker_id, models.inventory.clone());
         side.spawn(cfg, clients, worker_id, analytics);
+        side.spawn_worker(
+            cfg,
+            clients,
+            worker_id,
+            payment_requests::APPLICATION,
+            PaymentRequests::new(clients.sqs.clone(), payments_queue),
+        );
         side
     }
 
     fn spawn<P: Projection>(&mut self, cfg: &StackConfig, clients: &Clients, worker_id: &str, projection: P) {
         let name = projection.name();
+        self.spawn_worker(cfg, clients, worker_id, name, Projector::new(projection));
+    }
+
+    fn spawn_worker<P: Processor>(
+        &mut self,
+        cfg: &StackConfig,
+        clients: &Clients,
+        worker_id: &str,
+        name: &'static str,
+        processor: P,
+    ) {
         let worker = Worker::new(
             WorkerConfig {
                 worker_id: worker_id.to_owned(),
@@ -117,7 +138,7 @@ impl ReadSide {
             clients.kinesis.clone(),
             DynamoLeaseTable::new(clients.dynamodb.clone(), &cfg.names.leases_table, name),
             Arc::new(DynamoParkingLot::new(clients.dynamodb.clone(), &cfg.names.parked_table)),
-            Arc::new(Projector::new(projection)),
+            Arc::new(processor),
             Metrics::unregistered(),
         );
         self.workers.push((name, tokio::spawn(worker.run(self.stop.clone()))));
@@ -226,4 +247,22 @@ pub async fn read_back_direct(
             total_cents: sum,
         },
     ]
+}
+
+/// Asks the orders read model whether the payment saga settled `order_id`: its status
+/// must have moved past `placed` (version 2: `PaymentAuthorized` or `PaymentDeclined`).
+pub async fn read_back_payment(http: &crate::load::Http, base: &str, order_id: &str) -> ReadBack {
+    let (status, order) = crate::load::get(http, base, &format!("/v1/orders/{order_id}?min_version=2"))
+        .await
+        .unwrap_or((0, serde_json::Value::Null));
+    let settled = matches!(order["status"].as_str(), Some("paid" | "payment_declined"));
+    ReadBack {
+        model: "payment saga",
+        ok: status == 200 && settled,
+        detail: format!(
+            "GET /v1/orders/{order_id}?min_version=2 -> {status}: status {}",
+            order["status"]
+        ),
+        total_cents: None,
+    }
 }

@@ -1,0 +1,135 @@
+//! Wiring of the payment saga on the local stack: the payment function as a process
+//! under the Lambda emulator, and the SQS event source mapping that feeds it. The
+//! consumer that enqueues requests runs with the projectors ([`crate::read_side`]).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use cafe_localstack::StackConfig;
+use cafe_localstack::lambda::{EmulatorInvoker, EventSourceMapping, MappingConfig, MappingStats, spawn_function};
+use tokio::sync::watch;
+
+/// The function's name: its binary's, which is what the emulator knows it by.
+pub const FUNCTION: &str = "cafe-lambda-payment";
+
+/// The simulated gateway's rules in a local run, so a run shows every outcome: one
+/// customer of the load is always declined, one fails once and is retried.
+const GATEWAY_RULES: [(&str, &str); 2] = [("CAFE_GATEWAY_BLOCKED", "cust-7"), ("CAFE_GATEWAY_FLAKY", "cust-11:1")];
+
+/// The running saga.
+pub struct Saga {
+    function: tokio::process::Child,
+    mapping: tokio::task::JoinHandle<()>,
+    stats: Arc<MappingStats>,
+    stop: watch::Sender<bool>,
+}
+
+/// What the mapping did.
+#[derive(Debug)]
+pub struct SagaReport {
+    /// Invocations, failed invocations, messages received, deleted, reported failed.
+    pub counts: [u64; 5],
+    /// Messages in the DLQ now.
+    pub dead_letters: u64,
+}
+
+fn function_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the cafe binary")?;
+    let binary = exe.with_file_name(FUNCTION);
+    if !binary.is_file() {
+        bail!(
+            "{} is missing: build it with `cargo build -p {FUNCTION}` (infra/local/dev.sh run does)",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
+/// The queue's URL.
+pub async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<String> {
+    sqs.get_queue_url()
+        .queue_name(name)
+        .send()
+        .await
+        .with_context(|| format!("looking up queue {name}"))?
+        .queue_url
+        .with_context(|| format!("queue {name} has no URL"))
+}
+
+impl Saga {
+    /// Starts the function process and the mapping.
+    pub async fn start(cfg: &StackConfig, sqs: &aws_sdk_sqs::Client) -> Result<Saga> {
+        let names = &cfg.names;
+        let mut env: Vec<(String, String)> = [
+            ("CAFE_EVENTS_TABLE", names.events_table.as_str()),
+            ("CAFE_IDEMPOTENCY_TABLE", names.idempotency_table.as_str()),
+            ("CAFE_STREAM", names.stream.as_str()),
+        ]
+        .into_iter()
+        .chain(GATEWAY_RULES)
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        env.push((
+            "RUST_LOG".to_owned(),
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info,aws=warn".to_owned()),
+        ));
+        let function =
+            spawn_function(cfg, &function_binary()?, FUNCTION, &env).with_context(|| format!("starting {FUNCTION}"))?;
+        let queue = queue_url(sqs, &names.payments_queue).await?;
+        let mapping = EventSourceMapping::new(
+            sqs.clone(),
+            &queue,
+            EmulatorInvoker::new(cfg, FUNCTION, Duration::from_secs(30)),
+            MappingConfig {
+                // Short, so a failed payment comes back within a local run.
+                visibility_timeout: Duration::from_secs(5),
+                ..MappingConfig::default()
+            },
+        )
+        .await
+        .context("setting up the payments event source mapping")?;
+        let stats = mapping.stats();
+        let (stop, stopped) = watch::channel(false);
+        let mapping = tokio::spawn(mapping.run(stopped));
+        Ok(Saga {
+            function,
+            mapping,
+            stats,
+            stop,
+        })
+    }
+
+    /// Stops polling, lets the invocation in flight finish, then stops the function.
+    pub async fn stop(mut self, cfg: &StackConfig, sqs: &aws_sdk_sqs::Client) -> SagaReport {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.mapping.await {
+            tracing::error!(error = %e, "payments event source mapping task failed");
+        }
+        let _ = self.function.kill().await;
+        let dead_letters = match queue_url(sqs, &cfg.names.payments_dlq).await {
+            Ok(url) => depth(sqs, &url).await.unwrap_or_default(),
+            Err(_) => 0,
+        };
+        SagaReport {
+            counts: self.stats.snapshot(),
+            dead_letters,
+        }
+    }
+}
+
+/// Visible plus in-flight messages of a queue.
+pub async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await?;
+    let attrs = out.attributes.unwrap_or_default();
+    let n = |a: A| attrs.get(&a).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Ok(n(A::ApproximateNumberOfMessages) + n(A::ApproximateNumberOfMessagesNotVisible))
+}
