@@ -25,6 +25,7 @@ use tokio::sync::watch;
 mod analytics;
 mod bench;
 mod bench_consumer;
+mod bench_lambda;
 mod bench_projections;
 mod consume;
 mod load;
@@ -116,6 +117,16 @@ enum BenchWhat {
         /// PostgreSQL projector and COPY-ceiling runs (alternating; medians compared).
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
         trials: u32,
+    },
+    /// The payment function's cold start under the Lambda emulator: spawn → first answer,
+    /// beside a warm invocation, and its peak memory.
+    ColdStart {
+        /// The function binary (default: `cargo lambda build --release`'s bootstrap).
+        #[arg(long, value_parser = existing_file)]
+        binary: Option<std::path::PathBuf>,
+        /// Measured runs (after one warm-up run).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        runs: u32,
     },
     /// POST /v1/orders throughput and latency beside the stand-ins' raw ceilings, and the
     /// aggregation ratio of a restock storm.
@@ -256,6 +267,13 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
         } => {
             up(&stack, false).await?;
             bench_consumer::consumer(&cfg, shards, events, failover).await?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            what: BenchWhat::ColdStart { binary, runs },
+        } => {
+            up(&stack, false).await?;
+            bench_lambda::cold_start(&cfg, binary, runs).await?;
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Bench {
@@ -509,6 +527,16 @@ async fn run(
         bail!("no accepted order could be read back from every read model");
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// A path argument that must name a file (a typo is an argument error, exit code 2).
+fn existing_file(s: &str) -> Result<std::path::PathBuf, String> {
+    let path = std::path::PathBuf::from(s);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!("{s} is not a file"))
+    }
 }
 
 fn dedup(statuses: &[u16]) -> Vec<u16> {

@@ -322,6 +322,8 @@ fn bad_arguments_exit_2_with_a_message() {
         &["run", "--for", "soon"][..],
         &["stack", "frobnicate"],
         &["run", "--rate", "0"],
+        &["bench", "cold-start", "--binary", "/no/such/bootstrap"],
+        &["bench", "cold-start", "--runs", "0"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_cafe")).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -365,6 +367,7 @@ fn run_for_a_bounded_time_prints_a_summary_and_exits_0() {
     };
     assert!(number("orders accepted") > 0, "{stdout}");
     assert_eq!(number("orders accepted"), number("orders on stream"), "{stdout}");
+    assert!(number("payment invocations") > 0, "the saga ran: {stdout}");
 }
 
 /// `--aws` uses nothing but the SDK's default chain; pointing that chain at the local

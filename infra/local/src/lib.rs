@@ -10,6 +10,7 @@
 //! - [`supervisor`]: [`Stack`]: `up` (idempotent), `down` (only our pids), `status`.
 //! - [`health`]: protocol-level health probes with the project's real clients.
 //! - [`emulators`]: the embedded Kinesis and DynamoDB emulators.
+//! - [`lambda`]: functions under the Lambda emulator, and the SQS event source mapping.
 //! - [`provision`]: idempotent creation of streams, tables, queues, databases.
 //! - [`aws`]: SDK clients pointed at the stand-ins.
 //! - [`smoke`]: the end-to-end round trip and the sample load of `cafe run`.

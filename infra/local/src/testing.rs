@@ -56,8 +56,9 @@ pub struct PrivateStack {
 }
 
 impl PrivateStack {
-    /// Starts `services` (PostgreSQL, Redis or Mongo; the embedded emulators need the
-    /// `cafe` binary and are not offered here) and waits until they are healthy.
+    /// Starts `services` (PostgreSQL, Redis, Mongo or the Lambda emulator; the embedded
+    /// emulators need the `cafe` binary and are not offered here) and waits until they
+    /// are healthy.
     pub async fn start(services: &[crate::Service]) -> PrivateStack {
         let shared = crate::StackConfig::load().unwrap();
         let mut cfg = shared.clone();
@@ -72,6 +73,7 @@ impl PrivateStack {
         cfg.ports.postgres = free();
         cfg.ports.redis = free();
         cfg.ports.mongo = free();
+        cfg.ports.lambda = free();
         let stack = crate::Stack::new(cfg, std::path::PathBuf::from("/nonexistent"));
         stack.up_only(services).await.unwrap();
         PrivateStack {

@@ -3,10 +3,10 @@
 //! → the release-shaped function binary → `PaymentAuthorized` / `PaymentDeclined` on
 //! the order.
 //!
-//! The function runs as its own process under the stack's `lambda` service, registered
-//! under its binary's name (the emulator knows functions by the workspace's binaries);
-//! nothing else in the suite serves that name, so every invocation reaches this test's
-//! process, configured with this test's tables, stream and gateway rules.
+//! The function runs as its own process under a Lambda emulator of this test's own: the
+//! emulator knows functions by the workspace's binary names, so on the shared one a
+//! `cafe run` (the main job's test) serving the same name could take this test's
+//! invocations with its own tables.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,8 +20,8 @@ use cafe_consumers::{Worker, WorkerConfig};
 use cafe_events::proto::orders::v1::OrderStatus;
 use cafe_lambda_payment::requests::PaymentRequests;
 use cafe_localstack::lambda::{EmulatorInvoker, EventSourceMapping, MappingConfig, spawn_function};
-use cafe_localstack::testing::eventually;
-use cafe_localstack::{Service, health, provision};
+use cafe_localstack::testing::{PrivateStack, eventually};
+use cafe_localstack::{Service, provision};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -42,9 +42,9 @@ async fn post(router: &axum::Router, path: &str, key: &str, body: serde_json::Va
 #[tokio::test]
 async fn placed_orders_end_paid_declined_or_paid_after_a_retry() {
     let world = World::new().await;
-    if let Err(why) = health::probe(&world.cfg, Service::Lambda).await {
-        panic!("Lambda emulator not reachable ({why}); start the stack with `infra/local/dev.sh up`");
-    }
+    let emulator = PrivateStack::start(&[Service::Lambda]).await;
+    let mut cfg = world.cfg.clone();
+    cfg.ports.lambda = emulator.config().ports.lambda;
     let (queue, dlq) = world.queue().await;
 
     // The function, configured as its deployment would be.
@@ -59,7 +59,7 @@ async fn placed_orders_end_paid_declined_or_paid_after_a_retry() {
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
     let mut function = spawn_function(
-        &world.cfg,
+        &cfg,
         Path::new(env!("CARGO_BIN_EXE_cafe-lambda-payment")),
         FUNCTION,
         &env,
@@ -98,7 +98,7 @@ async fn placed_orders_end_paid_declined_or_paid_after_a_retry() {
     let mapping = EventSourceMapping::new(
         world.sqs.clone(),
         &queue,
-        EmulatorInvoker::new(&world.cfg, FUNCTION, Duration::from_secs(30)),
+        EmulatorInvoker::new(&cfg, FUNCTION, Duration::from_secs(30)),
         MappingConfig {
             visibility_timeout: Duration::from_secs(1),
             ..MappingConfig::default()
