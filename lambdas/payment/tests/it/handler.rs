@@ -1,5 +1,6 @@
 //! The handler against the local stack's DynamoDB (event store, idempotency) and Kinesis.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cafe_events::proto::orders::v1::OrderStatus;
@@ -9,20 +10,63 @@ use cafe_lambda_payment::idempotency::{Claim, payload_hash};
 
 use crate::helpers::*;
 
+/// Everything logged while it lives (the test's thread only), as plain text.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
 #[tokio::test]
-async fn a_fixture_batch_fails_exactly_its_bad_messages() {
+async fn a_fixture_batch_fails_exactly_its_bad_messages_with_their_reasons_logged() {
     let world = World::new().await;
     world.place("o-1", "c-1", 1).await;
     let payments = world.handler(SimulatedGateway::default());
     let fixture = fixture();
     let ids: Vec<String> = fixture.records.iter().map(|r| r.message_id.clone().unwrap()).collect();
-    let response = payments.handle(fixture).await;
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let response = {
+        let _guard = tracing::subscriber::set_default(subscriber);
+        payments.handle(fixture).await
+    };
     // Not JSON, a missing amount, a negative amount, a string amount: reported; the
     // good one is charged and its order paid.
     assert_eq!(failed_ids(&response), ids[1..].to_vec());
     assert_eq!(payments.gateway().decisions(), 1, "charged once");
     assert_eq!(world.status("o-1").await, Some(OrderStatus::Paid));
     assert_eq!(world.payment_events("o-1").await, 1);
+    // Each refusal is logged with its message id and why.
+    let text = logs.text();
+    for (id, reason) in ids[1..].iter().zip([
+        "expected value",
+        "missing field `amount_cents`",
+        "amount_cents: must be positive",
+        "invalid type: string",
+    ]) {
+        let line = text
+            .lines()
+            .find(|l| l.contains(id.as_str()) && l.contains("refused"))
+            .unwrap_or_else(|| panic!("no refusal logged for {id}:\n{text}"));
+        assert!(line.contains(reason), "{line}");
+    }
 }
 
 #[tokio::test]
