@@ -17,7 +17,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use cafe_localstack::StackConfig;
 use cafe_localstack::lambda::{EmulatorInvoker, Invoke, spawn_function};
 
-use crate::payments::FUNCTION;
+use crate::payments::{FUNCTION, function_env};
 
 /// Where `cargo lambda build --release` puts the deployable binary.
 fn default_binary(cfg: &StackConfig) -> Option<PathBuf> {
@@ -58,16 +58,8 @@ pub async fn cold_start(cfg: &StackConfig, binary: Option<PathBuf>, runs: u32) -
     let size = std::fs::metadata(&binary)
         .with_context(|| format!("reading {}", binary.display()))?
         .len();
-    let names = &cfg.names;
-    let env: Vec<(String, String)> = [
-        ("CAFE_EVENTS_TABLE", names.events_table.as_str()),
-        ("CAFE_IDEMPOTENCY_TABLE", names.idempotency_table.as_str()),
-        ("CAFE_STREAM", names.stream.as_str()),
-        ("RUST_LOG", "warn"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    let mut env = function_env(cfg);
+    env.push(("RUST_LOG".to_owned(), "warn".to_owned()));
     let invoker = EmulatorInvoker::new(cfg, FUNCTION, Duration::from_secs(30));
     let empty = SqsEvent::default();
     // One throw-away run: the first exec of a binary also pays for reading it from disk.

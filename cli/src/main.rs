@@ -498,10 +498,10 @@ async fn run(
         println!("  projector {:<14} {:>6} records, {} parked", name, r.records, r.parked);
     }
     if let Some(saga) = &saga {
-        let [invocations, failed, received, deleted, reported] = saga.counts;
+        let c = saga.counts;
         println!(
-            "  payment invocations  {:>10}  ({failed} failed whole; {received} messages in, {deleted} done, {reported} reported failed)",
-            invocations
+            "  payment invocations  {:>10}  ({} failed whole; {} messages in, {} done, {} reported failed)",
+            c.invocations, c.failed_invocations, c.received, c.deleted, c.reported_failures
         );
         println!("  payments dead-lettered {:>8}", saga.dead_letters);
     }
@@ -519,7 +519,7 @@ async fn run(
     }
     if let Some(saga) = &saga
         && !load.accepted.is_empty()
-        && saga.counts[0] == 0
+        && saga.counts.invocations == 0
     {
         bail!("the payment function was never invoked");
     }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use cafe_localstack::StackConfig;
-use cafe_localstack::lambda::{EmulatorInvoker, EventSourceMapping, MappingConfig, MappingStats, spawn_function};
+use cafe_localstack::lambda::{
+    EmulatorInvoker, EventSourceMapping, MappingConfig, MappingCounts, MappingStats, spawn_function,
+};
 use tokio::sync::watch;
 
 /// The function's name: its binary's, which is what the emulator knows it by.
@@ -29,8 +31,8 @@ pub struct Saga {
 /// What the mapping did.
 #[derive(Debug)]
 pub struct SagaReport {
-    /// Invocations, failed invocations, messages received, deleted, reported failed.
-    pub counts: [u64; 5],
+    /// What the event source mapping did.
+    pub counts: MappingCounts,
     /// Messages in the DLQ now.
     pub dead_letters: u64,
 }
@@ -58,19 +60,25 @@ pub async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<String> 
         .with_context(|| format!("queue {name} has no URL"))
 }
 
+/// The function's configuration as its deployment sets it: the stack's tables and stream.
+pub fn function_env(cfg: &StackConfig) -> Vec<(String, String)> {
+    let names = &cfg.names;
+    [
+        ("CAFE_EVENTS_TABLE", names.events_table.as_str()),
+        ("CAFE_IDEMPOTENCY_TABLE", names.idempotency_table.as_str()),
+        ("CAFE_STREAM", names.stream.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
 impl Saga {
     /// Starts the function process and the mapping.
     pub async fn start(cfg: &StackConfig, sqs: &aws_sdk_sqs::Client) -> Result<Saga> {
         let names = &cfg.names;
-        let mut env: Vec<(String, String)> = [
-            ("CAFE_EVENTS_TABLE", names.events_table.as_str()),
-            ("CAFE_IDEMPOTENCY_TABLE", names.idempotency_table.as_str()),
-            ("CAFE_STREAM", names.stream.as_str()),
-        ]
-        .into_iter()
-        .chain(GATEWAY_RULES)
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+        let mut env = function_env(cfg);
+        env.extend(GATEWAY_RULES.map(|(k, v)| (k.to_owned(), v.to_owned())));
         env.push((
             "RUST_LOG".to_owned(),
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info,aws=warn".to_owned()),
@@ -113,7 +121,7 @@ impl Saga {
             Err(_) => 0,
         };
         SagaReport {
-            counts: self.stats.snapshot(),
+            counts: self.stats.counts(),
             dead_letters,
         }
     }

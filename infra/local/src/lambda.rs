@@ -169,18 +169,32 @@ pub struct MappingStats {
     pub reported_failures: AtomicU64,
 }
 
+/// A [`MappingStats`] read at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MappingCounts {
+    /// Invocations made.
+    pub invocations: u64,
+    /// Invocations that gave no usable answer.
+    pub failed_invocations: u64,
+    /// Messages handed to the function.
+    pub received: u64,
+    /// Messages deleted after success.
+    pub deleted: u64,
+    /// Messages the function reported as failed.
+    pub reported_failures: u64,
+}
+
 impl MappingStats {
-    /// The counters as plain numbers: (invocations, failed invocations, received,
-    /// deleted, reported failures).
-    pub fn snapshot(&self) -> [u64; 5] {
-        [
-            &self.invocations,
-            &self.failed_invocations,
-            &self.received,
-            &self.deleted,
-            &self.reported_failures,
-        ]
-        .map(|c| c.load(Ordering::Relaxed))
+    /// The counters now.
+    pub fn counts(&self) -> MappingCounts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        MappingCounts {
+            invocations: get(&self.invocations),
+            failed_invocations: get(&self.failed_invocations),
+            received: get(&self.received),
+            deleted: get(&self.deleted),
+            reported_failures: get(&self.reported_failures),
+        }
     }
 }
 
