@@ -504,6 +504,7 @@ async fn run(
             c.invocations, c.failed_invocations, c.received, c.deleted, c.reported_failures
         );
         println!("  payments dead-lettered {:>8}", saga.dead_letters);
+        println!("  payments waiting     {:>10}  (still on the queue)", saga.waiting);
     }
     println!("  orders read back     {:>10}  (from every read model)", read_back);
     println!(

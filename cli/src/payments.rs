@@ -35,6 +35,8 @@ pub struct SagaReport {
     pub counts: MappingCounts,
     /// Messages in the DLQ now.
     pub dead_letters: u64,
+    /// Payment requests still on the queue (a backlog the next run works off).
+    pub waiting: u64,
 }
 
 fn function_binary() -> Result<PathBuf> {
@@ -116,13 +118,14 @@ impl Saga {
             tracing::error!(error = %e, "payments event source mapping task failed");
         }
         let _ = self.function.kill().await;
-        let dead_letters = match queue_url(sqs, &cfg.names.payments_dlq).await {
+        let depth_of = async |name: &str| match queue_url(sqs, name).await {
             Ok(url) => depth(sqs, &url).await.unwrap_or_default(),
             Err(_) => 0,
         };
         SagaReport {
             counts: self.stats.counts(),
-            dead_letters,
+            dead_letters: depth_of(&cfg.names.payments_dlq).await,
+            waiting: depth_of(&cfg.names.payments_queue).await,
         }
     }
 }
