@@ -1,7 +1,8 @@
 //! The saga end to end on the local stack: `POST /v1/orders` → event store → Kinesis →
 //! the payment-requests consumer → SQS → the event source mapping → the Lambda emulator
-//! → the release-shaped function binary → `PaymentAuthorized` / `PaymentDeclined` on
-//! the order.
+//! → the function's own binary (the `main` that `cargo lambda build` packages) →
+//! `PaymentAuthorized` / `PaymentDeclined` on the order → Kinesis → the Aurora orders
+//! read model, where the order is read back.
 //!
 //! The function runs as its own process under a Lambda emulator of this test's own: the
 //! emulator knows functions by the workspace's binary names, so on the shared one a
@@ -16,12 +17,15 @@ use axum::body::Body;
 use cafe_consumers::lease::DynamoLeaseTable;
 use cafe_consumers::metrics::Metrics;
 use cafe_consumers::parking::DynamoParkingLot;
-use cafe_consumers::{Worker, WorkerConfig};
+use cafe_consumers::{Processor, Worker, WorkerConfig};
 use cafe_events::proto::orders::v1::OrderStatus;
 use cafe_lambda_payment::requests::PaymentRequests;
 use cafe_localstack::lambda::{EmulatorInvoker, EventSourceMapping, MappingConfig, spawn_function};
 use cafe_localstack::testing::{PrivateStack, eventually};
 use cafe_localstack::{Service, provision};
+use cafe_producers::domain::order::status_name;
+use cafe_projections::Projector;
+use cafe_projections::postgres::orders::PgOrdersView;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -29,6 +33,32 @@ use tower::ServiceExt;
 use crate::helpers::*;
 
 const FUNCTION: &str = "cafe-lambda-payment";
+
+/// A consumer worker on the test's stream, with fast polls.
+fn spawn_worker<P: Processor>(
+    world: &World,
+    leases: &str,
+    application: &str,
+    processor: P,
+    stop: &CancellationToken,
+) -> tokio::task::JoinHandle<cafe_consumers::WorkerReport> {
+    let worker = Worker::new(
+        WorkerConfig {
+            idle_poll: Duration::from_millis(200),
+            checkpoint_interval: Duration::from_millis(200),
+            ..WorkerConfig::new(application, &world.stream)
+        },
+        world.kinesis.clone(),
+        DynamoLeaseTable::new(world.dynamodb.clone(), leases, application),
+        Arc::new(DynamoParkingLot::new(
+            world.dynamodb.clone(),
+            &world.cfg.names.parked_table,
+        )),
+        Arc::new(processor),
+        Metrics::unregistered(),
+    );
+    tokio::spawn(worker.run(stop.clone()))
+}
 
 async fn post(router: &axum::Router, path: &str, key: &str, body: serde_json::Value) -> u16 {
     let request = axum::http::Request::post(path)
@@ -66,7 +96,8 @@ async fn placed_orders_end_paid_declined_or_paid_after_a_retry() {
     )
     .unwrap();
 
-    // The consumer that turns OrderPlaced into payment requests, on this test's stream.
+    // On this test's stream: the consumer that turns OrderPlaced into payment requests,
+    // and the Aurora orders projector the order is read back from.
     let leases = unique("it-pay-leases");
     provision::ensure_table_like(
         &world.dynamodb,
@@ -76,23 +107,29 @@ async fn placed_orders_end_paid_declined_or_paid_after_a_retry() {
     )
     .await
     .unwrap();
-    let worker = Worker::new(
-        WorkerConfig {
-            idle_poll: Duration::from_millis(200),
-            checkpoint_interval: Duration::from_millis(200),
-            ..WorkerConfig::new("payment-requests", &world.stream)
-        },
-        world.kinesis.clone(),
-        DynamoLeaseTable::new(world.dynamodb.clone(), &leases, "payment-requests"),
-        Arc::new(DynamoParkingLot::new(
-            world.dynamodb.clone(),
-            &world.cfg.names.parked_table,
-        )),
-        Arc::new(PaymentRequests::new(world.sqs.clone(), &queue)),
-        Metrics::unregistered(),
-    );
-    let stop_worker = CancellationToken::new();
-    let worker = tokio::spawn(worker.run(stop_worker.clone()));
+    let orders_view = PgOrdersView::connect(
+        &world.cfg.postgres_url(&world.cfg.names.orders_database),
+        &unique("it_pay").replace('-', "_"),
+    )
+    .await
+    .unwrap();
+    let stop_workers = CancellationToken::new();
+    let workers = [
+        spawn_worker(
+            &world,
+            &leases,
+            "payment-requests",
+            PaymentRequests::new(world.sqs.clone(), &queue),
+            &stop_workers,
+        ),
+        spawn_worker(
+            &world,
+            &leases,
+            "orders",
+            Projector::new(orders_view.clone()),
+            &stop_workers,
+        ),
+    ];
 
     // The event source mapping, invoking through the emulator.
     let mapping = EventSourceMapping::new(
@@ -127,16 +164,19 @@ async fn placed_orders_end_paid_declined_or_paid_after_a_retry() {
         ("o-declined", OrderStatus::PaymentDeclined),
         ("o-retried", OrderStatus::Paid),
     ];
-    eventually("every order settled by the saga", Duration::from_secs(60), async || {
+    // The orders read model (Aurora's role) is where a client reads the order.
+    eventually("every order read back settled", Duration::from_secs(60), async || {
         for (order, status) in expected {
-            if world.status(order).await != Some(status) {
+            let read = orders_view.order(order).await.unwrap();
+            if read.map(|o| o.status) != Some(status_name(status).to_owned()) {
                 return false;
             }
         }
         true
     })
     .await;
-    for (order, _) in expected {
+    for (order, status) in expected {
+        assert_eq!(world.status(order).await, Some(status), "{order} in the event store");
         assert_eq!(world.payment_events(order).await, 1, "{order}");
     }
     // Stopping lets the invocation in flight finish its deletes.
@@ -152,7 +192,9 @@ async fn placed_orders_end_paid_declined_or_paid_after_a_retry() {
     assert_eq!(counts.received, 4);
     assert!(drain(&world.sqs, &dlq, Duration::from_secs(30)).await.is_empty());
 
-    stop_worker.cancel();
-    worker.await.unwrap();
+    stop_workers.cancel();
+    for worker in workers {
+        worker.await.unwrap();
+    }
     function.kill().await.unwrap();
 }
