@@ -27,6 +27,9 @@ pub enum Sink {
     Discard,
     /// One JSON line per user record appended to a file.
     Jsonl(PathBuf),
+    /// The saga's first step: a payment request on SQS `payments` per `OrderPlaced`
+    /// (how it runs as its own service, e.g. on ECS).
+    PaymentRequests,
 }
 
 impl std::str::FromStr for Sink {
@@ -35,8 +38,11 @@ impl std::str::FromStr for Sink {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once(':') {
             None if s == "discard" => Ok(Sink::Discard),
+            None if s == "payment-requests" => Ok(Sink::PaymentRequests),
             Some(("jsonl", path)) if !path.is_empty() => Ok(Sink::Jsonl(PathBuf::from(path))),
-            _ => Err(format!("expected `discard` or `jsonl:<path>`, got {s:?}")),
+            _ => Err(format!(
+                "expected `discard`, `jsonl:<path>` or `payment-requests`, got {s:?}"
+            )),
         }
     }
 }
@@ -61,7 +67,7 @@ pub struct ConsumeArgs {
     /// The stream (default: the configured events stream).
     #[arg(long)]
     pub stream: Option<String>,
-    /// `discard` or `jsonl:<path>`.
+    /// `discard`, `jsonl:<path>` or `payment-requests` (to SQS `payments`).
     #[arg(long, default_value = "discard")]
     pub sink: Sink,
     /// This worker's id (default: host, pid and a random suffix).
@@ -202,6 +208,11 @@ pub async fn run(cfg: &StackConfig, args: ConsumeArgs, shutdown: impl Future<Out
     let parts = (worker_cfg, clients.kinesis.clone(), leases, parking, metrics);
     let report = match &args.sink {
         Sink::Discard => drive(parts, Arc::new(DiscardSink), &stop, shutdown).await,
+        Sink::PaymentRequests => {
+            let queue = crate::payments::queue_url(&clients.sqs, &cfg.names.payments_queue).await?;
+            let sink = cafe_lambda_payment::requests::PaymentRequests::new(clients.sqs.clone(), queue);
+            drive(parts, Arc::new(sink), &stop, shutdown).await
+        }
         Sink::Jsonl(path) => {
             let file = std::fs::OpenOptions::new()
                 .create(true)

@@ -83,11 +83,17 @@ impl WorkerProcess {
 impl Setup {
     fn worker(&self, id: &str, extra: &[&str]) -> WorkerProcess {
         let log = self.dir.path().join(format!("{id}.jsonl"));
+        self.worker_with(id, &format!("jsonl:{}", log.display()), log, &[], extra)
+    }
+
+    /// A worker with any sink and extra environment.
+    fn worker_with(&self, id: &str, sink: &str, log: PathBuf, env: &[(&str, &str)], extra: &[&str]) -> WorkerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cafe"))
             .args(["consume", "--application", &self.application, "--stream", &self.stream])
-            .args(["--worker-id", id, "--sink", &format!("jsonl:{}", log.display())])
+            .args(["--worker-id", id, "--sink", sink])
             .args(["--failover", "3s", "--idle-poll", "200ms", "--discovery-interval", "1s"])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -333,4 +339,114 @@ async fn sigterm_checkpoints_and_releases_and_the_successor_repeats_nothing() {
     let lines = read_logs(&[&first, &second]);
     assert_eq!(lines.len(), sent.len(), "zero duplicates");
     assert!(lines.iter().any(|l| l.worker == "first") && lines.iter().any(|l| l.worker == "second"));
+}
+
+/// `cafe consume --sink payment-requests`: the saga's first step as its own process sends
+/// one payment request per `OrderPlaced` to the configured queue, and nothing for other
+/// events.
+#[tokio::test]
+async fn a_payment_requests_worker_sends_one_request_per_placed_order() {
+    use cafe_events::proto::menu::v1::MenuItemPublished;
+    use cafe_events::proto::orders::v1::{OrderLine, OrderPlaced};
+    use cafe_events::{AggregateId, DomainEvent, EventEnvelope, EventId, ItemId, OrderId};
+
+    let s = setup(1, "payreq").await;
+    let cfg = StackConfig::load().unwrap();
+    let sqs = aws::sqs(&aws::sdk_config(&cfg).await, &cfg);
+    let queue = format!("it-payreq-{}", uuid::Uuid::now_v7().simple());
+    let url = provision::ensure_queue_with_dlq(&sqs, &queue, &format!("{queue}-dlq"), 5)
+        .await
+        .unwrap();
+    let envelope = |aggregate_id: AggregateId, event: DomainEvent| EventEnvelope {
+        event_id: EventId::new(),
+        aggregate_id,
+        version: 1,
+        occurred_at: chrono::Utc::now(),
+        correlation_id: "c".into(),
+        causation_id: "c".into(),
+        command_id: "c".into(),
+        event,
+    };
+    let placed = envelope(
+        AggregateId::Order(OrderId::parse("o-pr-1").unwrap()),
+        DomainEvent::OrderPlaced(OrderPlaced {
+            order_id: "o-pr-1".into(),
+            customer_id: "cust-1".into(),
+            store_id: "store-1".into(),
+            lines: vec![OrderLine {
+                item_id: "latte".into(),
+                quantity: 2,
+                unit_price_cents: 450,
+            }],
+            currency: "USD".into(),
+            total_cents: 900,
+        }),
+    );
+    let published = envelope(
+        AggregateId::MenuItem(ItemId::parse("latte").unwrap()),
+        DomainEvent::MenuItemPublished(MenuItemPublished {
+            item_id: "latte".into(),
+            name: "latte".into(),
+            category: "coffee".into(),
+            price_cents: 450,
+            ..Default::default()
+        }),
+    );
+    put_raw(
+        &s.kinesis,
+        &s.stream,
+        &[
+            ("latte".to_owned(), published.encode()),
+            ("o-pr-1".to_owned(), placed.encode()),
+        ],
+    )
+    .await;
+
+    let log = s.dir.path().join("unused");
+    let mut worker = s.worker_with(
+        "payreq",
+        "payment-requests",
+        log,
+        &[("CAFE__STACK__NAMES__PAYMENTS_QUEUE", &queue)],
+        &[],
+    );
+    let mut bodies = Vec::new();
+    eventually(
+        "the payment request on the queue",
+        Duration::from_secs(30),
+        async || {
+            let out = sqs
+                .receive_message()
+                .queue_url(&url)
+                .max_number_of_messages(10)
+                .visibility_timeout(60)
+                .send()
+                .await
+                .unwrap();
+            bodies.extend(out.messages().iter().filter_map(|m| m.body().map(str::to_owned)));
+            !bodies.is_empty()
+        },
+    )
+    .await;
+    let (ok, _) = worker.terminate();
+    assert!(ok, "the worker exits 0 on SIGTERM");
+    // The menu event was put before the order on the one shard, so it was processed by
+    // the time the request arrived: nothing else may have been sent.
+    let rest = sqs
+        .receive_message()
+        .queue_url(&url)
+        .max_number_of_messages(10)
+        .send()
+        .await
+        .unwrap();
+    bodies.extend(rest.messages().iter().filter_map(|m| m.body().map(str::to_owned)));
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    let request: serde_json::Value = serde_json::from_str(&bodies[0]).unwrap();
+    assert_eq!(
+        request,
+        serde_json::json!({
+            "order_id": "o-pr-1", "customer_id": "cust-1", "amount_cents": 900,
+            "currency": "USD", "attempt": 1, "idempotency_key": "o-pr-1:payment",
+        })
+    );
 }
