@@ -9,7 +9,8 @@ use cafe_consumers::lease::DynamoLeaseTable;
 use cafe_consumers::metrics::Metrics;
 use cafe_consumers::parking::DynamoParkingLot;
 use cafe_consumers::{Worker, WorkerConfig, WorkerReport};
-use cafe_events::EventEnvelope;
+use cafe_events::proto::orders::v1::OrderPlaced;
+use cafe_events::{DomainEvent, EventEnvelope};
 use cafe_localstack::{StackConfig, aws, provision};
 use cafe_projections::{Batch, Projection, ProjectionError, Projector};
 use tokio_util::sync::CancellationToken;
@@ -22,6 +23,24 @@ pub fn unique(prefix: &str) -> String {
 
 pub fn stack() -> StackConfig {
     StackConfig::load().unwrap()
+}
+
+/// The first order a history places, and the version its last event leaves it at: what
+/// a read model must show for it after the whole history.
+pub fn first_order(history: &[EventEnvelope]) -> (OrderPlaced, u64) {
+    let placed = history
+        .iter()
+        .find_map(|e| match &e.event {
+            DomainEvent::OrderPlaced(p) => Some(p.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let last = history
+        .iter()
+        .rfind(|e| e.aggregate_id.to_string() == placed.order_id)
+        .unwrap()
+        .version;
+    (placed, last)
 }
 
 /// Delegates to a shared projection and counts the events it was offered.

@@ -10,7 +10,7 @@ use cafe_projections::postgres::orders::PgOrdersView;
 use cafe_projections::{Batch, Projection, digest};
 
 use crate::conformance::{apply_sharded, conformance, positioned};
-use crate::helpers::{Counting, Paced, Stream, stack, unique};
+use crate::helpers::{Counting, Paced, Stream, first_order, stack, unique};
 
 pub async fn fresh() -> PgOrdersView {
     let cfg = stack();
@@ -34,19 +34,9 @@ async fn an_order_reads_back_with_its_lines_status_and_version_and_totals_match(
         ..HistoryConfig::default()
     });
     apply_sharded(&view, &history, 9).await;
-    let placed = history
-        .iter()
-        .find_map(|e| match &e.event {
-            cafe_events::DomainEvent::OrderPlaced(p) => Some(p.clone()),
-            _ => None,
-        })
-        .unwrap();
-    let last = history
-        .iter()
-        .rfind(|e| e.aggregate_id.to_string() == placed.order_id)
-        .unwrap();
+    let (placed, last) = first_order(&history);
     let order = view.order(&placed.order_id).await.unwrap().unwrap();
-    assert_eq!(order.version, last.version);
+    assert_eq!(order.version, last);
     assert_eq!(order.total_cents, placed.total_cents);
     assert_eq!(
         order.total_amount,

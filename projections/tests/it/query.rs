@@ -67,18 +67,7 @@ async fn get_with_headers(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_carry_versions_and_min_version_waits_then_gives_up_with_503() {
     let (models, history) = models().await;
-    let placed = history
-        .iter()
-        .find_map(|e| match &e.event {
-            DomainEvent::OrderPlaced(p) => Some(p.clone()),
-            _ => None,
-        })
-        .unwrap();
-    let last = history
-        .iter()
-        .rfind(|e| e.aggregate_id.to_string() == placed.order_id)
-        .unwrap()
-        .version;
+    let (placed, last) = crate::helpers::first_order(&history);
     let (status, body, _) = get(&models, &format!("/v1/orders/{}", placed.order_id)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["version"], last);
