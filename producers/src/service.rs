@@ -9,7 +9,8 @@
 //!    conditional, so a retry can never write twice; when the claim fails, or a retry is
 //!    refused by the state its first attempt created, the stored answer is returned (or
 //!    a different request under the same key is refused). This keeps a read off the hot
-//!    path of every command.
+//!    path of every command. The appends of concurrent commands share transactions
+//!    ([`crate::store::GroupCommit`]).
 //! 4. Publish, then clear the pending markers, together with the events of concurrent
 //!    commands ([`crate::outbox`]). A publish failure is not the client's problem: the
 //!    events are stored, and the outbox relay will publish them.
@@ -22,7 +23,7 @@ use cafe_events::{AggregateId, DomainEvent, EventEnvelope, EventId};
 use crate::domain::{Aggregate, Rule};
 use crate::outbox::Outbox;
 use crate::publish::{Publisher, RecordSink};
-use crate::store::{EventStore, IdempotencyClaim, StoreError, StoredResponse};
+use crate::store::{EventStore, GroupCommit, GroupStats, IdempotencyClaim, StoreError, StoredResponse};
 
 /// Who asked, and the keys that make a retry safe.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -94,7 +95,7 @@ impl Default for ServiceConfig {
 /// Runs commands against an event store and a publisher.
 #[derive(Debug)]
 pub struct CommandService<S, K> {
-    outbox: Arc<Outbox<S, K>>,
+    outbox: Arc<Outbox<GroupCommit<S>, K>>,
     cfg: ServiceConfig,
 }
 
@@ -102,14 +103,19 @@ impl<S: EventStore, K: RecordSink> CommandService<S, K> {
     /// A service over its two ports.
     pub fn new(store: S, publisher: Publisher<K>, cfg: ServiceConfig) -> Self {
         CommandService {
-            outbox: Outbox::new(store, publisher),
+            outbox: Outbox::new(GroupCommit::new(store), publisher),
             cfg,
         }
     }
 
     /// The event store.
     pub fn store(&self) -> &S {
-        self.outbox.store()
+        self.outbox.store().inner()
+    }
+
+    /// How the appends of concurrent commands were grouped into transactions.
+    pub fn group_stats(&self) -> &GroupStats {
+        self.outbox.store().stats()
     }
 
     /// The publisher.
@@ -172,7 +178,10 @@ impl<S: EventStore, K: RecordSink> CommandService<S, K> {
                 response: response.clone(),
                 ttl: self.cfg.idempotency_ttl,
             });
-            match self.retry_store(|| self.store().append(&events, claim.as_ref())).await {
+            match self
+                .retry_store(|| self.outbox.store().append(&events, claim.as_ref()))
+                .await
+            {
                 Ok(()) => {
                     if let Some(pause) = self.cfg.pause_after_append {
                         tokio::time::sleep(pause).await;

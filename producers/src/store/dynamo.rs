@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, PutRequest, TransactWriteItem, WriteRequest};
 use cafe_events::{AggregateId, EventEnvelope};
 use chrono::{SecondsFormat, Utc};
 
-use super::{EventStore, IdempotencyClaim, IdempotencyRecord, PENDING_BUCKETS, StoreError, StoredResponse};
+use super::{Append, EventStore, IdempotencyClaim, IdempotencyRecord, PENDING_BUCKETS, StoreError, StoredResponse};
 
 /// Name of the sparse index of events not yet accepted by Kinesis.
 pub const PENDING_INDEX: &str = "pending";
@@ -71,6 +72,20 @@ fn event_item(e: &EventEnvelope, appended_at: Option<&str>) -> HashMap<String, A
     item
 }
 
+/// A cancelled transaction that no condition refused: throttled, or in conflict with
+/// another transaction on the same item. Both are worth retrying.
+fn cancelled(reasons: &[String]) -> StoreError {
+    let text = format!("transaction cancelled: {reasons:?}");
+    if reasons
+        .iter()
+        .any(|r| matches!(r.as_str(), "ThrottlingError" | "ProvisionedThroughputExceeded"))
+    {
+        StoreError::Throttled(text)
+    } else {
+        StoreError::Unavailable(text)
+    }
+}
+
 fn classify<E: ProvideErrorMetadata + std::fmt::Debug, R: std::fmt::Debug>(e: SdkError<E, R>) -> StoreError {
     let code = e.code().unwrap_or_default().to_owned();
     let text = format!("{}: {}", code, e.message().unwrap_or_default());
@@ -126,66 +141,39 @@ impl EventStore for DynamoEventStore {
     }
 
     async fn append(&self, events: &[EventEnvelope], claim: Option<&IdempotencyClaim>) -> Result<(), StoreError> {
-        let appended_at = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
-        let mut items = Vec::with_capacity(events.len() + 1);
-        for e in events {
-            let put = Put::builder()
-                .table_name(&self.events_table)
-                .set_item(Some(event_item(e, Some(&appended_at))))
-                .condition_expression("attribute_not_exists(aggregate_id)")
-                .build()
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            items.push(TransactWriteItem::builder().put(put).build());
-        }
-        if let Some(c) = claim {
-            let expires = Utc::now().timestamp() + i64::try_from(c.ttl.as_secs()).unwrap_or(i64::MAX / 2);
-            let body = serde_json::to_string(&c.response.body).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            let put = Put::builder()
-                .table_name(&self.idempotency_table)
-                .item("idempotency_key", s(c.key.clone()))
-                .item("request_hash", s(c.request_hash.clone()))
-                .item("status", n(c.response.status))
-                .item("body", s(body))
-                .item("expires_at", n(expires))
-                .condition_expression("attribute_not_exists(idempotency_key)")
-                .build()
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            items.push(TransactWriteItem::builder().put(put).build());
-        }
-        let result = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await;
-        let Err(err) = result else { return Ok(()) };
-        // A cancelled transaction says, per item, which condition failed.
-        if let Some(reasons) = err
-            .as_service_error()
-            .filter(|se| se.is_transaction_canceled_exception())
-            .and_then(|se| match se {
-                aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(t) => {
-                    Some(t.cancellation_reasons().to_vec())
-                }
-                _ => None,
-            })
+        let items = self.append_items(events, claim)?;
+        let Err(reasons) = self.transact(items).await? else {
+            return Ok(());
+        };
+        let failed = |i: usize| reasons.get(i).map(String::as_str) == Some("ConditionalCheckFailed");
+        if let Some(c) = claim
+            && failed(events.len())
         {
-            let failed = |i: usize| reasons.get(i).and_then(|r| r.code()) == Some("ConditionalCheckFailed");
-            if let Some(c) = claim
-                && failed(events.len())
-            {
-                return Err(StoreError::IdempotencyRace(c.key.clone()));
-            }
-            if let Some((_, e)) = events.iter().enumerate().find(|(i, _)| failed(*i)) {
-                return Err(StoreError::Conflict { aggregate_id: e.aggregate_id.to_string(), version: e.version });
-            }
-            let throttled = reasons.iter().any(|r| {
-                matches!(r.code(), Some("ThrottlingError") | Some("ProvisionedThroughputExceeded"))
-            });
-            let text = format!("transaction cancelled: {reasons:?}");
-            return Err(if throttled { StoreError::Throttled(text) } else { StoreError::Unavailable(text) });
+            return Err(StoreError::IdempotencyRace(c.key.clone()));
         }
-        Err(classify(err))
+        if let Some((_, e)) = events.iter().enumerate().find(|(i, _)| failed(*i)) {
+            return Err(StoreError::Conflict {
+                aggregate_id: e.aggregate_id.to_string(),
+                version: e.version,
+            });
+        }
+        Err(cancelled(&reasons))
+    }
+
+    async fn append_group(&self, appends: &[Append<'_>]) -> Result<(), StoreError> {
+        let mut items = Vec::new();
+        for a in appends {
+            items.extend(self.append_items(a.events, a.claim)?);
+        }
+        let Err(reasons) = self.transact(items).await? else {
+            return Ok(());
+        };
+        // Which member failed does not matter here: the caller re-runs the members one
+        // by one to give each its own answer.
+        if reasons.iter().any(|r| r == "ConditionalCheckFailed") {
+            return Err(StoreError::GroupRefused(format!("transaction cancelled: {reasons:?}")));
+        }
+        Err(cancelled(&reasons))
     }
 
     async fn idempotency(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
@@ -280,6 +268,62 @@ impl EventStore for DynamoEventStore {
 const BATCH_WRITE_MAX: usize = 25;
 
 impl DynamoEventStore {
+    /// The actions of one command's append: a conditional put per event (with its
+    /// pending marker) and of the idempotency record.
+    fn append_items(
+        &self,
+        events: &[EventEnvelope],
+        claim: Option<&IdempotencyClaim>,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let appended_at = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
+        let mut items = Vec::with_capacity(events.len() + 1);
+        for e in events {
+            let put = Put::builder()
+                .table_name(&self.events_table)
+                .set_item(Some(event_item(e, Some(&appended_at))))
+                .condition_expression("attribute_not_exists(aggregate_id)")
+                .build()
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        if let Some(c) = claim {
+            let expires = Utc::now().timestamp() + i64::try_from(c.ttl.as_secs()).unwrap_or(i64::MAX / 2);
+            let body = serde_json::to_string(&c.response.body).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            let put = Put::builder()
+                .table_name(&self.idempotency_table)
+                .item("idempotency_key", s(c.key.clone()))
+                .item("request_hash", s(c.request_hash.clone()))
+                .item("status", n(c.response.status))
+                .item("body", s(body))
+                .item("expires_at", n(expires))
+                .condition_expression("attribute_not_exists(idempotency_key)")
+                .build()
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            items.push(TransactWriteItem::builder().put(put).build());
+        }
+        Ok(items)
+    }
+
+    /// One TransactWriteItems. A cancelled transaction is `Ok(Err(reasons))`: per action,
+    /// in order, the code of why it was refused (`"None"` when it was not the cause).
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<Result<(), Vec<String>>, StoreError> {
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        let Err(err) = result else { return Ok(Ok(())) };
+        match err.as_service_error() {
+            Some(TransactWriteItemsError::TransactionCanceledException(t)) => Ok(Err(t
+                .cancellation_reasons()
+                .iter()
+                .map(|r| r.code().unwrap_or("None").to_owned())
+                .collect())),
+            _ => Err(classify(err)),
+        }
+    }
+
     /// One BatchWriteItem, resending what DynamoDB left unprocessed (it does so under
     /// throttling) with a growing pause.
     async fn batch_write(&self, mut batch: Vec<WriteRequest>) -> Result<(), StoreError> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cafe_events::{AggregateId, EventEnvelope};
 
-use super::{EventStore, IdempotencyClaim, IdempotencyRecord, StoreError};
+use super::{Append, EventStore, IdempotencyClaim, IdempotencyRecord, StoreError};
 
 /// Wraps a store; `fail_per_mille` / 1000 of calls are throttled. Deterministic per seed.
 #[derive(Debug)]
@@ -50,6 +50,10 @@ impl<S: EventStore> EventStore for FaultyStore<S> {
     async fn append(&self, events: &[EventEnvelope], claim: Option<&IdempotencyClaim>) -> Result<(), StoreError> {
         self.gate("TransactWriteItems")?;
         self.inner.append(events, claim).await
+    }
+    async fn append_group(&self, appends: &[Append<'_>]) -> Result<(), StoreError> {
+        self.gate("TransactWriteItems")?;
+        self.inner.append_group(appends).await
     }
     async fn idempotency(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
         self.gate("GetItem")?;

@@ -14,9 +14,11 @@
 
 mod dynamo;
 mod faulty;
+mod group;
 
 pub use dynamo::{DynamoEventStore, PENDING_INDEX};
 pub use faulty::FaultyStore;
+pub use group::{GroupCommit, GroupStats};
 
 use std::time::Duration;
 
@@ -48,6 +50,25 @@ pub struct IdempotencyClaim {
     /// How long the record lives (DynamoDB TTL).
     pub ttl: Duration,
 }
+
+/// One command's part of a grouped append: its events and its idempotency claim.
+#[derive(Debug, Clone, Copy)]
+pub struct Append<'a> {
+    /// Consecutive versions of one aggregate.
+    pub events: &'a [EventEnvelope],
+    /// The idempotency record to write with them, if the command has a key.
+    pub claim: Option<&'a IdempotencyClaim>,
+}
+
+impl Append<'_> {
+    /// The writes this append costs in one transaction: an item per event, and the claim.
+    pub fn actions(&self) -> usize {
+        self.events.len() + usize::from(self.claim.is_some())
+    }
+}
+
+/// Most writes one TransactWriteItems may carry (a DynamoDB limit).
+pub const MAX_TRANSACTION_ACTIONS: usize = 100;
 
 /// What an idempotency key already stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +103,11 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// A grouped append was refused as a whole because a condition of one of its members
+    /// failed (a version conflict or a used idempotency key). Nothing was written; each
+    /// member must be appended on its own to learn its own answer.
+    #[error("grouped append refused: {0}")]
+    GroupRefused(String),
     /// The request was refused for capacity; retry with backoff.
     #[error("throttled: {0}")]
     Throttled(String),
@@ -109,6 +135,12 @@ pub trait EventStore: Send + Sync + 'static {
         events: &[EventEnvelope],
         claim: Option<&IdempotencyClaim>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Appends several commands' events in one atomic call: all of them or none.
+    /// Members must name distinct aggregates and distinct idempotency keys, and carry at
+    /// most [`MAX_TRANSACTION_ACTIONS`] writes in all. A failed condition of any member is
+    /// [`StoreError::GroupRefused`].
+    fn append_group(&self, appends: &[Append<'_>]) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The record behind an idempotency key, if any.
     fn idempotency(&self, key: &str) -> impl Future<Output = Result<Option<IdempotencyRecord>, StoreError>> + Send;

@@ -1,7 +1,8 @@
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use cafe_producers::store::{EventStore, IdempotencyClaim, StoreError, StoredResponse};
+use cafe_producers::store::{Append, EventStore, GroupCommit, IdempotencyClaim, StoreError, StoredResponse};
 
 use crate::helpers::{account, earned, fresh_store};
 
@@ -125,4 +126,117 @@ async fn markers_of_more_events_than_one_batch_write_holds_are_all_cleared() {
     assert_eq!(pending.len(), 60);
     store.mark_published(&pending).await.unwrap();
     assert!(store.pending(Duration::ZERO, 1_000).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_grouped_append_writes_every_member_or_none() {
+    let store = fresh_store().await;
+    let ids: Vec<_> = (0..3).map(|i| account(&format!("c-group-{i}"))).collect();
+    let events: Vec<_> = ids.iter().map(|id| [earned(id, 1), earned(id, 2)]).collect();
+    let claims: Vec<_> = (0..3).map(|i| claim(&format!("kg-{i}"), "h")).collect();
+    let appends: Vec<_> = events
+        .iter()
+        .zip(&claims)
+        .map(|(events, claim)| Append {
+            events,
+            claim: Some(claim),
+        })
+        .collect();
+    store.append_group(&appends).await.unwrap();
+    for (id, written) in ids.iter().zip(&events) {
+        assert_eq!(&store.load(id).await.unwrap()[..], &written[..]);
+    }
+    assert!(store.idempotency("kg-2").await.unwrap().is_some());
+    assert_eq!(
+        store.pending(Duration::ZERO, 100).await.unwrap().len(),
+        6,
+        "all pending"
+    );
+
+    // One member's version is taken: nothing of the group is written.
+    let fresh = account("c-group-new");
+    let (taken, new) = ([earned(&ids[0], 2)], [earned(&fresh, 1)]);
+    let new_claim = claim("kg-new", "h");
+    let err = store
+        .append_group(&[
+            Append {
+                events: &new,
+                claim: Some(&new_claim),
+            },
+            Append {
+                events: &taken,
+                claim: None,
+            },
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::GroupRefused(_)), "{err}");
+    assert!(!err.is_transient());
+    assert!(store.load(&fresh).await.unwrap().is_empty());
+    assert_eq!(store.idempotency("kg-new").await.unwrap(), None);
+
+    // One member's key is used: the same.
+    let reused = claim("kg-1", "h");
+    let err = store
+        .append_group(&[
+            Append {
+                events: &new,
+                claim: None,
+            },
+            Append {
+                events: &[earned(&account("c-group-other"), 1)],
+                claim: Some(&reused),
+            },
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::GroupRefused(_)), "{err}");
+    assert!(store.load(&fresh).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn concurrent_appends_through_a_group_commit_share_transactions_and_each_lands_once() {
+    let group = Arc::new(GroupCommit::new(fresh_store().await));
+    // 200 commands on their own aggregates, and 20 racing for version 1 of one more.
+    let spawn = |customer: String, key: String| {
+        let group = group.clone();
+        tokio::spawn(async move {
+            let id = account(&customer);
+            group.append(&[earned(&id, 1)], Some(&claim(&key, "h"))).await
+        })
+    };
+    let own: Vec<_> = (0..200)
+        .map(|i| spawn(format!("c-gc-{i}"), format!("kgc-{i}")))
+        .collect();
+    let racing: Vec<_> = (0..20)
+        .map(|i| spawn("c-gc-hot".into(), format!("kgc-hot-{i}")))
+        .collect();
+    for task in own {
+        task.await.unwrap().unwrap();
+    }
+    let mut won = 0;
+    for task in racing {
+        match task.await.unwrap() {
+            Ok(()) => won += 1,
+            Err(StoreError::Conflict { version: 1, .. }) => {}
+            Err(e) => panic!("a racing append failed otherwise: {e}"),
+        }
+    }
+    assert_eq!(won, 1, "exactly one racer takes version 1");
+    for i in (0..200).step_by(7) {
+        let loaded = group.load(&account(&format!("c-gc-{i}"))).await.unwrap();
+        assert_eq!(loaded.iter().map(|e| e.version).collect::<Vec<_>>(), vec![1]);
+    }
+    assert_eq!(group.load(&account("c-gc-hot")).await.unwrap().len(), 1);
+    assert_eq!(group.inner().pending(Duration::ZERO, 1_000).await.unwrap().len(), 201);
+    let stats = group.stats();
+    let (appends, transactions) = (
+        stats.appends.load(Ordering::Relaxed),
+        stats.transactions.load(Ordering::Relaxed),
+    );
+    assert_eq!(appends, 220);
+    assert!(
+        transactions * 4 < appends,
+        "{transactions} transactions for {appends} appends: they were not grouped"
+    );
 }
