@@ -87,12 +87,16 @@ pub async fn start(
         router = router.merge(cafe_projections::query::router(reads));
     }
     let mut server_stop = shutdown.clone();
+    let outbox = service.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, router)
+        let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 let _ = server_stop.wait_for(|stop| *stop).await;
             })
-            .await
+            .await;
+        // The last answers went out before their markers were cleared.
+        outbox.settled().await;
+        served
     });
     let mut relay_stop = shutdown;
     let relay = tokio::spawn(async move {

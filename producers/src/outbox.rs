@@ -4,8 +4,10 @@
 //! the stand-ins (and, in AWS, the per-call overheads) saw three calls per order. Here a
 //! command queues its freshly appended events and waits; one drain task at a time takes
 //! everything queued, publishes it in as few PutRecords calls as the limits allow (KPL
-//! aggregation packs many orders into one record per shard), clears the pending markers
-//! 25 to a BatchWriteItem, and answers every waiting command. Under light load a batch
+//! aggregation packs many orders into one record per shard), answers every waiting
+//! command, and clears the pending markers 25 to a BatchWriteItem before the next round
+//! (a command's answer need not wait for its marker: the event is stored and on the
+//! stream, and a marker left behind costs only a republish by the relay). Under light load a batch
 //! is one command and nothing waits longer than before; under heavy load batches grow
 //! by themselves while the previous one is in flight, with no timer to tune.
 //!
@@ -20,7 +22,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cafe_events::EventEnvelope;
-use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, oneshot};
 use tracing::Instrument;
 
 use crate::publish::{PublishError, Publisher, RecordSink};
@@ -32,11 +34,9 @@ const MAX_EVENTS_PER_ROUND: usize = 1_000;
 /// What became of a command's events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flushed {
-    /// On the stream, markers cleared.
+    /// On the stream (its markers are cleared next; if that fails the relay publishes
+    /// them once more, a duplicate every consumer tolerates).
     Published,
-    /// On the stream, but the markers could not be cleared: the relay will publish them
-    /// once more (a duplicate, which every consumer tolerates).
-    MarkersLeft,
     /// Not (all) on the stream: left pending for the relay.
     LeftPending,
 }
@@ -58,6 +58,7 @@ pub struct Outbox<S, K> {
     store: S,
     publisher: Publisher<K>,
     queue: Mutex<Queue>,
+    idle: Notify,
 }
 
 impl<S, K> std::fmt::Debug for Outbox<S, K> {
@@ -73,6 +74,7 @@ impl<S: EventStore, K: RecordSink> Outbox<S, K> {
             store,
             publisher,
             queue: Mutex::new(Queue::default()),
+            idle: Notify::new(),
         })
     }
 
@@ -90,6 +92,19 @@ impl<S: EventStore, K: RecordSink> Outbox<S, K> {
         // The lock is never held across an await or a call that can panic; a poisoned
         // queue is still a consistent one.
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until nothing is queued or in flight, the last markers cleared: what a
+    /// server shutting down awaits after its last request, so a clean stop leaves
+    /// nothing for the relay to publish twice.
+    pub async fn settled(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if !self.queue().draining {
+                return;
+            }
+            idle.await;
+        }
     }
 
     /// Publishes appended events with whatever else is queued, clears their markers, and
@@ -118,13 +133,13 @@ impl<S: EventStore, K: RecordSink> Outbox<S, K> {
     }
 
     async fn drain(&self) {
-        // Whatever way this task ends, the next command must be able to start a drain.
+        // If this task panics, the next command must still be able to start a drain.
         struct Stop<'a>(&'a Mutex<Queue>);
         impl Drop for Stop<'_> {
             fn drop(&mut self) {
-                let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
-                q.draining = false;
                 if std::thread::panicking() {
+                    let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
+                    q.draining = false;
                     // Their answers are lost with the panic; their events stay pending.
                     q.jobs.clear();
                 }
@@ -144,19 +159,22 @@ impl<S: EventStore, K: RecordSink> Outbox<S, K> {
                     round.extend(q.jobs.pop_front());
                 }
                 if round.is_empty() {
+                    // Under the same lock as the check: a command queued after it
+                    // sees no drain running and starts one.
+                    q.draining = false;
+                    self.idle.notify_waiters();
                     return;
                 }
                 round
             };
-            let outcomes = self.round(&round).await;
-            for (job, outcome) in round.into_iter().zip(outcomes) {
-                let _ = job.reply.send(outcome);
-            }
+            self.round(round).await;
         }
     }
 
-    /// One PutRecords round for the queued jobs, then their markers.
-    async fn round(&self, jobs: &[Job]) -> Vec<Flushed> {
+    /// One PutRecords round for the queued jobs; answers them, then clears the markers
+    /// of what went out. The answer does not wait for the clearing: a marker that
+    /// could not be cleared only means the relay publishes that event once more.
+    async fn round(&self, jobs: Vec<Job>) {
         let events: Vec<EventEnvelope> = jobs.iter().flat_map(|j| j.events.iter().cloned()).collect();
         let not_published = match self.publisher.publish_reserved(&events).await {
             Ok(_) => Vec::new(),
@@ -170,7 +188,10 @@ impl<S: EventStore, K: RecordSink> Outbox<S, K> {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "publish failed; events left pending for the relay");
-                return jobs.iter().map(|_| Flushed::LeftPending).collect();
+                for job in jobs {
+                    let _ = job.reply.send(Flushed::LeftPending);
+                }
+                return;
             }
         };
         let is_out = |e: &EventEnvelope| {
@@ -178,24 +199,17 @@ impl<S: EventStore, K: RecordSink> Outbox<S, K> {
                 .iter()
                 .any(|(id, v)| *v == e.version && *id == e.aggregate_id)
         };
+        for job in jobs {
+            let outcome = if job.events.iter().all(is_out) {
+                Flushed::Published
+            } else {
+                Flushed::LeftPending
+            };
+            let _ = job.reply.send(outcome);
+        }
         let published: Vec<EventEnvelope> = events.into_iter().filter(|e| is_out(e)).collect();
-        let marked = match self.store.mark_published(&published).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not clear pending markers; the relay will publish again");
-                false
-            }
-        };
-        jobs.iter()
-            .map(|j| {
-                if !j.events.iter().all(is_out) {
-                    Flushed::LeftPending
-                } else if marked {
-                    Flushed::Published
-                } else {
-                    Flushed::MarkersLeft
-                }
-            })
-            .collect()
+        if let Err(e) = self.store.mark_published(&published).await {
+            tracing::warn!(error = %e, "could not clear pending markers; the relay will publish again");
+        }
     }
 }

@@ -113,6 +113,11 @@ impl<S: EventStore, K: RecordSink> CommandService<S, K> {
         self.outbox.store().inner()
     }
 
+    /// Waits until every published event's marker is cleared (see [`Outbox::settled`]).
+    pub async fn settled(&self) {
+        self.outbox.settled().await;
+    }
+
     /// How the appends of concurrent commands were grouped into transactions.
     pub fn group_stats(&self) -> &GroupStats {
         self.outbox.store().stats()

@@ -49,11 +49,21 @@ impl Config {
 pub fn router(config: &Config, dynamodb: aws_sdk_dynamodb::Client, kinesis: aws_sdk_kinesis::Client) -> axum::Router {
     let store = DynamoEventStore::new(dynamodb, &config.events_table, &config.idempotency_table);
     let publisher = Publisher::new(KinesisSink::new(kinesis, &config.stream), PublisherConfig::default());
-    cafe_producers::api::router(Arc::new(CommandService::new(
-        store,
-        publisher,
-        ServiceConfig::default(),
-    )))
+    let service = Arc::new(CommandService::new(store, publisher, ServiceConfig::default()));
+    let settled = service.clone();
+    // Lambda freezes the process once a response is returned, so here (unlike the
+    // local server) a response waits until the markers of its events are cleared;
+    // otherwise the relay would find them pending and publish them again.
+    cafe_producers::api::router(service).layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let service = settled.clone();
+            async move {
+                let response = next.run(request).await;
+                service.settled().await;
+                response
+            }
+        },
+    ))
 }
 
 #[cfg(test)]

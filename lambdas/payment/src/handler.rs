@@ -143,6 +143,9 @@ impl<G: Gateway, S: EventStore, K: RecordSink> Payments<G, S, K> {
             .buffer_unordered(self.concurrency.max(1))
             .collect()
             .await;
+        // Lambda freezes the process once the batch response is returned: clear the
+        // markers of the payment events first, or the relay would publish them again.
+        self.orders.settled().await;
         let mut response = SqsBatchResponse::default();
         for (id, result) in results {
             match result {

@@ -3,11 +3,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cafe_events::CustomerId;
+use cafe_events::{AggregateId, EventEnvelope};
 use cafe_producers::domain::loyalty::{LoyaltyAccount, LoyaltyCommand};
 use cafe_producers::publish::{FaultySink, KinesisSink, Publisher, PublisherConfig};
 use cafe_producers::relay::{self, RelayConfig};
 use cafe_producers::service::{CommandError, CommandMeta, CommandService, ServiceConfig};
-use cafe_producers::store::{DynamoEventStore, EventStore, FaultyStore, StoredResponse};
+use cafe_producers::store::{
+    Append, DynamoEventStore, EventStore, FaultyStore, IdempotencyClaim, IdempotencyRecord, StoreError, StoredResponse,
+};
 
 use crate::helpers::{account, earned, fresh_store, fresh_stream, read_stream};
 
@@ -53,13 +56,15 @@ async fn fifty_parallel_retries_write_one_set_of_events_and_answer_identically()
     let (svc, client, stream) = service(0, 0, ServiceConfig::default()).await;
     let svc = Arc::new(svc);
     let id = account("c-1");
-    let calls = (0..50).map(|_| {
-        let (svc, id) = (svc.clone(), id.clone());
-        tokio::spawn(async move {
-            svc.execute::<LoyaltyAccount>(&id, &earn(600), &(), &meta(Some("key-1"), "hash-1"), respond)
-                .await
+    let calls: Vec<_> = (0..50)
+        .map(|_| {
+            let (svc, id) = (svc.clone(), id.clone());
+            tokio::spawn(async move {
+                svc.execute::<LoyaltyAccount>(&id, &earn(600), &(), &meta(Some("key-1"), "hash-1"), respond)
+                    .await
+            })
         })
-    });
+        .collect();
     let mut responses = BTreeSet::new();
     let mut fresh = 0;
     for c in calls {
@@ -252,4 +257,68 @@ async fn the_relay_publishes_events_left_pending_by_a_crash() {
     let (_, per_shard) = read_stream(&client, &stream).await;
     let versions: Vec<u64> = per_shard.iter().flatten().map(|e| e.version).collect();
     assert_eq!(versions, vec![1, 2]);
+}
+
+/// A store whose marker clearing takes a while, so a test can tell "answered" from
+/// "settled".
+struct SlowClearing(DynamoEventStore);
+
+impl EventStore for SlowClearing {
+    async fn load(&self, id: &AggregateId) -> Result<Vec<EventEnvelope>, StoreError> {
+        self.0.load(id).await
+    }
+    async fn append(&self, events: &[EventEnvelope], claim: Option<&IdempotencyClaim>) -> Result<(), StoreError> {
+        self.0.append(events, claim).await
+    }
+    async fn append_group(&self, appends: &[Append<'_>]) -> Result<(), StoreError> {
+        self.0.append_group(appends).await
+    }
+    async fn idempotency(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.0.idempotency(key).await
+    }
+    async fn pending(&self, older_than: Duration, limit: usize) -> Result<Vec<EventEnvelope>, StoreError> {
+        self.0.pending(older_than, limit).await
+    }
+    async fn mark_published(&self, events: &[EventEnvelope]) -> Result<(), StoreError> {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.0.mark_published(events).await
+    }
+}
+
+#[tokio::test]
+async fn a_command_is_answered_before_its_marker_is_cleared_and_settled_waits_for_it() {
+    let (client, stream, sink) = fresh_stream(2).await;
+    let svc = Arc::new(CommandService::new(
+        SlowClearing(fresh_store().await),
+        Publisher::new(sink, PublisherConfig::default()),
+        ServiceConfig::default(),
+    ));
+    let calls: Vec<_> = (0..30)
+        .map(|i| {
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                let id = account(&format!("c-settle-{i}"));
+                let cmd = (
+                    CustomerId::parse(format!("c-settle-{i}")).unwrap(),
+                    LoyaltyCommand::Earn {
+                        points: 5,
+                        order_id: None,
+                    },
+                );
+                svc.execute::<LoyaltyAccount>(&id, &cmd, &(), &meta(Some(&format!("ks-{i}")), "h"), respond)
+                    .await
+            })
+        })
+        .collect();
+    for c in calls {
+        c.await.unwrap().unwrap();
+    }
+    // Answered: markers not yet cleared (the last clearing is still asleep), but on
+    // the stream.
+    assert!(!svc.store().0.pending(Duration::ZERO, 100).await.unwrap().is_empty());
+    let (_, per_shard) = read_stream(&client, &stream).await;
+    assert_eq!(per_shard.iter().map(Vec::len).sum::<usize>(), 30);
+    // Settled: what a stopping server, or the Lambda API before it returns, waits for.
+    svc.settled().await;
+    assert!(svc.store().0.pending(Duration::ZERO, 100).await.unwrap().is_empty());
 }

@@ -36,27 +36,30 @@ async fn a_taken_version_is_a_conflict_and_the_whole_append_is_discarded() {
 async fn concurrent_writers_never_leave_a_gap_or_a_duplicate() {
     let store = Arc::new(fresh_store().await);
     let id = account("c-race");
-    let writers = (0..8).map(|_| {
-        let (store, id) = (store.clone(), id.clone());
-        tokio::spawn(async move {
-            let (mut ok, mut conflicts) = (0, 0);
-            for _ in 0..5 {
-                // Load, decide the next version, append; on conflict reload and try again.
-                loop {
-                    let next = store.load(&id).await.unwrap().len() as u64 + 1;
-                    match store.append(&[earned(&id, next)], None).await {
-                        Ok(()) => {
-                            ok += 1;
-                            break;
+    // Collected, so all eight are spawned before the first is awaited.
+    let writers: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, id) = (store.clone(), id.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut conflicts) = (0, 0);
+                for _ in 0..5 {
+                    // Load, decide the next version, append; on conflict reload and try again.
+                    loop {
+                        let next = store.load(&id).await.unwrap().len() as u64 + 1;
+                        match store.append(&[earned(&id, next)], None).await {
+                            Ok(()) => {
+                                ok += 1;
+                                break;
+                            }
+                            Err(StoreError::Conflict { .. }) => conflicts += 1,
+                            Err(e) => panic!("{e}"),
                         }
-                        Err(StoreError::Conflict { .. }) => conflicts += 1,
-                        Err(e) => panic!("{e}"),
                     }
                 }
-            }
-            (ok, conflicts)
+                (ok, conflicts)
+            })
         })
-    });
+        .collect();
     let mut appended = 0;
     for w in writers {
         appended += w.await.unwrap().0;
