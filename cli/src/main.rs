@@ -22,6 +22,9 @@ use cafe_producers::service::ServiceConfig;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod analytics;
 mod bench;
 mod bench_consumer;
