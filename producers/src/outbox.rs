@@ -5,11 +5,11 @@
 //! command queues its freshly appended events and waits; one drain task at a time takes
 //! everything queued, publishes it in as few PutRecords calls as the limits allow (KPL
 //! aggregation packs many orders into one record per shard), answers every waiting
-//! command, and clears the pending markers 25 to a BatchWriteItem before the next round
-//! (a command's answer need not wait for its marker: the event is stored and on the
-//! stream, and a marker left behind costs only a republish by the relay). Under light load a batch
-//! is one command and nothing waits longer than before; under heavy load batches grow
-//! by themselves while the previous one is in flight, with no timer to tune.
+//! command, and clears the pending markers 25 to a BatchWriteItem before the next round.
+//! A command's answer need not wait for its markers: its events are stored and on the
+//! stream, and a marker left behind costs only a republish by the relay. Under light
+//! load a batch is one command and nothing waits longer than before; under heavy load
+//! batches grow by themselves while the previous one is in flight, with no timer to tune.
 //!
 //! The queue is inside the publisher's in-flight budget: a command reserves room before
 //! it queues, so memory stays bounded and the API's saturation check still sees it.
@@ -107,8 +107,9 @@ impl<S: EventStore, K: RecordSink> Outbox<S, K> {
         }
     }
 
-    /// Publishes appended events with whatever else is queued, clears their markers, and
-    /// says what happened. Waits while the in-flight budget is used up.
+    /// Publishes appended events with whatever else is queued and says what happened;
+    /// their markers are cleared after the answer. Waits while the in-flight budget is
+    /// used up.
     pub async fn flush(self: &Arc<Self>, events: Vec<EventEnvelope>) -> Flushed {
         if events.is_empty() {
             return Flushed::Published;
@@ -133,19 +134,15 @@ impl<S: EventStore, K: RecordSink> Outbox<S, K> {
     }
 
     async fn drain(&self) {
-        // If this task panics, the next command must still be able to start a drain.
-        struct Stop<'a>(&'a Mutex<Queue>);
-        impl Drop for Stop<'_> {
-            fn drop(&mut self) {
-                if std::thread::panicking() {
-                    let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
-                    q.draining = false;
-                    // Their answers are lost with the panic; their events stay pending.
-                    q.jobs.clear();
-                }
-            }
-        }
-        let _stop = Stop(&self.queue);
+        // If this task panics, the next command must still be able to start a drain,
+        // and whoever waits for the outbox to settle must not wait forever. The
+        // answers are lost with the panic; the events stay pending for the relay.
+        let _stop = crate::OnPanic(|| {
+            let mut q = self.queue();
+            q.draining = false;
+            q.jobs.clear();
+            self.idle.notify_waiters();
+        });
         loop {
             let round: Vec<Job> = {
                 let mut q = self.queue();

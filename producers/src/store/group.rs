@@ -152,21 +152,15 @@ impl<S: EventStore> Shared<S> {
     }
 
     async fn drain(&self) {
-        // However this task ends, the next append must be able to start a drain.
-        struct Stop<'a>(&'a Mutex<Queue>);
-        impl Drop for Stop<'_> {
-            fn drop(&mut self) {
-                if std::thread::panicking() {
-                    let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
-                    q.draining = false;
-                    // Their replies are dropped: each caller sees the append as failed
-                    // and retries it, and a retry of a written append is answered by
-                    // its conflict or its idempotency record.
-                    q.jobs.clear();
-                }
-            }
-        }
-        let _stop = Stop(&self.queue);
+        // If this task panics, the next append must still be able to start a drain.
+        // The replies are dropped: each caller sees its append fail and retries it, and
+        // a retry of an append that was written is answered by its conflict or its
+        // idempotency record.
+        let _stop = crate::OnPanic(|| {
+            let mut q = self.queue();
+            q.draining = false;
+            q.jobs.clear();
+        });
         loop {
             let group = self.next_group();
             if group.is_empty() {

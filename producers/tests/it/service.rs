@@ -36,6 +36,17 @@ fn earn(points: i64) -> (CustomerId, LoyaltyCommand) {
     )
 }
 
+/// An earn on `customer`'s own account, and that account's id.
+fn earn_as(customer: &str, points: i64) -> (AggregateId, (CustomerId, LoyaltyCommand)) {
+    (
+        account(customer),
+        (
+            CustomerId::parse(customer).unwrap(),
+            LoyaltyCommand::Earn { points, order_id: None },
+        ),
+    )
+}
+
 fn meta(key: Option<&str>, hash: &str) -> CommandMeta {
     CommandMeta {
         idempotency_key: key.map(str::to_owned),
@@ -201,14 +212,7 @@ async fn with_throttled_dynamodb_and_kinesis_every_command_lands_and_is_publishe
     )
     .await;
     for i in 0..40 {
-        let id = account(&format!("c-{i}"));
-        let cmd = (
-            CustomerId::parse(format!("c-{i}")).unwrap(),
-            LoyaltyCommand::Earn {
-                points: 5,
-                order_id: None,
-            },
-        );
+        let (id, cmd) = earn_as(&format!("c-{i}"), 5);
         svc.execute::<LoyaltyAccount>(&id, &cmd, &(), &meta(Some(&format!("k{i}")), "h"), respond)
             .await
             .unwrap();
@@ -297,14 +301,7 @@ async fn a_command_is_answered_before_its_marker_is_cleared_and_settled_waits_fo
         .map(|i| {
             let svc = svc.clone();
             tokio::spawn(async move {
-                let id = account(&format!("c-settle-{i}"));
-                let cmd = (
-                    CustomerId::parse(format!("c-settle-{i}")).unwrap(),
-                    LoyaltyCommand::Earn {
-                        points: 5,
-                        order_id: None,
-                    },
-                );
+                let (id, cmd) = earn_as(&format!("c-settle-{i}"), 5);
                 svc.execute::<LoyaltyAccount>(&id, &cmd, &(), &meta(Some(&format!("ks-{i}")), "h"), respond)
                     .await
             })
