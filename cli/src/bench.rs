@@ -194,7 +194,7 @@ pub async fn api(cfg: &StackConfig, duration: Duration, concurrency: usize) -> R
     let _ = stop.send(true);
     running.drained().await?;
 
-    // Ceiling 2: PutRecords records/s on the Kinesis stand-in (500 records of 300 bytes).
+    // Ceiling 3: PutRecords records/s on the Kinesis stand-in (500 records of 300 bytes).
     let stream = format!("bench-{tag}");
     provision::ensure_stream(&clients.kinesis, &stream, cfg.stream_shards).await?;
     let kinesis = clients.kinesis.clone();
@@ -226,8 +226,9 @@ pub async fn api(cfg: &StackConfig, duration: Duration, concurrency: usize) -> R
     let (records_put, put_time) = closed_loop(concurrency.min(8), slice, &seq, &put_records).await;
     let put_records_per_s = records_put as f64 / put_time.as_secs_f64();
 
-    // Aggregation on a restock storm (the order path sends one event per call, so
-    // there is nothing to aggregate there).
+    // Aggregation on a restock storm: one store's restocks all go to a few shards, the
+    // case aggregation is for (the order path above is aggregated only as far as
+    // concurrent orders share a round).
     let storm_publisher = Publisher::new(
         KinesisSink::new(clients.kinesis.clone(), &stream),
         PublisherConfig::default(),

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use cafe_events::AggregateId;
 use cafe_localstack::{StackConfig, aws, provision};
 use cafe_projections::active_orders::DynamoActiveOrders;
-use cafe_projections::analytics::{AnalyticsFacts, PgWarehouse};
+use cafe_projections::analytics::{AnalyticsFacts, PgWarehouse, Warehouse};
 use cafe_projections::cache::RedisCache;
 use cafe_projections::documents::MongoDocuments;
 use cafe_projections::history::{self, HistoryConfig};
@@ -158,7 +158,9 @@ pub async fn projections(cfg: &StackConfig, orders: usize, batch: usize, only: &
             apply_all(&inventory, &shards, batch).await?,
         );
     }
-    drop_keys(&cfg.redis_url(), &format!("{ns}:*")).await?;
+    if runs(Model::Cache) || runs(Model::Inventory) {
+        drop_keys(&cfg.redis_url(), &format!("{ns}:*")).await?;
+    }
     if runs(Model::Analytics) {
         let analytics_url = cfg.postgres_url(&cfg.names.analytics_database);
         let facts = AnalyticsFacts::connect(PgWarehouse::connect(&analytics_url, &ns)?, &ns).await?;
@@ -167,10 +169,9 @@ pub async fn projections(cfg: &StackConfig, orders: usize, batch: usize, only: &
             history.len(),
             apply_all(&facts, &shards, batch).await?,
         );
-        let (admin, conn) = tokio_postgres::connect(&analytics_url, tokio_postgres::NoTls).await?;
-        tokio::spawn(conn);
-        admin
-            .batch_execute(&format!("DROP SCHEMA {ns} CASCADE"))
+        facts
+            .warehouse()
+            .execute_batch(vec![format!("DROP SCHEMA {ns} CASCADE")])
             .await
             .context("dropping the benchmark's analytics schema")?;
     }

@@ -118,9 +118,13 @@ impl Saga {
             tracing::error!(error = %e, "payments event source mapping task failed");
         }
         let _ = self.function.kill().await;
-        let depth_of = async |name: &str| match queue_url(sqs, name).await {
-            Ok(url) => depth(sqs, &url).await.unwrap_or_default(),
-            Err(_) => 0,
+        // The summary still prints if a queue cannot be read, but says so in the log.
+        let depth_of = async |name: &str| {
+            let read = async { depth(sqs, &queue_url(sqs, name).await?).await };
+            read.await.unwrap_or_else(|e| {
+                tracing::warn!(queue = name, error = %e, "could not read the queue depth; reporting 0");
+                0
+            })
         };
         SagaReport {
             counts: self.stats.counts(),

@@ -79,30 +79,13 @@ pub async fn probe(cfg: &StackConfig, service: Service) -> Result<(), String> {
                     .map_err(|e| e.to_string())
             }
             Service::Lambda => {
-                // Any HTTP answer from the Invoke API: a function name that is not a
-                // binary of the workspace gets the emulator's own "missing function" reply.
-                use http_body_util::BodyExt;
-                let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                    .build_http::<http_body_util::Empty<bytes::Bytes>>();
-                let uri = format!(
-                    "{}/2015-03-31/functions/-probe-/invocations",
-                    cfg.http_endpoint(cfg.ports.lambda)
-                );
-                let request = hyper::Request::post(uri)
-                    .body(http_body_util::Empty::new())
-                    .map_err(|e| e.to_string())?;
-                let response = http.request(request).await.map_err(|e| e.to_string())?;
-                let status = response.status();
-                let body = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .to_bytes();
-                if body.is_empty() {
-                    Err(format!("HTTP {status} with an empty body"))
-                } else {
-                    Ok(())
+                // Any answer from the Invoke API: a function name that is not a binary
+                // of the workspace gets the emulator's own "missing function" reply.
+                use crate::lambda::{EmulatorInvoker, Invoke, InvokeError};
+                let probe = EmulatorInvoker::new(cfg, "-probe-", Duration::from_secs(5));
+                match probe.invoke(&aws_lambda_events::event::sqs::SqsEvent::default()).await {
+                    Err(InvokeError::Transport { reason, .. }) => Err(reason),
+                    Ok(_) | Err(InvokeError::Function { .. }) => Ok(()),
                 }
             }
         }

@@ -151,16 +151,20 @@ pub async fn provision(cfg: &StackConfig) -> Result<(), StackError> {
     let names = &cfg.names;
     let databases = [names.orders_database.as_str(), names.analytics_database.as_str()];
     let tables_and_stream = async {
-        for spec in table_specs(names) {
-            ensure_table(&dynamodb, &spec).await?;
-        }
+        let tables = async {
+            for spec in table_specs(names) {
+                ensure_table(&dynamodb, &spec).await?;
+            }
+            Ok::<(), StackError>(())
+        };
+        let (created, ()) = tokio::try_join!(ensure_stream(&kinesis, &names.stream, cfg.stream_shards), tables)?;
         // The Kinesis stand-in keeps no streams across restarts unless `kinesis_durable`
         // is set, so after `down`/`up` the stream is new while DynamoDB still holds the
         // old one's leases, whose checkpoints name sequence numbers the new stream
         // refuses (every worker would back off forever). A new stream starts with an
         // empty lease table; the read models keep their rows (their writes are version
         // guarded, and the event store's versions carry on).
-        if ensure_stream(&kinesis, &names.stream, cfg.stream_shards).await? {
+        if created {
             reset_table(&dynamodb, names, &names.leases_table).await?;
         }
         Ok::<(), StackError>(())

@@ -114,8 +114,8 @@ mod tests {
         ("CAFE_STREAM", "cafe-events"),
     ];
 
-    #[test]
-    fn defaults_and_gateway_rules() {
+    #[tokio::test]
+    async fn defaults_and_gateway_rules() {
         let mut pairs = BASE.to_vec();
         pairs.extend([
             ("CAFE_GATEWAY_LIMIT_CENTS", "1000"),
@@ -126,6 +126,28 @@ mod tests {
         assert_eq!(cfg.lease, Duration::from_secs(60));
         assert_eq!(cfg.gateway.limit_cents, 1000);
         assert_eq!(cfg.stream, "cafe-events");
+        // The rules took effect: both blocked customers are declined, the flaky one
+        // fails twice, and anyone else is authorised.
+        use crate::gateway::{Charge, Gateway};
+        let gateway = &cfg.gateway;
+        let charge = async |customer: &str, key: &str| {
+            let request = crate::message::PaymentRequest {
+                order_id: "o-1".into(),
+                customer_id: customer.into(),
+                amount_cents: 500,
+                currency: "USD".into(),
+                attempt: 1,
+                idempotency_key: key.into(),
+            };
+            gateway.charge(&request).await
+        };
+        for blocked in ["c-9", "c-8"] {
+            assert!(matches!(charge(blocked, blocked).await, Ok(Charge::Declined { .. })));
+        }
+        assert!(charge("c-7", "k7").await.is_err());
+        assert!(charge("c-7", "k7").await.is_err());
+        assert!(matches!(charge("c-7", "k7").await, Ok(Charge::Authorized { .. })));
+        assert!(matches!(charge("c-1", "k1").await, Ok(Charge::Authorized { .. })));
     }
 
     #[test]

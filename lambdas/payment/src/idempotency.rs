@@ -71,7 +71,7 @@ pub fn payload_hash(request: &PaymentRequest) -> String {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(h.finalize())
 }
 
 /// Payment records in the `idempotency` table.

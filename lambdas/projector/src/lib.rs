@@ -185,7 +185,9 @@ impl Hosted {
                 options.secret_arn = get("CAFE_REDSHIFT_SECRET_ARN").filter(|v| !v.is_empty());
                 Ok(Hosted::Analytics {
                     options,
-                    schema: get("CAFE_ANALYTICS_SCHEMA").unwrap_or_else(|| "analytics".to_owned()),
+                    schema: get("CAFE_ANALYTICS_SCHEMA")
+                        .filter(|v| !v.is_empty())
+                        .unwrap_or_else(|| "analytics".to_owned()),
                 })
             }
             other => Err(ConfigError::UnknownProjection(other.to_owned())),

@@ -654,11 +654,8 @@ impl Projection for PgOrdersView {
             .into_iter()
             .chain(account_params.iter().map(|(stmt, params)| (*stmt, &params[..])))
             .chain(std::iter::once((&checkpoint, &position[..])));
-        futures::future::try_join(
-            tx.batch_execute("RELEASE SAVEPOINT bulk"),
-            futures::future::try_join_all(writes.map(|(stmt, params)| tx.execute(stmt, params))),
-        )
-        .await?;
+        // No RELEASE SAVEPOINT: the commit ends the savepoint with the transaction.
+        futures::future::try_join_all(writes.map(|(stmt, params)| tx.execute(stmt, params))).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -65,7 +65,6 @@ impl World {
         }
         let stream = unique("it-pay");
         provision::ensure_stream(&kinesis, &stream, 1).await.unwrap();
-        provision::wait_for_stream_active(&kinesis, &stream).await.unwrap();
         let orders = Arc::new(CommandService::new(
             DynamoEventStore::new(dynamodb.clone(), &events_table, &idempotency_table),
             Publisher::new(KinesisSink::new(kinesis.clone(), &stream), PublisherConfig::default()),
