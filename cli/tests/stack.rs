@@ -20,11 +20,13 @@ struct Sandbox {
 
 impl Sandbox {
     fn new() -> Self {
-        // Bind port 0 for each service at once so the seven ports differ, then release them.
-        let listeners: Vec<_> = (0..7)
+        // Bind port 0 for each service at once so the eight ports differ, then release them.
+        let names = [
+            "KINESIS", "DYNAMODB", "SQS", "MOTO", "POSTGRES", "REDIS", "MONGO", "LAMBDA",
+        ];
+        let listeners: Vec<_> = (0..names.len())
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
             .collect();
-        let names = ["KINESIS", "DYNAMODB", "MOTO", "POSTGRES", "REDIS", "MONGO", "LAMBDA"];
         let ports = names
             .into_iter()
             .zip(listeners.iter().map(|l| l.local_addr().unwrap().port()))
@@ -76,6 +78,7 @@ impl Sandbox {
         cfg.ports = cafe_localstack::Ports {
             kinesis: p("KINESIS"),
             dynamodb: p("DYNAMODB"),
+            sqs: p("SQS"),
             moto: p("MOTO"),
             postgres: p("POSTGRES"),
             redis: p("REDIS"),
@@ -243,10 +246,10 @@ async fn up_is_idempotent_down_leaves_nothing_and_data_survives_unless_fresh() {
     let sandbox = Sandbox::new();
     let cfg = sandbox.config();
 
-    // First up starts seven services, healthy, and provisions.
+    // First up starts eight services, healthy, and provisions.
     let first = sandbox.cafe(&["stack", "up"]);
     let table = String::from_utf8_lossy(&first.stdout).into_owned();
-    for svc in ["kinesis", "dynamodb", "moto", "postgres", "redis", "mongo"] {
+    for svc in ["kinesis", "dynamodb", "sqs", "moto", "postgres", "redis", "mongo"] {
         let row = table
             .lines()
             .find(|l| l.starts_with(svc))
@@ -254,12 +257,12 @@ async fn up_is_idempotent_down_leaves_nothing_and_data_survives_unless_fresh() {
         assert!(row.trim_end().ends_with("yes"), "{svc} not healthy:\n{table}");
     }
     let pids = sandbox.pids();
-    assert_eq!(pids.len(), 7, "{pids:?}");
+    assert_eq!(pids.len(), 8, "{pids:?}");
 
     // Second up is a no-op: nothing started, the same processes.
     let second = sandbox.cafe(&["stack", "up"]);
     let said = String::from_utf8_lossy(&second.stderr);
-    assert_eq!(said.matches("already running").count(), 7, "{said}");
+    assert_eq!(said.matches("already running").count(), 8, "{said}");
     assert_eq!(sandbox.pids(), pids);
 
     // Data written now survives down/up.

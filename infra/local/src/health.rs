@@ -29,10 +29,19 @@ pub async fn probe(cfg: &StackConfig, service: Service) -> Result<(), String> {
                     .map(drop)
                     .map_err(|e| format!("{e:?}"))
             }
-            Service::Moto => {
+            Service::Sqs => {
                 let sdk = aws::probe_sdk_config(cfg).await;
                 aws::sqs(&sdk, cfg)
                     .list_queues()
+                    .send()
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("{e:?}"))
+            }
+            Service::Moto => {
+                let sdk = aws::probe_sdk_config(cfg).await;
+                aws::cloudwatch(&sdk, cfg)
+                    .list_dashboards()
                     .send()
                     .await
                     .map(drop)

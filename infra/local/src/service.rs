@@ -1,4 +1,4 @@
-//! The seven stand-ins: what they replace, how each is started, and how we know it is ours.
+//! The eight stand-ins: what they replace, how each is started, and how we know it is ours.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -13,7 +13,11 @@ pub enum Service {
     Kinesis,
     /// dynoxide, embedded in `cafe stack serve dynamodb`.
     DynamoDb,
-    /// moto server: SQS and CloudWatch.
+    /// fauxqs (Node.js): SQS. moto's SQS does work proportional to the queue depth on
+    /// every send and receive, so a backlog slowed its own draining and starved every other
+    /// moto client; fauxqs' cost stays flat (README, "The local stack").
+    Sqs,
+    /// moto server: CloudWatch.
     Moto,
     /// PostgreSQL 15: Aurora (`cafe` database) and Redshift (`analytics` database).
     Postgres,
@@ -29,9 +33,10 @@ pub enum Service {
 
 impl Service {
     /// Every service, in start order.
-    pub const ALL: [Service; 7] = [
+    pub const ALL: [Service; 8] = [
         Service::Kinesis,
         Service::DynamoDb,
+        Service::Sqs,
         Service::Moto,
         Service::Postgres,
         Service::Redis,
@@ -44,6 +49,7 @@ impl Service {
         match self {
             Service::Kinesis => "kinesis",
             Service::DynamoDb => "dynamodb",
+            Service::Sqs => "sqs",
             Service::Moto => "moto",
             Service::Postgres => "postgres",
             Service::Redis => "redis",
@@ -57,7 +63,8 @@ impl Service {
         match self {
             Service::Kinesis => "Kinesis",
             Service::DynamoDb => "DynamoDB",
-            Service::Moto => "SQS, CloudWatch",
+            Service::Sqs => "SQS",
+            Service::Moto => "CloudWatch",
             Service::Postgres => "Aurora PostgreSQL, Redshift",
             Service::Redis => "ElastiCache, MemoryDB",
             Service::Mongo => "DocumentDB",
@@ -70,6 +77,7 @@ impl Service {
         match self {
             Service::Kinesis => "ferrokinesis 0.7.0 (embedded)",
             Service::DynamoDb => "dynoxide-rs 3.2.0 (embedded)",
+            Service::Sqs => "fauxqs 1.9.2",
             Service::Moto => "moto server 5.2.5",
             Service::Postgres => "PostgreSQL 15",
             Service::Redis => "redis-server",
@@ -83,6 +91,7 @@ impl Service {
         match self {
             Service::Kinesis => cfg.ports.kinesis,
             Service::DynamoDb => cfg.ports.dynamodb,
+            Service::Sqs => cfg.ports.sqs,
             Service::Moto => cfg.ports.moto,
             Service::Postgres => cfg.ports.postgres,
             Service::Redis => cfg.ports.redis,
@@ -127,6 +136,22 @@ impl Service {
             Service::Kinesis | Service::DynamoDb => {
                 let mut c = Command::new(emulator_exe);
                 c.args(["stack", "serve", self.name()]);
+                c
+            }
+            Service::Sqs => {
+                let modules = &cfg.sqs_modules;
+                if !modules.join("fauxqs").is_dir() {
+                    return Err(StackError::Missing {
+                        program: modules.join("fauxqs").display().to_string(),
+                        hint: "run infra/local/dev.sh up, which installs it with npm".to_owned(),
+                    });
+                }
+                // The launcher is part of this binary, so `cafe` works from any directory.
+                let launcher = cfg.run_dir().join("fauxqs.mjs");
+                std::fs::create_dir_all(cfg.run_dir()).map_err(StackError::path(cfg.run_dir()))?;
+                std::fs::write(&launcher, FAUXQS_LAUNCHER).map_err(StackError::path(&launcher))?;
+                let mut c = Command::new(&cfg.node);
+                c.arg(&launcher).arg(modules).arg(&port);
                 c
             }
             Service::Moto => {
@@ -198,6 +223,9 @@ impl Service {
         Ok(cmd)
     }
 }
+
+/// Starts fauxqs on 127.0.0.1 (its own CLI binds 0.0.0.0).
+const FAUXQS_LAUNCHER: &str = include_str!("../sqs/fauxqs.mjs");
 
 fn venv_program(cfg: &StackConfig, name: &str) -> Result<PathBuf, StackError> {
     let p = cfg.venv.join("bin").join(name);

@@ -29,7 +29,7 @@ async fn stream_and_tables_exist() {
 
 #[tokio::test]
 async fn payments_queue_redrives_to_its_dlq() {
-    let cfg = stack_with(Service::Moto).await;
+    let cfg = stack_with(Service::Sqs).await;
     let sdk = aws::sdk_config(&cfg).await;
     let sqs = aws::sqs(&sdk, &cfg);
     let url = sqs

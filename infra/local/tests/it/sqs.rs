@@ -6,7 +6,7 @@ use crate::helpers::{stack_with, unique};
 
 #[tokio::test]
 async fn send_receive_delete() {
-    let cfg = stack_with(Service::Moto).await;
+    let cfg = stack_with(Service::Sqs).await;
     let sdk = aws::sdk_config(&cfg).await;
     let client = aws::sqs(&sdk, &cfg);
     let name = unique("it-q");
@@ -40,7 +40,7 @@ async fn send_receive_delete() {
 
 #[tokio::test]
 async fn a_message_received_too_often_moves_to_the_dead_letter_queue() {
-    let cfg = stack_with(Service::Moto).await;
+    let cfg = stack_with(Service::Sqs).await;
     let sdk = aws::sdk_config(&cfg).await;
     let client = aws::sqs(&sdk, &cfg);
     let name = unique("it-redrive");

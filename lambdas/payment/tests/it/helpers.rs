@@ -45,7 +45,7 @@ pub fn unique(prefix: &str) -> String {
 impl World {
     pub async fn new() -> World {
         let cfg = StackConfig::load().unwrap();
-        for service in [Service::DynamoDb, Service::Kinesis, Service::Moto] {
+        for service in [Service::DynamoDb, Service::Kinesis, Service::Sqs] {
             if let Err(why) = health::probe(&cfg, service).await {
                 panic!("{service:?} stand-in not reachable ({why}); start the stack with `infra/local/dev.sh up`");
             }

@@ -1,4 +1,4 @@
-//! The local event source mapping against moto's SQS, with the handler in-process.
+//! The local event source mapping against the SQS stand-in, with the handler in-process.
 
 use std::time::Duration;
 
@@ -48,7 +48,7 @@ async fn run_until_dead_lettered(
     let stats = mapping.stats();
     let (stop, stopped) = watch::channel(false);
     let running = tokio::spawn(mapping.run(stopped));
-    // moto moves a message to the DLQ on the receive after its fifth.
+    // The stand-in moves a message to the DLQ on the receive after its fifth.
     let mut dead_letters = Vec::new();
     eventually("the poison messages in the DLQ", Duration::from_secs(60), async || {
         dead_letters.extend(drain(&world.sqs, &dlq, Duration::from_secs(60)).await);
