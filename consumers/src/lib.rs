@@ -14,10 +14,12 @@
 //! - [`parking`]: where poison records go, with their reason.
 //! - [`worker`]: the loop that holds leases and runs one task per shard (`shard`).
 //! - [`metrics`]: every metric name, and the Prometheus endpoint.
+//! - [`backlog`]: records an application has not yet passed, from its checkpoints.
 //!
 //! The Lambda mode (the same [`Processor`] under a Kinesis event source mapping) is
 //! `lambdas/projector`.
 
+pub mod backlog;
 pub mod discovery;
 pub mod fanout;
 pub mod lease;

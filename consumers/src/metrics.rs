@@ -37,6 +37,8 @@ pub const LEASES_HANDED_OFF: &str = "leases_handed_off";
 pub const PARKED: &str = "parked";
 /// Batches offered again after a transient failure.
 pub const RETRIES: &str = "retries";
+/// Batches offered again because the processor's downstream was full (back-pressure).
+pub const DEFERRED: &str = "deferred";
 /// GetRecords calls refused with ProvisionedThroughputExceeded.
 pub const READS_THROTTLED: &str = "reads_throttled";
 /// Shards that fell back from enhanced fan-out to polling.
@@ -75,6 +77,7 @@ pub struct Metrics {
     pub(crate) bytes: Family<ShardLabels, Counter>,
     pub(crate) parked: Family<ShardLabels, Counter>,
     pub(crate) retries: Family<ShardLabels, Counter>,
+    pub(crate) deferred: Family<ShardLabels, Counter>,
     pub(crate) reads_throttled: Family<ShardLabels, Counter>,
     pub(crate) fanout_fallbacks: Family<ShardLabels, Counter>,
     pub(crate) batch_seconds: HistogramFamily,
@@ -93,6 +96,7 @@ impl Metrics {
             bytes: Family::default(),
             parked: Family::default(),
             retries: Family::default(),
+            deferred: Family::default(),
             reads_throttled: Family::default(),
             fanout_fallbacks: Family::default(),
             batch_seconds: HistogramFamily::new_with_constructor(batch_histogram),
@@ -114,6 +118,11 @@ impl Metrics {
             RETRIES,
             "Batches offered again after a transient failure",
             m.retries.clone(),
+        );
+        r.register(
+            DEFERRED,
+            "Batches offered again because the processor's downstream was full",
+            m.deferred.clone(),
         );
         r.register(
             READS_THROTTLED,

@@ -7,7 +7,10 @@
 //! - the first [`Outcome::Retry`] stops the walk: that record and everything after it
 //!   are offered again after a backoff, whatever was answered for them, so per-shard
 //!   order holds even when a processor handled later records already (it must be
-//!   idempotent anyway: delivery is at-least-once).
+//!   idempotent anyway: delivery is at-least-once);
+//! - the first [`Outcome::Defer`] stops the walk the same way, but it is back-pressure,
+//!   not a failure: the rest is offered again after a short fixed pause, with no warning
+//!   and no growing backoff.
 //!
 //! The checkpoint only ever moves past records whose outcome was `Done` or `Park`.
 
@@ -26,6 +29,11 @@ pub enum Outcome {
     /// Can never succeed (undecodable, violates an invariant): park it with the reason
     /// and move on, so one bad record cannot stall a shard.
     Park(String),
+    /// Not now, and not a failure: what the processor feeds is full (a queue at its bound
+    /// of requests in flight). The shard waits a short fixed pause and offers the record
+    /// again, so the backlog stays in the stream, where its lag is measured, instead of
+    /// piling up downstream.
+    Defer(String),
 }
 
 /// Which shard a batch comes from, for logs and metrics.
@@ -55,6 +63,8 @@ pub struct Walk {
     pub park: Vec<(usize, String)>,
     /// The reason the walk stopped early, if it did.
     pub retry: Option<String>,
+    /// Whether it stopped at a [`Outcome::Defer`] (back-pressure) rather than a failure.
+    pub deferred: bool,
 }
 
 /// Applies the contract above to a batch of `len` records.
@@ -69,6 +79,15 @@ pub fn walk(outcomes: &[Outcome], len: usize) -> Walk {
                     finished: i,
                     park,
                     retry: Some(reason.clone()),
+                    deferred: false,
+                };
+            }
+            Some(Outcome::Defer(reason)) => {
+                return Walk {
+                    finished: i,
+                    park,
+                    retry: Some(reason.clone()),
+                    deferred: true,
                 };
             }
             None => {
@@ -76,6 +95,7 @@ pub fn walk(outcomes: &[Outcome], len: usize) -> Walk {
                     finished: i,
                     park,
                     retry: Some("the processor gave no outcome for this record".into()),
+                    deferred: false,
                 };
             }
         }
@@ -84,6 +104,7 @@ pub fn walk(outcomes: &[Outcome], len: usize) -> Walk {
         finished: len,
         park,
         retry: None,
+        deferred: false,
     }
 }
 
@@ -104,7 +125,22 @@ mod tests {
             Walk {
                 finished: 2,
                 park: vec![(1, "bad bytes".into())],
-                retry: Some("db down".into())
+                retry: Some("db down".into()),
+                deferred: false,
+            }
+        );
+    }
+
+    #[test]
+    fn a_deferral_stops_the_walk_like_a_retry_but_says_it_is_back_pressure() {
+        let outcomes = [Outcome::Done, Outcome::Defer("queue full".into()), Outcome::Done];
+        assert_eq!(
+            walk(&outcomes, 3),
+            Walk {
+                finished: 1,
+                park: vec![],
+                retry: Some("queue full".into()),
+                deferred: true,
             }
         );
     }

@@ -404,20 +404,38 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> ShardReader<P, L, K> {
             if self.cancel.is_cancelled() {
                 return Ok(false);
             }
-            shared.metrics.retries.get_or_create(&self.labels).inc();
-            if let Some(first) = records.first() {
-                warn!(
-                    sequence = %first.sequence,
-                    sub = first.sub,
-                    reason = w.retry.as_deref().unwrap_or("stopped"),
-                    "processing failed; offering the rest of the batch again"
-                );
+            if w.deferred {
+                shared.metrics.deferred.get_or_create(&self.labels).inc();
+                if let Some(first) = records.first() {
+                    debug!(
+                        sequence = %first.sequence,
+                        sub = first.sub,
+                        reason = w.retry.as_deref().unwrap_or(""),
+                        "downstream full; offering the rest of the batch again shortly"
+                    );
+                }
+            } else {
+                shared.metrics.retries.get_or_create(&self.labels).inc();
+                if let Some(first) = records.first() {
+                    warn!(
+                        sequence = %first.sequence,
+                        sub = first.sub,
+                        reason = w.retry.as_deref().unwrap_or("stopped"),
+                        "processing failed; offering the rest of the batch again"
+                    );
+                }
             }
             // Progress made so far is kept even if the retries go on for a long time.
             if self.done != self.checkpointed {
                 self.checkpoint().await?;
             }
-            if !pause(&self.cancel, backoff.next()).await {
+            let wait = if w.deferred {
+                backoff.reset();
+                shared.cfg.defer_pause
+            } else {
+                backoff.next()
+            };
+            if !pause(&self.cancel, wait).await {
                 return Ok(false);
             }
         }

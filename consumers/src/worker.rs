@@ -72,6 +72,14 @@ pub struct WorkerConfig {
     pub retry_base: Duration,
     /// Longest retry delay.
     pub retry_cap: Duration,
+    /// Pause before offering a deferred batch again (back-pressure: short and fixed, so
+    /// the shard resumes soon after its downstream has room).
+    pub defer_pause: Duration,
+    /// Longest a stop waits for in-flight batches. A shard still busy then (its
+    /// processor or a checkpoint stuck on a hung dependency) is abandoned: its lease is
+    /// neither released nor renewed, so another worker takes it after `failover` and
+    /// re-reads from the last checkpoint. A stop never turns into a hang.
+    pub drain_timeout: Duration,
 }
 
 /// The floor on `idle_poll`: a shard allows 5 GetRecords per second in total.
@@ -97,6 +105,8 @@ impl WorkerConfig {
             fan_out_resubscribe: Duration::from_secs(270),
             retry_base: Duration::from_millis(100),
             retry_cap: Duration::from_secs(10),
+            defer_pause: Duration::from_millis(250),
+            drain_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -131,6 +141,8 @@ pub struct WorkerReport {
     pub shards_ended: u64,
     /// Shards that fell back from enhanced fan-out to polling.
     pub fanout_fallbacks: u64,
+    /// Shards still busy when the stop's drain deadline passed, left to failover.
+    pub shards_abandoned: Vec<String>,
 }
 
 /// What every shard task shares.
@@ -262,10 +274,16 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> State<P, L, K> {
             "worker stopping: finishing in-flight batches"
         );
         self.children_token.cancel();
+        let deadline = tokio::time::sleep(cfg.drain_timeout);
+        tokio::pin!(deadline);
         while !self.tasks.is_empty() {
             tokio::select! {
                 Some(joined) = self.tasks.join_next() => { self.on_exit(joined).await; }
                 _ = renew.tick() => self.renew_all().await,
+                () = &mut deadline => {
+                    self.abandon();
+                    break;
+                }
             }
         }
         self.report.records = self.shared.totals.records.load(Ordering::Relaxed);
@@ -273,6 +291,21 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> State<P, L, K> {
         self.report.fanout_fallbacks = self.shared.totals.fanout_fallbacks.load(Ordering::Relaxed);
         info!(report = ?self.report, "worker stopped");
         self.report.clone()
+    }
+
+    /// Gives up on the shards still draining: their tasks are aborted, their leases left
+    /// to expire (checkpoints stay at the last batch that finished).
+    fn abandon(&mut self) {
+        self.tasks.abort_all();
+        let mut shards: Vec<String> = self.running.drain().map(|(shard, _)| shard).collect();
+        shards.sort();
+        warn!(
+            ?shards,
+            drain_timeout = ?self.shared.cfg.drain_timeout,
+            "stop deadline passed with batches in flight; leaving these shards to failover"
+        );
+        self.report.shards_abandoned = shards;
+        self.set_held_gauge();
     }
 
     fn set_held_gauge(&self) {
@@ -338,7 +371,8 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> State<P, L, K> {
         let (shard_id, exit) = match joined {
             Ok(pair) => pair,
             Err(e) => {
-                // Shard tasks catch their panics (below) and are never aborted.
+                // Shard tasks catch their panics (below) and are aborted only past the
+                // drain deadline, after which nothing joins them.
                 warn!(error = %e, "a shard task failed to join");
                 return false;
             }

@@ -313,3 +313,58 @@ async fn metrics_are_served_in_the_prometheus_text_format() {
     stop.cancel();
     running.await.unwrap();
 }
+
+/// A processor stuck on a dependency that never answers (a database stopped with
+/// SIGSTOP accepts connections and never replies).
+#[derive(Debug, Default)]
+struct Hung {
+    entered: std::sync::atomic::AtomicBool,
+}
+
+impl cafe_consumers::Processor for Hung {
+    async fn process(
+        &self,
+        _: cafe_consumers::BatchContext<'_>,
+        _: &[cafe_consumers::Record],
+    ) -> Vec<cafe_consumers::Outcome> {
+        self.entered.store(true, std::sync::atomic::Ordering::SeqCst);
+        std::future::pending().await
+    }
+}
+
+/// A stop with a batch stuck on a hung dependency ends by its drain deadline, names the
+/// shard it left behind and leaves its lease to failover (not released, so no other
+/// worker is told the shard is free while the stuck batch might still write).
+#[tokio::test]
+async fn a_stop_with_a_hung_dependency_ends_by_its_deadline_and_names_what_it_left() {
+    let fx = fixture(1).await;
+    fx.put(&keyed("k", 0..5)).await;
+    let hung = std::sync::Arc::new(Hung::default());
+    let drain_timeout = Duration::from_secs(2);
+    let (stop, worker) = fx.spawn(
+        WorkerConfig {
+            drain_timeout,
+            ..fx.config("hung", "w")
+        },
+        hung.clone(),
+    );
+    fx.eventually("the processor got its batch", Duration::from_secs(30), async || {
+        hung.entered.load(std::sync::atomic::Ordering::SeqCst)
+    })
+    .await;
+    let asked = std::time::Instant::now();
+    stop.cancel();
+    let report = tokio::time::timeout(drain_timeout + Duration::from_secs(5), worker)
+        .await
+        .expect("the stop must end by its deadline")
+        .unwrap();
+    assert!(asked.elapsed() >= drain_timeout, "it waited for the batch first");
+    let leases = fx.leases("hung").list().await.unwrap();
+    assert_eq!(report.shards_abandoned, vec![leases[0].shard_id.clone()]);
+    assert_eq!(leases[0].owner.as_deref(), Some("w"), "left to expire, not released");
+    assert_eq!(
+        leases[0].checkpoint,
+        Checkpoint::TrimHorizon,
+        "nothing was checkpointed"
+    );
+}
