@@ -5,9 +5,18 @@
 //! but its "read model" is a queue. Re-sending a request (a retried batch, a replay of
 //! the stream) is harmless: the request's idempotency key is derived from the order, so
 //! the payment function charges it once and answers repeats from its record.
+//!
+//! Back-pressure: it keeps the requests in flight (on the queue, waiting or being
+//! processed) under a bound. When the payment path is slow or stopped, it answers
+//! [`Outcome::Defer`] instead of sending, so the backlog stays in the stream, where the
+//! consumer runtime measures it as lag and from where nothing is lost, instead of
+//! piling up in the queue.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use cafe_consumers::{BatchContext, Outcome, Processor, Record};
 use cafe_events::{DomainEvent, EventEnvelope};
 use tracing::{Instrument, info_span, warn};
@@ -19,6 +28,33 @@ const SEND_BATCH_MAX: usize = 10;
 
 /// The consumer application's name (its leases and metrics label).
 pub const APPLICATION: &str = "payment-requests";
+
+/// Default bound on requests in flight. The payment function works 10 at a time per
+/// invocation; a few hundred keep it busy through a queue-depth refresh while bounding
+/// what a stopped function leaves queued (and what redelivery would have to replay).
+pub const DEFAULT_IN_FLIGHT_BOUND: u64 = 500;
+
+/// How long a queue-depth reading is trusted before it is read again. Between readings
+/// the gate adds what it sent itself, so it errs towards counting too many, never too few
+/// of its own.
+const DEPTH_TTL: Duration = Duration::from_millis(200);
+
+/// The estimate of requests in flight, shared by every shard of a worker.
+#[derive(Debug)]
+struct Gate {
+    bound: u64,
+    estimate: tokio::sync::Mutex<Estimate>,
+}
+
+#[derive(Debug, Default)]
+struct Estimate {
+    /// Visible plus in-flight messages at the last reading.
+    observed: u64,
+    /// Requests sent since that reading.
+    sent_since: u64,
+    /// When it was read; None before the first reading.
+    at: Option<Instant>,
+}
 
 /// The payment request an `OrderPlaced` asks for, if the event is one.
 pub fn request_for(event: &EventEnvelope) -> Option<PaymentRequest> {
@@ -40,15 +76,59 @@ pub fn request_for(event: &EventEnvelope) -> Option<PaymentRequest> {
 pub struct PaymentRequests {
     sqs: Client,
     queue_url: String,
+    gate: Arc<Gate>,
 }
 
 impl PaymentRequests {
-    /// Sends to the queue at `queue_url`.
+    /// Sends to the queue at `queue_url`, keeping at most [`DEFAULT_IN_FLIGHT_BOUND`]
+    /// requests in flight.
     pub fn new(sqs: Client, queue_url: impl Into<String>) -> Self {
+        Self::with_bound(sqs, queue_url, DEFAULT_IN_FLIGHT_BOUND)
+    }
+
+    /// The same with another bound on requests in flight (at least 1).
+    pub fn with_bound(sqs: Client, queue_url: impl Into<String>, bound: u64) -> Self {
         PaymentRequests {
             sqs,
             queue_url: queue_url.into(),
+            gate: Arc::new(Gate {
+                bound: bound.max(1),
+                estimate: tokio::sync::Mutex::new(Estimate::default()),
+            }),
         }
+    }
+
+    /// How many of `wanted` requests may be sent now without passing the bound; those
+    /// are counted as sent. Err when the queue depth could not be read.
+    async fn admit(&self, wanted: u64) -> Result<u64, String> {
+        let mut est = self.gate.estimate.lock().await;
+        let stale = est.at.is_none_or(|at| at.elapsed() >= DEPTH_TTL);
+        if stale || est.observed + est.sent_since + wanted > self.gate.bound {
+            est.observed = self.depth().await?;
+            est.sent_since = 0;
+            est.at = Some(Instant::now());
+        }
+        let room = self.gate.bound.saturating_sub(est.observed + est.sent_since);
+        let admitted = room.min(wanted);
+        est.sent_since += admitted;
+        Ok(admitted)
+    }
+
+    /// Visible plus in-flight messages of the queue.
+    async fn depth(&self) -> Result<u64, String> {
+        let out = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .map_err(|e| format!("GetQueueAttributes: {}", aws_sdk_sqs::error::DisplayErrorContext(&e)))?;
+        let attrs = out.attributes.unwrap_or_default();
+        let n = |a: QueueAttributeName| attrs.get(&a).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        Ok(n(QueueAttributeName::ApproximateNumberOfMessages)
+            + n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
     }
 
     /// Sends one SendMessageBatch; answers the outcome of each entry.
@@ -125,7 +205,22 @@ impl Processor for PaymentRequests {
                     Err(e) => outcomes[slot] = Outcome::Park(format!("undecodable envelope: {e}")),
                 }
             }
-            let sends = requests.chunks(SEND_BATCH_MAX).map(|chunk| self.send(chunk));
+            // Send what the bound admits, in record order; the rest waits in the stream.
+            let admitted = match self.admit(requests.len() as u64).await {
+                Ok(n) => n as usize,
+                Err(reason) => {
+                    if let Some((slot, _)) = requests.first() {
+                        outcomes[*slot] = Outcome::Retry(reason);
+                    }
+                    return outcomes;
+                }
+            };
+            if let Some((slot, _)) = requests.get(admitted) {
+                outcomes[*slot] = Outcome::Defer(format!("{} payment requests in flight (bound)", self.gate.bound));
+            }
+            let sends = requests[..admitted]
+                .chunks(SEND_BATCH_MAX)
+                .map(|chunk| self.send(chunk));
             for (slot, outcome) in futures::future::join_all(sends).await.into_iter().flatten() {
                 if let Outcome::Park(reason) = &outcome {
                     warn!(sequence = %records[slot].sequence, %reason, "payment request parked");
