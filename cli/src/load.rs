@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use aws_sdk_kinesis::types::ShardIteratorType;
 use bytes::Bytes;
+use cafe_consumers::backlog::ShardLog;
 use cafe_events::{DomainEvent, EventEnvelope, kpl};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -270,7 +271,8 @@ pub async fn orders(
 /// Reads every shard from where it was when tapped, deaggregating KPL records.
 pub struct StreamTap {
     kinesis: aws_sdk_kinesis::Client,
-    iterators: Vec<Option<String>>,
+    /// Per shard: its id, the next iterator, and the records seen.
+    shards: Vec<(String, Option<String>, ShardLog)>,
     /// Order ids of every `OrderPlaced` seen.
     pub orders_seen: HashSet<String>,
     /// Events decoded.
@@ -288,7 +290,7 @@ impl StreamTap {
             .send()
             .await
             .context("ListShards")?;
-        let mut iterators = Vec::new();
+        let mut tapped = Vec::new();
         for s in shards.shards() {
             let it = kinesis
                 .get_shard_iterator()
@@ -298,11 +300,11 @@ impl StreamTap {
                 .send()
                 .await
                 .context("GetShardIterator")?;
-            iterators.push(it.shard_iterator);
+            tapped.push((s.shard_id().to_owned(), it.shard_iterator, ShardLog::default()));
         }
         Ok(StreamTap {
             kinesis,
-            iterators,
+            shards: tapped,
             orders_seen: HashSet::new(),
             events: 0,
             undecodable: 0,
@@ -311,7 +313,7 @@ impl StreamTap {
 
     /// Reads what arrived since the last poll.
     pub async fn poll(&mut self) -> Result<()> {
-        for slot in &mut self.iterators {
+        for (_, slot, log) in &mut self.shards {
             let Some(it) = slot.take() else { continue };
             let out = self
                 .kinesis
@@ -321,7 +323,9 @@ impl StreamTap {
                 .await
                 .context("GetRecords")?;
             for r in out.records() {
-                for user in kpl::deaggregate(r.partition_key(), Bytes::copy_from_slice(r.data().as_ref())) {
+                let users = kpl::deaggregate(r.partition_key(), Bytes::copy_from_slice(r.data().as_ref()));
+                log.push(r.sequence_number(), u32::try_from(users.len()).unwrap_or(u32::MAX));
+                for user in users {
                     match EventEnvelope::decode(&user.data) {
                         Ok(e) => {
                             self.events += 1;
@@ -336,5 +340,10 @@ impl StreamTap {
             *slot = out.next_shard_iterator;
         }
         Ok(())
+    }
+
+    /// What was seen on each shard, by shard id.
+    pub fn logs(&self) -> impl Iterator<Item = (&str, &ShardLog)> {
+        self.shards.iter().map(|(id, _, log)| (id.as_str(), log))
     }
 }

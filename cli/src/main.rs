@@ -15,8 +15,8 @@ use std::time::Duration;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
-use cafe_localstack::{Stack, StackConfig, UpOutcome, emulators, provision, smoke};
+use anyhow::{Context, Result};
+use cafe_localstack::{Stack, StackConfig, UpOutcome, emulators, provision};
 use cafe_producers::relay::RelayConfig;
 use cafe_producers::service::ServiceConfig;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -35,6 +35,7 @@ mod load;
 mod payments;
 mod pipeline;
 mod read_side;
+mod run;
 
 #[derive(Debug, Parser)]
 #[command(name = "cafe", version, about = "CloudCafe: event-sourced coffee-chain pipeline")]
@@ -55,7 +56,7 @@ enum Command {
         /// Run for this long, print a summary and exit (e.g. `60s`, `5m`).
         #[arg(long = "for", value_parser = humantime::parse_duration)]
         duration: Option<Duration>,
-        /// Sample events published per second.
+        /// Orders placed per second (open loop: a fixed arrival rate).
         #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         rate: u32,
         /// Do not start the local stack: use the AWS SDK's default chain (credentials,
@@ -239,7 +240,18 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
             rate,
             aws,
             listen,
-        } => run(&stack, duration, rate, aws, listen).await,
+        } => {
+            run::run(
+                &stack,
+                run::RunArgs {
+                    duration,
+                    rate,
+                    aws,
+                    listen,
+                },
+            )
+            .await
+        }
         Command::Api { listen, aws } => api(&cfg, listen, aws).await,
         Command::Analytics(args) => {
             analytics::run(&cfg, args).await?;
@@ -291,7 +303,7 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
     }
 }
 
-async fn up(stack: &Stack, fresh: bool) -> Result<()> {
+pub(crate) async fn up(stack: &Stack, fresh: bool) -> Result<()> {
     let outcomes = stack.up(fresh).await?;
     for (service, outcome) in outcomes {
         let what = match outcome {
@@ -304,7 +316,7 @@ async fn up(stack: &Stack, fresh: bool) -> Result<()> {
     Ok(())
 }
 
-async fn print_status(stack: &Stack, json: bool) -> Result<std::process::ExitCode> {
+pub(crate) async fn print_status(stack: &Stack, json: bool) -> Result<std::process::ExitCode> {
     let rows = stack.status().await;
     let all_healthy = rows.iter().all(|r| r.healthy);
     if json {
@@ -346,7 +358,7 @@ async fn print_status(stack: &Stack, json: bool) -> Result<std::process::ExitCod
 
 /// Fault injection for the crash test: `CAFE_FAULT_PAUSE_AFTER_APPEND_MS` widens the
 /// window between append and publish. Unset in every normal run.
-fn service_config() -> Result<ServiceConfig> {
+pub(crate) fn service_config() -> Result<ServiceConfig> {
     let pause = match std::env::var("CAFE_FAULT_PAUSE_AFTER_APPEND_MS") {
         Ok(ms) => Some(Duration::from_millis(
             ms.parse().context("CAFE_FAULT_PAUSE_AFTER_APPEND_MS")?,
@@ -374,167 +386,6 @@ async fn api(cfg: &StackConfig, listen: SocketAddr, aws: bool) -> Result<std::pr
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-async fn run(
-    stack: &Stack,
-    duration: Option<Duration>,
-    rate: u32,
-    aws: bool,
-    listen: SocketAddr,
-) -> Result<std::process::ExitCode> {
-    let cfg = stack.config();
-    if !aws {
-        up(stack, false).await?;
-        print_status(stack, false).await?;
-    }
-    let clients = pipeline::Clients::new(cfg, aws).await;
-    let stream = &cfg.names.stream;
-    let report = smoke::round_trip_with(&clients.kinesis, stream)
-        .await
-        .context("smoke round-trip")?;
-    println!(
-        "smoke: {} ({} bytes) published to {}/{} at {} and read back intact in {} ms",
-        report.event_type,
-        report.bytes,
-        stream,
-        report.shard_id,
-        report.sequence_number,
-        report.elapsed.as_millis()
-    );
-
-    let service = pipeline::service(cfg, &clients, service_config()?);
-    let reads = Arc::new(read_side::models(cfg, &clients).await?);
-    let analytics = read_side::analytics(cfg).await?;
-    let payments_queue = payments::queue_url(&clients.sqs, &cfg.names.payments_queue).await?;
-    let projectors = read_side::ReadSide::start(
-        cfg,
-        &clients,
-        &reads,
-        analytics.clone(),
-        &payments_queue,
-        &format!("run-{}", std::process::id()),
-    );
-    // In AWS the payment function and its event source mapping are deployed; here they
-    // run under the Lambda emulator.
-    let saga = if aws {
-        None
-    } else {
-        Some(payments::Saga::start(cfg, &clients.sqs).await?)
-    };
-    let documents = reads.menu.source().clone();
-    let (stop, stopped) = watch::channel(false);
-    let running = pipeline::start(service, listen, RelayConfig::default(), stopped, Some(reads)).await?;
-    let base = format!("http://{}", running.addr);
-    println!("command API (and queries) on {base}; outbox relay and projectors running");
-    let http = load::client();
-    load::seed_menu(&http, &base).await.context("publishing the menu")?;
-    let mut tap = load::StreamTap::new(clients.kinesis.clone(), stream).await?;
-
-    match duration {
-        Some(d) => println!("placing orders for {} at {rate}/s", humantime::format_duration(d)),
-        None => println!("placing orders at {rate}/s; Ctrl-C to stop"),
-    }
-    let until = async move {
-        match duration {
-            Some(d) => tokio::select! { _ = tokio::time::sleep(d) => {}, _ = shutdown_signal() => {} },
-            None => shutdown_signal().await,
-        }
-    };
-    let load = load::orders(&http, &base, rate, 64, until).await;
-
-    // Every accepted order's event must reach the stream (bounded wait).
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        tap.poll().await?;
-        if load.accepted.is_subset(&tap.orders_seen) || std::time::Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    // Read a few accepted orders back through the query endpoints, each from its read
-    // model, waiting (bounded) for the projectors with `min_version`.
-    let mut read_back = 0usize;
-    let mut settled = 0usize;
-    let mut sample: Vec<&String> = load.accepted.iter().collect();
-    sample.sort();
-    for id in sample.into_iter().take(3) {
-        let mut lines = read_side::read_back(&http, &base, id).await;
-        let total = lines.first().and_then(|l| l.total_cents);
-        lines.extend(read_side::read_back_direct(&documents, &analytics, id, total).await);
-        let payment = read_side::read_back_payment(&http, &base, id).await;
-        settled += usize::from(payment.ok);
-        read_back += usize::from(lines.iter().all(|l| l.ok));
-        lines.push(payment);
-        for l in lines {
-            println!("  {:<5} {:<24} {}", if l.ok { "ok" } else { "MISS" }, l.model, l.detail);
-        }
-    }
-    let _ = stop.send(true);
-    let relay = running.drained().await?;
-    let reports = projectors.stop().await;
-    let saga = match saga {
-        Some(saga) => Some(saga.stop(cfg, &clients.sqs).await),
-        None => None,
-    };
-
-    let secs = load.elapsed.as_secs_f64().max(f64::EPSILON);
-    let missing = load.accepted.difference(&tap.orders_seen).count();
-    println!("summary:");
-    println!("  orders sent          {:>10}", load.sent);
-    println!(
-        "  orders accepted      {:>10}  ({:.0}/s)",
-        load.accepted.len(),
-        load.accepted.len() as f64 / secs
-    );
-    println!(
-        "  orders refused       {:>10}  (statuses {:?})",
-        load.refused.len(),
-        dedup(&load.refused)
-    );
-    println!(
-        "  latency p50 / p99    {:>7} ms / {} ms",
-        load.quantile(0.5).as_millis(),
-        load.quantile(0.99).as_millis()
-    );
-    println!("  orders on stream     {:>10}", load.accepted.len() - missing);
-    println!("  events on stream     {:>10}", tap.events);
-    println!("  undecodable records  {:>10}", tap.undecodable);
-    println!("  relay republished    {:>10}", relay.published);
-    for (name, r) in &reports {
-        println!("  projector {:<14} {:>6} records, {} parked", name, r.records, r.parked);
-    }
-    if let Some(saga) = &saga {
-        let c = saga.counts;
-        println!(
-            "  payment invocations  {:>10}  ({} failed whole; {} messages in, {} done, {} reported failed)",
-            c.invocations, c.failed_invocations, c.received, c.deleted, c.reported_failures
-        );
-        println!("  payments dead-lettered {:>8}", saga.dead_letters);
-        println!("  payments waiting     {:>10}  (still on the queue)", saga.waiting);
-    }
-    println!("  orders read back     {:>10}  (from every read model)", read_back);
-    println!(
-        "  sampled orders paid  {:>10}  (or declined; read back through the orders read model)",
-        settled
-    );
-    println!("  elapsed              {:>10.1} s", secs);
-    if !aws {
-        println!("the stack stays up: `cafe stack status`, `cafe stack down`");
-    }
-    if missing > 0 || tap.undecodable > 0 {
-        bail!("{missing} accepted orders never reached the stream");
-    }
-    if let Some(saga) = &saga
-        && !load.accepted.is_empty()
-        && saga.counts.invocations == 0
-    {
-        bail!("the payment function was never invoked");
-    }
-    if !load.accepted.is_empty() && read_back == 0 {
-        bail!("no accepted order could be read back from every read model");
-    }
-    Ok(std::process::ExitCode::SUCCESS)
-}
-
 /// A path argument that must name a file (a typo is an argument error, exit code 2).
 fn existing_file(s: &str) -> Result<std::path::PathBuf, String> {
     let path = std::path::PathBuf::from(s);
@@ -545,15 +396,8 @@ fn existing_file(s: &str) -> Result<std::path::PathBuf, String> {
     }
 }
 
-fn dedup(statuses: &[u16]) -> Vec<u16> {
-    let mut s = statuses.to_vec();
-    s.sort_unstable();
-    s.dedup();
-    s
-}
-
 /// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

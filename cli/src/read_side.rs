@@ -144,8 +144,14 @@ impl ReadSide {
         self.workers.push((name, tokio::spawn(worker.run(self.stop.clone()))));
     }
 
+    /// The consumer applications running (each projector's, and the payment requests').
+    pub fn applications(&self) -> Vec<&'static str> {
+        self.workers.iter().map(|(name, _)| *name).collect()
+    }
+
     /// Stops every projector (each finishes its batch, checkpoints and releases its
-    /// leases) and returns what each did.
+    /// leases, or gives up on a stuck batch at its drain deadline) and returns what each
+    /// did.
     pub async fn stop(self) -> Vec<(&'static str, WorkerReport)> {
         self.stop.cancel();
         let mut reports = Vec::new();

@@ -100,7 +100,10 @@ pub async fn round_trip(cfg: &StackConfig) -> Result<SmokeReport, StackError> {
 /// The same round trip through any Kinesis client (the local stack, or AWS itself).
 pub async fn round_trip_with(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> Result<SmokeReport, StackError> {
     let started = Instant::now();
-    let sent = sample_event(0)?;
+    // A restock: the one sample no saga step acts on. It never went through the event
+    // store, so an order would send a payment request for an order that does not
+    // exist, which the payment function refuses into the DLQ.
+    let sent = sample_event(1)?;
     let bytes = sent.encode();
     let put = kinesis
         .put_record()

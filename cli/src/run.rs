@@ -1,0 +1,370 @@
+//! `cafe run`, the main job: the whole pipeline under a load of real HTTP orders, then
+//! a verdict on whether every part kept up, then a stop that cannot hang.
+//!
+//! Health is judged per part once the load stops: the API must have accepted what was
+//! asked of it; every consumer application (each projector, the payment-requests
+//! consumer) must pass the stream's tip, read from its checkpoints; the payment
+//! function must empty its queue. Each gets [`SETTLE`] to do so: a part that kept up
+//! is at most a checkpoint interval behind and is done in a second or two, while one
+//! that fell behind has a backlog that grew with the run. The job exits 1 when any part
+//! did not keep up.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use cafe_consumers::lease::{DynamoLeaseTable, LeaseTable};
+use cafe_localstack::{Stack, smoke};
+use cafe_producers::relay::RelayConfig;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::{load, payments, pipeline, read_side};
+
+/// How long after the load every part has to catch up.
+pub const SETTLE: Duration = Duration::from_secs(30);
+/// Longest each stage of the stop may take before it is abandoned and reported.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(20);
+/// The share of the asked rate the API must accept to count as keeping up (the load
+/// generator itself starts requests on 10 ms ticks, so a few percent is timing).
+const ACCEPTED_SHARE: f64 = 0.95;
+
+/// What the main job is asked to do.
+#[derive(Debug, Clone)]
+pub struct RunArgs {
+    /// Run for this long (None: until Ctrl-C).
+    pub duration: Option<Duration>,
+    /// Orders per second.
+    pub rate: u32,
+    /// Use the SDK's default chain instead of the local stack.
+    pub aws: bool,
+    /// Where the API listens.
+    pub listen: SocketAddr,
+}
+
+/// One part's verdict.
+#[derive(Debug, Clone)]
+struct PartHealth {
+    name: String,
+    /// Its backlog when the load stopped (records, or messages for the function).
+    at_end: u64,
+    /// Still left when the settle time ran out (or when it caught up: 0).
+    left: u64,
+    /// When it first had nothing left, counted from the end of the load.
+    caught_up: Option<Duration>,
+}
+
+/// The first Ctrl-C or SIGTERM cancels `interrupt` (the job wraps up: settle is cut
+/// short, the stop still drains within its deadlines); a second one ends the process
+/// at once with 130, so no stop can turn into a hang.
+fn watch_signals(interrupt: CancellationToken) {
+    tokio::spawn(async move {
+        crate::shutdown_signal().await;
+        eprintln!(
+            "stopping: draining within {}s per stage (again to quit now)",
+            STOP_DEADLINE.as_secs()
+        );
+        interrupt.cancel();
+        crate::shutdown_signal().await;
+        eprintln!("second signal: exiting without draining");
+        std::process::exit(130);
+    });
+}
+
+/// Runs the main job; the exit code says whether the pipeline kept up.
+pub async fn run(stack: &Stack, args: RunArgs) -> Result<std::process::ExitCode> {
+    let cfg = stack.config();
+    let interrupt = CancellationToken::new();
+    watch_signals(interrupt.clone());
+    if !args.aws {
+        crate::up(stack, false).await?;
+        crate::print_status(stack, false).await?;
+    }
+    let clients = pipeline::Clients::new(cfg, args.aws).await;
+    let stream = &cfg.names.stream;
+    let report = smoke::round_trip_with(&clients.kinesis, stream)
+        .await
+        .context("smoke round-trip")?;
+    println!(
+        "smoke: {} ({} bytes) published to {}/{} at {} and read back intact in {} ms",
+        report.event_type,
+        report.bytes,
+        stream,
+        report.shard_id,
+        report.sequence_number,
+        report.elapsed.as_millis()
+    );
+
+    let service = pipeline::service(cfg, &clients, crate::service_config()?);
+    let reads = Arc::new(read_side::models(cfg, &clients).await?);
+    let analytics = read_side::analytics(cfg).await?;
+    let payments_queue = payments::queue_url(&clients.sqs, &cfg.names.payments_queue).await?;
+    let projectors = read_side::ReadSide::start(
+        cfg,
+        &clients,
+        &reads,
+        analytics.clone(),
+        &payments_queue,
+        &format!("run-{}", std::process::id()),
+    );
+    // In AWS the payment function and its event source mapping are deployed; here they
+    // run under the Lambda emulator.
+    let saga = if args.aws {
+        None
+    } else {
+        Some(payments::Saga::start(cfg, &clients.sqs).await?)
+    };
+    let documents = reads.menu.source().clone();
+    let (stop, stopped) = watch::channel(false);
+    let running = pipeline::start(service, args.listen, RelayConfig::default(), stopped, Some(reads)).await?;
+    let base = format!("http://{}", running.addr);
+    println!("command API (and queries) on {base}; outbox relay and projectors running");
+    let http = load::client();
+    load::seed_menu(&http, &base).await.context("publishing the menu")?;
+    let mut tap = load::StreamTap::new(clients.kinesis.clone(), stream).await?;
+
+    let rate = args.rate;
+    match args.duration {
+        Some(d) => println!("placing orders for {} at {rate}/s", humantime::format_duration(d)),
+        None => println!("placing orders at {rate}/s; Ctrl-C to stop"),
+    }
+    let until = {
+        let interrupt = interrupt.clone();
+        async move {
+            match args.duration {
+                Some(d) => tokio::select! { _ = tokio::time::sleep(d) => {}, _ = interrupt.cancelled() => {} },
+                None => interrupt.cancelled().await,
+            }
+        }
+    };
+    // Up to 1,024 requests in flight: enough that a slow API shows as latency and a
+    // shortfall of accepted orders, not as a load generator that quietly slowed down.
+    let load = load::orders(&http, &base, rate, 1024, until).await;
+    let load_ended = Instant::now();
+
+    // Every accepted order's event must reach the stream (bounded wait).
+    let deadline = load_ended + Duration::from_secs(15);
+    loop {
+        tap.poll().await?;
+        if load.accepted.is_subset(&tap.orders_seen) || Instant::now() > deadline || interrupt.is_cancelled() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Health: every consumer application passes the tip, the payment queue empties.
+    let mut applications = projectors.applications();
+    applications.sort_unstable();
+    let mut parts: Vec<PartHealth> = Vec::new();
+    let settle_until = load_ended + SETTLE;
+    loop {
+        tap.poll().await?;
+        let mut backlogs = Vec::new();
+        for app in &applications {
+            backlogs.push((
+                app.to_string(),
+                backlog(&clients.dynamodb, &cfg.names.leases_table, app, &tap).await,
+            ));
+        }
+        if saga.is_some() {
+            let waiting = payments::depth(&clients.sqs, &payments_queue).await.unwrap_or(u64::MAX);
+            backlogs.push(("payment function".to_owned(), waiting));
+        }
+        let now = load_ended.elapsed();
+        if parts.is_empty() {
+            parts = backlogs
+                .iter()
+                .map(|(name, n)| PartHealth {
+                    name: name.clone(),
+                    at_end: *n,
+                    left: *n,
+                    caught_up: None,
+                })
+                .collect();
+        }
+        for (part, (_, n)) in parts.iter_mut().zip(&backlogs) {
+            part.left = *n;
+            if *n == 0 && part.caught_up.is_none() {
+                part.caught_up = Some(now);
+            }
+        }
+        if parts.iter().all(|p| p.caught_up.is_some()) || Instant::now() > settle_until || interrupt.is_cancelled() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Read a few accepted orders back through the query endpoints, each from its read
+    // model, waiting (bounded) for the projectors with `min_version`.
+    let mut read_back = 0usize;
+    let mut settled = 0usize;
+    let mut sample: Vec<&String> = load.accepted.iter().collect();
+    sample.sort();
+    for id in sample.into_iter().take(3) {
+        let mut lines = read_side::read_back(&http, &base, id).await;
+        let total = lines.first().and_then(|l| l.total_cents);
+        lines.extend(read_side::read_back_direct(&documents, &analytics, id, total).await);
+        let payment = read_side::read_back_payment(&http, &base, id).await;
+        settled += usize::from(payment.ok);
+        read_back += usize::from(lines.iter().all(|l| l.ok));
+        lines.push(payment);
+        for l in lines {
+            println!("  {:<5} {:<24} {}", if l.ok { "ok" } else { "MISS" }, l.model, l.detail);
+        }
+    }
+
+    // The stop: each stage has a deadline; what it leaves undone is reported.
+    let mut undone: Vec<String> = Vec::new();
+    let _ = stop.send(true);
+    let relay = match tokio::time::timeout(STOP_DEADLINE, running.drained()).await {
+        Ok(r) => Some(r?),
+        Err(_) => {
+            undone.push("the API server or the relay did not drain".to_owned());
+            None
+        }
+    };
+    let reports = projectors.stop().await;
+    for (name, r) in &reports {
+        if !r.shards_abandoned.is_empty() {
+            undone.push(format!("{name} left shards {:?} to failover", r.shards_abandoned));
+        }
+    }
+    let saga = match saga {
+        Some(saga) => match tokio::time::timeout(STOP_DEADLINE, saga.stop(cfg, &clients.sqs)).await {
+            Ok(report) => Some(report),
+            Err(_) => {
+                undone.push("the payment function's mapping did not drain".to_owned());
+                None
+            }
+        },
+        None => None,
+    };
+
+    let secs = load.elapsed.as_secs_f64().max(f64::EPSILON);
+    let accepted_rate = load.accepted.len() as f64 / secs;
+    let missing = load.accepted.difference(&tap.orders_seen).count();
+    println!("summary:");
+    println!("  orders sent          {:>10}", load.sent);
+    println!(
+        "  orders accepted      {:>10}  ({accepted_rate:.0}/s of {rate}/s asked)",
+        load.accepted.len()
+    );
+    println!(
+        "  orders refused       {:>10}  (statuses {:?})",
+        load.refused.len(),
+        dedup(&load.refused)
+    );
+    println!(
+        "  latency p50 / p99    {:>7} ms / {} ms",
+        load.quantile(0.5).as_millis(),
+        load.quantile(0.99).as_millis()
+    );
+    println!("  orders on stream     {:>10}", load.accepted.len() - missing);
+    println!("  events on stream     {:>10}", tap.events);
+    println!("  undecodable records  {:>10}", tap.undecodable);
+    if let Some(relay) = &relay {
+        println!("  relay republished    {:>10}", relay.published);
+    }
+    for (name, r) in &reports {
+        println!("  projector {:<14} {:>6} records, {} parked", name, r.records, r.parked);
+    }
+    if let Some(saga) = &saga {
+        let c = saga.counts;
+        println!(
+            "  payment invocations  {:>10}  ({} failed whole; {} messages in, {} done, {} reported failed)",
+            c.invocations, c.failed_invocations, c.received, c.deleted, c.reported_failures
+        );
+        println!("  payments dead-lettered {:>8}", saga.dead_letters);
+        println!("  payments waiting     {:>10}  (still on the queue)", saga.waiting);
+    }
+    println!("  orders read back     {:>10}  (from every read model)", read_back);
+    println!(
+        "  sampled orders paid  {:>10}  (or declined; read back through the orders read model)",
+        settled
+    );
+    println!("  elapsed              {:>10.1} s", secs);
+
+    let api_kept_up = accepted_rate >= ACCEPTED_SHARE * f64::from(rate);
+    println!(
+        "health (backlog when the load stopped -> after, caught up within {}s):",
+        SETTLE.as_secs()
+    );
+    println!(
+        "  {:<4} {:<22} accepted {accepted_rate:.0}/s of {rate}/s",
+        if api_kept_up { "ok" } else { "SLOW" },
+        "command API"
+    );
+    for p in &parts {
+        let verdict = if p.caught_up.is_some() { "ok" } else { "BEHIND" };
+        let when = p.caught_up.map_or_else(
+            || format!("{} left", p.left),
+            |t| format!("caught up in {:.1} s", t.as_secs_f64()),
+        );
+        println!("  {verdict:<4} {:<22} {:>7} -> {when}", p.name, p.at_end);
+    }
+    for u in &undone {
+        println!("  stop: {u}");
+    }
+    if !args.aws {
+        println!("the stack stays up: `cafe stack status`, `cafe stack down`");
+    }
+    if missing > 0 || tap.undecodable > 0 {
+        bail!("{missing} accepted orders never reached the stream");
+    }
+    if let Some(saga) = &saga
+        && !load.accepted.is_empty()
+        && saga.counts.invocations == 0
+    {
+        bail!("the payment function was never invoked");
+    }
+    if !load.accepted.is_empty() && read_back == 0 {
+        bail!("no accepted order could be read back from every read model");
+    }
+    let behind: Vec<&str> = parts
+        .iter()
+        .filter(|p| p.caught_up.is_none())
+        .map(|p| p.name.as_str())
+        .chain((!api_kept_up).then_some("command API"))
+        .collect();
+    if !behind.is_empty() {
+        bail!("the pipeline did not keep up at {rate} orders/s: {}", behind.join(", "));
+    }
+    if !undone.is_empty() {
+        bail!("the stop left work undone: {}", undone.join("; "));
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// User records on the tapped stream that `application` has not checkpointed past. A
+/// lease table that cannot be read counts as everything behind (and is logged).
+async fn backlog(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    leases_table: &str,
+    application: &str,
+    tap: &load::StreamTap,
+) -> u64 {
+    let leases = match DynamoLeaseTable::new(dynamodb.clone(), leases_table, application)
+        .list()
+        .await
+    {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(application, error = %e, "could not read the leases");
+            Vec::new()
+        }
+    };
+    tap.logs()
+        .map(|(shard, log)| match leases.iter().find(|l| l.shard_id == shard) {
+            Some(lease) => log.behind(&lease.checkpoint),
+            None => log.total(),
+        })
+        .sum()
+}
+
+fn dedup(statuses: &[u16]) -> Vec<u16> {
+    let mut s = statuses.to_vec();
+    s.sort_unstable();
+    s.dedup();
+    s
+}
