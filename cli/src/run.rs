@@ -1,8 +1,8 @@
 //! `cafe run`, the main job: the whole pipeline under a load of real HTTP orders, then
 //! a verdict on whether every part kept up, then a stop that cannot hang.
 //!
-//! Health is judged per part once the load stops: the API must have accepted what was
-//! asked of it; every consumer application (each projector, the payment-requests
+//! Health is judged per part once the load stops: the API must have accepted every
+//! order, 99 % of them within a second; every consumer application (each projector, the payment-requests
 //! consumer) must pass the stream's tip, read from its checkpoints; the payment
 //! function must empty its queue. Each gets [`SETTLE`] to do so: a part that kept up
 //! is at most a checkpoint interval behind and is done in a second or two, while one
@@ -26,9 +26,10 @@ use crate::{load, payments, pipeline, read_side};
 pub const SETTLE: Duration = Duration::from_secs(30);
 /// Longest each stage of the stop may take before it is abandoned and reported.
 pub const STOP_DEADLINE: Duration = Duration::from_secs(20);
-/// The share of the asked rate the API must accept to count as keeping up (the load
-/// generator itself starts requests on 10 ms ticks, so a few percent is timing).
-const ACCEPTED_SHARE: f64 = 0.95;
+/// The API keeps up when it accepts every order it is sent, answering 99 % within this.
+/// The load is open loop, so an API that cannot keep up shows as queueing: latency that
+/// grows with the run, far past a second within a minute.
+const API_P99: Duration = Duration::from_secs(1);
 
 /// What the main job is asked to do.
 #[derive(Debug, Clone)]
@@ -285,15 +286,19 @@ pub async fn run(stack: &Stack, args: RunArgs) -> Result<std::process::ExitCode>
     );
     println!("  elapsed              {:>10.1} s", secs);
 
-    let api_kept_up = accepted_rate >= ACCEPTED_SHARE * f64::from(rate);
+    let p99 = load.quantile(0.99);
+    let api_kept_up = load.refused.is_empty() && p99 <= API_P99;
     println!(
         "health (backlog when the load stopped -> after, caught up within {}s):",
         SETTLE.as_secs()
     );
     println!(
-        "  {:<4} {:<22} accepted {accepted_rate:.0}/s of {rate}/s",
+        "  {:<4} {:<22} {} of {} orders accepted ({accepted_rate:.0}/s), p99 {} ms",
         if api_kept_up { "ok" } else { "SLOW" },
-        "command API"
+        "command API",
+        load.accepted.len(),
+        load.sent,
+        p99.as_millis()
     );
     for p in &parts {
         let verdict = if p.caught_up.is_some() { "ok" } else { "BEHIND" };

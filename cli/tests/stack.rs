@@ -371,6 +371,34 @@ fn run_for_a_bounded_time_prints_a_summary_and_exits_0() {
     assert!(number("orders accepted") > 0, "{stdout}");
     assert_eq!(number("orders accepted"), number("orders on stream"), "{stdout}");
     assert!(number("payment invocations") > 0, "the saga ran: {stdout}");
+    // Every part is judged, and each kept up (the run exits 1 otherwise).
+    let health = stdout
+        .split("health (")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no health table: {stdout}"));
+    for part in [
+        "command API",
+        "orders",
+        "active_orders",
+        "documents",
+        "cache",
+        "inventory",
+        "analytics",
+        "payment-requests",
+        "payment function",
+    ] {
+        let row = health
+            .lines()
+            .find(|l| {
+                l.split_whitespace()
+                    .skip(1)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .starts_with(part)
+            })
+            .unwrap_or_else(|| panic!("no health row for {part}: {stdout}"));
+        assert!(row.trim_start().starts_with("ok"), "{row}");
+    }
 }
 
 /// `--aws` uses nothing but the SDK's default chain; pointing that chain at the local

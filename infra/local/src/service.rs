@@ -147,8 +147,8 @@ impl Service {
                     });
                 }
                 // The launcher is part of this binary, so `cafe` works from any directory.
-                let launcher = cfg.run_dir().join("fauxqs.mjs");
-                std::fs::create_dir_all(cfg.run_dir()).map_err(StackError::path(cfg.run_dir()))?;
+                std::fs::create_dir_all(&data).map_err(StackError::path(&data))?;
+                let launcher = data.join("fauxqs.mjs");
                 std::fs::write(&launcher, FAUXQS_LAUNCHER).map_err(StackError::path(&launcher))?;
                 let mut c = Command::new(&cfg.node);
                 c.arg(&launcher).arg(modules).arg(&port);
