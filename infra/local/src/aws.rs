@@ -72,3 +72,42 @@ pub fn cloudwatch(sdk: &SdkConfig, cfg: &StackConfig) -> aws_sdk_cloudwatch::Cli
             .build(),
     )
 }
+
+/// Counts the requests an SDK client sends, per operation and attempt (a retry counts
+/// again: it is another round trip). Clones share the counts, so one counter can be
+/// given to several clients.
+#[derive(Debug, Clone, Default)]
+pub struct CallCounter {
+    counts: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>,
+}
+
+impl CallCounter {
+    /// The counts so far (`Service.Operation` → requests), and starts again from zero.
+    pub fn take(&self) -> std::collections::BTreeMap<String, u64> {
+        self.counts
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default()
+    }
+}
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "CallCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _: &aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let name = cfg
+            .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+            .map_or_else(|| "unknown".to_owned(), |m| format!("{}.{}", m.service(), m.name()));
+        if let Ok(mut counts) = self.counts.lock() {
+            *counts.entry(name).or_default() += 1;
+        }
+        Ok(())
+    }
+}

@@ -80,3 +80,31 @@ async fn conditional_put_get_and_query_an_index() {
 
     client.delete_table().table_name(&spec.name).send().await.unwrap();
 }
+
+/// The call counter sees every request a client sends, by operation, and starts again
+/// from zero when read.
+#[tokio::test]
+async fn the_call_counter_counts_requests_by_operation() {
+    let cfg = stack_with(Service::DynamoDb).await;
+    let sdk = aws::sdk_config(&cfg).await;
+    let counter = aws::CallCounter::default();
+    let client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&sdk)
+            .endpoint_url(cfg.dynamodb_endpoint())
+            .interceptor(counter.clone())
+            .build(),
+    );
+    client.list_tables().send().await.unwrap();
+    client.list_tables().send().await.unwrap();
+    let missing = client.describe_table().table_name(unique("it-none")).send().await;
+    assert!(missing.is_err());
+    let counts = counter.take();
+    assert_eq!(
+        counts.into_iter().collect::<Vec<_>>(),
+        vec![
+            ("DynamoDB.DescribeTable".to_owned(), 1),
+            ("DynamoDB.ListTables".to_owned(), 2)
+        ]
+    );
+    assert!(counter.take().is_empty());
+}
