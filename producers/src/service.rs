@@ -145,13 +145,32 @@ impl<S: EventStore, K: RecordSink> CommandService<S, K> {
         meta: &CommandMeta,
         respond: impl Fn(&[EventEnvelope], u64) -> StoredResponse,
     ) -> Result<Executed, CommandError> {
+        self.execute_from::<A>(id, None, command, context, meta, respond).await
+    }
+
+    /// [`Self::execute`] on a state the caller has just loaded with [`Self::state`],
+    /// saving the event store one read. The append is conditional on that version, so a
+    /// state that went stale meanwhile costs a conflict, after which the aggregate is
+    /// loaded again and the command decided again: the same answer as `execute`.
+    pub async fn execute_from<A: Aggregate>(
+        &self,
+        id: &AggregateId,
+        known: Option<(A, u64)>,
+        command: &A::Command,
+        context: &A::Context,
+        meta: &CommandMeta,
+        respond: impl Fn(&[EventEnvelope], u64) -> StoredResponse,
+    ) -> Result<Executed, CommandError> {
         if self.publisher().is_saturated() {
             return Err(CommandError::Saturated);
         }
         let mut conflicts = 0;
         let mut assume_new = A::is_creation(command);
+        let mut known = known;
         loop {
-            let (state, version) = if assume_new {
+            let (state, version) = if let Some(known) = known.take() {
+                known
+            } else if assume_new {
                 (A::default(), 0)
             } else {
                 self.state::<A>(id).await?

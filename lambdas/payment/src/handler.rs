@@ -100,7 +100,8 @@ impl Failed {
 
 /// Whether an order took the charge.
 enum Payable {
-    Charged(Charge),
+    /// Charged, with the order and its version as the charge found them.
+    Charged(Charge, (Order, u64)),
     /// No longer awaiting a payment; its status.
     Settled(&'static str),
 }
@@ -174,7 +175,9 @@ impl<G: Gateway, S: EventStore, K: RecordSink> Payments<G, S, K> {
             Claim::InProgress => return Err(Failed::InProgress(request.idempotency_key)),
             Claim::Mismatch => return Err(Failed::KeyReused(request.idempotency_key)),
             Claim::Acquired => match self.charge_if_payable(&order_id, &request, &hash).await {
-                Ok(Payable::Charged(charge)) => charge,
+                Ok(Payable::Charged(charge, order)) => {
+                    return self.append(order_id, Some(order), &request, &hash, &charge).await;
+                }
                 Ok(Payable::Settled(status)) => {
                     self.idempotency.release(&request, &hash).await?;
                     return Ok(Settled::AlreadySettled { status });
@@ -188,7 +191,7 @@ impl<G: Gateway, S: EventStore, K: RecordSink> Payments<G, S, K> {
                 }
             },
         };
-        self.append(order_id, &request, &hash, &charge).await
+        self.append(order_id, None, &request, &hash, &charge).await
     }
 
     /// Charges when the order awaits exactly this payment.
@@ -198,7 +201,7 @@ impl<G: Gateway, S: EventStore, K: RecordSink> Payments<G, S, K> {
         request: &PaymentRequest,
         hash: &str,
     ) -> Result<Payable, Failed> {
-        let (order, _) = self
+        let (order, version) = self
             .orders
             .state::<Order>(&AggregateId::Order(order_id.clone()))
             .await?;
@@ -220,13 +223,16 @@ impl<G: Gateway, S: EventStore, K: RecordSink> Payments<G, S, K> {
         }
         let charge = self.gateway.charge(request).await?;
         self.idempotency.complete(request, hash, &charge).await?;
-        Ok(Payable::Charged(charge))
+        Ok(Payable::Charged(charge, (order, version)))
     }
 
     /// Appends the outcome to the order, once however often it is called.
+    /// `loaded` is the order as the charge found it, when it was just read: the append
+    /// then needs no second read (a change in between shows as a version conflict).
     async fn append(
         &self,
         order_id: OrderId,
+        loaded: Option<(Order, u64)>,
         request: &PaymentRequest,
         hash: &str,
         charge: &Charge,
@@ -258,7 +264,7 @@ impl<G: Gateway, S: EventStore, K: RecordSink> Payments<G, S, K> {
         };
         match self
             .orders
-            .execute::<Order>(&id, &(order_id, command), &Default::default(), &meta, respond)
+            .execute_from::<Order>(&id, loaded, &(order_id, command), &Default::default(), &meta, respond)
             .await
         {
             Ok(_) => Ok(settled),

@@ -319,3 +319,39 @@ async fn a_command_is_answered_before_its_marker_is_cleared_and_settled_waits_fo
     svc.settled().await;
     assert!(svc.store().0.pending(Duration::ZERO, 100).await.unwrap().is_empty());
 }
+
+/// A command run on a state the caller loaded earlier decides again on the current state
+/// when that one went stale: the stale state allowed the redeem, the current one does
+/// not, and nothing is appended.
+#[tokio::test]
+async fn a_stale_known_state_costs_a_conflict_and_is_decided_again_on_the_current_one() {
+    let (svc, _, _) = service(0, 0, ServiceConfig::default()).await;
+    let id = account("c-1");
+    let customer = CustomerId::parse("c-1").unwrap();
+    svc.execute::<LoyaltyAccount>(&id, &earn(100), &(), &meta(None, "h"), respond)
+        .await
+        .unwrap();
+    let stale = svc.state::<LoyaltyAccount>(&id).await.unwrap();
+    assert_eq!((stale.0.balance, stale.1), (100, 1));
+    let redeem = |points| (customer.clone(), LoyaltyCommand::Redeem { points });
+    svc.execute::<LoyaltyAccount>(&id, &redeem(100), &(), &meta(None, "h"), respond)
+        .await
+        .unwrap();
+
+    let late = svc
+        .execute_from::<LoyaltyAccount>(&id, Some(stale), &redeem(50), &(), &meta(None, "h"), respond)
+        .await;
+    assert!(matches!(late, Err(CommandError::Rejected(_))), "{late:?}");
+    assert_eq!(svc.store().load(&id).await.unwrap().len(), 2);
+
+    // A fresh known state appends as `execute` would.
+    svc.execute::<LoyaltyAccount>(&id, &earn(70), &(), &meta(None, "h"), respond)
+        .await
+        .unwrap();
+    let fresh = svc.state::<LoyaltyAccount>(&id).await.unwrap();
+    svc.execute_from::<LoyaltyAccount>(&id, Some(fresh), &redeem(50), &(), &meta(None, "h"), respond)
+        .await
+        .unwrap();
+    let (account_now, version) = svc.state::<LoyaltyAccount>(&id).await.unwrap();
+    assert_eq!((account_now.balance, version), (20, 4));
+}
