@@ -185,6 +185,40 @@ pub async fn orders_closed_loop(http: &Http, base: &str, concurrency: usize, dur
     total
 }
 
+/// The command an API order makes, for driving the command service directly: two lines
+/// of the sample menu, and the menu's prices as the decision's context.
+pub fn place_order_command(
+    order_id: &str,
+) -> Result<(
+    cafe_events::AggregateId,
+    <cafe_producers::domain::order::Order as cafe_producers::domain::Aggregate>::Command,
+    std::collections::HashMap<cafe_events::ItemId, cafe_events::Cents>,
+)> {
+    use cafe_producers::domain::order::{LineRequest, OrderCommand, PlaceOrder};
+    let id = cafe_events::OrderId::parse(order_id)?;
+    let menu = MENU
+        .iter()
+        .map(|(item, price)| Ok((cafe_events::ItemId::parse(*item)?, cafe_events::Cents::new(*price))))
+        .collect::<Result<_>>()?;
+    let lines = MENU[..2]
+        .iter()
+        .map(|(item, _)| {
+            Ok(LineRequest {
+                item_id: cafe_events::ItemId::parse(*item)?,
+                quantity: 1,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let command = OrderCommand::Place(PlaceOrder {
+        order_id: id.clone(),
+        customer_id: cafe_events::CustomerId::parse("cust-bench")?,
+        store_id: cafe_events::StoreId::parse("store-00001")?,
+        lines,
+        currency: "USD".into(),
+    });
+    Ok((cafe_events::AggregateId::Order(id.clone()), (id, command), menu))
+}
+
 /// An `OrderPlaced` shaped like the API's (two lines), for measuring the event store's
 /// ceiling with the very call an order makes.
 pub fn placed(run: &str, n: u64) -> Result<EventEnvelope> {

@@ -29,6 +29,7 @@ mod analytics;
 mod bench;
 mod bench_consumer;
 mod bench_lambda;
+mod bench_payments;
 mod bench_projections;
 mod consume;
 mod load;
@@ -131,6 +132,17 @@ enum BenchWhat {
         /// Measured runs (after one warm-up run).
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
         runs: u32,
+    },
+    /// Payments/s of the payment function's handler, the AWS calls it makes per payment,
+    /// beside the stand-ins' ceiling for the same calls.
+    Payments {
+        /// Payments processed (as many more orders are placed for the ceiling).
+        #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u32).range(10..=200_000))]
+        payments: u32,
+        /// Invocations of 10 messages in flight (the emulator runs one per function
+        /// process; AWS runs one per concurrent instance).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        invocations: u16,
     },
     /// POST /v1/orders throughput and latency beside the stand-ins' raw ceilings, and the
     /// aggregation ratio of a restock storm.
@@ -291,6 +303,13 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
         } => {
             up(&stack, false).await?;
             bench_lambda::cold_start(&cfg, binary, runs).await?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            what: BenchWhat::Payments { payments, invocations },
+        } => {
+            up(&stack, false).await?;
+            bench_payments::payments(&cfg, payments as usize, usize::from(invocations)).await?;
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Bench {
