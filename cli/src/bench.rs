@@ -192,7 +192,7 @@ pub async fn api(cfg: &StackConfig, duration: Duration, concurrency: usize) -> R
         totals.kinesis_records.load(Ordering::Relaxed),
     );
     let _ = stop.send(true);
-    running.drained().await?;
+    running.drained(crate::run::STOP_DEADLINE).await?;
 
     // Ceiling 3: PutRecords records/s on the Kinesis stand-in (500 records of 300 bytes).
     let stream = format!("bench-{tag}");

@@ -239,6 +239,12 @@ pub async fn run(cfg: &StackConfig, args: ConsumeArgs, shutdown: impl Future<Out
         report.leases_lost,
         report.shards_ended
     );
+    if !report.shards_abandoned.is_empty() {
+        anyhow::bail!(
+            "the drain deadline passed with shards {:?} still busy; left to failover from their last checkpoint",
+            report.shards_abandoned
+        );
+    }
     Ok(())
 }
 

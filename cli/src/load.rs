@@ -265,21 +265,25 @@ pub async fn orders(
     let report = Arc::new(Mutex::new(LoadReport::default()));
     let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let started = Instant::now();
-    let per_tick = (rate / 100).max(1);
-    let mut tick = tokio::time::interval(Duration::from_millis(10 * u64::from((100 / rate.max(1)).max(1))));
+    // Ticks of 10 ms; each sends what the schedule owes by then (rate × elapsed, so a
+    // rate that is not a multiple of 100 is kept, not rounded down per tick).
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
     // Open loop: a tick that came late (a busy machine) is made up at once, so the
     // arrival schedule holds and a slow API shows as latency, not as fewer requests.
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let run = run_tag();
     let run = run.as_str();
     let mut n = 0u64;
+    let mut ticks = 0u64;
     tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = &mut stop => break,
             _ = tick.tick() => {}
         }
-        for _ in 0..per_tick {
+        ticks += 1;
+        let due = ticks * u64::from(rate) / 100;
+        while n < due {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
             };

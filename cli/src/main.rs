@@ -111,6 +111,10 @@ enum BenchWhat {
         /// Orders in the generated history (about 7 events each, across all aggregates).
         #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         orders: u32,
+        /// Orders in the PostgreSQL phase's own history: enough that each trial of the
+        /// projector and of the raw COPY lasts seconds.
+        #[arg(long, default_value_t = 150_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        postgres_orders: u32,
         /// Events per batch. The runtime hands over one GetRecords call's worth, about 2
         /// MiB (thousands of events) while a projector catches up, which is when its speed
         /// matters; batches are small only when it is caught up.
@@ -277,13 +281,22 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
             what:
                 BenchWhat::Projections {
                     orders,
+                    postgres_orders,
                     batch,
                     only,
                     trials,
                 },
         } => {
             up(&stack, false).await?;
-            bench_projections::projections(&cfg, orders as usize, batch as usize, &only, trials as usize).await?;
+            bench_projections::projections(
+                &cfg,
+                orders as usize,
+                postgres_orders as usize,
+                batch as usize,
+                &only,
+                trials as usize,
+            )
+            .await?;
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Bench {
@@ -400,9 +413,19 @@ async fn api(cfg: &StackConfig, listen: SocketAddr, aws: bool) -> Result<std::pr
     shutdown_signal().await;
     eprintln!("draining: finishing requests in flight and the relay's pass");
     let _ = stop.send(true);
-    let relay = running.drained().await?;
-    eprintln!("stopped; the relay republished {} events", relay.published);
-    Ok(std::process::ExitCode::SUCCESS)
+    match running.drained(run::STOP_DEADLINE).await? {
+        Some(relay) => {
+            eprintln!("stopped; the relay republished {} events", relay.published);
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        None => {
+            eprintln!(
+                "stopped after {}s with requests or the relay's pass unfinished",
+                run::STOP_DEADLINE.as_secs()
+            );
+            Ok(std::process::ExitCode::FAILURE)
+        }
+    }
 }
 
 /// A path argument that must name a file (a typo is an argument error, exit code 2).

@@ -22,7 +22,8 @@ const GATEWAY_RULES: [(&str, &str); 2] = [("CAFE_GATEWAY_BLOCKED", "cust-7"), ("
 
 /// The running saga.
 pub struct Saga {
-    function: tokio::process::Child,
+    /// One process per instance the emulator runs at once.
+    functions: Vec<tokio::process::Child>,
     mapping: tokio::task::JoinHandle<()>,
     stats: Arc<MappingStats>,
     stop: watch::Sender<bool>,
@@ -85,8 +86,11 @@ impl Saga {
             "RUST_LOG".to_owned(),
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info,aws=warn".to_owned()),
         ));
-        let function =
-            spawn_function(cfg, &function_binary()?, FUNCTION, &env).with_context(|| format!("starting {FUNCTION}"))?;
+        let instances = cfg.lambda_concurrency.max(1) as usize;
+        let binary = function_binary()?;
+        let functions = (0..instances)
+            .map(|_| spawn_function(cfg, &binary, FUNCTION, &env).with_context(|| format!("starting {FUNCTION}")))
+            .collect::<Result<Vec<_>>>()?;
         let queue = queue_url(sqs, &names.payments_queue).await?;
         let mapping = EventSourceMapping::new(
             sqs.clone(),
@@ -95,6 +99,8 @@ impl Saga {
             MappingConfig {
                 // Short, so a failed payment comes back within a local run.
                 visibility_timeout: Duration::from_secs(5),
+                // One invocation in flight per function instance.
+                pollers: instances,
                 ..MappingConfig::default()
             },
         )
@@ -104,7 +110,7 @@ impl Saga {
         let (stop, stopped) = watch::channel(false);
         let mapping = tokio::spawn(mapping.run(stopped));
         Ok(Saga {
-            function,
+            functions,
             mapping,
             stats,
             stop,
@@ -117,7 +123,9 @@ impl Saga {
         if let Err(e) = self.mapping.await {
             tracing::error!(error = %e, "payments event source mapping task failed");
         }
-        let _ = self.function.kill().await;
+        for function in &mut self.functions {
+            let _ = function.kill().await;
+        }
         // The summary still prints if a queue cannot be read, but says so in the log.
         let depth_of = async |name: &str| {
             let read = async { depth(sqs, &queue_url(sqs, name).await?).await };
@@ -136,6 +144,13 @@ impl Saga {
 
 /// Visible plus in-flight messages of a queue.
 pub async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64> {
+    let (visible, in_flight) = counts(sqs, url).await?;
+    Ok(visible + in_flight)
+}
+
+/// Messages waiting to be received (the queue's backlog), and messages received and not
+/// yet deleted (being processed, or failed and waiting out their visibility timeout).
+pub async fn counts(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<(u64, u64)> {
     use aws_sdk_sqs::types::QueueAttributeName as A;
     let out = sqs
         .get_queue_attributes()
@@ -146,5 +161,8 @@ pub async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64> {
         .await?;
     let attrs = out.attributes.unwrap_or_default();
     let n = |a: A| attrs.get(&a).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    Ok(n(A::ApproximateNumberOfMessages) + n(A::ApproximateNumberOfMessagesNotVisible))
+    Ok((
+        n(A::ApproximateNumberOfMessages),
+        n(A::ApproximateNumberOfMessagesNotVisible),
+    ))
 }

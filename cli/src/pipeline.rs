@@ -109,9 +109,23 @@ pub async fn start(
 }
 
 impl Running {
-    /// Waits for the server to finish in-flight requests and the relay its pass.
-    pub async fn drained(self) -> Result<RelayStats> {
-        self.server.await.context("API server task")?.context("API server")?;
-        self.relay.await.context("relay task")
+    /// Waits for the server to finish in-flight requests and the relay its pass, at most
+    /// `deadline`; None when the deadline passed first (both are then aborted: what the
+    /// relay left pending, its next pass or another instance publishes).
+    pub async fn drained(self, deadline: std::time::Duration) -> Result<Option<RelayStats>> {
+        let (server, relay) = (self.server, self.relay);
+        let (server_abort, relay_abort) = (server.abort_handle(), relay.abort_handle());
+        let both = async {
+            server.await.context("API server task")?.context("API server")?;
+            relay.await.context("relay task")
+        };
+        match tokio::time::timeout(deadline, both).await {
+            Ok(stats) => stats.map(Some),
+            Err(_) => {
+                server_abort.abort();
+                relay_abort.abort();
+                Ok(None)
+            }
+        }
     }
 }

@@ -401,6 +401,37 @@ fn run_for_a_bounded_time_prints_a_summary_and_exits_0() {
     }
 }
 
+/// A part that cannot keep up fails the run, named: a gateway that takes 2 s a charge
+/// lets the function settle about 10 payments/s, far under the 50 orders/s asked. On a
+/// stack of its own: its backlog and its slow function must not meet another run's.
+#[test]
+fn a_part_that_falls_behind_is_named_and_fails_the_run() {
+    let sandbox = Sandbox::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_cafe"))
+        .args(["run", "--listen", "127.0.0.1:0", "--for", "3s", "--rate", "50"])
+        .envs(sandbox.env())
+        .env("CAFE__STACK__KINESIS_DURABLE", "false")
+        .env("CAFE_GATEWAY_LATENCY_MS", "2000")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let behind = |part: &str| {
+        stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("BEHIND") && l.contains(part))
+    };
+    assert!(behind("payment-requests") || behind("payment function"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("ok") && l.contains("orders")),
+        "the projectors kept up: {stdout}"
+    );
+    assert!(stderr.contains("did not keep up"), "{stderr}");
+}
+
 /// `--aws` uses nothing but the SDK's default chain; pointing that chain at the local
 /// stack with the standard AWS_ENDPOINT_URL_* variables shows that moving to AWS is a
 /// change of environment, not of code.

@@ -39,19 +39,31 @@ impl ShardLog {
     /// record (a lease not yet started) has passed none of them; one at the shard's end
     /// has passed them all.
     pub fn behind(&self, checkpoint: &Checkpoint) -> u64 {
-        match checkpoint {
-            Checkpoint::ShardEnd => 0,
-            Checkpoint::TrimHorizon | Checkpoint::Latest | Checkpoint::AtTimestamp => self.total(),
-            Checkpoint::Sequence { sequence, sub } => {
-                let first_after = self.records.partition_point(|(s, _)| !is_before(sequence, s));
-                let after: u64 = self.records[first_after..].iter().map(|(_, n)| u64::from(*n)).sum();
-                // The checkpointed record itself: the user records after its sub-record.
-                let within = match first_after.checked_sub(1).map(|i| &self.records[i]) {
-                    Some((s, n)) if s == sequence => u64::from(*n).saturating_sub(sub + 1),
-                    _ => 0,
-                };
-                after + within
-            }
+        behind(&self.records, checkpoint)
+    }
+
+    /// The same, counting only records up to and including `watermark` (a tip taken
+    /// earlier): whether a consumer has done what was there at that moment, whatever
+    /// arrived since.
+    pub fn behind_upto(&self, checkpoint: &Checkpoint, watermark: &str) -> u64 {
+        let end = self.records.partition_point(|(s, _)| !is_before(watermark, s));
+        behind(&self.records[..end], checkpoint)
+    }
+}
+
+fn behind(records: &[(String, u32)], checkpoint: &Checkpoint) -> u64 {
+    let count = |records: &[(String, u32)]| records.iter().map(|(_, n)| u64::from(*n)).sum::<u64>();
+    match checkpoint {
+        Checkpoint::ShardEnd => 0,
+        Checkpoint::TrimHorizon | Checkpoint::Latest | Checkpoint::AtTimestamp => count(records),
+        Checkpoint::Sequence { sequence, sub } => {
+            let first_after = records.partition_point(|(s, _)| !is_before(sequence, s));
+            // The checkpointed record itself: the user records after its sub-record.
+            let within = match first_after.checked_sub(1).map(|i| &records[i]) {
+                Some((s, n)) if s == sequence => u64::from(*n).saturating_sub(sub + 1),
+                _ => 0,
+            };
+            count(&records[first_after..]) + within
         }
     }
 }
@@ -87,6 +99,11 @@ mod tests {
         assert_eq!(log.behind(&at("5", 0)), 7);
         // One past everything seen.
         assert_eq!(log.behind(&at("12", 0)), 0);
+        // Up to a watermark: what came after it does not count.
+        assert_eq!(log.behind_upto(&at("9", 0), "10"), 2 + 2);
+        assert_eq!(log.behind_upto(&Checkpoint::TrimHorizon, "9"), 1 + 3);
+        assert_eq!(log.behind_upto(&at("10", 1), "10"), 0);
+        assert_eq!(log.behind_upto(&at("10", 1), "11"), 1);
     }
 
     #[test]

@@ -128,6 +128,10 @@ pub struct StackConfig {
     /// The workspace's `Cargo.toml`: the Lambda emulator names functions after its
     /// binaries (default: the workspace root's, found like `state_dir`).
     pub workspace_manifest: PathBuf,
+    /// Invocations of one function the Lambda emulator runs at once (AWS would run as
+    /// many instances). The main job starts as many function processes, one per
+    /// event-source-mapping poller.
+    pub lambda_concurrency: u32,
     /// Loopback ports.
     pub ports: Ports,
     /// Resource names.
@@ -150,6 +154,7 @@ impl Default for StackConfig {
             kinesis_durable: false,
             dynamodb_fsync: false,
             workspace_manifest: PathBuf::from("Cargo.toml"),
+            lambda_concurrency: 2,
             ports: Ports::default(),
             names: Names::default(),
         }

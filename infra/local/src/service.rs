@@ -183,7 +183,9 @@ impl Service {
                     &port,
                 ])
                 .arg("--manifest-path")
-                .arg(&cfg.workspace_manifest);
+                .arg(&cfg.workspace_manifest)
+                .arg("--concurrency")
+                .arg(cfg.lambda_concurrency.max(1).to_string());
                 c
             }
             Service::Redis => {

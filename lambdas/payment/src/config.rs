@@ -8,7 +8,8 @@
 //!   function timeout);
 //! - the simulated gateway's rules: `CAFE_GATEWAY_LIMIT_CENTS` (default 50000),
 //!   `CAFE_GATEWAY_BLOCKED` (customer ids, comma-separated), `CAFE_GATEWAY_FLAKY`
-//!   (`customer:failures`, comma-separated).
+//!   (`customer:failures`, comma-separated), `CAFE_GATEWAY_LATENCY_MS` (how long each
+//!   charge takes, default 0).
 
 use std::time::Duration;
 
@@ -66,6 +67,11 @@ impl PaymentConfig {
             });
         }
         let mut gateway = SimulatedGateway::new(number("CAFE_GATEWAY_LIMIT_CENTS", 50_000)?);
+        let latency = number("CAFE_GATEWAY_LATENCY_MS", 0)?;
+        gateway.latency = Duration::from_millis(u64::try_from(latency).map_err(|_| ConfigError::Invalid {
+            var: "CAFE_GATEWAY_LATENCY_MS",
+            reason: "must not be negative".into(),
+        })?);
         for customer in list(var("CAFE_GATEWAY_BLOCKED")) {
             gateway = gateway.block(customer);
         }
@@ -161,6 +167,8 @@ mod tests {
             ("CAFE_GATEWAY_FLAKY", "c-7:x"),
             ("CAFE_GATEWAY_LIMIT_CENTS", "lots"),
             ("CAFE_IDEMPOTENCY_LEASE_SECS", "0"),
+            ("CAFE_GATEWAY_LATENCY_MS", "-1"),
+            ("CAFE_GATEWAY_LATENCY_MS", "soon"),
         ] {
             let mut pairs = BASE.to_vec();
             pairs.push((var, value));

@@ -48,6 +48,8 @@ pub struct SimulatedGateway {
     pub limit_cents: i64,
     blocked: HashSet<String>,
     flaky: HashMap<String, u32>,
+    /// How long each charge takes to answer (a card network's round trip; none by default).
+    pub latency: std::time::Duration,
     state: Mutex<State>,
 }
 
@@ -75,6 +77,7 @@ impl SimulatedGateway {
             limit_cents,
             blocked: HashSet::new(),
             flaky: HashMap::new(),
+            latency: std::time::Duration::ZERO,
             state: Mutex::default(),
         }
     }
@@ -134,6 +137,9 @@ impl SimulatedGateway {
 
 impl Gateway for SimulatedGateway {
     async fn charge(&self, request: &PaymentRequest) -> Result<Charge, Transient> {
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
         self.decide(request)
     }
 }
