@@ -3,18 +3,12 @@
 //! (the backlog waits in the stream), and once the function runs again every order is
 //! paid exactly once.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use cafe_consumers::lease::DynamoLeaseTable;
-use cafe_consumers::metrics::Metrics;
-use cafe_consumers::parking::DynamoParkingLot;
-use cafe_consumers::{Worker, WorkerConfig};
 use cafe_events::proto::orders::v1::OrderStatus;
 use cafe_lambda_payment::gateway::SimulatedGateway;
 use cafe_lambda_payment::requests::PaymentRequests;
 use cafe_localstack::lambda::{EventSourceMapping, MappingConfig};
-use cafe_localstack::provision;
 use cafe_localstack::testing::eventually;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -46,33 +40,14 @@ async fn depth(world: &World, queue: &str) -> u64 {
 async fn a_stopped_payment_function_leaves_the_backlog_in_the_stream_not_the_queue() {
     let world = World::new().await;
     let (queue, dlq) = world.queue().await;
-    let leases = unique("it-pay-bp-leases");
-    provision::ensure_table_like(
-        &world.dynamodb,
-        &world.cfg.names,
-        &world.cfg.names.leases_table,
-        &leases,
-    )
-    .await
-    .unwrap();
+    let leases = world.leases_table().await;
     let stop_worker = CancellationToken::new();
-    let worker = Worker::new(
-        WorkerConfig {
-            idle_poll: Duration::from_millis(200),
-            checkpoint_interval: Duration::from_millis(200),
-            defer_pause: Duration::from_millis(100),
-            ..WorkerConfig::new("payment-requests", &world.stream)
-        },
-        world.kinesis.clone(),
-        DynamoLeaseTable::new(world.dynamodb.clone(), &leases, "payment-requests"),
-        Arc::new(DynamoParkingLot::new(
-            world.dynamodb.clone(),
-            &world.cfg.names.parked_table,
-        )),
-        Arc::new(PaymentRequests::with_bound(world.sqs.clone(), &queue, BOUND)),
-        Metrics::unregistered(),
+    let worker = world.spawn_worker(
+        &leases,
+        "payment-requests",
+        PaymentRequests::with_bound(world.sqs.clone(), &queue, BOUND),
+        &stop_worker,
     );
-    let worker = tokio::spawn(worker.run(stop_worker.clone()));
 
     // The function is stopped: orders keep arriving, and the queue is watched all along.
     let orders: Vec<String> = (0..ORDERS).map(|i| format!("o-bp-{i:03}")).collect();

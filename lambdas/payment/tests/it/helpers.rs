@@ -151,6 +151,42 @@ impl World {
             .count()
     }
 
+    /// A leases table of the test's own, shaped like the stack's.
+    pub async fn leases_table(&self) -> String {
+        let leases = unique("it-pay-leases");
+        provision::ensure_table_like(&self.dynamodb, &self.cfg.names, &self.cfg.names.leases_table, &leases)
+            .await
+            .unwrap();
+        leases
+    }
+
+    /// A consumer worker on this world's stream, with fast polls and checkpoints.
+    pub fn spawn_worker<P: cafe_consumers::Processor>(
+        &self,
+        leases: &str,
+        application: &str,
+        processor: P,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<cafe_consumers::WorkerReport> {
+        let worker = cafe_consumers::Worker::new(
+            cafe_consumers::WorkerConfig {
+                idle_poll: Duration::from_millis(200),
+                checkpoint_interval: Duration::from_millis(200),
+                defer_pause: Duration::from_millis(100),
+                ..cafe_consumers::WorkerConfig::new(application, &self.stream)
+            },
+            self.kinesis.clone(),
+            cafe_consumers::lease::DynamoLeaseTable::new(self.dynamodb.clone(), leases, application),
+            Arc::new(cafe_consumers::parking::DynamoParkingLot::new(
+                self.dynamodb.clone(),
+                &self.cfg.names.parked_table,
+            )),
+            Arc::new(processor),
+            cafe_consumers::metrics::Metrics::unregistered(),
+        );
+        tokio::spawn(worker.run(stop.clone()))
+    }
+
     /// A queue with its DLQ (after 5 receives), both uniquely named.
     pub async fn queue(&self) -> (String, String) {
         let name = unique("it-pay");

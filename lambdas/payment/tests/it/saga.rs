@@ -10,19 +10,14 @@
 //! invocations with its own tables.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use cafe_consumers::lease::DynamoLeaseTable;
-use cafe_consumers::metrics::Metrics;
-use cafe_consumers::parking::DynamoParkingLot;
-use cafe_consumers::{Processor, Worker, WorkerConfig};
 use cafe_events::proto::orders::v1::OrderStatus;
 use cafe_lambda_payment::requests::PaymentRequests;
+use cafe_localstack::Service;
 use cafe_localstack::lambda::{EmulatorInvoker, EventSourceMapping, MappingConfig, spawn_function};
 use cafe_localstack::testing::{PrivateStack, eventually};
-use cafe_localstack::{Service, provision};
 use cafe_producers::domain::order::status_name;
 use cafe_projections::Projector;
 use cafe_projections::postgres::orders::PgOrdersView;
@@ -33,32 +28,6 @@ use tower::ServiceExt;
 use crate::helpers::*;
 
 const FUNCTION: &str = "cafe-lambda-payment";
-
-/// A consumer worker on the test's stream, with fast polls.
-fn spawn_worker<P: Processor>(
-    world: &World,
-    leases: &str,
-    application: &str,
-    processor: P,
-    stop: &CancellationToken,
-) -> tokio::task::JoinHandle<cafe_consumers::WorkerReport> {
-    let worker = Worker::new(
-        WorkerConfig {
-            idle_poll: Duration::from_millis(200),
-            checkpoint_interval: Duration::from_millis(200),
-            ..WorkerConfig::new(application, &world.stream)
-        },
-        world.kinesis.clone(),
-        DynamoLeaseTable::new(world.dynamodb.clone(), leases, application),
-        Arc::new(DynamoParkingLot::new(
-            world.dynamodb.clone(),
-            &world.cfg.names.parked_table,
-        )),
-        Arc::new(processor),
-        Metrics::unregistered(),
-    );
-    tokio::spawn(worker.run(stop.clone()))
-}
 
 async fn post(router: &axum::Router, path: &str, key: &str, body: serde_json::Value) -> u16 {
     let request = axum::http::Request::post(path)
@@ -98,15 +67,7 @@ async fn placed_orders_end_paid_declined_or_paid_after_a_retry() {
 
     // On this test's stream: the consumer that turns OrderPlaced into payment requests,
     // and the Aurora orders projector the order is read back from.
-    let leases = unique("it-pay-leases");
-    provision::ensure_table_like(
-        &world.dynamodb,
-        &world.cfg.names,
-        &world.cfg.names.leases_table,
-        &leases,
-    )
-    .await
-    .unwrap();
+    let leases = world.leases_table().await;
     let orders_view = PgOrdersView::connect(
         &world.cfg.postgres_url(&world.cfg.names.orders_database),
         &unique("it_pay").replace('-', "_"),
@@ -115,20 +76,13 @@ async fn placed_orders_end_paid_declined_or_paid_after_a_retry() {
     .unwrap();
     let stop_workers = CancellationToken::new();
     let workers = [
-        spawn_worker(
-            &world,
+        world.spawn_worker(
             &leases,
             "payment-requests",
             PaymentRequests::new(world.sqs.clone(), &queue),
             &stop_workers,
         ),
-        spawn_worker(
-            &world,
-            &leases,
-            "orders",
-            Projector::new(orders_view.clone()),
-            &stop_workers,
-        ),
+        world.spawn_worker(&leases, "orders", Projector::new(orders_view.clone()), &stop_workers),
     ];
 
     // The event source mapping, invoking through the emulator.
