@@ -130,7 +130,10 @@ pub struct StackConfig {
     pub workspace_manifest: PathBuf,
     /// Invocations of one function the Lambda emulator runs at once (AWS would run as
     /// many instances). The main job starts as many function processes, one per
-    /// event-source-mapping poller.
+    /// event-source-mapping poller. Default 1: above it, cargo-lambda 1.9.2 starts extra
+    /// instances of its own with `cargo run` whenever ours are all busy, although
+    /// `--only-lambda-apis` says it starts none, and that build then competes with the
+    /// pipeline for the CPU (seen in a main-job run that then fell behind).
     pub lambda_concurrency: u32,
     /// Loopback ports.
     pub ports: Ports,
@@ -154,7 +157,7 @@ impl Default for StackConfig {
             kinesis_durable: false,
             dynamodb_fsync: false,
             workspace_manifest: PathBuf::from("Cargo.toml"),
-            lambda_concurrency: 2,
+            lambda_concurrency: 1,
             ports: Ports::default(),
             names: Names::default(),
         }

@@ -183,9 +183,10 @@ impl Service {
                     &port,
                 ])
                 .arg("--manifest-path")
-                .arg(&cfg.workspace_manifest)
-                .arg("--concurrency")
-                .arg(cfg.lambda_concurrency.max(1).to_string());
+                .arg(&cfg.workspace_manifest);
+                if cfg.lambda_concurrency > 1 {
+                    c.arg("--concurrency").arg(cfg.lambda_concurrency.to_string());
+                }
                 c
             }
             Service::Redis => {
