@@ -10,6 +10,7 @@ use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, PutRequest, TransactWriteItem, WriteRequest};
 use cafe_events::{AggregateId, EventEnvelope};
 use chrono::{SecondsFormat, Utc};
+use futures::StreamExt;
 
 use super::{Append, EventStore, IdempotencyClaim, IdempotencyRecord, PENDING_BUCKETS, StoreError, StoredResponse};
 
@@ -354,6 +355,40 @@ impl DynamoEventStore {
                 batch.len()
             )))
         }
+    }
+}
+
+impl super::HistoryReader for DynamoEventStore {
+    /// DynamoDB's parallel Scan: one paginated Scan per segment, merged as pages arrive.
+    /// Consistent reads, so everything appended before the call started is seen.
+    fn read_all(
+        &self,
+        segments: u32,
+        page_size: u32,
+    ) -> impl futures::Stream<Item = Result<Vec<EventEnvelope>, StoreError>> + Send + '_ {
+        let total = i32::try_from(segments.max(1)).unwrap_or(i32::MAX);
+        let limit = i32::try_from(page_size.max(1)).unwrap_or(i32::MAX);
+        let readers = (0..total).map(move |segment| {
+            let pages = self
+                .client
+                .scan()
+                .table_name(&self.events_table)
+                .segment(segment)
+                .total_segments(total)
+                .limit(limit)
+                .consistent_read(true)
+                .into_paginator()
+                .send();
+            futures::stream::unfold(pages, |mut pages| async move {
+                let page = pages.next().await?;
+                let events = page
+                    .map_err(classify)
+                    .and_then(|page| page.items().iter().map(decode_item).collect::<Result<Vec<_>, _>>());
+                Some((events, pages))
+            })
+            .boxed()
+        });
+        futures::stream::select_all(readers)
     }
 }
 

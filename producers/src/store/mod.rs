@@ -155,3 +155,19 @@ pub trait EventStore: Send + Sync + 'static {
     /// Clears the pending marker of events Kinesis accepted.
     fn mark_published(&self, events: &[EventEnvelope]) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
+
+/// Reads the whole history: every event the store holds, in no particular order. The
+/// event store is the only complete copy (a stream keeps a retention window), so
+/// rebuilding a read model from scratch starts here. Separate from [`EventStore`]: the
+/// command side never needs it, and a replay needs nothing else.
+pub trait HistoryReader: Send + Sync + 'static {
+    /// Pages of events read by `segments` parallel readers (at least 1), each page at
+    /// most `page_size` items. Each aggregate's versions may arrive in any order and
+    /// interleaved with other aggregates'; a reader that applies them sorts per
+    /// aggregate. An event appended after the call started may or may not be included.
+    fn read_all(
+        &self,
+        segments: u32,
+        page_size: u32,
+    ) -> impl futures::Stream<Item = Result<Vec<EventEnvelope>, StoreError>> + Send + '_;
+}
