@@ -64,19 +64,29 @@ const GROUP: u64 = 50;
 /// round trip; the API's group commit has one transaction in flight.
 const GROUPED_CLIENTS: usize = 4;
 
-/// The benchmark; prints its figures.
-pub async fn api(cfg: &StackConfig, duration: Duration, concurrency: usize) -> Result<()> {
-    let clients = pipeline::Clients::new(cfg, false).await;
-    let tag = cafe_events::EventId::new().as_uuid().simple().to_string();
-    let tag = tag[tag.len() - 8..].to_owned();
-
-    // The stand-in's ceilings, on tables of their own, with the event store's own calls.
+/// An events and an idempotency table of a benchmark's own, shaped like the stack's
+/// (events first), named after `tag`; the caller deletes them.
+pub async fn store_tables(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    cfg: &StackConfig,
+    tag: &str,
+) -> Result<Vec<provision::TableSpec>> {
     let mut specs = provision::table_specs(&cfg.names);
     specs.retain(|s| s.name == cfg.names.events_table || s.name == cfg.names.idempotency_table);
     for s in &mut specs {
         s.name = format!("bench-{}-{tag}", s.name);
-        provision::ensure_table(&clients.dynamodb, s).await?;
+        provision::ensure_table(dynamodb, s).await?;
     }
+    Ok(specs)
+}
+
+/// The benchmark; prints its figures.
+pub async fn api(cfg: &StackConfig, duration: Duration, concurrency: usize) -> Result<()> {
+    let clients = pipeline::Clients::new(cfg, false).await;
+    let tag = load::run_tag();
+
+    // The stand-in's ceilings, on tables of their own, with the event store's own calls.
+    let specs = store_tables(&clients.dynamodb, cfg, &tag).await?;
     let bench_store = Arc::new(DynamoEventStore::new(
         clients.dynamodb.clone(),
         &specs[0].name,

@@ -44,16 +44,10 @@ pub async fn payments(cfg: &StackConfig, count: usize, invocations: usize) -> Re
             .interceptor(counter.clone())
             .build(),
     );
-    let tag = EventId::new().as_uuid().simple().to_string();
-    let tag = tag[tag.len() - 8..].to_owned();
+    let tag = load::run_tag();
 
     // Tables and a stream of the benchmark's own, removed at the end.
-    let mut specs = provision::table_specs(&cfg.names);
-    specs.retain(|s| s.name == cfg.names.events_table || s.name == cfg.names.idempotency_table);
-    for s in &mut specs {
-        s.name = format!("bench-{}-{tag}", s.name);
-        provision::ensure_table(&dynamodb, s).await?;
-    }
+    let specs = crate::bench::store_tables(&dynamodb, cfg, &tag).await?;
     let (events_table, idempotency_table) = (specs[0].name.clone(), specs[1].name.clone());
     let stream = format!("bench-pay-{tag}");
     provision::ensure_stream(&kinesis, &stream, cfg.stream_shards).await?;
@@ -163,7 +157,8 @@ pub async fn payments(cfg: &StackConfig, count: usize, invocations: usize) -> Re
 
 /// Places one order (two lines of the sample menu); answers its total.
 async fn place<S: EventStore, K: RecordSink>(orders: &CommandService<S, K>, id: &str) -> Result<i64> {
-    let (aggregate, command, menu) = load::place_order_command(id)?;
+    let (command, menu) = load::place_order_command(id)?;
+    let aggregate = AggregateId::Order(command.0.clone());
     let executed = orders
         .execute::<cafe_producers::domain::order::Order>(
             &aggregate,

@@ -146,7 +146,8 @@ fn order(run: &str, n: u64) -> (String, serde_json::Value) {
 
 /// A fresh run tag: the random tail of a UUIDv7 (its head is a timestamp, shared by runs
 /// started within the same minute, whose orders would collide on idempotency keys).
-fn run_tag() -> String {
+/// A short unique tag for the ids and resources one run creates.
+pub fn run_tag() -> String {
     let id = cafe_events::EventId::new().as_uuid().simple().to_string();
     id[id.len() - 10..].to_owned()
 }
@@ -190,8 +191,7 @@ pub async fn orders_closed_loop(http: &Http, base: &str, concurrency: usize, dur
 pub fn place_order_command(
     order_id: &str,
 ) -> Result<(
-    cafe_events::AggregateId,
-    <cafe_producers::domain::order::Order as cafe_producers::domain::Aggregate>::Command,
+    (cafe_events::OrderId, cafe_producers::domain::order::OrderCommand),
     std::collections::HashMap<cafe_events::ItemId, cafe_events::Cents>,
 )> {
     use cafe_producers::domain::order::{LineRequest, OrderCommand, PlaceOrder};
@@ -216,7 +216,7 @@ pub fn place_order_command(
         lines,
         currency: "USD".into(),
     });
-    Ok((cafe_events::AggregateId::Order(id.clone()), (id, command), menu))
+    Ok(((id, command), menu))
 }
 
 /// An `OrderPlaced` shaped like the API's (two lines), for measuring the event store's

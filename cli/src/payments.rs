@@ -151,18 +151,7 @@ pub async fn depth(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<u64> {
 /// Messages waiting to be received (the queue's backlog), and messages received and not
 /// yet deleted (being processed, or failed and waiting out their visibility timeout).
 pub async fn counts(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<(u64, u64)> {
-    use aws_sdk_sqs::types::QueueAttributeName as A;
-    let out = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(A::ApproximateNumberOfMessages)
-        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await?;
-    let attrs = out.attributes.unwrap_or_default();
-    let n = |a: A| attrs.get(&a).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    Ok((
-        n(A::ApproximateNumberOfMessages),
-        n(A::ApproximateNumberOfMessagesNotVisible),
-    ))
+    cafe_lambda_payment::requests::queue_counts(sqs, url)
+        .await
+        .map_err(anyhow::Error::msg)
 }

@@ -48,16 +48,38 @@ pub struct RunArgs {
     pub listen: SocketAddr,
 }
 
+/// Where a part's backlog is read.
+#[derive(Debug, Clone, Copy)]
+enum Backlog {
+    /// A consumer application's checkpoints, against the tapped stream.
+    Application(&'static str),
+    /// The payment queue's visible messages.
+    PaymentQueue,
+}
+
 /// One part's verdict.
 #[derive(Debug, Clone)]
 struct PartHealth {
-    name: String,
+    name: &'static str,
+    backlog: Backlog,
     /// Its backlog when the load stopped (records, or messages for the function).
-    at_end: u64,
+    at_end: Option<u64>,
     /// Still left when the settle time ran out (or when it caught up: 0).
     left: u64,
     /// When it first had nothing left, counted from the end of the load.
     caught_up: Option<Duration>,
+}
+
+impl PartHealth {
+    fn new(name: &'static str, backlog: Backlog) -> Self {
+        PartHealth {
+            name,
+            backlog,
+            at_end: None,
+            left: 0,
+            caught_up: None,
+        }
+    }
 }
 
 /// The first Ctrl-C or SIGTERM cancels `interrupt` (the job wraps up: settle is cut
@@ -168,38 +190,35 @@ pub async fn run(stack: &Stack, args: RunArgs) -> Result<std::process::ExitCode>
         .collect();
     let mut applications = projectors.applications();
     applications.sort_unstable();
-    let mut parts: Vec<PartHealth> = Vec::new();
+    let mut parts: Vec<PartHealth> = applications
+        .into_iter()
+        .map(|app| PartHealth::new(app, Backlog::Application(app)))
+        .collect();
+    if saga.is_some() {
+        parts.push(PartHealth::new("payment function", Backlog::PaymentQueue));
+    }
     let settle_until = load_ended + SETTLE;
     loop {
         tap.poll().await?;
-        let mut backlogs = Vec::new();
-        for app in &applications {
-            let behind = backlog(&clients.dynamodb, &cfg.names.leases_table, app, &tap, &watermarks).await;
-            backlogs.push((app.to_string(), behind));
-        }
-        if saga.is_some() {
-            // Its backlog is what waits to be received; a message that failed and waits
-            // out its visibility timeout (the flaky customer's retry) is a retry, not lag.
-            let waiting = payments::counts(&clients.sqs, &payments_queue)
-                .await
-                .map_or(u64::MAX, |(visible, _)| visible);
-            backlogs.push(("payment function".to_owned(), waiting));
-        }
         let now = load_ended.elapsed();
-        if parts.is_empty() {
-            parts = backlogs
-                .iter()
-                .map(|(name, n)| PartHealth {
-                    name: name.clone(),
-                    at_end: *n,
-                    left: *n,
-                    caught_up: None,
-                })
-                .collect();
-        }
-        for (part, (_, n)) in parts.iter_mut().zip(&backlogs) {
-            part.left = *n;
-            if *n == 0 && part.caught_up.is_none() {
+        for part in &mut parts {
+            let n = match part.backlog {
+                Backlog::Application(app) => {
+                    backlog(&clients.dynamodb, &cfg.names.leases_table, app, &tap, &watermarks).await
+                }
+                // What waits to be received; a message that failed and waits out its
+                // visibility timeout (the flaky customer's retry) is a retry, not lag.
+                Backlog::PaymentQueue => match payments::counts(&clients.sqs, &payments_queue).await {
+                    Ok((visible, _)) => visible,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not read the payment queue's depth");
+                        u64::MAX
+                    }
+                },
+            };
+            part.at_end.get_or_insert(n);
+            part.left = n;
+            if n == 0 && part.caught_up.is_none() {
                 part.caught_up = Some(now);
             }
         }
@@ -317,7 +336,11 @@ pub async fn run(stack: &Stack, args: RunArgs) -> Result<std::process::ExitCode>
             || format!("{} left", p.left),
             |t| format!("caught up in {:.1} s", t.as_secs_f64()),
         );
-        println!("  {verdict:<4} {:<22} {:>7} -> {when}", p.name, p.at_end);
+        println!(
+            "  {verdict:<4} {:<22} {:>7} -> {when}",
+            p.name,
+            p.at_end.unwrap_or_default()
+        );
     }
     for u in &undone {
         println!("  stop: {u}");
@@ -340,7 +363,7 @@ pub async fn run(stack: &Stack, args: RunArgs) -> Result<std::process::ExitCode>
     let behind: Vec<&str> = parts
         .iter()
         .filter(|p| !kept_up(p))
-        .map(|p| p.name.as_str())
+        .map(|p| p.name)
         .chain((!api_kept_up).then_some("command API"))
         .collect();
     if !behind.is_empty() {

@@ -27,7 +27,7 @@ impl ShardLog {
 
     /// User records seen in all.
     pub fn total(&self) -> u64 {
-        self.records.iter().map(|(_, n)| u64::from(*n)).sum()
+        count(&self.records)
     }
 
     /// The newest sequence number seen.
@@ -51,8 +51,12 @@ impl ShardLog {
     }
 }
 
+/// User records in `records`.
+fn count(records: &[(String, u32)]) -> u64 {
+    records.iter().map(|(_, n)| u64::from(*n)).sum()
+}
+
 fn behind(records: &[(String, u32)], checkpoint: &Checkpoint) -> u64 {
-    let count = |records: &[(String, u32)]| records.iter().map(|(_, n)| u64::from(*n)).sum::<u64>();
     match checkpoint {
         Checkpoint::ShardEnd => 0,
         Checkpoint::TrimHorizon | Checkpoint::Latest | Checkpoint::AtTimestamp => count(records),

@@ -74,20 +74,12 @@ pub fn walk(outcomes: &[Outcome], len: usize) -> Walk {
         match outcomes.get(i) {
             Some(Outcome::Done) => {}
             Some(Outcome::Park(reason)) => park.push((i, reason.clone())),
-            Some(Outcome::Retry(reason)) => {
+            Some(outcome @ (Outcome::Retry(reason) | Outcome::Defer(reason))) => {
                 return Walk {
                     finished: i,
                     park,
                     retry: Some(reason.clone()),
-                    deferred: false,
-                };
-            }
-            Some(Outcome::Defer(reason)) => {
-                return Walk {
-                    finished: i,
-                    park,
-                    retry: Some(reason.clone()),
-                    deferred: true,
+                    deferred: matches!(outcome, Outcome::Defer(_)),
                 };
             }
             None => {

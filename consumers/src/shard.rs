@@ -404,7 +404,8 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> ShardReader<P, L, K> {
             if self.cancel.is_cancelled() {
                 return Ok(false);
             }
-            if w.deferred {
+            // Back-pressure waits a short fixed pause; a failure backs off further each time.
+            let wait = if w.deferred {
                 shared.metrics.deferred.get_or_create(&self.labels).inc();
                 if let Some(first) = records.first() {
                     debug!(
@@ -414,6 +415,8 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> ShardReader<P, L, K> {
                         "downstream full; offering the rest of the batch again shortly"
                     );
                 }
+                backoff.reset();
+                shared.cfg.defer_pause
             } else {
                 shared.metrics.retries.get_or_create(&self.labels).inc();
                 if let Some(first) = records.first() {
@@ -424,17 +427,12 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> ShardReader<P, L, K> {
                         "processing failed; offering the rest of the batch again"
                     );
                 }
-            }
+                backoff.next()
+            };
             // Progress made so far is kept even if the retries go on for a long time.
             if self.done != self.checkpointed {
                 self.checkpoint().await?;
             }
-            let wait = if w.deferred {
-                backoff.reset();
-                shared.cfg.defer_pause
-            } else {
-                backoff.next()
-            };
             if !pause(&self.cancel, wait).await {
                 return Ok(false);
             }

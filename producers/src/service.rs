@@ -155,7 +155,7 @@ impl<S: EventStore, K: RecordSink> CommandService<S, K> {
     pub async fn execute_from<A: Aggregate>(
         &self,
         id: &AggregateId,
-        known: Option<(A, u64)>,
+        mut known: Option<(A, u64)>,
         command: &A::Command,
         context: &A::Context,
         meta: &CommandMeta,
@@ -166,7 +166,6 @@ impl<S: EventStore, K: RecordSink> CommandService<S, K> {
         }
         let mut conflicts = 0;
         let mut assume_new = A::is_creation(command);
-        let mut known = known;
         loop {
             let (state, version) = if let Some(known) = known.take() {
                 known

@@ -71,6 +71,25 @@ pub fn request_for(event: &EventEnvelope) -> Option<PaymentRequest> {
     })
 }
 
+/// A queue's messages waiting to be received, and those received and not yet deleted
+/// (being processed, or failed and waiting out their visibility timeout).
+pub async fn queue_counts(sqs: &Client, queue_url: &str) -> Result<(u64, u64), String> {
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .map_err(|e| format!("GetQueueAttributes: {}", aws_sdk_sqs::error::DisplayErrorContext(&e)))?;
+    let attrs = out.attributes.unwrap_or_default();
+    let n = |a: QueueAttributeName| attrs.get(&a).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Ok((
+        n(QueueAttributeName::ApproximateNumberOfMessages),
+        n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+    ))
+}
+
 /// Sends payment requests for placed orders.
 #[derive(Debug, Clone)]
 pub struct PaymentRequests {
@@ -104,7 +123,9 @@ impl PaymentRequests {
         let mut est = self.gate.estimate.lock().await;
         let stale = est.at.is_none_or(|at| at.elapsed() >= DEPTH_TTL);
         if stale || est.observed + est.sent_since + wanted > self.gate.bound {
-            est.observed = self.depth().await?;
+            est.observed = queue_counts(&self.sqs, &self.queue_url)
+                .await
+                .map(|(visible, in_flight)| visible + in_flight)?;
             est.sent_since = 0;
             est.at = Some(Instant::now());
         }
@@ -112,23 +133,6 @@ impl PaymentRequests {
         let admitted = room.min(wanted);
         est.sent_since += admitted;
         Ok(admitted)
-    }
-
-    /// Visible plus in-flight messages of the queue.
-    async fn depth(&self) -> Result<u64, String> {
-        let out = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&self.queue_url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-            .send()
-            .await
-            .map_err(|e| format!("GetQueueAttributes: {}", aws_sdk_sqs::error::DisplayErrorContext(&e)))?;
-        let attrs = out.attributes.unwrap_or_default();
-        let n = |a: QueueAttributeName| attrs.get(&a).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        Ok(n(QueueAttributeName::ApproximateNumberOfMessages)
-            + n(QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
     }
 
     /// Sends one SendMessageBatch; answers the outcome of each entry.

@@ -18,7 +18,8 @@ use crate::helpers::*;
 const BOUND: u64 = 15;
 const ORDERS: usize = 60;
 
-/// Visible plus in-flight messages.
+/// Visible plus in-flight messages, read here rather than through the library's
+/// `queue_counts`, which the gate under test uses itself.
 async fn depth(world: &World, queue: &str) -> u64 {
     use aws_sdk_sqs::types::QueueAttributeName as A;
     let attrs = world
