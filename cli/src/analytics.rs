@@ -16,7 +16,7 @@ pub struct AnalyticsArgs {
     #[arg(long, global = true)]
     json: bool,
     /// Schema holding the facts.
-    #[arg(long, global = true, default_value = "analytics")]
+    #[arg(long, global = true, default_value = cafe_projections::catalog::LIVE_ANALYTICS_SCHEMA)]
     schema: String,
     /// PostgreSQL URL of the warehouse (default: the local stack's `analytics` database).
     #[arg(long, global = true, env = "CAFE_ANALYTICS_URL", hide_env_values = true)]

@@ -8,14 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use cafe_events::AggregateId;
-use cafe_localstack::{StackConfig, aws, provision};
-use cafe_projections::active_orders::DynamoActiveOrders;
-use cafe_projections::analytics::{AnalyticsFacts, PgWarehouse, Warehouse};
-use cafe_projections::cache::RedisCache;
-use cafe_projections::documents::MongoDocuments;
+use cafe_localstack::StackConfig;
+use cafe_projections::catalog::{Endpoints, Namespace, ReadModel};
 use cafe_projections::history::{self, HistoryConfig};
-use cafe_projections::inventory::RedisInventory;
 use cafe_projections::postgres::orders::PgOrdersView;
 use cafe_projections::{Batch, Positioned, Projection};
 use futures::{SinkExt, TryStreamExt};
@@ -71,23 +66,6 @@ fn rate(events: usize, took: Duration) -> f64 {
     events as f64 / took.as_secs_f64().max(f64::EPSILON)
 }
 
-/// A read model the benchmark can run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Model {
-    /// Orders + loyalty on PostgreSQL, with the COPY ceiling.
-    Postgres,
-    /// Active orders on DynamoDB.
-    ActiveOrders,
-    /// Menu and order documents on the MongoDB-wire server.
-    Documents,
-    /// The ElastiCache write-through.
-    Cache,
-    /// The MemoryDB inventory.
-    Inventory,
-    /// The analytics facts on the PostgreSQL wire.
-    Analytics,
-}
-
 /// Runs the benchmark on a history of `orders` orders, for the models in `only` (all
 /// when empty).
 /// The PostgreSQL phase runs on a history of `postgres_orders` orders of its own: its
@@ -99,10 +77,10 @@ pub async fn projections(
     orders: usize,
     postgres_orders: usize,
     batch: usize,
-    only: &[Model],
+    only: &[ReadModel],
     trials: usize,
 ) -> Result<()> {
-    let runs = |m: Model| only.is_empty() || only.contains(&m);
+    let runs = |m: ReadModel| only.is_empty() || only.contains(&m);
     let generate = |orders: usize| {
         history::generate(HistoryConfig {
             seed: 1,
@@ -112,11 +90,11 @@ pub async fn projections(
             menu_items: 40,
         })
     };
-    if runs(Model::Postgres) {
+    if runs(ReadModel::Orders) {
         let history = generate(postgres_orders);
         let pg_events = history
             .iter()
-            .filter(|e| matches!(e.aggregate_id, AggregateId::Order(_) | AggregateId::LoyaltyAccount(_)))
+            .filter(|e| ReadModel::Orders.consumes(&e.aggregate_id))
             .count();
         println!(
             "postgres history: {} events ({pg_events} order+loyalty) over {postgres_orders} orders, 4 shards, batches of {batch}",
@@ -126,82 +104,37 @@ pub async fn projections(
         drop(history);
         postgres(cfg, &shards, batch, pg_events, trials).await?;
     }
-    if only.iter().all(|m| *m == Model::Postgres) && !only.is_empty() {
+    if only.iter().all(|m| *m == ReadModel::Orders) && !only.is_empty() {
         return Ok(());
     }
     let history = generate(orders);
     let shards = history::sharded(&history, 4);
-    let relevant = |pred: fn(&AggregateId) -> bool| history.iter().filter(|e| pred(&e.aggregate_id)).count();
-    let order_events = relevant(|a| matches!(a, AggregateId::Order(_)));
     println!(
-        "history: {} events ({} order) over {orders} orders, 4 shards, batches of {batch}",
+        "history: {} events over {orders} orders, 4 shards, batches of {batch}",
         history.len(),
-        order_events,
     );
-    let run = std::process::id();
-    if runs(Model::ActiveOrders) {
-        let sdk = aws::sdk_config(cfg).await;
-        let dynamodb = aws::dynamodb(&sdk, cfg);
-        let spec = provision::ensure_table_like(
-            &dynamodb,
-            &cfg.names,
-            &cfg.names.active_orders_table,
-            &format!("bench-active-{run}"),
-        )
-        .await?;
-        let active = DynamoActiveOrders::new(dynamodb.clone(), &spec.name);
-        report(
-            "dynamodb (active orders)",
-            order_events,
-            apply_all(&active, &shards, batch).await?,
-        );
-        let _ = dynamodb.delete_table().table_name(&spec.name).send().await;
-    }
-    // The other four, each on a namespace of its own, dropped afterwards.
-    let ns = format!("bench_{run}");
-    if runs(Model::Documents) {
-        let documents = MongoDocuments::connect(&cfg.mongo_url(), &ns).await?;
-        report(
-            "documentdb (menu + orders)",
-            relevant(|a| matches!(a, AggregateId::MenuItem(_) | AggregateId::Order(_))),
-            apply_all(&documents, &shards, batch).await?,
-        );
-        documents.drop_database().await?;
-    }
-    if runs(Model::Cache) {
-        let cache = RedisCache::connect(&cfg.redis_url(), &format!("{ns}:cache:")).await?;
-        report(
-            "redis cache (menu+loyalty)",
-            relevant(|a| matches!(a, AggregateId::MenuItem(_) | AggregateId::LoyaltyAccount(_))),
-            apply_all(&cache, &shards, batch).await?,
-        );
-    }
-    if runs(Model::Inventory) {
-        let inventory = RedisInventory::connect(&cfg.redis_url(), &format!("{ns}:")).await?;
-        report(
-            "redis inventory",
-            relevant(|a| matches!(a, AggregateId::StockItem(..))),
-            apply_all(&inventory, &shards, batch).await?,
-        );
-    }
-    if runs(Model::Cache) || runs(Model::Inventory) {
-        drop_keys(&cfg.redis_url(), &format!("{ns}:*")).await?;
-    }
-    if runs(Model::Analytics) {
-        let analytics_url = cfg.postgres_url(&cfg.names.analytics_database);
-        let facts = AnalyticsFacts::connect(PgWarehouse::connect(&analytics_url, &ns)?, &ns).await?;
-        report(
-            "analytics facts (pg wire)",
-            history.len(),
-            apply_all(&facts, &shards, batch).await?,
-        );
-        facts
-            .warehouse()
-            .execute_batch(vec![format!("DROP SCHEMA {ns} CASCADE")])
+    // Every other model, on a namespace of its own, dropped afterwards.
+    let at = endpoints(cfg).await;
+    let ns = Namespace::shadow(&format!("bench_{}", std::process::id()))?;
+    for model in ReadModel::ALL
+        .into_iter()
+        .filter(|m| *m != ReadModel::Orders && runs(*m))
+    {
+        let projection = model.connect(&at, &ns).await?;
+        let events = history.iter().filter(|e| model.consumes(&e.aggregate_id)).count();
+        let took = apply_all(&projection, &shards, batch).await;
+        model
+            .drop(&at, &ns)
             .await
-            .context("dropping the benchmark's analytics schema")?;
+            .with_context(|| format!("dropping the benchmark's {model} copy"))?;
+        report(&format!("{model} ({})", model.store()), events, took?);
     }
     Ok(())
+}
+
+/// The local stack's stores.
+async fn endpoints(cfg: &StackConfig) -> Endpoints {
+    crate::read_side::endpoints(cfg, &crate::pipeline::Clients::new(cfg, false).await)
 }
 
 /// The PostgreSQL projector, then a raw COPY of the rows it produced into a fresh schema,
@@ -215,16 +148,17 @@ async fn postgres(
     trials: usize,
 ) -> Result<()> {
     let run = std::process::id();
-    let url = cfg.postgres_url(&cfg.names.orders_database);
+    let at = endpoints(cfg).await;
     let (mut projector, mut ceiling, mut rows) = (Vec::new(), Vec::new(), 0);
     for trial in 0..trials.max(1) {
         let (projected, copied) = (
             format!("bench_{run}_{trial}_projected"),
             format!("bench_{run}_{trial}_copied"),
         );
-        let pg = PgOrdersView::connect(&url, &projected).await?;
+        let (projected_ns, copied_ns) = (Namespace::shadow(&projected)?, Namespace::shadow(&copied)?);
+        let pg = at.orders(&projected_ns).await?;
         projector.push(apply_all(&pg, shards, batch).await?);
-        let target = PgOrdersView::connect(&url, &copied).await?;
+        let target = at.orders(&copied_ns).await?;
         let (copy_took, copied_rows) = copy_ceiling(&pg, &projected, &target, &copied, shards.len()).await?;
         ceiling.push(copy_took);
         rows = copied_rows;
@@ -235,14 +169,12 @@ async fn postgres(
             copy_took.as_secs_f64(),
             100.0 * copy_took.as_secs_f64() / projector[trial].as_secs_f64().max(f64::EPSILON)
         );
-        pg.pool()
-            .get()
-            .await?
-            .batch_execute(&format!(
-                "DROP SCHEMA {projected} CASCADE; DROP SCHEMA {copied} CASCADE;"
-            ))
-            .await
-            .context("dropping the benchmark schemas")?;
+        for ns in [projected_ns, copied_ns] {
+            ReadModel::Orders
+                .drop(&at, &ns)
+                .await
+                .context("dropping the benchmark schemas")?;
+        }
     }
     let (took, copy_took) = (median(&mut projector), median(&mut ceiling));
     println!(
@@ -317,16 +249,6 @@ fn report(what: &str, events: usize, took: Duration) {
         rate(events, took),
         took.as_secs_f64()
     );
-}
-
-/// Deletes the benchmark's Redis keys.
-async fn drop_keys(url: &str, pattern: &str) -> Result<()> {
-    let mut conn = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
-    let keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query_async(&mut conn).await?;
-    for chunk in keys.chunks(1000) {
-        let _: () = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await?;
-    }
-    Ok(())
 }
 
 /// `data` cut into `n` pieces at line ends.

@@ -155,8 +155,8 @@ enum BenchWhat {
         #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         batch: u32,
         /// Only these read models (comma-separated; default: all).
-        #[arg(long, value_enum, value_delimiter = ',')]
-        only: Vec<bench_projections::Model>,
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<cafe_projections::catalog::ReadModel>,
         /// PostgreSQL projector and COPY-ceiling runs (alternating; medians compared).
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
         trials: u32,
@@ -441,7 +441,7 @@ pub(crate) fn service_config() -> Result<ServiceConfig> {
 async fn api(cfg: &StackConfig, listen: SocketAddr, aws: bool) -> Result<std::process::ExitCode> {
     let clients = pipeline::Clients::new(cfg, aws).await;
     let service = pipeline::service(cfg, &clients, service_config()?);
-    let reads = Arc::new(read_side::models(cfg, &clients).await?);
+    let reads = Arc::new(read_side::models(&read_side::endpoints(cfg, &clients)).await?);
     let (stop, stopped) = watch::channel(false);
     let running = pipeline::start(service, listen, RelayConfig::default(), stopped, Some(reads)).await?;
     println!("listening on http://{}", running.addr);

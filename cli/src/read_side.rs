@@ -11,25 +11,18 @@ use cafe_consumers::parking::DynamoParkingLot;
 use cafe_consumers::{Processor, Worker, WorkerConfig, WorkerReport};
 use cafe_lambda_payment::requests::{self as payment_requests, PaymentRequests};
 use cafe_localstack::StackConfig;
-use cafe_projections::active_orders::DynamoActiveOrders;
-use cafe_projections::analytics::{AnalyticsFacts, PgWarehouse};
-use cafe_projections::cache::{CachedReads, RedisCache};
+use cafe_projections::analytics::AnalyticsFacts;
+use cafe_projections::cache::CachedReads;
+use cafe_projections::catalog::{
+    AnalyticsEndpoint, AnyProjection, AnyWarehouse, Endpoints, LIVE_ANALYTICS_SCHEMA, Namespace, ReadModel,
+};
 use cafe_projections::documents::MongoDocuments;
-use cafe_projections::inventory::RedisInventory;
-use cafe_projections::postgres::orders::PgOrdersView;
 use cafe_projections::query::{ReadModels, at_least};
 use cafe_projections::{Projection, Projector};
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::Clients;
 
-/// Schema of the Aurora read model (the seed's tables live in the default schema).
-pub const ORDERS_SCHEMA: &str = "public";
-/// Key prefix of the ElastiCache role. The MemoryDB role needs none: one local Redis
-/// plays both, and the inventory's own keys already start with `inventory:`.
-pub const CACHE_PREFIX: &str = "cache:";
-/// Schema of the analytics facts (what `cafe analytics` reads by default).
-pub const ANALYTICS_SCHEMA: &str = "analytics";
 /// Longest a `min_version` query waits.
 pub const READ_WAIT: Duration = Duration::from_secs(5);
 
@@ -45,55 +38,82 @@ fn url(var: &str, local: impl FnOnce() -> String) -> String {
     std::env::var(var).unwrap_or_else(|_| local())
 }
 
-/// Connects the read models (migrating those that have migrations).
-pub async fn models(cfg: &StackConfig, clients: &Clients) -> Result<ReadModels> {
-    let orders_url = url("CAFE_POSTGRES_URL", || cfg.postgres_url(&cfg.names.orders_database));
-    let orders = PgOrdersView::connect(&orders_url, ORDERS_SCHEMA)
+/// Where the read models' stores are: the environment's connection strings (set by
+/// `cafe stack env` and in AWS), else the local stack's.
+pub fn endpoints(cfg: &StackConfig, clients: &Clients) -> Endpoints {
+    Endpoints {
+        postgres_url: Some(url("CAFE_POSTGRES_URL", || {
+            cfg.postgres_url(&cfg.names.orders_database)
+        })),
+        analytics: Some((
+            AnalyticsEndpoint::Postgres(url("CAFE_ANALYTICS_URL", || {
+                cfg.postgres_url(&cfg.names.analytics_database)
+            })),
+            LIVE_ANALYTICS_SCHEMA.to_owned(),
+        )),
+        mongo: Some((
+            url("CAFE_MONGO_URL", || cfg.mongo_url()),
+            cfg.names.documents_database.clone(),
+        )),
+        redis_url: Some(url("CAFE_REDIS_URL", || cfg.redis_url())),
+        dynamodb: Some((clients.dynamodb.clone(), cfg.names.active_orders_table.clone())),
+    }
+}
+
+/// Connects the live read models the queries read (migrating those that have
+/// migrations).
+pub async fn models(at: &Endpoints) -> Result<ReadModels> {
+    let live = &Namespace::Live;
+    let orders = at
+        .orders(live)
         .await
         .context("connecting the orders read model (PostgreSQL)")?;
-    let documents = MongoDocuments::connect(
-        &url("CAFE_MONGO_URL", || cfg.mongo_url()),
-        &cfg.names.documents_database,
-    )
-    .await
-    .context("connecting the documents read model (MongoDB wire)")?;
-    let redis = url("CAFE_REDIS_URL", || cfg.redis_url());
-    let cache = RedisCache::connect(&redis, CACHE_PREFIX)
+    let documents = at
+        .documents(live)
         .await
-        .context("connecting the cache (Redis)")?;
-    let inventory = RedisInventory::connect(&redis, "")
+        .context("connecting the documents read model (MongoDB wire)")?;
+    let cache = at.cache(live).await.context("connecting the cache (Redis)")?;
+    let inventory = at
+        .inventory(live)
         .await
         .context("connecting the inventory read model (Redis)")?;
     Ok(ReadModels {
         menu: CachedReads::new(cache.clone(), documents),
         loyalty: CachedReads::new(cache, orders.clone()),
         orders,
-        active: DynamoActiveOrders::new(clients.dynamodb.clone(), &cfg.names.active_orders_table),
+        active: at.active_orders(live).await?,
         inventory,
         wait: READ_WAIT,
     })
 }
 
-/// The analytics read model on the local `analytics` database (PostgreSQL playing
-/// Redshift).
-pub async fn analytics(cfg: &StackConfig) -> Result<AnalyticsFacts<PgWarehouse>> {
-    let warehouse = PgWarehouse::connect(
-        &url("CAFE_ANALYTICS_URL", || cfg.postgres_url(&cfg.names.analytics_database)),
-        ANALYTICS_SCHEMA,
-    )?;
-    AnalyticsFacts::connect(warehouse, ANALYTICS_SCHEMA)
+/// The live analytics read model (PostgreSQL playing Redshift here).
+pub async fn analytics(at: &Endpoints) -> Result<AnalyticsFacts<AnyWarehouse>> {
+    at.analytics(&Namespace::Live)
         .await
         .context("connecting the analytics read model")
 }
 
+/// Connects every live read model of the catalog, for their projectors.
+pub async fn projections(at: &Endpoints) -> Result<Vec<AnyProjection>> {
+    let mut out = Vec::with_capacity(ReadModel::ALL.len());
+    for model in ReadModel::ALL {
+        let p = model
+            .connect(at, &Namespace::Live)
+            .await
+            .with_context(|| format!("connecting the {model} read model ({})", model.store()))?;
+        out.push(p);
+    }
+    Ok(out)
+}
+
 impl ReadSide {
-    /// Starts one projector worker per read model of `models`, and the consumer that
+    /// Starts one projector worker per read model of `projections`, and the consumer that
     /// sends a payment request to `payments_queue` (a URL) for every placed order.
     pub fn start(
         cfg: &StackConfig,
         clients: &Clients,
-        models: &ReadModels,
-        analytics: AnalyticsFacts<PgWarehouse>,
+        projections: Vec<AnyProjection>,
         payments_queue: &str,
         worker_id: &str,
     ) -> ReadSide {
@@ -101,12 +121,9 @@ impl ReadSide {
             workers: Vec::new(),
             stop: CancellationToken::new(),
         };
-        side.spawn(cfg, clients, worker_id, models.orders.clone());
-        side.spawn(cfg, clients, worker_id, models.active.clone());
-        side.spawn(cfg, clients, worker_id, models.menu.source().clone());
-        side.spawn(cfg, clients, worker_id, models.menu.cache().clone());
-        side.spawn(cfg, clients, worker_id, models.inventory.clone());
-        side.spawn(cfg, clients, worker_id, analytics);
+        for projection in projections {
+            side.spawn(cfg, clients, worker_id, projection);
+        }
         side.spawn_worker(
             cfg,
             clients,
@@ -213,7 +230,7 @@ pub async fn read_back(http: &crate::load::Http, base: &str, order_id: &str) -> 
 /// analytics facts (whose sum must equal the Aurora total).
 pub async fn read_back_direct(
     documents: &MongoDocuments,
-    analytics: &AnalyticsFacts<PgWarehouse>,
+    analytics: &AnalyticsFacts<AnyWarehouse>,
     order_id: &str,
     aurora_total: Option<i64>,
 ) -> Vec<ReadBack> {

@@ -124,14 +124,14 @@ pub async fn run(stack: &Stack, args: RunArgs) -> Result<std::process::ExitCode>
     );
 
     let service = pipeline::service(cfg, &clients, crate::service_config()?);
-    let reads = Arc::new(read_side::models(cfg, &clients).await?);
-    let analytics = read_side::analytics(cfg).await?;
+    let endpoints = read_side::endpoints(cfg, &clients);
+    let reads = Arc::new(read_side::models(&endpoints).await?);
+    let analytics = read_side::analytics(&endpoints).await?;
     let payments_queue = payments::queue_url(&clients.sqs, &cfg.names.payments_queue).await?;
     let projectors = read_side::ReadSide::start(
         cfg,
         &clients,
-        &reads,
-        analytics.clone(),
+        read_side::projections(&endpoints).await?,
         &payments_queue,
         &format!("run-{}", std::process::id()),
     );

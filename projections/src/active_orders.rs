@@ -10,7 +10,7 @@
 //! TransactWriteItems fails as a whole when one condition does), so a batch becomes one
 //! conditional UpdateItem per order it touches, folded per order and sent concurrently.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
@@ -24,6 +24,7 @@ use serde::Serialize;
 use crate::error::ProjectionError;
 use crate::names::order_status;
 use crate::projector::{Batch, Projection};
+use crate::verify::{BucketDigest, Buckets, Digests, Row, Verifiable};
 
 /// The customer index.
 pub const BY_CUSTOMER: &str = "by-customer";
@@ -97,6 +98,95 @@ impl DynamoActiveOrders {
         DynamoActiveOrders {
             client,
             table: table.into(),
+        }
+    }
+
+    /// Creates `name` with the key schema, attributes, indexes and TTL attribute of
+    /// `template` (on-demand billing), unless it exists, and waits until it is active:
+    /// a shadow copy of the live table, made from what the live table is rather than
+    /// from a second description of it.
+    pub async fn create_table_like(client: &Client, template: &str, name: &str) -> Result<(), ProjectionError> {
+        use aws_sdk_dynamodb::types::{BillingMode, GlobalSecondaryIndex, TimeToLiveSpecification};
+        let described = client.describe_table().table_name(template).send().await;
+        let table = described
+            .map_err(|e| dynamo_error("DescribeTable", &e))?
+            .table
+            .ok_or_else(|| ProjectionError::poison("dynamodb", format!("{template}: no description")))?;
+        let gsis: Vec<GlobalSecondaryIndex> = table
+            .global_secondary_indexes()
+            .iter()
+            .map(|g| {
+                GlobalSecondaryIndex::builder()
+                    .set_index_name(g.index_name.clone())
+                    .set_key_schema(g.key_schema.clone())
+                    .set_projection(g.projection.clone())
+                    .build()
+                    .map_err(|e| ProjectionError::poison("dynamodb", format!("index of {template}: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let created = client
+            .create_table()
+            .table_name(name)
+            .set_key_schema(table.key_schema.clone())
+            .set_attribute_definitions(table.attribute_definitions.clone())
+            .set_global_secondary_indexes((!gsis.is_empty()).then_some(gsis))
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => return Ok(()),
+            Err(e) => return Err(dynamo_error("CreateTable", &e)),
+        }
+        for _ in 0..600 {
+            let status = client
+                .describe_table()
+                .table_name(name)
+                .send()
+                .await
+                .map_err(|e| dynamo_error("DescribeTable", &e))?
+                .table
+                .and_then(|t| t.table_status);
+            if status == Some(aws_sdk_dynamodb::types::TableStatus::Active) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let ttl = client
+            .describe_time_to_live()
+            .table_name(template)
+            .send()
+            .await
+            .map_err(|e| dynamo_error("DescribeTimeToLive", &e))?;
+        if let Some(attribute) = ttl.time_to_live_description.and_then(|d| d.attribute_name) {
+            let spec = TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name(attribute)
+                .build()
+                .map_err(|e| ProjectionError::poison("dynamodb", e))?;
+            client
+                .update_time_to_live()
+                .table_name(name)
+                .time_to_live_specification(spec)
+                .send()
+                .await
+                .map_err(|e| dynamo_error("UpdateTimeToLive", &e))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes `table` (a shadow or scratch copy being dropped); a missing one is gone
+    /// already.
+    pub async fn delete_table(client: &Client, table: &str) -> Result<(), ProjectionError> {
+        match client.delete_table().table_name(table).send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_resource_not_found_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(dynamo_error("DeleteTable", &e)),
         }
     }
 
@@ -250,25 +340,63 @@ impl Projection for DynamoActiveOrders {
     }
 
     async fn snapshot(&self) -> Result<Vec<String>, ProjectionError> {
-        let pages = self
+        let mut lines = Vec::new();
+        self.each_item(|item| lines.push(canonical(item))).await?;
+        lines.sort();
+        Ok(lines)
+    }
+}
+
+impl DynamoActiveOrders {
+    /// Every item once, through `each` (a paginated, consistent Scan: one page in
+    /// memory at a time).
+    async fn each_item(&self, mut each: impl FnMut(&HashMap<String, AttributeValue>)) -> Result<(), ProjectionError> {
+        let mut pages = self
             .client
             .scan()
             .table_name(&self.table)
             .consistent_read(true)
             .into_paginator()
-            .items()
-            .send()
-            .collect::<Result<Vec<_>, _>>()
-            .await
-            .map_err(|e| dynamo_error("Scan", &e))?;
-        let mut lines: Vec<String> = pages
-            .iter()
-            .map(|item| {
-                let fields: BTreeMap<&str, String> = item.iter().map(|(k, v)| (k.as_str(), format!("{v:?}"))).collect();
-                format!("{fields:?}")
-            })
-            .collect();
-        lines.sort();
-        Ok(lines)
+            .send();
+        while let Some(page) = pages.next().await {
+            for item in page.map_err(|e| dynamo_error("Scan", &e))?.items() {
+                each(item);
+            }
+        }
+        Ok(())
+    }
+
+    async fn verify_pass(&self, buckets: Buckets, keep: &[u32]) -> Result<Digests, ProjectionError> {
+        let mut d = Digests::new(buckets, keep);
+        self.each_item(|item| {
+            let id = match item.get("order_id") {
+                Some(AttributeValue::S(id)) => id.as_str(),
+                _ => "",
+            };
+            let version = match item.get("version") {
+                Some(AttributeValue::N(v)) => v.parse().ok(),
+                _ => None,
+            };
+            d.add(id, id.to_owned(), version, &canonical(item));
+        })
+        .await?;
+        Ok(d)
+    }
+}
+
+/// An item as one line: attributes sorted by name.
+fn canonical(item: &HashMap<String, AttributeValue>) -> String {
+    let fields: BTreeMap<&str, String> = item.iter().map(|(k, v)| (k.as_str(), format!("{v:?}"))).collect();
+    format!("{fields:?}")
+}
+
+/// Digests streamed from a Scan (DynamoDB cannot compute them in place).
+impl Verifiable for DynamoActiveOrders {
+    async fn digests(&self, buckets: Buckets) -> Result<Vec<BucketDigest>, ProjectionError> {
+        Ok(self.verify_pass(buckets, &[]).await?.digests())
+    }
+
+    async fn rows(&self, buckets: Buckets, which: &[u32]) -> Result<Vec<Row>, ProjectionError> {
+        Ok(self.verify_pass(buckets, which).await?.kept())
     }
 }

@@ -49,6 +49,7 @@ use crate::names::tier_name;
 use crate::postgres::orders::{LoyaltyView, PgOrdersView};
 use crate::projector::{Batch, Projection};
 use crate::redis_scripts;
+use crate::verify::{BucketDigest, Buckets, Digests, Row, Verifiable};
 
 /// KEYS[1]; ARGV: version, ttl, then field/value pairs. Writes only over an older version.
 const SET_NEWER: &str = r"
@@ -195,6 +196,12 @@ impl RedisCache {
             invalidate_lists: Script::new(INVALIDATE_LISTS),
             fill_list: Script::new(FILL_LIST),
         })
+    }
+
+    /// Deletes every key of this copy (a shadow or scratch copy being dropped).
+    pub async fn delete_all(&self) -> Result<(), ProjectionError> {
+        redis_scripts::delete_prefixed(&mut self.con.clone(), &self.prefix).await?;
+        Ok(())
     }
 
     /// Other lifetimes for items/accounts and for listings.
@@ -556,5 +563,46 @@ impl Projection for RedisCache {
             out.push(format!("cache {name} {fields:?}"));
         }
         Ok(out)
+    }
+}
+
+impl RedisCache {
+    /// One pass over the items and accounts (not the listings, which readers fill).
+    async fn verify_pass(&self, buckets: Buckets, keep: &[u32]) -> Result<Digests, ProjectionError> {
+        let mut con = self.con.clone();
+        let mut d = Digests::new(buckets, keep);
+        let items = self.item_key("");
+        for key in redis_scripts::keys(&mut con, &items).await? {
+            let (v, json): (Option<u64>, Option<String>) = redis::cmd("HMGET")
+                .arg(&key)
+                .arg(&["v", "json"])
+                .query_async(&mut con)
+                .await?;
+            let id = &key[items.len()..];
+            let text = format!("v{} {}", v.unwrap_or(0), json.unwrap_or_default());
+            d.add(id, format!("menu:item:{id}"), v, &text);
+        }
+        let accounts = self.loyalty_key("");
+        for key in redis_scripts::keys(&mut con, &accounts).await? {
+            let fields: (Option<u64>, Option<String>, Option<i64>, Option<String>) = redis::cmd("HMGET")
+                .arg(&key)
+                .arg(&["v", "customer_id", "balance", "tier"])
+                .query_async(&mut con)
+                .await?;
+            let id = &key[accounts.len()..];
+            d.add(id, format!("loyalty:{id}"), fields.0, &format!("{fields:?}"));
+        }
+        Ok(d)
+    }
+}
+
+/// Digests streamed from a key scan.
+impl Verifiable for RedisCache {
+    async fn digests(&self, buckets: Buckets) -> Result<Vec<BucketDigest>, ProjectionError> {
+        Ok(self.verify_pass(buckets, &[]).await?.digests())
+    }
+
+    async fn rows(&self, buckets: Buckets, which: &[u32]) -> Result<Vec<Row>, ProjectionError> {
+        Ok(self.verify_pass(buckets, which).await?.kept())
     }
 }

@@ -28,6 +28,7 @@ use crate::error::ProjectionError;
 use crate::names::order_status;
 use crate::postgres::orders::OrderLineView;
 use crate::projector::{Batch, Projection};
+use crate::verify::{BucketDigest, Buckets, Digests, Row, Verifiable};
 
 /// Statements per `update` command: the server's batch limit is far above this, and a
 /// smaller command keeps any one round trip short.
@@ -432,6 +433,48 @@ impl Projection for MongoDocuments {
             ));
         }
         Ok(out)
+    }
+}
+
+impl MongoDocuments {
+    /// One streamed pass over both collections (a cursor each: one batch in memory).
+    async fn verify_pass(&self, buckets: Buckets, keep: &[u32]) -> Result<Digests, ProjectionError> {
+        let json = |v: Result<String, serde_json::Error>| v.map_err(|e| ProjectionError::poison("mongodb", e));
+        let mut d = Digests::new(buckets, keep);
+        let mut items = self.menu().find(doc! {}).await?;
+        while let Some(doc) = items.try_next().await? {
+            let view = menu_item_view(&doc)?;
+            let text = json(serde_json::to_string(&view))?;
+            d.add(
+                &view.item_id,
+                format!("menu_items:{}", view.item_id),
+                Some(view.version),
+                &text,
+            );
+        }
+        let mut orders = self.orders().find(doc! {}).await?;
+        while let Some(doc) = orders.try_next().await? {
+            let view = order_document(&doc)?;
+            let text = json(serde_json::to_string(&view))?;
+            d.add(
+                &view.order_id,
+                format!("order_documents:{}", view.order_id),
+                Some(view.version),
+                &text,
+            );
+        }
+        Ok(d)
+    }
+}
+
+/// Digests streamed from cursors.
+impl Verifiable for MongoDocuments {
+    async fn digests(&self, buckets: Buckets) -> Result<Vec<BucketDigest>, ProjectionError> {
+        Ok(self.verify_pass(buckets, &[]).await?.digests())
+    }
+
+    async fn rows(&self, buckets: Buckets, which: &[u32]) -> Result<Vec<Row>, ProjectionError> {
+        Ok(self.verify_pass(buckets, which).await?.kept())
     }
 }
 

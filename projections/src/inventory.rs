@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::error::ProjectionError;
 use crate::projector::{Batch, Projection};
 use crate::redis_scripts;
+use crate::verify::{BucketDigest, Buckets, Digests, Row, Verifiable};
 
 /// ARGV is (sku, on_hand, version) triples; answers how many SKUs moved.
 const SET_NEWER: &str = r"
@@ -71,6 +72,13 @@ impl RedisInventory {
 
     fn key(&self, store_id: &str) -> String {
         format!("{}inventory:{store_id}", self.prefix)
+    }
+
+    /// Deletes every key of this copy (a shadow or scratch copy being dropped): only the
+    /// inventory's own keys under the prefix.
+    pub async fn delete_all(&self) -> Result<(), ProjectionError> {
+        redis_scripts::delete_prefixed(&mut self.con.clone(), &self.key("")).await?;
+        Ok(())
     }
 
     /// A store's stock, sorted by SKU (empty for an unknown store).
@@ -157,5 +165,39 @@ impl Projection for RedisInventory {
             }
         }
         Ok(out)
+    }
+}
+
+impl RedisInventory {
+    /// One pass over every store's hash; a stock item (`store#sku`) is one row.
+    async fn verify_pass(&self, buckets: Buckets, keep: &[u32]) -> Result<Digests, ProjectionError> {
+        let mut con = self.con.clone();
+        let marker = self.key("");
+        let mut d = Digests::new(buckets, keep);
+        for key in redis_scripts::keys(&mut con, &marker).await? {
+            let store = &key[marker.len()..];
+            let fields: BTreeMap<String, String> = redis::cmd("HGETALL").arg(&key).query_async(&mut con).await?;
+            for s in stock_views(&fields) {
+                let aggregate = format!("{store}{}{}", cafe_events::aggregate::STOCK_ITEM_SEPARATOR, s.sku);
+                d.add(
+                    &aggregate,
+                    aggregate.clone(),
+                    Some(s.version),
+                    &format!("{} v{}", s.on_hand, s.version),
+                );
+            }
+        }
+        Ok(d)
+    }
+}
+
+/// Digests streamed from a key scan.
+impl Verifiable for RedisInventory {
+    async fn digests(&self, buckets: Buckets) -> Result<Vec<BucketDigest>, ProjectionError> {
+        Ok(self.verify_pass(buckets, &[]).await?.digests())
+    }
+
+    async fn rows(&self, buckets: Buckets, which: &[u32]) -> Result<Vec<Row>, ProjectionError> {
+        Ok(self.verify_pass(buckets, which).await?.kept())
     }
 }

@@ -20,7 +20,13 @@
 //! - [`analytics`]: the warehouse read model (Redshift facts and dimensions, loaded
 //!   through a staging table and `MERGE` by event id) behind the [`analytics::Warehouse`]
 //!   port, with a Redshift Data API and a PostgreSQL adapter, and the analytics reports.
+//! - [`catalog`]: the one list of read models ([`catalog::ReadModel`]), where each copy
+//!   of one lives ([`catalog::Namespace`]: live, or a replay's or benchmark's own), and
+//!   how to connect to it or drop it.
 //! - [`names`]: status and tier names, and the status each order event leaves.
+//! - [`verify`]: comparing two copies of a model at any size (per-bucket digests,
+//!   computed in the store where it can), telling rows that are wrong or missing from
+//!   rows that are only newer.
 //! - [`history`]: deterministic generated histories (tests, benchmarks, replay).
 //! - [`error`]: the one error type, transient or poison.
 //!
@@ -31,6 +37,7 @@
 pub mod active_orders;
 pub mod analytics;
 pub mod cache;
+pub mod catalog;
 pub mod documents;
 pub mod error;
 pub mod history;
@@ -40,6 +47,7 @@ pub mod postgres;
 pub mod projector;
 pub mod query;
 mod redis_scripts;
+pub mod verify;
 
 pub use error::ProjectionError;
 pub use projector::{Batch, Positioned, Projection, Projector, digest};

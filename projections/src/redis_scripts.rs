@@ -69,3 +69,13 @@ pub async fn keys(con: &mut ConnectionManager, prefix: &str) -> Result<Vec<Strin
     out.dedup();
     Ok(out)
 }
+
+/// Deletes every key starting with `prefix` (a copy of a model being dropped), in
+/// chunks, with `UNLINK` so Redis frees the memory off its main thread.
+pub async fn delete_prefixed(con: &mut ConnectionManager, prefix: &str) -> Result<usize, ProjectionError> {
+    let keys = keys(con, prefix).await?;
+    for chunk in keys.chunks(1000) {
+        let _: () = redis::cmd("UNLINK").arg(chunk).query_async(con).await?;
+    }
+    Ok(keys.len())
+}

@@ -5,8 +5,7 @@ use cafe_consumers::Processor;
 use cafe_consumers::parking::DynamoParkingLot;
 use cafe_lambda_projector::{EnvelopeCheck, Hosted, handle};
 use cafe_projections::Projector;
-use cafe_projections::active_orders::DynamoActiveOrders;
-use cafe_projections::analytics::{AnalyticsFacts, DataApiWarehouse};
+use cafe_projections::catalog::{AnalyticsEndpoint, Endpoints, Namespace, ReadModel};
 use lambda_runtime::{LambdaEvent, service_fn};
 
 #[tokio::main]
@@ -22,17 +21,21 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     match hosted {
         Hosted::EnvelopeCheck => serve(EnvelopeCheck, parking, application).await,
         Hosted::ActiveOrders { table } => {
-            serve(
-                Projector::new(DynamoActiveOrders::new(dynamodb, table)),
-                parking,
-                application,
-            )
-            .await
+            let at = Endpoints {
+                dynamodb: Some((dynamodb, table)),
+                ..Endpoints::default()
+            };
+            let model = ReadModel::ActiveOrders.connect(&at, &Namespace::Live).await?;
+            serve(Projector::new(model), parking, application).await
         }
         Hosted::Analytics { options, schema } => {
-            let warehouse = DataApiWarehouse::new(aws_sdk_redshiftdata::Client::new(&sdk), options);
-            let facts = AnalyticsFacts::connect(warehouse, &schema).await?;
-            serve(Projector::new(facts), parking, application).await
+            let redshift = aws_sdk_redshiftdata::Client::new(&sdk);
+            let at = Endpoints {
+                analytics: Some((AnalyticsEndpoint::DataApi(redshift, options), schema)),
+                ..Endpoints::default()
+            };
+            let model = ReadModel::Analytics.connect(&at, &Namespace::Live).await?;
+            serve(Projector::new(model), parking, application).await
         }
     }
 }

@@ -17,16 +17,21 @@ use cafe_events::{AggregateId, DomainEvent};
 use chrono::{DateTime, Utc};
 
 use super::reports::Reports;
-use super::{Warehouse, literal, valid_schema};
+use super::{Dialect, Warehouse, literal, valid_schema};
 use crate::error::ProjectionError;
 use crate::names::tier_name;
 use crate::projector::{Batch, Projection};
+use crate::verify::{BucketDigest, Buckets, Row, Verifiable, digests_from_sql, row_hash_sql_postgres, rows_from_sql};
 
 /// One table: its name, key and columns (key first), the DDL of its columns, and how a
 /// matched row is updated.
 struct Spec {
     table: &'static str,
     key: &'static [&'static str],
+    /// SQL of the aggregate id a row belongs to (verification buckets rows by it).
+    aggregate: &'static str,
+    /// SQL of the aggregate version a row reflects, where the table keeps one.
+    version: &'static str,
     columns: &'static [&'static str],
     ddl: &'static str,
     /// `SET` assignments for `WHEN MATCHED`: the stage is `s`, the target is named by its
@@ -37,6 +42,8 @@ struct Spec {
 const ORDER_LINES: Spec = Spec {
     table: "fact_order_lines",
     key: &["event_id", "line_no"],
+    aggregate: "order_id",
+    version: "NULL",
     columns: &[
         "event_id",
         "line_no",
@@ -61,6 +68,8 @@ const ORDER_LINES: Spec = Spec {
 const ORDER_STATUS: Spec = Spec {
     table: "fact_order_status",
     key: &["event_id"],
+    aggregate: "order_id",
+    version: "NULL",
     columns: &["event_id", "order_id", "status", "occurred_at"],
     ddl: "event_id VARCHAR(36) NOT NULL, order_id VARCHAR(128) NOT NULL, status VARCHAR(32) NOT NULL,
           occurred_at TIMESTAMP NOT NULL, PRIMARY KEY (event_id)",
@@ -70,6 +79,8 @@ const ORDER_STATUS: Spec = Spec {
 const INVENTORY_MOVES: Spec = Spec {
     table: "fact_inventory_moves",
     key: &["event_id"],
+    aggregate: "store_id || '#' || sku",
+    version: "NULL",
     columns: &[
         "event_id",
         "store_id",
@@ -88,6 +99,8 @@ const INVENTORY_MOVES: Spec = Spec {
 const LOYALTY: Spec = Spec {
     table: "fact_loyalty",
     key: &["event_id"],
+    aggregate: "customer_id",
+    version: "NULL",
     columns: &[
         "event_id",
         "customer_id",
@@ -106,6 +119,8 @@ const LOYALTY: Spec = Spec {
 const MENU_ITEMS: Spec = Spec {
     table: "dim_menu_item",
     key: &["item_id"],
+    aggregate: "item_id",
+    version: "version",
     columns: &["item_id", "name", "category", "price_cents", "retired", "version"],
     // Nullable: a batch holding only a retirement does not know the item's name; the
     // MERGE keeps what the target has (and the staging table, made LIKE this one,
@@ -120,6 +135,8 @@ const MENU_ITEMS: Spec = Spec {
 const STORES: Spec = Spec {
     table: "dim_store",
     key: &["store_id"],
+    aggregate: "store_id",
+    version: "NULL",
     columns: &["store_id", "first_seen"],
     ddl: "store_id VARCHAR(128) NOT NULL, first_seen TIMESTAMP NOT NULL, PRIMARY KEY (store_id)",
     update: "first_seen = LEAST(dim_store.first_seen, s.first_seen)",
@@ -438,5 +455,98 @@ impl<W: Warehouse> Projection for AnalyticsFacts<W> {
             }
         }
         Ok(out)
+    }
+}
+
+impl<W: Warehouse> AnalyticsFacts<W> {
+    /// Every row of every table as `(bucket, agg, key, v, h)`, in the warehouse's SQL.
+    fn verify_rows(&self, buckets: Buckets) -> String {
+        let dialect = self.warehouse.dialect();
+        // (bucket of, hash of) a text expression.
+        let sql_of = |expr: &str| match dialect {
+            Dialect::Postgres => (buckets.sql_postgres(expr), row_hash_sql_postgres(expr)),
+            Dialect::Redshift => (
+                format!("(STRTOL(SUBSTRING(MD5({expr}), 1, 8), 16) % {})", buckets.count()),
+                format!("STRTOL(SUBSTRING(MD5({expr}), 1, 15), 16)"),
+            ),
+        };
+        TABLES
+            .iter()
+            .map(|spec| {
+                // Redshift casts no BOOLEAN to text, so those are spelled out.
+                let text = |c: &str| {
+                    if spec.ddl.contains(&format!("{c} BOOLEAN")) {
+                        format!("CASE WHEN {c} THEN 't' WHEN NOT {c} THEN 'f' ELSE '~' END")
+                    } else {
+                        format!("COALESCE(CAST({c} AS VARCHAR), '~')")
+                    }
+                };
+                let row = spec.columns.iter().map(|c| text(c)).collect::<Vec<_>>().join(" || '|' || ");
+                let key = spec.key.iter().map(|c| text(c)).collect::<Vec<_>>().join(" || '#' || ");
+                format!(
+                    "SELECT {} AS bucket, {agg} AS agg, '{table}:' || {key} AS key, CAST({version} AS BIGINT) AS v, {} AS h FROM {schema}.{table}",
+                    sql_of(spec.aggregate).0,
+                    sql_of(&row).1,
+                    agg = spec.aggregate,
+                    table = spec.table,
+                    version = spec.version,
+                    schema = self.schema,
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\nUNION ALL\n")
+    }
+}
+
+fn number<T: std::str::FromStr>(v: Option<&Option<String>>) -> Result<T, ProjectionError> {
+    v.and_then(|v| v.as_deref())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ProjectionError::poison("warehouse", format!("verification: not a number: {v:?}")))
+}
+
+/// Digests computed by the warehouse.
+impl<W: Warehouse> Verifiable for AnalyticsFacts<W> {
+    async fn digests(&self, buckets: Buckets) -> Result<Vec<BucketDigest>, ProjectionError> {
+        let sql = format!(
+            "SELECT bucket, COUNT(*), CAST(SUM(CAST(h AS DECIMAL(38, 0))) AS VARCHAR) FROM ({}) b GROUP BY bucket",
+            self.verify_rows(buckets)
+        );
+        let table = self.warehouse.query(sql).await?;
+        let rows = table
+            .rows
+            .iter()
+            .map(|r| {
+                let sum = r.get(2).cloned().flatten().unwrap_or_default();
+                Ok((number(r.first())?, number(r.get(1))?, sum))
+            })
+            .collect::<Result<Vec<_>, ProjectionError>>()?;
+        digests_from_sql(buckets, rows)
+    }
+
+    async fn rows(&self, buckets: Buckets, which: &[u32]) -> Result<Vec<Row>, ProjectionError> {
+        if which.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = which.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "SELECT bucket, agg, key, v, h FROM ({}) b WHERE bucket IN ({list})",
+            self.verify_rows(buckets)
+        );
+        let table = self.warehouse.query(sql).await?;
+        let rows = table
+            .rows
+            .iter()
+            .map(|r| {
+                let text = |i: usize| r.get(i).cloned().flatten().unwrap_or_default();
+                Ok((
+                    number(r.first())?,
+                    text(1),
+                    text(2),
+                    r.get(3).cloned().flatten().and_then(|v| v.parse().ok()),
+                    number(r.get(4))?,
+                ))
+            })
+            .collect::<Result<Vec<_>, ProjectionError>>()?;
+        Ok(rows_from_sql(rows))
     }
 }

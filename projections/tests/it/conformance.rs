@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use cafe_events::EventEnvelope;
 use cafe_projections::history::{self, HistoryConfig};
+use cafe_projections::verify::{Buckets, Settled, Verdict, Verifiable, compare};
 use cafe_projections::{Batch, Positioned, Projection, digest};
 
 use crate::helpers::{Counting, Paced, Stream};
@@ -74,7 +75,7 @@ pub fn assert_same(expected: &[String], actual: &[String], what: &str) {
 /// Runs the suite; `fresh` makes an empty read model of its own each call.
 pub async fn conformance<P, F, Fut>(fresh: F) -> Vec<String>
 where
-    P: Projection,
+    P: Projection + Verifiable,
     F: Fn() -> Fut,
     Fut: Future<Output = P>,
 {
@@ -100,6 +101,9 @@ where
     let b = fresh().await;
     apply_as(&b, "shuffled", &history::shuffled(&history, 5), 6).await;
     assert_same(&expected, &b.snapshot().await.unwrap(), "shuffled into a fresh model");
+    // Verification, which never loads a model, agrees with the snapshots.
+    let verified = compare(&a, &b, Buckets::new(16).unwrap(), &Settled, 10).await.unwrap();
+    assert_eq!(verified.verdict(), Verdict::Match, "{:?}", verified.keys);
 
     // Kill a real worker midway (its task aborted: no drain, no final checkpoint, a
     // write possibly half done), then let a second worker take over after failover.

@@ -4,9 +4,11 @@
 mod active_orders;
 mod analytics;
 mod cache;
+mod catalog;
 mod conformance;
 mod documents;
 mod helpers;
 mod inventory;
 mod postgres;
 mod query;
+mod verify;
