@@ -12,7 +12,10 @@ use cafe_events::{AggregateId, EventEnvelope};
 use chrono::{SecondsFormat, Utc};
 use futures::StreamExt;
 
-use super::{Append, EventStore, IdempotencyClaim, IdempotencyRecord, PENDING_BUCKETS, StoreError, StoredResponse};
+use super::{
+    Append, EventKey, EventStore, HistoryPage, IdempotencyClaim, IdempotencyRecord, PENDING_BUCKETS, StoreError,
+    StoredResponse,
+};
 
 /// Name of the sparse index of events not yet accepted by Kinesis.
 pub const PENDING_INDEX: &str = "pending";
@@ -119,6 +122,21 @@ fn decode_item(item: &HashMap<String, AttributeValue>) -> Result<EventEnvelope, 
         .and_then(|v| v.as_b().ok())
         .ok_or_else(|| corrupt("no data attribute".into()))?;
     EventEnvelope::decode(data.as_ref()).map_err(|e| corrupt(e.to_string()))
+}
+
+impl DynamoEventStore {
+    /// How many events the table holds, as DynamoDB reports it (on AWS an estimate,
+    /// refreshed about every six hours): for progress bars, never for correctness.
+    pub async fn approximate_count(&self) -> Option<u64> {
+        let out = self
+            .client
+            .describe_table()
+            .table_name(&self.events_table)
+            .send()
+            .await
+            .ok()?;
+        out.table?.item_count.and_then(|n| u64::try_from(n).ok())
+    }
 }
 
 impl EventStore for DynamoEventStore {
@@ -389,6 +407,82 @@ impl super::HistoryReader for DynamoEventStore {
             .boxed()
         });
         futures::stream::select_all(readers)
+    }
+
+    async fn read_page(
+        &self,
+        segment: u32,
+        segments: u32,
+        after: Option<&EventKey>,
+        page_size: u32,
+    ) -> Result<HistoryPage, StoreError> {
+        let total = i32::try_from(segments.max(1)).unwrap_or(i32::MAX);
+        let start = after.map(|k| {
+            HashMap::from([
+                ("aggregate_id".to_owned(), s(&k.aggregate_id)),
+                ("version".to_owned(), AttributeValue::N(k.version.to_string())),
+            ])
+        });
+        let page = self
+            .client
+            .scan()
+            .table_name(&self.events_table)
+            .segment(i32::try_from(segment).unwrap_or(i32::MAX))
+            .total_segments(total)
+            .limit(i32::try_from(page_size.max(1)).unwrap_or(i32::MAX))
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(classify)?;
+        let events = page
+            .items()
+            .iter()
+            .map(|item| {
+                let event = decode_item(item)?;
+                let key = EventKey {
+                    aggregate_id: item
+                        .get("aggregate_id")
+                        .and_then(|v| v.as_s().ok())
+                        .cloned()
+                        .unwrap_or_default(),
+                    version: event.version,
+                };
+                Ok((key, event))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let next = page.last_evaluated_key.as_ref().map(|k| EventKey {
+            aggregate_id: k
+                .get("aggregate_id")
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .unwrap_or_default(),
+            version: k
+                .get("version")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        });
+        Ok(HistoryPage { events, next })
+    }
+
+    async fn history_of(&self, aggregate_id: &str) -> Result<Vec<EventEnvelope>, StoreError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.events_table)
+            .key_condition_expression("aggregate_id = :id")
+            .expression_attribute_values(":id", s(aggregate_id))
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        let mut events = Vec::new();
+        while let Some(page) = pages.next().await {
+            for item in page.map_err(classify)?.items() {
+                events.push(decode_item(item)?);
+            }
+        }
+        Ok(events)
     }
 }
 

@@ -170,4 +170,39 @@ pub trait HistoryReader: Send + Sync + 'static {
         segments: u32,
         page_size: u32,
     ) -> impl futures::Stream<Item = Result<Vec<EventEnvelope>, StoreError>> + Send + '_;
+
+    /// One page of segment `segment` of `segments`, starting after `after` (an event's
+    /// key; `None` for the segment's start): what a reader that checkpoints its place
+    /// and resumes from it reads with. Within a segment, one aggregate's events come
+    /// together and in version order.
+    fn read_page(
+        &self,
+        segment: u32,
+        segments: u32,
+        after: Option<&EventKey>,
+        page_size: u32,
+    ) -> impl Future<Output = Result<HistoryPage, StoreError>> + Send;
+
+    /// Every event of the aggregate whose id reads `aggregate_id` (the read models know
+    /// ids as text, not their type), in version order.
+    fn history_of(&self, aggregate_id: &str) -> impl Future<Output = Result<Vec<EventEnvelope>, StoreError>> + Send;
+}
+
+/// Where an event sits in the store: its aggregate's id as text and its version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventKey {
+    /// The aggregate id, as stored.
+    pub aggregate_id: String,
+    /// The version.
+    pub version: u64,
+}
+
+/// One page of a segment.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    /// The events with their keys, in the segment's order.
+    pub events: Vec<(EventKey, EventEnvelope)>,
+    /// Where the segment goes on after this page (the store's last evaluated key),
+    /// or `None` when it ends here.
+    pub next: Option<EventKey>,
 }
