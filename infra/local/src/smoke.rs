@@ -91,6 +91,32 @@ pub fn sample_event(n: u64) -> Result<EventEnvelope, StackError> {
     })
 }
 
+/// The smoke probe's event type: no build knows it, so every consumer passes it over
+/// (unknown types are kept, never projected). A known event would be a lie on the
+/// stream: it never went through the event store, so read models would hold what the
+/// history lacks (and a replay's verification would rightly call them wrong), and an
+/// order would send a payment request for an order that does not exist.
+pub const PROBE_TYPE: &str = "cloudcafe.smoke.v1.Probe";
+
+/// The smoke probe: an event of [`PROBE_TYPE`] on a stock item of its own.
+pub fn probe() -> Result<EventEnvelope, StackError> {
+    let bad = |e: cafe_events::IdError| StackError::Smoke(e.to_string());
+    Ok(EventEnvelope {
+        event_id: EventId::new(),
+        aggregate_id: AggregateId::StockItem(StoreId::parse("smoke").map_err(bad)?, Sku::parse("probe").map_err(bad)?),
+        version: 1,
+        occurred_at: chrono::Utc::now(),
+        correlation_id: "smoke".into(),
+        causation_id: String::new(),
+        command_id: "smoke".into(),
+        event: DomainEvent::Unknown(cafe_events::UnknownEvent {
+            event_type: PROBE_TYPE.to_owned(),
+            schema_version: 1,
+            payload: bytes::Bytes::from_static(b"probe"),
+        }),
+    })
+}
+
 /// Publishes one sample event to the local stack's stream and reads exactly it back.
 pub async fn round_trip(cfg: &StackConfig) -> Result<SmokeReport, StackError> {
     let sdk = aws::sdk_config(cfg).await;
@@ -100,10 +126,7 @@ pub async fn round_trip(cfg: &StackConfig) -> Result<SmokeReport, StackError> {
 /// The same round trip through any Kinesis client (the local stack, or AWS itself).
 pub async fn round_trip_with(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> Result<SmokeReport, StackError> {
     let started = Instant::now();
-    // A restock: the one sample no saga step acts on. It never went through the event
-    // store, so an order would send a payment request for an order that does not
-    // exist, which the payment function refuses into the DLQ.
-    let sent = sample_event(1)?;
+    let sent = probe()?;
     let bytes = sent.encode();
     let put = kinesis
         .put_record()

@@ -66,6 +66,6 @@ async fn put_records_then_read_every_shard_back() {
 async fn smoke_round_trip_reads_back_the_published_envelope() {
     let cfg = stack_with(Service::Kinesis).await;
     let report = cafe_localstack::smoke::round_trip(&cfg).await.unwrap();
-    assert_eq!(report.event_type, "cloudcafe.inventory.v1.StockRestocked");
+    assert_eq!(report.event_type, cafe_localstack::smoke::PROBE_TYPE);
     assert!(report.bytes > 0);
 }
