@@ -30,6 +30,9 @@ pub const KEPT_UP: Duration = Duration::from_secs(5);
 pub const SETTLE: Duration = Duration::from_secs(30);
 /// Longest each stage of the stop may take before it is abandoned and reported.
 pub const STOP_DEADLINE: Duration = Duration::from_secs(20);
+/// Longest a bounded run waits, after the verdicts, for the projectors to pass what the
+/// saga appended last.
+const FINAL_DRAIN: Duration = Duration::from_secs(10);
 /// The API keeps up when it accepts every order it is sent, answering 99 % within this.
 /// The load is open loop, so an API that cannot keep up shows as queueing: latency that
 /// grows with the run, far past a second within a minute.
@@ -244,6 +247,31 @@ pub async fn run(stack: &Stack, args: RunArgs) -> Result<std::process::ExitCode>
         lines.push(payment);
         for l in lines {
             println!("  {:<5} {:<24} {}", if l.ok { "ok" } else { "MISS" }, l.model, l.detail);
+        }
+    }
+
+    // Before the stop, once every part kept up: the projectors pass everything on the
+    // stream by then, the payment outcomes the saga appended after the load stopped
+    // included, so a bounded run leaves read models holding the whole history (what
+    // `cafe replay verify` compares a rebuild with). Bounded; no verdict depends on it.
+    if parts.iter().all(|p| p.caught_up.is_some()) && !interrupt.is_cancelled() {
+        let deadline = Instant::now() + FINAL_DRAIN;
+        while Instant::now() < deadline && !interrupt.is_cancelled() {
+            let queue_empty =
+                saga.is_none() || matches!(payments::counts(&clients.sqs, &payments_queue).await, Ok((0, 0)));
+            tap.poll().await?;
+            let tips: Vec<(String, String)> = tap
+                .logs()
+                .filter_map(|(shard, log)| log.tip().map(|tip| (shard.to_owned(), tip.to_owned())))
+                .collect();
+            let mut left = 0;
+            for app in projectors.applications() {
+                left += backlog(&clients.dynamodb, &cfg.names.leases_table, app, &tap, &tips).await;
+            }
+            if queue_empty && left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
