@@ -70,6 +70,7 @@ mod load;
 mod payments;
 mod pipeline;
 mod read_side;
+mod replay;
 mod run;
 
 #[derive(Debug, Parser)]
@@ -112,6 +113,9 @@ enum Command {
     Consume(consume::ConsumeArgs),
     /// Print an analytics report from the warehouse facts.
     Analytics(analytics::AnalyticsArgs),
+    /// Rebuild read models into shadow copies from the event store, verify them
+    /// against the live ones, and drop them.
+    Replay(replay::ReplayArgs),
     /// Serve the command API and run the outbox relay until SIGTERM or Ctrl-C.
     Api {
         /// Where the command API listens (port 0 picks a free one; the address is printed).
@@ -307,6 +311,16 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
         Command::Analytics(args) => {
             analytics::run(&cfg, args).await?;
             Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Replay(args) => {
+            let stop = tokio_util::sync::CancellationToken::new();
+            let on_signal = stop.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                eprintln!("stopping: finishing the pages in flight and checkpointing");
+                on_signal.cancel();
+            });
+            replay::run(&cfg, args, stop).await
         }
         Command::Consume(args) => {
             consume::run(&cfg, args, shutdown_signal()).await?;

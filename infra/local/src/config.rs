@@ -35,6 +35,9 @@ pub struct Names {
     pub active_orders_table: String,
     /// DynamoDB command idempotency records.
     pub idempotency_table: String,
+    /// DynamoDB replays: each replay's parameters, watermark and per-segment
+    /// checkpoints (never the live consumers' lease table).
+    pub replays_table: String,
     /// SQS queue of payment requests.
     pub payments_queue: String,
     /// Dead-letter queue behind `payments_queue`.

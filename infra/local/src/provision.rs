@@ -115,6 +115,14 @@ pub fn table_specs(names: &Names) -> Vec<TableSpec> {
             }],
             ttl_attribute: Some("expires_at"),
         },
+        // Replays (cafe-replay): pk the replay id, sk `meta` or `segment#NNNN`.
+        TableSpec {
+            name: names.replays_table.clone(),
+            hash: s("replay_id"),
+            range: Some(s("part")),
+            gsis: vec![],
+            ttl_attribute: None,
+        },
         TableSpec {
             name: names.idempotency_table.clone(),
             hash: s("idempotency_key"),

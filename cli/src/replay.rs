@@ -1,0 +1,351 @@
+//! `cafe replay …`: wiring of `cafe-replay` (plan, rebuild, status, verify, drop) to
+//! the local stack or AWS. No logic: that is the library's.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use cafe_localstack::StackConfig;
+use cafe_producers::store::DynamoEventStore;
+use cafe_projections::catalog::{Namespace, ReadModel};
+use cafe_projections::verify::{Buckets, Verdict};
+use cafe_replay::record::State;
+use cafe_replay::{Filter, Params, ReplayError, ReplayId, Replayer, Replays};
+use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use crate::pipeline::Clients;
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, Subcommand)]
+enum Action {
+    /// What a rebuild would read, per Scan segment: first and last event, event counts,
+    /// and the end watermark. Reads the whole event store; writes nothing.
+    Plan {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Parallel Scan segments.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        segments: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild read models into shadow copies (their own schema, table, database or
+    /// key prefix), never touching the live ones. Bounded: events after the watermark
+    /// fixed at the start are left out. Ctrl-C stops it; `--resume ID` continues it.
+    Rebuild {
+        /// The read models to rebuild (comma-separated): orders, active_orders,
+        /// documents, cache, inventory, analytics.
+        #[arg(long, value_delimiter = ',', required_unless_present = "resume")]
+        projector: Vec<ReadModel>,
+        /// Where the history comes from.
+        #[arg(long, value_enum, default_value_t = Source::EventStore)]
+        from: Source,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Events per second at most (default: as fast as the stores take them).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        max_rate: Option<u32>,
+        /// Parallel Scan segments.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        segments: u32,
+        /// Events per Scan page (and per batch applied).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        page_size: u32,
+        /// Continue replay ID from its checkpoints (its own parameters apply).
+        #[arg(long)]
+        resume: Option<String>,
+        /// Without a terminal, a progress line this often.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        progress_every: Duration,
+    },
+    /// Replays, or one replay, with their progress.
+    Status {
+        /// A replay id (default: every replay).
+        id: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare a finished replay's shadows with the live read models, per partition:
+    /// match, live ahead (the live model moved on after the watermark) or differs
+    /// (with the keys). Exits 1 when anything differs.
+    Verify {
+        /// The replay.
+        id: String,
+        /// Partitions (hash buckets of the aggregate id).
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+        buckets: u32,
+        /// Differing keys to list at most, per model.
+        #[arg(long, default_value_t = 20)]
+        max_keys: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drop a replay's shadow copies (the live models are never dropped).
+    Drop {
+        /// The replay.
+        id: String,
+    },
+}
+
+/// Where a rebuild reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Source {
+    /// The DynamoDB event store: the whole history, by parallel Scan segments.
+    EventStore,
+}
+
+#[derive(Debug, Args)]
+struct FilterArgs {
+    /// Only events that occurred at or after this (RFC 3339).
+    #[arg(long, value_parser = rfc3339)]
+    since: Option<DateTime<Utc>>,
+    /// Only events that occurred at or before this (RFC 3339).
+    #[arg(long, value_parser = rfc3339)]
+    until: Option<DateTime<Utc>>,
+    /// Only aggregates of this type: order, stock_item, loyalty_account, menu_item.
+    #[arg(long)]
+    aggregate_type: Option<String>,
+    /// Only this aggregate (its id).
+    #[arg(long)]
+    aggregate: Option<String>,
+}
+
+impl From<FilterArgs> for Filter {
+    fn from(a: FilterArgs) -> Filter {
+        Filter {
+            since: a.since,
+            until: a.until,
+            aggregate_type: a.aggregate_type,
+            aggregate: a.aggregate,
+        }
+    }
+}
+
+fn rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("{e} (expected RFC 3339, e.g. 2026-11-02T06:00:00Z)"))
+}
+
+/// Runs `cafe replay`; a usage error (bad input, unknown id) prints its message and
+/// exits 2 with nothing written.
+pub async fn run(cfg: &StackConfig, args: ReplayArgs, stop: CancellationToken) -> Result<ExitCode> {
+    let clients = Clients::new(cfg, false).await;
+    let history = DynamoEventStore::new(
+        clients.dynamodb.clone(),
+        &cfg.names.events_table,
+        &cfg.names.idempotency_table,
+    );
+    let estimate = history.approximate_count().await;
+    let replays = Replays::new(clients.dynamodb.clone(), &cfg.names.replays_table);
+    let at = crate::read_side::endpoints(cfg, &clients);
+    let replayer = Replayer::new(history, replays, at, Namespace::Live);
+    match act(&replayer, args.action, estimate, stop).await {
+        Ok(code) => Ok(code),
+        Err(e) if e.is_usage() => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(2))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn act(
+    replayer: &Replayer<DynamoEventStore>,
+    action: Action,
+    estimate: Option<u64>,
+    stop: CancellationToken,
+) -> Result<ExitCode, ReplayError> {
+    match action {
+        Action::Plan { filter, segments, json } => {
+            let plan = replayer.plan(&filter.into(), segments, 1000).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&plan).unwrap_or_default());
+            } else {
+                println!(
+                    "end watermark: {} (events after it are left out)",
+                    plan.watermark.to_rfc3339()
+                );
+                println!("{:>7}  {:>9}  {:>9}  first .. last", "segment", "events", "selected");
+                for s in &plan.segments {
+                    let key = |k: &Option<cafe_producers::store::EventKey>| {
+                        k.as_ref()
+                            .map_or("-".to_owned(), |k| format!("{} v{}", k.aggregate_id, k.version))
+                    };
+                    println!(
+                        "{:>7}  {:>9}  {:>9}  {} .. {}",
+                        s.segment,
+                        s.events,
+                        s.selected,
+                        key(&s.first),
+                        key(&s.last)
+                    );
+                }
+                let total: u64 = plan.segments.iter().map(|s| s.selected).sum();
+                println!("a rebuild would apply {total} events");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::Rebuild {
+            projector,
+            from: Source::EventStore,
+            filter,
+            max_rate,
+            segments,
+            page_size,
+            resume,
+            progress_every,
+        } => {
+            let id = match resume {
+                Some(id) => {
+                    let id = ReplayId::parse(&id)?;
+                    let (meta, _) = replayer.status(&id).await?;
+                    println!("resuming replay {id} (watermark {})", meta.watermark.to_rfc3339());
+                    id
+                }
+                None => {
+                    let params = Params {
+                        models: projector.iter().map(|m| m.name().to_owned()).collect(),
+                        filter: filter.into(),
+                        segments,
+                        page_size,
+                        max_rate,
+                    };
+                    let meta = replayer.create(params, estimate).await?;
+                    println!(
+                        "replay {}: shadows in namespace {}, end watermark {}",
+                        meta.id,
+                        meta.id.namespace(),
+                        meta.watermark.to_rfc3339()
+                    );
+                    meta.id
+                }
+            };
+            let tty = std::io::stderr().is_terminal();
+            let out = replayer.run(&id, stop, tty, progress_every).await?;
+            let rate = out.applied as f64 / out.took.as_secs_f64().max(f64::EPSILON);
+            println!(
+                "replay {id}: {} events read, {} applied, {} refused in {:.1} s ({rate:.0} events/s), {:.1} s throttled",
+                out.read,
+                out.applied,
+                out.refused,
+                out.took.as_secs_f64(),
+                out.throttled_secs
+            );
+            if out.finished {
+                println!("finished; next: cafe replay verify {id}");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!("stopped; continue with: cafe replay rebuild --resume {id}");
+                Ok(ExitCode::from(130))
+            }
+        }
+        Action::Status { id, json } => {
+            let metas = match id {
+                Some(id) => vec![replayer.status(&ReplayId::parse(&id)?).await?],
+                None => {
+                    let mut out = Vec::new();
+                    for meta in replayer.list().await? {
+                        out.push(replayer.status(&meta.id).await?);
+                    }
+                    out
+                }
+            };
+            if json {
+                let all: Vec<_> = metas
+                    .iter()
+                    .map(|(m, s)| serde_json::json!({ "replay": m, "segments": s }))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+                return Ok(ExitCode::SUCCESS);
+            }
+            if metas.is_empty() {
+                println!("no replays");
+            }
+            for (meta, segments) in metas {
+                let read: u64 = segments.iter().map(|s| s.read).sum();
+                let applied: u64 = segments.iter().map(|s| s.applied).sum();
+                let done = segments.iter().filter(|s| s.done).count();
+                let until = meta.finished_at.unwrap_or_else(Utc::now);
+                let secs = (until - meta.created_at).num_milliseconds().max(1) as f64 / 1000.0;
+                let state = match meta.state {
+                    State::Running => "running (or stopped: resume it)",
+                    State::Finished => "finished",
+                    State::Dropped => "dropped",
+                };
+                println!(
+                    "{}  {state}  models {}  watermark {}",
+                    meta.id,
+                    meta.params.models.join(","),
+                    meta.watermark.to_rfc3339()
+                );
+                let of = meta.total_estimate.map_or(String::new(), |t| format!(" of ~{t}"));
+                println!(
+                    "    {read}{of} events read, {applied} applied, segments {done}/{}, {:.0} events/s since creation, {:.1} s throttled",
+                    segments.len(),
+                    read as f64 / secs,
+                    meta.throttled_secs
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::Verify {
+            id,
+            buckets,
+            max_keys,
+            json,
+        } => {
+            let id = ReplayId::parse(&id)?;
+            let buckets = Buckets::new(buckets)?;
+            let reports = replayer.verify(&id, buckets, max_keys).await?;
+            let differs = reports.iter().any(|(_, r)| r.verdict() == Verdict::Differs);
+            if json {
+                let all: Vec<_> = reports
+                    .iter()
+                    .map(|(m, r)| serde_json::json!({ "model": m.name(), "verdict": r.verdict(), "report": r }))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+            } else {
+                for (model, r) in &reports {
+                    println!(
+                        "{model}: {} — {} partitions match, {} live ahead, {} differ",
+                        r.verdict(),
+                        r.count(Verdict::Match),
+                        r.count(Verdict::LiveAhead),
+                        r.count(Verdict::Differs)
+                    );
+                    for b in r.buckets.iter().filter(|b| b.verdict != Verdict::Match) {
+                        println!(
+                            "    partition {:>5}: {} ({} live rows, {} shadow rows, {} keys)",
+                            b.bucket, b.verdict, b.live.rows, b.shadow.rows, b.keys
+                        );
+                    }
+                    for k in &r.keys {
+                        println!("    {}", serde_json::to_string(k).unwrap_or_default());
+                    }
+                    if r.keys_left_out > 0 {
+                        println!("    … and {} more keys", r.keys_left_out);
+                    }
+                }
+            }
+            Ok(if differs { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
+        Action::Drop { id } => {
+            let id = ReplayId::parse(&id)?;
+            replayer.drop(&id).await?;
+            println!("dropped the shadows of replay {id} (namespace {})", id.namespace());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! What the binary's integration tests share: a sandboxed stack of its own (private
+//! state dir, free ports) that the `cafe` binary runs against as a user would.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output};
+
+use cafe_localstack::StackConfig;
+use cafe_localstack::supervisor::start_time_of;
+
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+    pub ports: BTreeMap<&'static str, u16>,
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        // Bind port 0 for each service at once so the eight ports differ, then release them.
+        let names = [
+            "KINESIS", "DYNAMODB", "SQS", "MOTO", "POSTGRES", "REDIS", "MONGO", "LAMBDA",
+        ];
+        let listeners: Vec<_> = (0..names.len())
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let ports = names
+            .into_iter()
+            .zip(listeners.iter().map(|l| l.local_addr().unwrap().port()))
+            .collect();
+        // Under /tmp so that PostgreSQL's own user can reach the cluster when we are root.
+        let dir = tempfile::Builder::new()
+            .prefix("cafe-stack-it")
+            .tempdir_in("/tmp")
+            .unwrap();
+        Sandbox { dir, ports }
+    }
+
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = self
+            .ports
+            .iter()
+            .map(|(k, v)| (format!("CAFE__STACK__PORTS__{k}"), v.to_string()))
+            .collect();
+        env.push(("CAFE__STACK__STATE_DIR".into(), self.dir.path().display().to_string()));
+        env.push(("CAFE__STACK__STREAM_SHARDS".into(), "1".into()));
+        // Durable streams (off by default for speed) so this test can show that every
+        // stand-in's data survives down/up.
+        env.push(("CAFE__STACK__KINESIS_DURABLE".into(), "true".into()));
+        env
+    }
+
+    pub fn cafe(&self, args: &[&str]) -> Output {
+        let out = Command::new(env!("CARGO_BIN_EXE_cafe"))
+            .args(args)
+            .envs(self.env())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cafe {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    pub fn config(&self) -> StackConfig {
+        // The same layering the binary uses, with this sandbox's overrides.
+        let mut cfg = StackConfig::load().unwrap();
+        cfg.state_dir = self.dir.path().to_owned();
+        cfg.stream_shards = 1;
+        cfg.kinesis_durable = true;
+        let p = |k: &str| self.ports[k];
+        cfg.ports = cafe_localstack::Ports {
+            kinesis: p("KINESIS"),
+            dynamodb: p("DYNAMODB"),
+            sqs: p("SQS"),
+            moto: p("MOTO"),
+            postgres: p("POSTGRES"),
+            redis: p("REDIS"),
+            mongo: p("MONGO"),
+            lambda: p("LAMBDA"),
+        };
+        cfg
+    }
+
+    pub fn pids(&self) -> BTreeMap<String, i32> {
+        std::fs::read_dir(self.dir.path().join("run"))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let pid = std::fs::read_to_string(e.path())
+                    .unwrap()
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                (e.file_name().to_string_lossy().into_owned(), pid)
+            })
+            .collect()
+    }
+
+    /// Every live process that carries this sandbox's state dir in its environment:
+    /// the services and anything they forked.
+    pub fn our_processes(&self) -> Vec<i32> {
+        let marker = format!("CAFE__STACK__STATE_DIR={}", self.dir.path().display());
+        processes_with_env(&marker)
+    }
+}
+
+pub fn processes_with_env(marker: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| start_time_of(pid).is_some())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // Never leave servers behind, even when an assertion failed midway.
+        let _ = Command::new(env!("CARGO_BIN_EXE_cafe"))
+            .args(["stack", "down"])
+            .envs(self.env())
+            .output();
+    }
+}

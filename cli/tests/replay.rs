@@ -1,0 +1,211 @@
+//! `cafe replay` as an operator runs it, against a sandboxed stack the main job filled:
+//! a rebuild of every model verifies against what the running pipeline built, a
+//! corrupted live row is named, a kill -9 resumes to the same result, and bad input
+//! exits 2 with nothing written.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::Sandbox;
+
+const ALL: &str = "orders,active_orders,documents,cache,inventory,analytics";
+
+fn cafe_any(sandbox: &Sandbox, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cafe"))
+        .args(args)
+        .envs(sandbox.env())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The replay id a rebuild printed first.
+fn replay_id(stdout: &str) -> String {
+    let line = stdout.lines().find(|l| l.starts_with("replay ")).unwrap();
+    line["replay ".len()..].split(':').next().unwrap().to_owned()
+}
+
+/// A sandbox whose main job ran and kept up, settled past a replay's watermark margin.
+fn filled() -> Sandbox {
+    let sandbox = Sandbox::new();
+    sandbox.cafe(&["run", "--for", "4s", "--rate", "40", "--listen", "127.0.0.1:0"]);
+    std::thread::sleep(cafe_replay::SETTLE + Duration::from_millis(500));
+    sandbox
+}
+
+#[test]
+fn a_rebuild_verifies_against_the_pipelines_models_and_names_a_corrupted_row() {
+    let sandbox = filled();
+    let out = cafe_any(
+        &sandbox,
+        &[
+            "replay",
+            "rebuild",
+            "--projector",
+            ALL,
+            "--page-size",
+            "50",
+            "--progress-every",
+            "1ms",
+        ],
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    // Without a terminal, progress comes as log lines with a rate and an ETA.
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("replay: ") && l.contains("events/s, ETA ")),
+        "{stderr}"
+    );
+    let id = replay_id(&stdout);
+
+    let out = cafe_any(&sandbox, &["replay", "verify", &id]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", text(&out.stderr));
+    for model in ALL.split(',') {
+        assert!(
+            stdout.contains(&format!(
+                "{model}: match — 256 partitions match, 0 live ahead, 0 differ"
+            )),
+            "{model}: {stdout}"
+        );
+    }
+
+    // A changed total in the live orders model: named, and verify fails.
+    let cfg = sandbox.config();
+    let order_id = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let (client, conn) =
+            tokio_postgres::connect(&cfg.postgres_url(&cfg.names.orders_database), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let row = client
+            .query_one(
+                "UPDATE orders SET total_cents = total_cents + 1
+                  WHERE order_id = (SELECT min(order_id) FROM orders) RETURNING order_id",
+                &[],
+            )
+            .await
+            .unwrap();
+        row.get::<_, String>(0)
+    });
+    let out = cafe_any(&sandbox, &["replay", "verify", &id]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("orders: differs — 255 partitions match, 0 live ahead, 1 differ"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(r#"{{"kind":"changed","key":"orders:{order_id}","version":"#)),
+        "{stdout}"
+    );
+
+    let out = cafe_any(&sandbox, &["replay", "drop", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let status = text(&cafe_any(&sandbox, &["replay", "status", &id]).stdout);
+    assert!(status.contains(&format!("{id}  dropped")), "{status}");
+}
+
+#[test]
+fn a_replay_killed_mid_run_resumes_to_the_same_verified_result() {
+    let sandbox = filled();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cafe"))
+        .args([
+            "replay",
+            "rebuild",
+            "--projector",
+            ALL,
+            "--page-size",
+            "20",
+            "--max-rate",
+            "150",
+        ])
+        .envs(sandbox.env())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let id = replay_id(&first);
+    std::thread::sleep(Duration::from_millis(1500));
+    // kill -9: no drain, no final checkpoint.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let status = text(&cafe_any(&sandbox, &["replay", "status", &id]).stdout);
+    assert!(status.contains("running (or stopped: resume it)"), "{status}");
+
+    let out = cafe_any(&sandbox, &["replay", "rebuild", "--resume", &id]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains(&format!("resuming replay {id}")), "{stdout}");
+    let out = cafe_any(&sandbox, &["replay", "verify", &id]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    for model in ALL.split(',') {
+        assert!(stdout.contains(&format!("{model}: match")), "{model}: {stdout}");
+    }
+}
+
+#[test]
+fn bad_input_exits_2_with_a_message_and_writes_nothing() {
+    let sandbox = Sandbox::new();
+    sandbox.cafe(&["stack", "up"]);
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &[
+                "replay",
+                "rebuild",
+                "--projector",
+                "orders",
+                "--since",
+                "2026-11-30T10:00:00Z",
+                "--until",
+                "2026-11-30T09:00:00Z",
+            ],
+            "the time range is reversed",
+        ),
+        (
+            &["replay", "rebuild", "--projector", "order"],
+            "no read model is called \"order\"",
+        ),
+        (
+            &[
+                "replay",
+                "rebuild",
+                "--projector",
+                "orders",
+                "--aggregate-type",
+                "orders",
+            ],
+            "no aggregate type is called",
+        ),
+        (
+            &["replay", "rebuild", "--resume", "0123456789ab"],
+            "no replay has id \"0123456789ab\"",
+        ),
+        (&["replay", "verify", "not-an-id"], "no replay has id \"not-an-id\""),
+    ];
+    for (args, message) in cases {
+        let out = cafe_any(&sandbox, args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+    let status = text(&cafe_any(&sandbox, &["replay", "status"]).stdout);
+    assert_eq!(status.trim(), "no replays");
+}

@@ -1,0 +1,465 @@
+//! [`Replayer`]: plans, creates, runs, verifies and drops replays.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cafe_consumers::Outcome;
+use cafe_producers::store::{EventKey, HistoryPage, HistoryReader};
+use cafe_projections::Positioned;
+use cafe_projections::catalog::{AnyProjection, Endpoints, Namespace, ReadModel};
+use cafe_projections::projector::apply_isolating;
+use cafe_projections::verify::{self, Buckets, Report};
+use chrono::{DateTime, Utc};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::error::ReplayError;
+use crate::progress::Progress;
+use crate::record::{Filter, Meta, Params, ReplayId, Replays, Segment, State};
+use crate::watermark::StoreWatermark;
+
+/// What a replay would read, per Scan segment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// Events that occurred after this would be left out.
+    pub watermark: DateTime<Utc>,
+    /// Per segment.
+    pub segments: Vec<SegmentPlan>,
+}
+
+/// One segment's part of a plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct SegmentPlan {
+    /// Its number.
+    pub segment: u32,
+    /// Its first event's key.
+    pub first: Option<EventKey>,
+    /// Its last event's key.
+    pub last: Option<EventKey>,
+    /// Events in it.
+    pub events: u64,
+    /// Of which the replay would take.
+    pub selected: u64,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunOutcome {
+    /// Whether every segment was read to its end (else it was stopped: resume it).
+    pub finished: bool,
+    /// Events read, over every run of this replay.
+    pub read: u64,
+    /// Events applied.
+    pub applied: u64,
+    /// Events a model refused as poison.
+    pub refused: u64,
+    /// Seconds this run waited on the rate limit.
+    pub throttled_secs: f64,
+    /// How long this run took.
+    pub took: Duration,
+}
+
+/// Runs replays of `H`'s history into the catalog's stores.
+#[derive(Debug)]
+pub struct Replayer<H> {
+    history: H,
+    replays: Replays,
+    at: Endpoints,
+    live: Namespace,
+}
+
+/// The longest a transient store failure holds a segment before the next attempt.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+impl<H: HistoryReader> Replayer<H> {
+    /// Over `history`, recording in `replays`, with the stores at `at`; `live` is what
+    /// shadows are verified against ([`Namespace::Live`] but in tests).
+    pub fn new(history: H, replays: Replays, at: Endpoints, live: Namespace) -> Self {
+        Replayer {
+            history,
+            replays,
+            at,
+            live,
+        }
+    }
+
+    /// The watermark a replay created now with `filter` would get.
+    pub fn watermark_now(filter: &Filter) -> DateTime<Utc> {
+        let settled = Utc::now() - chrono::Duration::from_std(crate::SETTLE).unwrap_or_default();
+        filter.until.map_or(settled, |u| u.min(settled))
+    }
+
+    /// What a replay with `filter` would read (reads the whole history, writes nothing).
+    pub async fn plan(&self, filter: &Filter, segments: u32, page_size: u32) -> Result<Plan, ReplayError> {
+        filter.check()?;
+        let watermark = Self::watermark_now(filter);
+        let plans = (0..segments.max(1)).map(|segment| async move {
+            let mut plan = SegmentPlan {
+                segment,
+                first: None,
+                last: None,
+                events: 0,
+                selected: 0,
+            };
+            let mut after = None;
+            loop {
+                let page = self
+                    .history
+                    .read_page(segment, segments.max(1), after.as_ref(), page_size)
+                    .await?;
+                for (key, e) in &page.events {
+                    plan.first.get_or_insert_with(|| key.clone());
+                    plan.last = Some(key.clone());
+                    plan.events += 1;
+                    if filter.takes(
+                        e.aggregate_id.aggregate_type(),
+                        &key.aggregate_id,
+                        e.occurred_at,
+                        watermark,
+                    ) {
+                        plan.selected += 1;
+                    }
+                }
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            Ok::<_, ReplayError>(plan)
+        });
+        Ok(Plan {
+            watermark,
+            segments: futures::future::try_join_all(plans).await?,
+        })
+    }
+
+    /// Creates a replay: checks every parameter, connects every shadow (creating its
+    /// schema, table or indexes), then writes the record. Bad input writes nothing.
+    pub async fn create(&self, params: Params, total_estimate: Option<u64>) -> Result<Meta, ReplayError> {
+        params.filter.check()?;
+        let models = params.read_models()?;
+        if models.is_empty() {
+            return Err(ReplayError::BadInput("name at least one read model to rebuild".into()));
+        }
+        if params.segments == 0 || params.page_size == 0 {
+            return Err(ReplayError::BadInput(
+                "segments and page size must be at least 1".into(),
+            ));
+        }
+        let meta = Meta {
+            id: ReplayId::new(),
+            watermark: Self::watermark_now(&params.filter),
+            params,
+            created_at: Utc::now(),
+            state: State::Running,
+            finished_at: None,
+            total_estimate,
+            throttled_secs: 0.0,
+        };
+        self.shadows(&meta).await?;
+        self.replays.save(&meta).await?;
+        Ok(meta)
+    }
+
+    async fn shadows(&self, meta: &Meta) -> Result<Vec<AnyProjection>, ReplayError> {
+        let ns = meta.id.namespace();
+        let mut out = Vec::new();
+        for model in meta.params.read_models()? {
+            out.push(model.connect(&self.at, &ns).await?);
+        }
+        Ok(out)
+    }
+
+    /// A replay's record and checkpoints.
+    pub async fn status(&self, id: &ReplayId) -> Result<(Meta, Vec<Segment>), ReplayError> {
+        self.replays.load(id).await
+    }
+
+    /// Every replay, newest first.
+    pub async fn list(&self) -> Result<Vec<Meta>, ReplayError> {
+        self.replays.list().await
+    }
+
+    /// Runs (or resumes) replay `id` until every segment is read or `stop` fires;
+    /// progress on a bar when `tty`, else a log line every `every`.
+    pub async fn run(
+        &self,
+        id: &ReplayId,
+        stop: CancellationToken,
+        tty: bool,
+        every: Duration,
+    ) -> Result<RunOutcome, ReplayError> {
+        let started = Instant::now();
+        let (mut meta, segments) = self.replays.load(id).await?;
+        if meta.state == State::Dropped {
+            return Err(ReplayError::BadInput(format!(
+                "replay {id} was dropped; start a new one"
+            )));
+        }
+        let models = self.shadows(&meta).await?;
+        let already: u64 = segments.iter().map(|s| s.read).sum();
+        let progress = Progress::new(meta.total_estimate, already, tty, every);
+        let burst = meta
+            .params
+            .page_size
+            .min(meta.params.max_rate.unwrap_or(u32::MAX))
+            .max(1);
+        let limiter = meta.params.max_rate.and_then(NonZeroU32::new).map(|rate| {
+            let burst = NonZeroU32::new(burst).unwrap_or(rate);
+            Arc::new(RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)))
+        });
+        let ctx = RunContext {
+            meta: &meta,
+            models: &models,
+            progress: &progress,
+            limiter: limiter.as_deref(),
+            burst,
+            stop: &stop,
+        };
+        let runs = segments.into_iter().map(|segment| {
+            let span = info_span!("replay_segment", replay = %id, segment = segment.segment);
+            self.segment(&ctx, segment).instrument(span)
+        });
+        let results = futures::future::try_join_all(runs).await?;
+        progress.finish();
+        let throttled: f64 = results.iter().map(|(_, t)| t).sum();
+        let finished = results.iter().all(|(s, _)| s.done);
+        let sum = |f: fn(&Segment) -> u64| results.iter().map(|(s, _)| f(s)).sum();
+        meta.throttled_secs += throttled;
+        if finished {
+            meta.state = State::Finished;
+            meta.finished_at = Some(Utc::now());
+        }
+        self.replays.save(&meta).await?;
+        Ok(RunOutcome {
+            finished,
+            read: sum(|s| s.read),
+            applied: sum(|s| s.applied),
+            refused: sum(|s| s.refused),
+            throttled_secs: throttled,
+            took: started.elapsed(),
+        })
+    }
+
+    /// One segment, page by page, from its checkpoint; answers its last checkpoint and
+    /// the seconds it waited on the rate limit.
+    async fn segment(&self, ctx: &RunContext<'_>, mut seg: Segment) -> Result<(Segment, f64), ReplayError> {
+        let p = &ctx.meta.params;
+        let shard = format!("replay-{}-{}", ctx.meta.id, seg.segment);
+        let mut throttled = 0.0;
+        while !seg.done && !ctx.stop.is_cancelled() {
+            let page = self
+                .history
+                .read_page(seg.segment, p.segments, seg.after.as_ref(), p.page_size)
+                .await?;
+            let take = &page.events;
+            let taken: Vec<Positioned> = take
+                .iter()
+                .filter(|(key, e)| {
+                    p.filter.takes(
+                        e.aggregate_id.aggregate_type(),
+                        &key.aggregate_id,
+                        e.occurred_at,
+                        ctx.meta.watermark,
+                    )
+                })
+                .enumerate()
+                .map(|(i, (_, e))| Positioned {
+                    event: e.clone(),
+                    // Increasing across pages and runs (the page count is checkpointed),
+                    // so a projection's own per-shard checkpoint only skips what it has.
+                    sequence: format!("{:020}", seg.pages * 1_000_000 + i as u64 + 1),
+                    sub: 0,
+                })
+                .collect();
+            if let Some(limiter) = ctx.limiter {
+                throttled += wait_for(limiter, ctx.burst, taken.len()).await;
+            }
+            for model in ctx.models {
+                seg.refused += self.apply(model, &shard, &taken, ctx.stop).await?;
+            }
+            seg.read += take.len() as u64;
+            seg.applied += taken.len() as u64;
+            seg.pages += 1;
+            seg.done = page.next.is_none();
+            if let Some(after) = next_after(&page) {
+                seg.after = Some(after);
+            }
+            self.replays.save_segment(&ctx.meta.id, &seg).await?;
+            ctx.progress.add(take.len() as u64);
+        }
+        debug!(
+            read = seg.read,
+            applied = seg.applied,
+            done = seg.done,
+            "segment stopped"
+        );
+        Ok((seg, throttled))
+    }
+
+    /// Applies `events` to `model`, retrying transient failures with backoff; answers
+    /// how many events it refused as poison (logged, never parked: a replay has no
+    /// parking lot of its own, and the live projector parked them already).
+    async fn apply(
+        &self,
+        model: &AnyProjection,
+        shard: &str,
+        events: &[Positioned],
+        stop: &CancellationToken,
+    ) -> Result<u64, ReplayError> {
+        let mut backoff = Duration::from_millis(100);
+        let mut rest = events;
+        let mut refused = 0;
+        while !rest.is_empty() {
+            let outcomes = apply_isolating(model, shard, rest).await;
+            let mut done = 0;
+            let mut retry = None;
+            for (i, o) in outcomes.iter().enumerate() {
+                match o {
+                    Outcome::Done => done = i + 1,
+                    Outcome::Park(reason) => {
+                        if let Some(p) = rest.get(i) {
+                            warn!(model = %model.model(), aggregate = %p.event.aggregate_id, version = p.event.version, %reason, "event refused");
+                        }
+                        refused += 1;
+                        done = i + 1;
+                    }
+                    Outcome::Retry(reason) | Outcome::Defer(reason) => {
+                        retry = Some(reason.clone());
+                        break;
+                    }
+                }
+            }
+            rest = rest.get(done..).unwrap_or_default();
+            if let Some(reason) = retry {
+                if stop.is_cancelled() {
+                    return Err(ReplayError::Projection(cafe_projections::ProjectionError::transient(
+                        "replay",
+                        format!("stopped while {} was failing: {reason}", model.model()),
+                    )));
+                }
+                warn!(model = %model.model(), %reason, backoff_ms = backoff.as_millis() as u64, "transient failure; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+        Ok(refused)
+    }
+
+    /// Compares each shadow of replay `id` with the live copy, judging rows newer in
+    /// the live copy against the event store. Refused while the replay runs.
+    pub async fn verify(
+        &self,
+        id: &ReplayId,
+        buckets: Buckets,
+        max_keys: usize,
+    ) -> Result<Vec<(ReadModel, Report)>, ReplayError> {
+        let (meta, _) = self.replays.load(id).await?;
+        match meta.state {
+            State::Finished => {}
+            State::Running => {
+                return Err(ReplayError::BadInput(format!(
+                    "replay {id} has not finished (resume it with --resume {id}); verify compares finished replays"
+                )));
+            }
+            State::Dropped => return Err(ReplayError::BadInput(format!("replay {id} was dropped"))),
+        }
+        let watermark = StoreWatermark::new(&self.history, meta.watermark);
+        let mut out = Vec::new();
+        for shadow in self.shadows(&meta).await? {
+            let model = shadow.model();
+            let live = model.connect(&self.at, &self.live).await?;
+            let report = verify::compare(&live, &shadow, buckets, &watermark, max_keys).await?;
+            out.push((model, report));
+        }
+        Ok(out)
+    }
+
+    /// Drops replay `id`'s shadows and marks it dropped.
+    pub async fn drop(&self, id: &ReplayId) -> Result<(), ReplayError> {
+        let (mut meta, _) = self.replays.load(id).await?;
+        let ns = meta.id.namespace();
+        for model in meta.params.read_models()? {
+            model.drop(&self.at, &ns).await?;
+        }
+        meta.state = State::Dropped;
+        self.replays.save(&meta).await
+    }
+}
+
+struct RunContext<'a> {
+    meta: &'a Meta,
+    models: &'a [AnyProjection],
+    progress: &'a Progress,
+    limiter: Option<&'a DefaultDirectRateLimiter>,
+    burst: u32,
+    stop: &'a CancellationToken,
+}
+
+/// Where a segment goes on after `page`: after its last event, or where the store says
+/// when the page is empty; `None` at the segment's end.
+fn next_after(page: &HistoryPage) -> Option<EventKey> {
+    page.next.as_ref()?;
+    page.events.last().map(|(k, _)| k.clone()).or_else(|| page.next.clone())
+}
+
+/// Waits until the limiter lets `n` events through, `burst` at most at a time; answers
+/// the seconds waited.
+async fn wait_for(limiter: &DefaultDirectRateLimiter, burst: u32, n: usize) -> f64 {
+    let started = Instant::now();
+    let mut left = u32::try_from(n).unwrap_or(u32::MAX);
+    while left > 0 {
+        let chunk = left.min(burst.max(1));
+        if let Some(c) = NonZeroU32::new(chunk)
+            && limiter.until_n_ready(c).await.is_err()
+        {
+            break;
+        }
+        left -= chunk;
+    }
+    started.elapsed().as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use cafe_events::EventEnvelope;
+    use cafe_projections::history::{self, HistoryConfig};
+
+    use super::*;
+
+    fn page(events: &[EventEnvelope], next: bool) -> HistoryPage {
+        HistoryPage {
+            events: events
+                .iter()
+                .map(|e| {
+                    (
+                        EventKey {
+                            aggregate_id: e.aggregate_id.to_string(),
+                            version: e.version,
+                        },
+                        e.clone(),
+                    )
+                })
+                .collect(),
+            next: next.then(|| EventKey {
+                aggregate_id: "x".into(),
+                version: 1,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_segment_goes_on_after_its_last_event_or_where_the_store_says() {
+        let history = history::generate(HistoryConfig::default());
+        let full = page(&history[..3], true);
+        assert_eq!(next_after(&full).map(|k| k.version), Some(history[2].version));
+        assert_eq!(
+            next_after(&page(&[], true)).map(|k| k.aggregate_id),
+            Some("x".to_owned())
+        );
+        assert_eq!(next_after(&page(&history[..3], false)), None);
+    }
+}

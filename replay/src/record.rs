@@ -1,0 +1,348 @@
+//! A replay's record: its parameters, its end watermark and its per-segment checkpoints,
+//! kept in the replays table under the replay's id. Nothing here is shared with the
+//! live consumers: their leases and checkpoints live in the lease table.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::AttributeValue;
+use cafe_events::AggregateType;
+use cafe_producers::store::EventKey;
+use cafe_projections::catalog::{Namespace, ReadModel};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ReplayError;
+
+/// A replay's id: twelve hex digits, also the suffix of its shadow namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ReplayId(String);
+
+impl ReplayId {
+    /// A new id (random bits of a UUIDv7).
+    pub fn new() -> ReplayId {
+        let simple = uuid::Uuid::now_v7().simple().to_string();
+        ReplayId(simple[simple.len() - 12..].to_owned())
+    }
+
+    /// An id typed by an operator: checked before it reaches a store.
+    pub fn parse(s: &str) -> Result<ReplayId, ReplayError> {
+        if s.len() == 12 && s.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) {
+            Ok(ReplayId(s.to_owned()))
+        } else {
+            Err(ReplayError::Unknown(s.to_owned()))
+        }
+    }
+
+    /// The namespace of this replay's shadow copies.
+    pub fn namespace(&self) -> Namespace {
+        Namespace::Shadow(format!("replay_{}", self.0))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for ReplayId {
+    fn default() -> Self {
+        ReplayId::new()
+    }
+}
+
+impl fmt::Display for ReplayId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Which events a replay takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Filter {
+    /// Only events that occurred at or after this.
+    pub since: Option<DateTime<Utc>>,
+    /// Only events that occurred at or before this (the watermark is the earlier of
+    /// this and the creation time less the settle time).
+    pub until: Option<DateTime<Utc>>,
+    /// Only aggregates of this type (its `as_str` name).
+    pub aggregate_type: Option<String>,
+    /// Only this aggregate (its id as text).
+    pub aggregate: Option<String>,
+}
+
+impl Filter {
+    /// Checks the filter: a reversed range or an unknown type is bad input.
+    pub fn check(&self) -> Result<(), ReplayError> {
+        if let (Some(since), Some(until)) = (self.since, self.until)
+            && since > until
+        {
+            return Err(ReplayError::BadInput(format!(
+                "the time range is reversed: --since {} is after --until {}",
+                since.to_rfc3339(),
+                until.to_rfc3339()
+            )));
+        }
+        if let Some(t) = &self.aggregate_type
+            && !AggregateType::ALL.iter().any(|a| a.as_str() == t)
+        {
+            let known: Vec<&str> = AggregateType::ALL.iter().map(|a| a.as_str()).collect();
+            return Err(ReplayError::BadInput(format!(
+                "no aggregate type is called {t:?}; the types are {}",
+                known.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether an event of `aggregate` (of type `kind`) that occurred at `at` is taken,
+    /// given the replay's `watermark`.
+    pub fn takes(&self, kind: AggregateType, aggregate: &str, at: DateTime<Utc>, watermark: DateTime<Utc>) -> bool {
+        at <= watermark
+            && self.since.is_none_or(|s| at >= s)
+            && self.aggregate_type.as_deref().is_none_or(|t| t == kind.as_str())
+            && self.aggregate.as_deref().is_none_or(|a| a == aggregate)
+    }
+}
+
+/// What a replay was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Params {
+    /// The read models it rebuilds (by catalog name).
+    pub models: Vec<String>,
+    /// Which events.
+    pub filter: Filter,
+    /// Parallel Scan segments.
+    pub segments: u32,
+    /// Events per Scan page.
+    pub page_size: u32,
+    /// Events per second at most (none: as fast as the stores take them).
+    pub max_rate: Option<u32>,
+}
+
+impl Params {
+    /// The read models, parsed.
+    pub fn read_models(&self) -> Result<Vec<ReadModel>, ReplayError> {
+        self.models
+            .iter()
+            .map(|m| m.parse::<ReadModel>().map_err(ReplayError::from))
+            .collect()
+    }
+}
+
+/// Where a replay is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// Created; reading (or killed while reading: resume it).
+    Running,
+    /// Every segment read to its end.
+    Finished,
+    /// Its shadows were dropped.
+    Dropped,
+}
+
+/// A replay's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    /// Its id.
+    pub id: ReplayId,
+    /// What it was asked.
+    pub params: Params,
+    /// Events that occurred after this are not replayed.
+    pub watermark: DateTime<Utc>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// Where it is.
+    pub state: State,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The event store's item count when it started (an estimate on AWS, refreshed
+    /// there every few hours): the progress bar's length.
+    pub total_estimate: Option<u64>,
+    /// Seconds spent waiting on the rate limit.
+    pub throttled_secs: f64,
+}
+
+/// One Scan segment's checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    /// Its number.
+    pub segment: u32,
+    /// The key of the last event applied (none: from the segment's start).
+    pub after: Option<EventKey>,
+    /// Pages applied.
+    pub pages: u64,
+    /// Events read (taken or not).
+    pub read: u64,
+    /// Events applied.
+    pub applied: u64,
+    /// Events a model refused as poison (logged with their key).
+    pub refused: u64,
+    /// Whether the segment was read to its end.
+    pub done: bool,
+}
+
+/// The replays table.
+#[derive(Debug, Clone)]
+pub struct Replays {
+    client: Client,
+    table: String,
+}
+
+fn record_error(e: impl fmt::Display) -> ReplayError {
+    ReplayError::Record(e.to_string())
+}
+
+impl Replays {
+    /// Over an existing table.
+    pub fn new(client: Client, table: impl Into<String>) -> Replays {
+        Replays {
+            client,
+            table: table.into(),
+        }
+    }
+
+    async fn put(&self, id: &ReplayId, part: String, doc: String) -> Result<(), ReplayError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .item("replay_id", AttributeValue::S(id.as_str().to_owned()))
+            .item("part", AttributeValue::S(part))
+            .item("doc", AttributeValue::S(doc))
+            .send()
+            .await
+            .map_err(|e| record_error(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+        Ok(())
+    }
+
+    /// Writes a replay's record (creating or updating it).
+    pub async fn save(&self, meta: &Meta) -> Result<(), ReplayError> {
+        let doc = serde_json::to_string(meta).map_err(record_error)?;
+        self.put(&meta.id, "meta".to_owned(), doc).await
+    }
+
+    /// Writes a segment's checkpoint.
+    pub async fn save_segment(&self, id: &ReplayId, segment: &Segment) -> Result<(), ReplayError> {
+        let doc = serde_json::to_string(segment).map_err(record_error)?;
+        self.put(id, format!("segment#{:05}", segment.segment), doc).await
+    }
+
+    /// A replay's record and its segments' checkpoints (segments never checkpointed
+    /// read as fresh).
+    pub async fn load(&self, id: &ReplayId) -> Result<(Meta, Vec<Segment>), ReplayError> {
+        let items: Vec<HashMap<String, AttributeValue>> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("replay_id = :id")
+            .expression_attribute_values(":id", AttributeValue::S(id.as_str().to_owned()))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| record_error(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+        let doc = |item: &HashMap<String, AttributeValue>| {
+            item.get("doc").and_then(|d| d.as_s().ok()).cloned().unwrap_or_default()
+        };
+        let part = |item: &HashMap<String, AttributeValue>| {
+            item.get("part")
+                .and_then(|d| d.as_s().ok())
+                .cloned()
+                .unwrap_or_default()
+        };
+        let meta: Meta = items
+            .iter()
+            .find(|i| part(i) == "meta")
+            .map(|i| serde_json::from_str(&doc(i)).map_err(record_error))
+            .transpose()?
+            .ok_or_else(|| ReplayError::Unknown(id.to_string()))?;
+        let mut segments: Vec<Segment> = (0..meta.params.segments)
+            .map(|segment| Segment {
+                segment,
+                ..Segment::default()
+            })
+            .collect();
+        for item in items.iter().filter(|i| part(i).starts_with("segment#")) {
+            let s: Segment = serde_json::from_str(&doc(item)).map_err(record_error)?;
+            if let Some(slot) = segments.get_mut(s.segment as usize) {
+                *slot = s;
+            }
+        }
+        Ok((meta, segments))
+    }
+
+    /// Every replay's record, newest first.
+    pub async fn list(&self) -> Result<Vec<Meta>, ReplayError> {
+        let items: Vec<HashMap<String, AttributeValue>> = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression("part = :meta")
+            .expression_attribute_values(":meta", AttributeValue::S("meta".to_owned()))
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<Vec<_>, _>>()
+            .await
+            .map_err(|e| record_error(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+        let mut out = items
+            .iter()
+            .filter_map(|i| i.get("doc").and_then(|d| d.as_s().ok()))
+            .map(|d| serde_json::from_str::<Meta>(d).map_err(record_error))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.sort_by_key(|m| std::cmp::Reverse(m.created_at));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked_and_name_their_namespace() {
+        let id = ReplayId::new();
+        assert_eq!(ReplayId::parse(id.as_str()).ok(), Some(id.clone()));
+        assert_eq!(id.namespace(), Namespace::shadow(&format!("replay_{id}")).unwrap());
+        for bad in ["", "0123456789ab0", "0123456789AB", "../../etc/pa", "0123456789ag"] {
+            assert!(matches!(ReplayId::parse(bad), Err(ReplayError::Unknown(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn filters_refuse_a_reversed_range_and_unknown_types() {
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let reversed = Filter {
+            since: Some(t("2026-11-30T10:00:00Z")),
+            until: Some(t("2026-11-30T09:00:00Z")),
+            ..Filter::default()
+        };
+        assert!(reversed.check().unwrap_err().is_usage());
+        let typo = Filter {
+            aggregate_type: Some("orders".into()),
+            ..Filter::default()
+        };
+        let err = typo.check().unwrap_err();
+        assert!(err.to_string().contains("stock_item"), "{err}");
+        assert!(Filter::default().check().is_ok());
+    }
+
+    #[test]
+    fn an_event_is_taken_only_inside_every_bound() {
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let wm = t("2026-11-30T12:00:00Z");
+        let f = Filter {
+            since: Some(t("2026-11-30T08:00:00Z")),
+            aggregate_type: Some("order".into()),
+            ..Filter::default()
+        };
+        assert!(f.takes(AggregateType::Order, "o-1", t("2026-11-30T09:00:00Z"), wm));
+        assert!(!f.takes(AggregateType::Order, "o-1", t("2026-11-30T12:00:01Z"), wm));
+        assert!(!f.takes(AggregateType::Order, "o-1", t("2026-11-30T07:59:59Z"), wm));
+        assert!(!f.takes(AggregateType::MenuItem, "m-1", t("2026-11-30T09:00:00Z"), wm));
+    }
+}
