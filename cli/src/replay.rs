@@ -325,7 +325,9 @@ async fn act(
                         r.count(Verdict::LiveAhead),
                         r.count(Verdict::Differs)
                     );
-                    for b in r.buckets.iter().filter(|b| b.verdict != Verdict::Match) {
+                    // Partitions that are only ahead are counted above; the wrong ones
+                    // are listed.
+                    for b in r.buckets.iter().filter(|b| b.verdict == Verdict::Differs) {
                         println!(
                             "    partition {:>5}: {} ({} live rows, {} shadow rows, {} keys)",
                             b.bucket, b.verdict, b.live.rows, b.shadow.rows, b.keys
