@@ -13,7 +13,6 @@
 use std::time::Duration;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use cafe_localstack::{Stack, StackConfig, UpOutcome, emulators, provision};
@@ -455,7 +454,11 @@ pub(crate) fn service_config() -> Result<ServiceConfig> {
 async fn api(cfg: &StackConfig, listen: SocketAddr, aws: bool) -> Result<std::process::ExitCode> {
     let clients = pipeline::Clients::new(cfg, aws).await;
     let service = pipeline::service(cfg, &clients, service_config()?);
-    let reads = Arc::new(read_side::models(&read_side::endpoints(cfg, &clients)).await?);
+    let reads = read_side::models(
+        &read_side::endpoints(cfg, &clients),
+        &read_side::pointers(cfg, &clients),
+    )
+    .await?;
     let (stop, stopped) = watch::channel(false);
     let running = pipeline::start(service, listen, RelayConfig::default(), stopped, Some(reads)).await?;
     println!("listening on http://{}", running.addr);

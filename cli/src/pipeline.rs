@@ -76,7 +76,7 @@ pub async fn start(
     listen: SocketAddr,
     relay_cfg: RelayConfig,
     shutdown: watch::Receiver<bool>,
-    reads: Option<Arc<cafe_projections::query::ReadModels>>,
+    reads: Option<cafe_projections::query::Reads>,
 ) -> Result<Running> {
     let listener = TcpListener::bind(listen)
         .await

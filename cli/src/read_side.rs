@@ -12,12 +12,12 @@ use cafe_consumers::{Processor, Worker, WorkerConfig, WorkerReport};
 use cafe_lambda_payment::requests::{self as payment_requests, PaymentRequests};
 use cafe_localstack::StackConfig;
 use cafe_projections::analytics::AnalyticsFacts;
-use cafe_projections::cache::CachedReads;
 use cafe_projections::catalog::{
-    AnalyticsEndpoint, AnyProjection, AnyWarehouse, Endpoints, LIVE_ANALYTICS_SCHEMA, Namespace, ReadModel,
+    AnalyticsEndpoint, AnyWarehouse, Endpoints, LIVE_ANALYTICS_SCHEMA, Namespace, ReadModel,
 };
 use cafe_projections::documents::MongoDocuments;
-use cafe_projections::query::{ReadModels, at_least};
+use cafe_projections::query::{Reads, at_least};
+use cafe_projections::serving::{Following, LiveSide, Pointers, ServingReads};
 use cafe_projections::{Projection, Projector};
 use tokio_util::sync::CancellationToken;
 
@@ -60,31 +60,17 @@ pub fn endpoints(cfg: &StackConfig, clients: &Clients) -> Endpoints {
     }
 }
 
-/// Connects the live read models the queries read (migrating those that have
-/// migrations).
-pub async fn models(at: &Endpoints) -> Result<ReadModels> {
-    let live = &Namespace::Live;
-    let orders = at
-        .orders(live)
+/// The serving pointers (which copy of each model is live: a swap moves them).
+pub fn pointers(cfg: &StackConfig, clients: &Clients) -> Pointers {
+    Pointers::new(clients.dynamodb.clone(), &cfg.names.replays_table)
+}
+
+/// The read models the queries read: the serving copies, followed across swaps.
+pub async fn models(at: &Endpoints, pointers: &Pointers) -> Result<Reads> {
+    let reads = ServingReads::connect(at.clone(), LiveSide::Serving(pointers.clone()), READ_WAIT)
         .await
-        .context("connecting the orders read model (PostgreSQL)")?;
-    let documents = at
-        .documents(live)
-        .await
-        .context("connecting the documents read model (MongoDB wire)")?;
-    let cache = at.cache(live).await.context("connecting the cache (Redis)")?;
-    let inventory = at
-        .inventory(live)
-        .await
-        .context("connecting the inventory read model (Redis)")?;
-    Ok(ReadModels {
-        menu: CachedReads::new(cache.clone(), documents),
-        loyalty: CachedReads::new(cache, orders.clone()),
-        orders,
-        active: at.active_orders(live).await?,
-        inventory,
-        wait: READ_WAIT,
-    })
+        .context("connecting the read models the queries read")?;
+    Ok(Reads::Serving(Arc::new(reads)))
 }
 
 /// The live analytics read model (PostgreSQL playing Redshift here).
@@ -94,12 +80,11 @@ pub async fn analytics(at: &Endpoints) -> Result<AnalyticsFacts<AnyWarehouse>> {
         .context("connecting the analytics read model")
 }
 
-/// Connects every live read model of the catalog, for their projectors.
-pub async fn projections(at: &Endpoints) -> Result<Vec<AnyProjection>> {
+/// Every read model of the catalog, as projections that follow their serving copy.
+pub async fn projections(at: &Endpoints, pointers: &Pointers) -> Result<Vec<Following>> {
     let mut out = Vec::with_capacity(ReadModel::ALL.len());
     for model in ReadModel::ALL {
-        let p = model
-            .connect(at, &Namespace::Live)
+        let p = Following::connect(model, at.clone(), LiveSide::Serving(pointers.clone()))
             .await
             .with_context(|| format!("connecting the {model} read model ({})", model.store()))?;
         out.push(p);
@@ -113,7 +98,7 @@ impl ReadSide {
     pub fn start(
         cfg: &StackConfig,
         clients: &Clients,
-        projections: Vec<AnyProjection>,
+        projections: Vec<Following>,
         payments_queue: &str,
         worker_id: &str,
     ) -> ReadSide {

@@ -5,10 +5,11 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use cafe_localstack::StackConfig;
 use cafe_producers::store::DynamoEventStore;
-use cafe_projections::catalog::{Namespace, ReadModel};
+use cafe_projections::catalog::ReadModel;
+use cafe_projections::serving::LiveSide;
 use cafe_projections::verify::{Buckets, Verdict};
 use cafe_replay::record::State;
 use cafe_replay::{Filter, Params, ReplayError, ReplayId, Replayer, Replays};
@@ -91,7 +92,19 @@ enum Action {
         #[arg(long)]
         json: bool,
     },
-    /// Drop a replay's shadow copies (the live models are never dropped).
+    /// Make a verified replay's shadows the live read models: catches them up with the
+    /// stream, moves the serving pointers (projectors and queries follow within a
+    /// second, no restart), and catches up once more. Refused unless the last verify
+    /// found nothing that differs; the previous copies are kept until `drop`.
+    Swap {
+        /// The replay.
+        id: String,
+        /// Swap even if verification found differences or never ran.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Drop what a replay leaves: its shadows, or after a swap the copies that served
+    /// before it. A copy that serves is never dropped.
     Drop {
         /// The replay.
         id: String,
@@ -150,7 +163,16 @@ pub async fn run(cfg: &StackConfig, args: ReplayArgs, stop: CancellationToken) -
     let estimate = history.approximate_count().await;
     let replays = Replays::new(clients.dynamodb.clone(), &cfg.names.replays_table);
     let at = crate::read_side::endpoints(cfg, &clients);
-    let replayer = Replayer::new(history, replays, at, Namespace::Live);
+    let live = LiveSide::Serving(crate::read_side::pointers(cfg, &clients));
+    let pause = match std::env::var("CAFE_FAULT_SWAP_PAUSE_MS") {
+        Ok(ms) => Duration::from_millis(ms.parse().context("CAFE_FAULT_SWAP_PAUSE_MS")?),
+        Err(_) => Duration::ZERO,
+    };
+    let mut replayer =
+        Replayer::new(history, replays, at, live).with_stream(clients.kinesis.clone(), &cfg.names.stream);
+    if !pause.is_zero() {
+        replayer = replayer.with_before_flip(std::sync::Arc::new(move || Box::pin(tokio::time::sleep(pause))));
+    }
     match act(&replayer, args.action, estimate, stop).await {
         Ok(code) => Ok(code),
         Err(e) if e.is_usage() => {
@@ -282,6 +304,7 @@ async fn act(
                 let state = match meta.state {
                     State::Running => "running (or stopped: resume it)",
                     State::Finished => "finished",
+                    State::Swapped => "swapped in (its shadows serve)",
                     State::Dropped => "dropped",
                 };
                 println!(
@@ -343,10 +366,25 @@ async fn act(
             }
             Ok(if differs { ExitCode::FAILURE } else { ExitCode::SUCCESS })
         }
+        Action::Swap { id, force } => {
+            let id = ReplayId::parse(&id)?;
+            if force {
+                eprintln!("warning: --force: swapping replay {id} in without a clean verification");
+            }
+            let out = replayer.swap(&id, force).await?;
+            println!(
+                "swapped replay {id} in for {}: {} events caught up after the watermark, {:.1} s; the previous copies stay until cafe replay drop {id}",
+                out.models.join(", "),
+                out.caught_up,
+                out.took.as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Action::Drop { id } => {
             let id = ReplayId::parse(&id)?;
-            replayer.drop(&id).await?;
-            println!("dropped the shadows of replay {id} (namespace {})", id.namespace());
+            for (model, ns) in replayer.drop(&id).await? {
+                println!("dropped the {model} copy in {ns}");
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -10,13 +10,13 @@
 //! when any part did not keep up.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use cafe_consumers::lease::{DynamoLeaseTable, LeaseTable};
 use cafe_localstack::{Stack, smoke};
 use cafe_producers::relay::RelayConfig;
+use cafe_projections::query::Reads;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -128,13 +128,14 @@ pub async fn run(stack: &Stack, args: RunArgs) -> Result<std::process::ExitCode>
 
     let service = pipeline::service(cfg, &clients, crate::service_config()?);
     let endpoints = read_side::endpoints(cfg, &clients);
-    let reads = Arc::new(read_side::models(&endpoints).await?);
+    let pointers = read_side::pointers(cfg, &clients);
+    let reads = read_side::models(&endpoints, &pointers).await?;
     let analytics = read_side::analytics(&endpoints).await?;
     let payments_queue = payments::queue_url(&clients.sqs, &cfg.names.payments_queue).await?;
     let projectors = read_side::ReadSide::start(
         cfg,
         &clients,
-        read_side::projections(&endpoints).await?,
+        read_side::projections(&endpoints, &pointers).await?,
         &payments_queue,
         &format!("run-{}", std::process::id()),
     );
@@ -145,7 +146,10 @@ pub async fn run(stack: &Stack, args: RunArgs) -> Result<std::process::ExitCode>
     } else {
         Some(payments::Saga::start(cfg, &clients.sqs).await?)
     };
-    let documents = reads.menu.source().clone();
+    let documents = match &reads {
+        Reads::Serving(s) => s.current().await?.menu.source().clone(),
+        Reads::Fixed(m) => m.menu.source().clone(),
+    };
     let (stop, stopped) = watch::channel(false);
     let running = pipeline::start(service, args.listen, RelayConfig::default(), stopped, Some(reads)).await?;
     let base = format!("http://{}", running.addr);

@@ -157,6 +157,43 @@ impl ReadModel {
     }
 }
 
+impl ReadModel {
+    /// Deletes the copy under the base names (the one [`Namespace::Live`] names). Only
+    /// for a model whose serving pointer has moved to another copy: a replay's drop
+    /// after its swap checks that first.
+    pub async fn drop_base(self, at: &Endpoints) -> Result<(), CatalogError> {
+        let live = &Namespace::Live;
+        match self {
+            ReadModel::Orders => {
+                let pg = at.orders(live).await?;
+                pg.pool()
+                    .get()
+                    .await
+                    .map_err(ProjectionError::from)?
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {LIVE_ORDERS_SCHEMA} CASCADE"))
+                    .await
+                    .map_err(ProjectionError::from)?;
+            }
+            ReadModel::ActiveOrders => {
+                let (client, table) = at.active_orders_table(live)?;
+                DynamoActiveOrders::delete_table(client, &table).await?;
+            }
+            ReadModel::Documents => at.documents(live).await?.drop_database().await?,
+            ReadModel::Cache => at.cache(live).await?.delete_all().await?,
+            ReadModel::Inventory => at.inventory(live).await?.delete_all().await?,
+            ReadModel::Analytics => {
+                let facts = at.analytics(live).await?;
+                let schema = facts.schema().to_owned();
+                facts
+                    .warehouse()
+                    .execute_batch(vec![format!("DROP SCHEMA IF EXISTS {schema} CASCADE")])
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for ReadModel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

@@ -24,6 +24,8 @@
 //!   of one lives ([`catalog::Namespace`]: live, or a replay's or benchmark's own), and
 //!   how to connect to it or drop it.
 //! - [`names`]: status and tier names, and the status each order event leaves.
+//! - [`serving`]: which copy of each model serves (a pointer a swap moves), and the
+//!   projection and query side that follow it without a restart.
 //! - [`verify`]: comparing two copies of a model at any size (per-bucket digests,
 //!   computed in the store where it can), telling rows that are wrong or missing from
 //!   rows that are only newer.
@@ -47,6 +49,7 @@ pub mod postgres;
 pub mod projector;
 pub mod query;
 mod redis_scripts;
+pub mod serving;
 pub mod verify;
 
 pub use error::ProjectionError;

@@ -10,7 +10,7 @@
 //!
 //! Errors use the command API's JSON shape (`{"error", "message", "fields"}`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,10 +26,12 @@ use serde_json::json;
 
 use crate::active_orders::{ActiveOrderView, DynamoActiveOrders};
 use crate::cache::{Cached, CachedReads};
+use crate::catalog::{CatalogError, Endpoints, Namespace, ReadModel};
 use crate::documents::{MenuItemView, MongoDocuments};
 use crate::error::ProjectionError;
 use crate::inventory::{RedisInventory, StockView};
 use crate::postgres::orders::PgOrdersView;
+use crate::serving::ServingReads;
 
 /// Longest `?limit=` a list accepts.
 pub const MAX_LIMIT: i32 = 100;
@@ -53,8 +55,49 @@ pub struct ReadModels {
     pub wait: Duration,
 }
 
+impl ReadModels {
+    /// Connects each queried model's copy in `namespaces` (the base names for a model
+    /// not in it).
+    pub async fn connect(
+        at: &Endpoints,
+        namespaces: &BTreeMap<ReadModel, Namespace>,
+        wait: Duration,
+    ) -> Result<ReadModels, CatalogError> {
+        let ns = |m: ReadModel| namespaces.get(&m).cloned().unwrap_or(Namespace::Live);
+        let orders = at.orders(&ns(ReadModel::Orders)).await?;
+        let documents = at.documents(&ns(ReadModel::Documents)).await?;
+        let cache = at.cache(&ns(ReadModel::Cache)).await?;
+        Ok(ReadModels {
+            menu: CachedReads::new(cache.clone(), documents),
+            loyalty: CachedReads::new(cache, orders.clone()),
+            orders,
+            active: at.active_orders(&ns(ReadModel::ActiveOrders)).await?,
+            inventory: at.inventory(&ns(ReadModel::Inventory)).await?,
+            wait,
+        })
+    }
+}
+
+/// Where the endpoints take their read models from.
+#[derive(Debug, Clone)]
+pub enum Reads {
+    /// Always these.
+    Fixed(Arc<ReadModels>),
+    /// The serving copies, followed across swaps without a restart.
+    Serving(Arc<ServingReads>),
+}
+
+impl Reads {
+    async fn current(&self) -> Result<Arc<ReadModels>, ApiError> {
+        match self {
+            Reads::Fixed(m) => Ok(m.clone()),
+            Reads::Serving(s) => s.current().await.map_err(unavailable),
+        }
+    }
+}
+
 /// The GET routes, to merge with the command router.
-pub fn router(models: Arc<ReadModels>) -> Router {
+pub fn router(models: Reads) -> Router {
     Router::new()
         .route("/v1/orders/{id}", get(order))
         .route("/v1/customers/{id}/orders", get(customer_orders))
@@ -64,7 +107,7 @@ pub fn router(models: Arc<ReadModels>) -> Router {
         .with_state(models)
 }
 
-type Shared = State<Arc<ReadModels>>;
+type Shared = State<Reads>;
 type Params = Query<HashMap<String, String>>;
 
 fn field(path: &str, message: impl Into<String>) -> ApiError {
@@ -144,7 +187,8 @@ fn parsed<T>(raw: &str, name: &str, parse: impl Fn(String) -> Result<T, cafe_eve
     parse(raw.to_owned()).map_err(|e| field(name, e.to_string()))
 }
 
-async fn order(State(m): Shared, Path(id): Path<String>, Query(params): Params) -> Result<Response, ApiError> {
+async fn order(State(reads): Shared, Path(id): Path<String>, Query(params): Params) -> Result<Response, ApiError> {
+    let m = reads.current().await?;
     let id = parsed(&id, "order_id", cafe_events::OrderId::parse)?;
     let min = min_version(&params)?;
     let found = at_least(
@@ -181,10 +225,11 @@ fn wait_target(params: &HashMap<String, String>) -> Result<(Option<u64>, Option<
 }
 
 async fn customer_orders(
-    State(m): Shared,
+    State(reads): Shared,
     Path(id): Path<String>,
     Query(params): Params,
 ) -> Result<Response, ApiError> {
+    let m = reads.current().await?;
     let customer = parsed(&id, "customer_id", cafe_events::CustomerId::parse)?;
     let limit = limit(&params)?;
     let (min, target) = wait_target(&params)?;
@@ -218,7 +263,8 @@ fn with_cache_header(mut response: Response, hit: bool) -> Response {
     response
 }
 
-async fn menu_items(State(m): Shared, Query(params): Params) -> Result<Response, ApiError> {
+async fn menu_items(State(reads): Shared, Query(params): Params) -> Result<Response, ApiError> {
+    let m = reads.current().await?;
     let category = params.get("category").map(String::as_str);
     let (min, target) = wait_target(&params)?;
     let answer = at_least(
@@ -236,7 +282,12 @@ async fn menu_items(State(m): Shared, Query(params): Params) -> Result<Response,
     ))
 }
 
-async fn loyalty(State(m): Shared, Path(customer): Path<String>, Query(params): Params) -> Result<Response, ApiError> {
+async fn loyalty(
+    State(reads): Shared,
+    Path(customer): Path<String>,
+    Query(params): Params,
+) -> Result<Response, ApiError> {
+    let m = reads.current().await?;
     let customer = parsed(&customer, "customer_id", cafe_events::CustomerId::parse)?;
     let min = min_version(&params)?;
     let answer = at_least(
@@ -253,7 +304,12 @@ async fn loyalty(State(m): Shared, Path(customer): Path<String>, Query(params): 
     Ok(with_cache_header(axum::Json(account).into_response(), hit))
 }
 
-async fn inventory(State(m): Shared, Path(store): Path<String>, Query(params): Params) -> Result<Response, ApiError> {
+async fn inventory(
+    State(reads): Shared,
+    Path(store): Path<String>,
+    Query(params): Params,
+) -> Result<Response, ApiError> {
+    let m = reads.current().await?;
     let store = parsed(&store, "store_id", cafe_events::StoreId::parse)?;
     let (min, target) = wait_target(&params)?;
     let items = at_least(

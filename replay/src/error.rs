@@ -23,6 +23,9 @@ pub enum ReplayError {
     /// The event store failed.
     #[error("event store: {0}")]
     Store(#[from] StoreError),
+    /// The stream failed.
+    #[error("stream: {0}")]
+    Stream(String),
     /// The replays table failed or holds something unreadable.
     #[error("replays table: {0}")]
     Record(String),

@@ -27,6 +27,7 @@
 //!   live in.
 //! - [`rebuild`]: [`Replayer`]: plan, create, run, verify, drop.
 //! - [`progress`]: a progress bar with rate and ETA on a terminal, log lines otherwise.
+//! - [`stream`]: reading the stream from a point to its tip (a swap's catch-up).
 //! - [`watermark`]: which aggregates moved after a replay's watermark.
 //! - [`error`]: the one error type; [`ReplayError::is_usage`] marks bad input.
 
@@ -34,10 +35,11 @@ pub mod error;
 pub mod progress;
 pub mod rebuild;
 pub mod record;
+pub mod stream;
 pub mod watermark;
 
 pub use error::ReplayError;
-pub use rebuild::{Plan, Replayer, RunOutcome};
+pub use rebuild::{Plan, Replayer, RunOutcome, SwapOutcome};
 pub use record::{Filter, Params, ReplayId, Replays};
 
 /// How long before its creation a replay's watermark lies: longer than any command

@@ -9,6 +9,7 @@ use cafe_producers::store::{EventKey, HistoryPage, HistoryReader};
 use cafe_projections::Positioned;
 use cafe_projections::catalog::{AnyProjection, Endpoints, Namespace, ReadModel};
 use cafe_projections::projector::apply_isolating;
+use cafe_projections::serving::LiveSide;
 use cafe_projections::verify::{self, Buckets, Report};
 use chrono::{DateTime, Utc};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -18,7 +19,8 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use crate::error::ReplayError;
 use crate::progress::Progress;
-use crate::record::{Filter, Meta, Params, ReplayId, Replays, Segment, State};
+use crate::record::{Filter, Meta, Params, ReplayId, Replays, Segment, State, Swapped, Verified};
+use crate::stream;
 use crate::watermark::StoreWatermark;
 
 /// What a replay would read, per Scan segment.
@@ -63,27 +65,78 @@ pub struct RunOutcome {
 }
 
 /// Runs replays of `H`'s history into the catalog's stores.
-#[derive(Debug)]
 pub struct Replayer<H> {
     history: H,
     replays: Replays,
     at: Endpoints,
-    live: Namespace,
+    live: LiveSide,
+    stream: Option<(aws_sdk_kinesis::Client, String)>,
+    before_flip: Option<BeforeFlip>,
 }
+
+/// What a swap runs between its first catch-up and moving the pointers (fault
+/// injection: traffic the old copies take in that window must reach the new ones).
+pub type BeforeFlip = Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
+impl<H> std::fmt::Debug for Replayer<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replayer")
+            .field("live", &self.live)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a swap went.
+#[derive(Debug, Clone, Serialize)]
+pub struct SwapOutcome {
+    /// The models now served by the replay's shadows.
+    pub models: Vec<String>,
+    /// Events applied after the watermark (both catch-up passes).
+    pub caught_up: u64,
+    /// Whether verification was overridden.
+    pub forced: bool,
+    /// How long it took.
+    pub took: Duration,
+}
+
+/// How far before the watermark the catch-up starts reading the stream: records carry
+/// their arrival time, events their occurrence time, and the two clocks differ by the
+/// command's latency and skew. Reading earlier only repeats events (idempotent).
+const CATCH_UP_MARGIN: chrono::Duration = chrono::Duration::seconds(60);
+
+/// How long a swap waits after moving the pointers before its last catch-up: every
+/// follower looks at the pointers at least this often, plus a batch in flight.
+const SWAP_GRACE: Duration = Duration::from_secs(4);
 
 /// The longest a transient store failure holds a segment before the next attempt.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 impl<H: HistoryReader> Replayer<H> {
-    /// Over `history`, recording in `replays`, with the stores at `at`; `live` is what
-    /// shadows are verified against ([`Namespace::Live`] but in tests).
-    pub fn new(history: H, replays: Replays, at: Endpoints, live: Namespace) -> Self {
+    /// Over `history`, recording in `replays`, with the stores at `at`; `live` says
+    /// which copies are live (the serving pointers but in tests).
+    pub fn new(history: H, replays: Replays, at: Endpoints, live: LiveSide) -> Self {
         Replayer {
             history,
             replays,
             at,
             live,
+            stream: None,
+            before_flip: None,
         }
+    }
+
+    /// Fault injection: `hook` runs between a swap's first catch-up and the pointer
+    /// move, widening the window in which the old copies still take events (what the
+    /// second catch-up must bring over).
+    pub fn with_before_flip(mut self, hook: BeforeFlip) -> Self {
+        self.before_flip = Some(hook);
+        self
+    }
+
+    /// With the stream a swap catches shadows up from.
+    pub fn with_stream(mut self, kinesis: aws_sdk_kinesis::Client, stream: impl Into<String>) -> Self {
+        self.stream = Some((kinesis, stream.into()));
+        self
     }
 
     /// The watermark a replay created now with `filter` would get.
@@ -158,6 +211,8 @@ impl<H: HistoryReader> Replayer<H> {
             finished_at: None,
             total_estimate,
             throttled_secs: 0.0,
+            verified: None,
+            swapped: None,
         };
         self.shadows(&meta).await?;
         self.replays.save(&meta).await?;
@@ -357,12 +412,17 @@ impl<H: HistoryReader> Replayer<H> {
         buckets: Buckets,
         max_keys: usize,
     ) -> Result<Vec<(ReadModel, Report)>, ReplayError> {
-        let (meta, _) = self.replays.load(id).await?;
+        let (mut meta, _) = self.replays.load(id).await?;
         match meta.state {
             State::Finished => {}
             State::Running => {
                 return Err(ReplayError::BadInput(format!(
                     "replay {id} has not finished (resume it with --resume {id}); verify compares finished replays"
+                )));
+            }
+            State::Swapped => {
+                return Err(ReplayError::BadInput(format!(
+                    "replay {id} was swapped in: its shadows are the live models now"
                 )));
             }
             State::Dropped => return Err(ReplayError::BadInput(format!("replay {id} was dropped"))),
@@ -371,22 +431,145 @@ impl<H: HistoryReader> Replayer<H> {
         let mut out = Vec::new();
         for shadow in self.shadows(&meta).await? {
             let model = shadow.model();
-            let live = model.connect(&self.at, &self.live).await?;
+            let ns = self.live.namespace(model).await?;
+            let live = model.connect(&self.at, &ns).await?;
             let report = verify::compare(&live, &shadow, buckets, &watermark, max_keys).await?;
             out.push((model, report));
         }
+        meta.verified = Some(Verified {
+            at: Utc::now(),
+            verdicts: out.iter().map(|(m, r)| (m.name().to_owned(), r.verdict())).collect(),
+        });
+        self.replays.save(&meta).await?;
         Ok(out)
     }
 
-    /// Drops replay `id`'s shadows and marks it dropped.
-    pub async fn drop(&self, id: &ReplayId) -> Result<(), ReplayError> {
+    /// Makes replay `id`'s shadows the live models: refused unless its last
+    /// verification found every partition matching or live-ahead (`force` overrides).
+    /// Catches the shadows up with the stream from before the watermark, moves the
+    /// serving pointers (one write per model), waits until every follower moved, and
+    /// catches up once more with what the old copies took meanwhile, so no event is
+    /// lost across the swap while traffic runs. The old copies stay until `drop`.
+    pub async fn swap(&self, id: &ReplayId, force: bool) -> Result<SwapOutcome, ReplayError> {
+        let started = Instant::now();
         let (mut meta, _) = self.replays.load(id).await?;
+        match meta.state {
+            State::Finished => {}
+            State::Running => return Err(ReplayError::BadInput(format!("replay {id} has not finished"))),
+            State::Swapped => return Err(ReplayError::BadInput(format!("replay {id} was swapped in already"))),
+            State::Dropped => return Err(ReplayError::BadInput(format!("replay {id} was dropped"))),
+        }
+        if !force {
+            let Some(verified) = &meta.verified else {
+                return Err(ReplayError::BadInput(format!(
+                    "replay {id} has not been verified: run cafe replay verify {id} first (--force swaps anyway)"
+                )));
+            };
+            let differing: Vec<&str> = verified
+                .verdicts
+                .iter()
+                .filter(|(_, v)| **v == verify::Verdict::Differs)
+                .map(|(m, _)| m.as_str())
+                .collect();
+            if !differing.is_empty() {
+                return Err(ReplayError::BadInput(format!(
+                    "verification of replay {id} found differences in {} (--force swaps anyway)",
+                    differing.join(", ")
+                )));
+            }
+        }
+        let LiveSide::Serving(pointers) = &self.live else {
+            return Err(ReplayError::BadInput("a swap needs the serving pointers".into()));
+        };
+        let Some((kinesis, stream)) = &self.stream else {
+            return Err(ReplayError::BadInput("a swap needs the stream to catch up from".into()));
+        };
+        let shadows = self.shadows(&meta).await?;
+        let filter = meta.params.filter.clone();
+        let applied = std::sync::atomic::AtomicU64::new(0);
+        let catch_up = |shard: String, events: Vec<Positioned>| {
+            let (shadows, filter, applied) = (&shadows, &filter, &applied);
+            async move {
+                let far_future = DateTime::<Utc>::MAX_UTC;
+                let taken: Vec<Positioned> = events
+                    .into_iter()
+                    .filter(|p| {
+                        let e = &p.event;
+                        filter.takes(
+                            e.aggregate_id.aggregate_type(),
+                            &e.aggregate_id.to_string(),
+                            e.occurred_at,
+                            far_future,
+                        )
+                    })
+                    .collect();
+                let shard = format!("catch-up-{shard}");
+                for model in shadows {
+                    self.apply(model, &shard, &taken, &CancellationToken::new()).await?;
+                }
+                applied.fetch_add(taken.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
+        };
+        let from = stream::From::Time(meta.watermark - CATCH_UP_MARGIN);
+        let reached = stream::read_to_tip(kinesis, stream, &from, catch_up).await?;
+        if let Some(hook) = &self.before_flip {
+            hook().await;
+        }
+        let mut previous = std::collections::BTreeMap::new();
         let ns = meta.id.namespace();
         for model in meta.params.read_models()? {
-            model.drop(&self.at, &ns).await?;
+            let before = pointers.get(model).await?;
+            pointers.set(model, &ns).await?;
+            previous.insert(model.name().to_owned(), before.to_string());
+        }
+        tokio::time::sleep(SWAP_GRACE).await;
+        stream::read_to_tip(kinesis, stream, &stream::From::After(reached), catch_up).await?;
+        let caught_up = applied.load(std::sync::atomic::Ordering::Relaxed);
+        meta.state = State::Swapped;
+        meta.swapped = Some(Swapped {
+            at: Utc::now(),
+            forced: force,
+            previous,
+            caught_up,
+        });
+        self.replays.save(&meta).await?;
+        Ok(SwapOutcome {
+            models: meta.params.models.clone(),
+            caught_up,
+            forced: force,
+            took: started.elapsed(),
+        })
+    }
+
+    /// Drops what replay `id` leaves: its shadows, or, once swapped in, the copies that
+    /// served before it. A copy that serves is never dropped.
+    pub async fn drop(&self, id: &ReplayId) -> Result<Vec<(ReadModel, Namespace)>, ReplayError> {
+        let (mut meta, _) = self.replays.load(id).await?;
+        let mut dropped = Vec::new();
+        for model in meta.params.read_models()? {
+            let target = match &meta.swapped {
+                Some(s) => match s.previous.get(model.name()).map(String::as_str) {
+                    Some("live") | None => Namespace::Live,
+                    Some(name) => Namespace::shadow(name)?,
+                },
+                None => meta.id.namespace(),
+            };
+            let serving = self.live.namespace(model).await?;
+            if serving == target {
+                return Err(ReplayError::BadInput(format!(
+                    "the {model} copy in {target} serves: swap another copy in before dropping it"
+                )));
+            }
+            match &target {
+                Namespace::Live => model.drop_base(&self.at).await?,
+                shadow => model.drop(&self.at, shadow).await?,
+            }
+            dropped.push((model, target));
         }
         meta.state = State::Dropped;
-        self.replays.save(&meta).await
+        self.replays.save(&meta).await?;
+        Ok(dropped)
     }
 }
 

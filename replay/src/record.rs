@@ -139,6 +139,8 @@ pub enum State {
     Running,
     /// Every segment read to its end.
     Finished,
+    /// Its shadows serve as the live models.
+    Swapped,
     /// Its shadows were dropped.
     Dropped,
 }
@@ -163,6 +165,35 @@ pub struct Meta {
     pub total_estimate: Option<u64>,
     /// Seconds spent waiting on the rate limit.
     pub throttled_secs: f64,
+    /// The last verification's verdict per model.
+    #[serde(default)]
+    pub verified: Option<Verified>,
+    /// The swap, once done.
+    #[serde(default)]
+    pub swapped: Option<Swapped>,
+}
+
+/// A verification's outcome, as a swap judges it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verified {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Per model (catalog name): its worst partition's verdict.
+    pub verdicts: std::collections::BTreeMap<String, cafe_projections::verify::Verdict>,
+}
+
+/// A swap's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Swapped {
+    /// When it finished.
+    pub at: DateTime<Utc>,
+    /// Whether it overrode verification.
+    pub forced: bool,
+    /// Per model (catalog name): the copy that served before (`live` for the base
+    /// names), kept until the replay is dropped.
+    pub previous: std::collections::BTreeMap<String, String>,
+    /// Events applied by the catch-up after the watermark.
+    pub caught_up: u64,
 }
 
 /// One Scan segment's checkpoint.

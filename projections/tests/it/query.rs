@@ -9,7 +9,7 @@ use axum::http::{Request, StatusCode};
 use cafe_events::DomainEvent;
 use cafe_projections::cache::CachedReads;
 use cafe_projections::history::{self, HistoryConfig};
-use cafe_projections::query::{ReadModels, router};
+use cafe_projections::query::{ReadModels, Reads, router};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
@@ -54,7 +54,7 @@ async fn get_with_headers(
     models: &Arc<ReadModels>,
     uri: &str,
 ) -> (StatusCode, serde_json::Value, axum::http::HeaderMap) {
-    let resp = router(models.clone())
+    let resp = router(Reads::Fixed(models.clone()))
         .oneshot(Request::get(uri).body(Body::empty()).unwrap())
         .await
         .unwrap();

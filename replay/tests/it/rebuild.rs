@@ -10,6 +10,7 @@ use cafe_localstack::{StackConfig, aws, provision};
 use cafe_producers::store::{DynamoEventStore, EventStore};
 use cafe_projections::catalog::{AnalyticsEndpoint, Endpoints, Namespace, ReadModel};
 use cafe_projections::history::{self, HistoryConfig};
+use cafe_projections::serving::LiveSide;
 use cafe_projections::verify::{Buckets, Verdict};
 use cafe_projections::{Batch, Projection};
 use cafe_replay::{Filter, Params, ReplayError, Replayer, Replays};
@@ -91,7 +92,7 @@ async fn world(orders: usize) -> World {
     }
     let replays = Replays::new(dynamodb, replays_table);
     World {
-        replayer: Replayer::new(store, replays.clone(), at.clone(), live.clone()),
+        replayer: Replayer::new(store, replays.clone(), at.clone(), LiveSide::Fixed(live.clone())),
         replays,
         history,
         live,
