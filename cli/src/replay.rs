@@ -11,6 +11,7 @@ use cafe_producers::store::DynamoEventStore;
 use cafe_projections::catalog::ReadModel;
 use cafe_projections::serving::LiveSide;
 use cafe_projections::verify::{Buckets, Verdict};
+use cafe_replay::record::ShardRange;
 use cafe_replay::record::State;
 use cafe_replay::{Filter, Params, ReplayError, ReplayId, Replayer, Replays};
 use chrono::{DateTime, Utc};
@@ -52,6 +53,10 @@ enum Action {
         from: Source,
         #[command(flatten)]
         filter: FilterArgs,
+        /// With `--from stream`: read only these shards, each `SHARD`, `SHARD:FROM..` or
+        /// `SHARD:FROM..TO` (sequence numbers; repeat the flag per shard).
+        #[arg(long, value_parser = shard_range)]
+        shard_range: Vec<ShardRange>,
         /// Events per second at most (default: as fast as the stores take them).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         max_rate: Option<u32>,
@@ -116,6 +121,13 @@ enum Action {
 enum Source {
     /// The DynamoDB event store: the whole history, by parallel Scan segments.
     EventStore,
+    /// The Kinesis stream: what its retention window holds, one segment per shard, by
+    /// time (`--since`/`--until`) or by `--shard-range`.
+    Stream,
+}
+
+fn shard_range(s: &str) -> Result<ShardRange, String> {
+    ShardRange::parse(s).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Args)]
@@ -221,7 +233,8 @@ async fn act(
         }
         Action::Rebuild {
             projector,
-            from: Source::EventStore,
+            from,
+            shard_range,
             filter,
             max_rate,
             segments,
@@ -237,7 +250,15 @@ async fn act(
                     id
                 }
                 None => {
+                    let source = match from {
+                        Source::EventStore if !shard_range.is_empty() => {
+                            return Err(ReplayError::BadInput("--shard-range needs --from stream".into()));
+                        }
+                        Source::EventStore => cafe_replay::record::Source::EventStore,
+                        Source::Stream => cafe_replay::record::Source::Stream { shards: shard_range },
+                    };
                     let params = Params {
+                        source,
                         models: projector.iter().map(|m| m.name().to_owned()).collect(),
                         filter: filter.into(),
                         segments,

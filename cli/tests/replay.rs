@@ -265,7 +265,44 @@ fn a_replay_killed_mid_run_resumes_to_the_same_verified_result() {
 fn bad_input_exits_2_with_a_message_and_writes_nothing() {
     let sandbox = Sandbox::new();
     sandbox.cafe(&["stack", "up"]);
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 8] = [
+        (
+            &[
+                "replay",
+                "rebuild",
+                "--projector",
+                "orders",
+                "--from",
+                "stream",
+                "--shard-range",
+                "shardId-000000000000:1..",
+            ],
+            "is not in shard shardId-000000000000",
+        ),
+        (
+            &[
+                "replay",
+                "rebuild",
+                "--projector",
+                "orders",
+                "--from",
+                "stream",
+                "--shard-range",
+                "shardId-000000000000:x..",
+            ],
+            "expected SHARD, SHARD:FROM.. or SHARD:FROM..TO",
+        ),
+        (
+            &[
+                "replay",
+                "rebuild",
+                "--projector",
+                "orders",
+                "--shard-range",
+                "shardId-000000000000",
+            ],
+            "--shard-range needs --from stream",
+        ),
         (
             &[
                 "replay",

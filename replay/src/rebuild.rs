@@ -19,7 +19,7 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use crate::error::ReplayError;
 use crate::progress::Progress;
-use crate::record::{Filter, Meta, Params, ReplayId, Replays, Segment, State, Swapped, Verified};
+use crate::record::{Filter, Meta, Params, ReplayId, Replays, Segment, ShardRange, Source, State, Swapped, Verified};
 use crate::stream;
 use crate::watermark::StoreWatermark;
 
@@ -191,8 +191,31 @@ impl<H: HistoryReader> Replayer<H> {
 
     /// Creates a replay: checks every parameter, connects every shadow (creating its
     /// schema, table or indexes), then writes the record. Bad input writes nothing.
-    pub async fn create(&self, params: Params, total_estimate: Option<u64>) -> Result<Meta, ReplayError> {
+    pub async fn create(&self, mut params: Params, total_estimate: Option<u64>) -> Result<Meta, ReplayError> {
         params.filter.check()?;
+        if let Source::Stream { shards } = &mut params.source {
+            let Some((kinesis, stream)) = &self.stream else {
+                return Err(ReplayError::BadInput(
+                    "a replay from the stream needs the stream configured".into(),
+                ));
+            };
+            let all = stream::shards(kinesis, stream).await?;
+            if shards.is_empty() {
+                shards.extend(all.into_iter().map(|shard| ShardRange {
+                    shard,
+                    from_sequence: None,
+                    to_sequence: None,
+                }));
+            }
+            for range in shards.iter() {
+                if let Some(from) = &range.from_sequence {
+                    stream::check_sequence(kinesis, stream, &range.shard, from).await?;
+                } else if !stream::shards(kinesis, stream).await?.contains(&range.shard) {
+                    return Err(ReplayError::BadInput(format!("{stream} has no shard {}", range.shard)));
+                }
+            }
+            params.segments = u32::try_from(shards.len()).unwrap_or(u32::MAX);
+        }
         let models = params.read_models()?;
         if models.is_empty() {
             return Err(ReplayError::BadInput("name at least one read model to rebuild".into()));
@@ -274,9 +297,20 @@ impl<H: HistoryReader> Replayer<H> {
             burst,
             stop: &stop,
         };
+        let ctx = &ctx;
         let runs = segments.into_iter().map(|segment| {
             let span = info_span!("replay_segment", replay = %id, segment = segment.segment);
-            self.segment(&ctx, segment).instrument(span)
+            let range = match &meta.params.source {
+                Source::Stream { shards } => shards.get(segment.segment as usize).cloned(),
+                Source::EventStore => None,
+            };
+            async move {
+                match range {
+                    Some(range) => self.shard(ctx, segment, range).await,
+                    None => self.segment(ctx, segment).await,
+                }
+            }
+            .instrument(span)
         });
         let results = futures::future::try_join_all(runs).await?;
         progress.finish();
@@ -352,6 +386,89 @@ impl<H: HistoryReader> Replayer<H> {
             done = seg.done,
             "segment stopped"
         );
+        Ok((seg, throttled))
+    }
+
+    /// One shard of a stream replay, from its checkpoint (or its range's start, or
+    /// `--since`) to its range's end or the watermark: records that arrived more than
+    /// [`CATCH_UP_MARGIN`] after the watermark end it, and events that occurred after
+    /// the watermark are left out (the stand-in's arrival times are rounded, so the
+    /// events' own times decide).
+    async fn shard(
+        &self,
+        ctx: &RunContext<'_>,
+        mut seg: Segment,
+        range: ShardRange,
+    ) -> Result<(Segment, f64), ReplayError> {
+        let Some((kinesis, stream)) = &self.stream else {
+            return Err(ReplayError::BadInput(
+                "a replay from the stream needs the stream configured".into(),
+            ));
+        };
+        if seg.done {
+            return Ok((seg, 0.0));
+        }
+        let p = &ctx.meta.params;
+        let start = match (&seg.position, &range.from_sequence, p.filter.since) {
+            (Some(pos), _, _) => stream::Start::AfterSequence(pos.clone()),
+            (None, Some(from), _) => stream::Start::AtSequence(from.clone()),
+            (None, None, Some(since)) => stream::Start::At(since - CATCH_UP_MARGIN),
+            (None, None, None) => stream::Start::TrimHorizon,
+        };
+        let bound = stream::Bound {
+            to_sequence: range.to_sequence.clone(),
+            arrived_by: Some(ctx.meta.watermark + CATCH_UP_MARGIN),
+        };
+        let shard_name = format!("replay-{}-{}", ctx.meta.id, range.shard);
+        let state = tokio::sync::Mutex::new((&mut seg, 0.0_f64));
+        let result = stream::read_shard(kinesis, stream, &range.shard, &start, &bound, |events, last| {
+            let (state, shard_name) = (&state, &shard_name);
+            async move {
+                if ctx.stop.is_cancelled() {
+                    return Err(ReplayError::Stopped);
+                }
+                let read = events.len() as u64;
+                let taken: Vec<Positioned> = events
+                    .into_iter()
+                    .filter(|e| {
+                        let ev = &e.event;
+                        p.filter.takes(
+                            ev.aggregate_id.aggregate_type(),
+                            &ev.aggregate_id.to_string(),
+                            ev.occurred_at,
+                            ctx.meta.watermark,
+                        )
+                    })
+                    .collect();
+                let waited = match ctx.limiter {
+                    Some(limiter) => wait_for(limiter, ctx.burst, taken.len()).await,
+                    None => 0.0,
+                };
+                let mut guard = state.lock().await;
+                guard.1 += waited;
+                let seg = &mut *guard.0;
+                for model in ctx.models {
+                    seg.refused += self.apply(model, shard_name, &taken, ctx.stop).await?;
+                }
+                seg.read += read;
+                seg.applied += taken.len() as u64;
+                seg.pages += 1;
+                seg.position = Some(last);
+                self.replays.save_segment(&ctx.meta.id, seg).await?;
+                ctx.progress.add(read);
+                Ok(())
+            }
+        })
+        .await;
+        let throttled = state.into_inner().1;
+        match result {
+            Ok(_) => {
+                seg.done = true;
+                self.replays.save_segment(&ctx.meta.id, &seg).await?;
+            }
+            Err(ReplayError::Stopped) => {}
+            Err(e) => return Err(e),
+        }
         Ok((seg, throttled))
     }
 

@@ -106,14 +106,82 @@ impl Filter {
     }
 }
 
+/// Where a replay reads its events.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Source {
+    /// The DynamoDB event store: the whole history, by parallel Scan segments.
+    #[default]
+    EventStore,
+    /// The Kinesis stream (its retention window), one segment per shard.
+    Stream {
+        /// The shards read, each from a sequence number or its start (or `--since`),
+        /// to a sequence number or the watermark.
+        shards: Vec<ShardRange>,
+    },
+}
+
+/// One shard's part of a stream replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardRange {
+    /// The shard.
+    pub shard: String,
+    /// The first record read (none: its start, or `--since`).
+    pub from_sequence: Option<String>,
+    /// The last record read (none: up to the watermark).
+    pub to_sequence: Option<String>,
+}
+
+impl ShardRange {
+    /// `SHARD`, `SHARD:FROM..` or `SHARD:FROM..TO`, as an operator types it.
+    pub fn parse(s: &str) -> Result<ShardRange, ReplayError> {
+        let bad = || {
+            ReplayError::BadInput(format!(
+                "shard range {s:?}: expected SHARD, SHARD:FROM.. or SHARD:FROM..TO (sequence numbers)"
+            ))
+        };
+        let digits = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+        let Some((shard, range)) = s.split_once(':') else {
+            return if s.is_empty() {
+                Err(bad())
+            } else {
+                Ok(ShardRange {
+                    shard: s.to_owned(),
+                    from_sequence: None,
+                    to_sequence: None,
+                })
+            };
+        };
+        let (from, to) = range.split_once("..").ok_or_else(bad)?;
+        if shard.is_empty() || !digits(from) || !(to.is_empty() || digits(to)) {
+            return Err(bad());
+        }
+        let range = ShardRange {
+            shard: shard.to_owned(),
+            from_sequence: Some(from.to_owned()),
+            to_sequence: (!to.is_empty()).then(|| to.to_owned()),
+        };
+        if let (Some(f), Some(t)) = (&range.from_sequence, &range.to_sequence) {
+            let (f, t) = (f.trim_start_matches('0'), t.trim_start_matches('0'));
+            if (f.len(), f) > (t.len(), t) {
+                return Err(ReplayError::BadInput(format!("shard range {s:?} is reversed")));
+            }
+        }
+        Ok(range)
+    }
+}
+
 /// What a replay was asked to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Params {
+    /// Where it reads.
+    #[serde(default)]
+    pub source: Source,
     /// The read models it rebuilds (by catalog name).
     pub models: Vec<String>,
     /// Which events.
     pub filter: Filter,
-    /// Parallel Scan segments.
+    /// Parallel Scan segments (a stream replay: one per shard).
     pub segments: u32,
     /// Events per Scan page.
     pub page_size: u32,
@@ -203,6 +271,9 @@ pub struct Segment {
     pub segment: u32,
     /// The key of the last event applied (none: from the segment's start).
     pub after: Option<EventKey>,
+    /// A stream replay's: the sequence number of the last record applied.
+    #[serde(default)]
+    pub position: Option<String>,
     /// Pages applied.
     pub pages: u64,
     /// Events read (taken or not).

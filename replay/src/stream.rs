@@ -1,11 +1,11 @@
-//! Reading the Kinesis stream from a point to its tip: how a swap catches a shadow up
-//! with what happened after its watermark.
+//! Reading the Kinesis stream: a shard from a starting point to a bound (a rebuild from
+//! the stream), or every shard to its tip (how a swap catches a shadow up with what
+//! happened after its watermark).
 //!
-//! Every shard the stream lists is read (closed parents too); within a shard, records
-//! come in order, so each aggregate's events (one aggregate, one shard) are applied in
-//! version order. A resharding between the watermark and the swap would let a child's
-//! records be applied before its parent's are finished: the version guards then keep
-//! the newer state, and the final verification shows any gap.
+//! Within a shard records come in order, so each aggregate's events (one aggregate, one
+//! shard) are applied in version order. A resharding inside the range read lets a
+//! child's records be applied before its parent's are finished: the version guards then
+//! keep the newer state, and verification shows any gap.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 
 use crate::error::ReplayError;
 
-/// Where to start reading a shard.
+/// Where to start reading every shard (a swap's catch-up).
 #[derive(Debug, Clone)]
 pub enum From {
     /// Records that arrived at or after this time.
@@ -30,6 +30,29 @@ pub enum From {
     After(BTreeMap<String, String>),
 }
 
+/// Where to start reading one shard.
+#[derive(Debug, Clone)]
+pub enum Start {
+    /// Its oldest record.
+    TrimHorizon,
+    /// Records that arrived at or after this time.
+    At(DateTime<Utc>),
+    /// This record on.
+    AtSequence(String),
+    /// After this record.
+    AfterSequence(String),
+}
+
+/// Where one shard's read ends (besides the shard's tip).
+#[derive(Debug, Clone, Default)]
+pub struct Bound {
+    /// The last record to read, by sequence number.
+    pub to_sequence: Option<String>,
+    /// Records that arrived after this are not read (arrival times only grow within a
+    /// shard).
+    pub arrived_by: Option<DateTime<Utc>>,
+}
+
 /// Records per GetRecords call.
 const LIMIT: i32 = 10_000;
 
@@ -37,20 +60,14 @@ fn kinesis_error(op: &str, e: impl std::fmt::Display) -> ReplayError {
     ReplayError::Stream(format!("{op}: {e}"))
 }
 
-/// Reads every shard of `stream` from `from` to its tip, handing each shard's decoded
-/// events to `apply` a GetRecords batch at a time (records that do not decode are
-/// skipped: the live projectors parked them). Answers the last sequence number read
-/// per shard: where a later read continues.
-pub async fn read_to_tip<F, Fut>(
-    kinesis: &Client,
-    stream: &str,
-    from: &From,
-    mut apply: F,
-) -> Result<BTreeMap<String, String>, ReplayError>
-where
-    F: FnMut(String, Vec<Positioned>) -> Fut,
-    Fut: std::future::Future<Output = Result<(), ReplayError>>,
-{
+/// Sequence numbers compare as numbers of varying length.
+fn after(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+    (a.len(), a) > (b.len(), b)
+}
+
+/// The stream's shards, parents before children as ListShards lists them.
+pub async fn shards(kinesis: &Client, stream: &str) -> Result<Vec<String>, ReplayError> {
     let mut shards = Vec::new();
     let mut next: Option<String> = None;
     loop {
@@ -69,62 +86,174 @@ where
             break;
         }
     }
+    Ok(shards)
+}
+
+/// Checks that `shard` of `stream` holds `sequence`: bad input if not (nothing read).
+pub async fn check_sequence(kinesis: &Client, stream: &str, shard: &str, sequence: &str) -> Result<(), ReplayError> {
+    let out = kinesis
+        .get_shard_iterator()
+        .stream_name(stream)
+        .shard_id(shard)
+        .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+        .starting_sequence_number(sequence)
+        .send()
+        .await;
+    match out {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let usage = e
+                .as_service_error()
+                .is_some_and(|s| s.is_invalid_argument_exception() || s.is_resource_not_found_exception());
+            let message = aws_sdk_kinesis::error::DisplayErrorContext(e).to_string();
+            if usage {
+                Err(ReplayError::BadInput(format!(
+                    "sequence number {sequence} is not in shard {shard} of {stream}: {message}"
+                )))
+            } else {
+                Err(kinesis_error("GetShardIterator", message))
+            }
+        }
+    }
+}
+
+/// Reads `shard` from `start` to `bound` or its tip, handing each GetRecords batch's
+/// decoded events and the batch's last sequence number to `apply` (records that do not
+/// decode are skipped: the live projectors parked them). A starting sequence number
+/// the shard does not hold is bad input. Answers the last sequence number read.
+pub async fn read_shard<F, Fut>(
+    kinesis: &Client,
+    stream: &str,
+    shard: &str,
+    start: &Start,
+    bound: &Bound,
+    mut apply: F,
+) -> Result<Option<String>, ReplayError>
+where
+    F: FnMut(Vec<Positioned>, String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ReplayError>>,
+{
+    let req = kinesis.get_shard_iterator().stream_name(stream).shard_id(shard);
+    let req = match start {
+        Start::TrimHorizon => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        Start::At(t) => req
+            .shard_iterator_type(ShardIteratorType::AtTimestamp)
+            .timestamp(AwsDateTime::from_millis(t.timestamp_millis())),
+        Start::AtSequence(s) => req
+            .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+            .starting_sequence_number(s),
+        Start::AfterSequence(s) => req
+            .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+            .starting_sequence_number(s),
+    };
+    let mut iterator = match req.send().await {
+        Ok(out) => out.shard_iterator,
+        Err(e) => {
+            let invalid = e.as_service_error().is_some_and(|s| s.is_invalid_argument_exception());
+            let message = aws_sdk_kinesis::error::DisplayErrorContext(e).to_string();
+            return Err(match start {
+                Start::AtSequence(s) | Start::AfterSequence(s) if invalid => ReplayError::BadInput(format!(
+                    "sequence number {s} is not in shard {shard} of {stream}: {message}"
+                )),
+                _ => kinesis_error("GetShardIterator", message),
+            });
+        }
+    };
+    let mut last = None;
+    while let Some(it) = iterator {
+        let out = kinesis
+            .get_records()
+            .shard_iterator(it)
+            .limit(LIMIT)
+            .send()
+            .await
+            .map_err(|e| kinesis_error("GetRecords", aws_sdk_kinesis::error::DisplayErrorContext(e)))?;
+        let mut events = Vec::new();
+        let mut ended = false;
+        let mut batch_last = None;
+        for r in out.records() {
+            let past_sequence = bound
+                .to_sequence
+                .as_deref()
+                .is_some_and(|to| after(r.sequence_number(), to));
+            let past_time = bound.arrived_by.is_some_and(|by| {
+                r.approximate_arrival_timestamp()
+                    .is_some_and(|t| t.to_millis().unwrap_or(i64::MAX) > by.timestamp_millis())
+            });
+            if past_sequence || past_time {
+                ended = true;
+                break;
+            }
+            let data = bytes::Bytes::copy_from_slice(r.data().as_ref());
+            for user in deaggregated(r.sequence_number(), r.partition_key(), data) {
+                if let Ok(event) = EventEnvelope::decode(&user.data) {
+                    events.push(Positioned {
+                        event,
+                        sequence: user.sequence,
+                        sub: user.sub,
+                    });
+                }
+            }
+            batch_last = Some(r.sequence_number().to_owned());
+        }
+        if let Some(seq) = batch_last {
+            apply(events, seq.clone()).await?;
+            last = Some(seq);
+        }
+        let at_tip = out.records().is_empty() && out.millis_behind_latest().unwrap_or(0) == 0;
+        if ended || at_tip {
+            break;
+        }
+        iterator = out.next_shard_iterator().map(str::to_owned);
+        if out.records().is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(last)
+}
+
+/// Reads every shard of `stream` from `from` to its tip, handing each shard's decoded
+/// events to `apply` a GetRecords batch at a time. Answers the last sequence number
+/// read per shard: where a later read continues.
+pub async fn read_to_tip<F, Fut>(
+    kinesis: &Client,
+    stream: &str,
+    from: &From,
+    mut apply: F,
+) -> Result<BTreeMap<String, String>, ReplayError>
+where
+    F: FnMut(String, Vec<Positioned>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ReplayError>>,
+{
     let mut reached = match from {
         From::After(positions) => positions.clone(),
         From::Time(_) => BTreeMap::new(),
     };
-    for shard in shards {
-        let mut req = kinesis.get_shard_iterator().stream_name(stream).shard_id(&shard);
-        req = match (from, reached.get(&shard)) {
-            (_, Some(after)) => req
-                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-                .starting_sequence_number(after),
-            (From::Time(t), None) => req
-                .shard_iterator_type(ShardIteratorType::AtTimestamp)
-                .timestamp(AwsDateTime::from_millis(t.timestamp_millis())),
-            (From::After(_), None) => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
+    for shard in shards(kinesis, stream).await? {
+        let start = match (from, reached.get(&shard)) {
+            (_, Some(after)) => Start::AfterSequence(after.clone()),
+            (From::Time(t), None) => Start::At(*t),
+            (From::After(_), None) => Start::TrimHorizon,
         };
-        let mut iterator = req
-            .send()
-            .await
-            .map_err(|e| kinesis_error("GetShardIterator", aws_sdk_kinesis::error::DisplayErrorContext(e)))?
-            .shard_iterator
-            .map(|s| s.to_owned());
-        while let Some(it) = iterator {
-            let out = kinesis
-                .get_records()
-                .shard_iterator(it)
-                .limit(LIMIT)
-                .send()
-                .await
-                .map_err(|e| kinesis_error("GetRecords", aws_sdk_kinesis::error::DisplayErrorContext(e)))?;
-            let mut events = Vec::new();
-            for r in out.records() {
-                let data = bytes::Bytes::copy_from_slice(r.data().as_ref());
-                for user in deaggregated(r.sequence_number(), r.partition_key(), data) {
-                    if let Ok(event) = EventEnvelope::decode(&user.data) {
-                        events.push(Positioned {
-                            event,
-                            sequence: user.sequence,
-                            sub: user.sub,
-                        });
-                    }
-                }
-                reached.insert(shard.clone(), r.sequence_number().to_owned());
-            }
-            let caught_up = out.millis_behind_latest().unwrap_or(0) == 0;
-            let empty = out.records().is_empty();
-            if !events.is_empty() {
-                apply(shard.clone(), events).await?;
-            }
-            iterator = out.next_shard_iterator().map(str::to_owned);
-            if empty && caught_up {
-                break;
-            }
-            if empty {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        let last = read_shard(kinesis, stream, &shard, &start, &Bound::default(), |events, _| {
+            apply(shard.clone(), events)
+        })
+        .await?;
+        if let Some(last) = last {
+            reached.insert(shard, last);
         }
     }
     Ok(reached)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_numbers_compare_as_numbers() {
+        assert!(after("100", "99"));
+        assert!(!after("0099", "100"));
+        assert!(!after("100", "100"));
+    }
 }

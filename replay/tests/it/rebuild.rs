@@ -13,6 +13,7 @@ use cafe_projections::history::{self, HistoryConfig};
 use cafe_projections::serving::LiveSide;
 use cafe_projections::verify::{Buckets, Verdict};
 use cafe_projections::{Batch, Projection};
+use cafe_replay::record::Source;
 use cafe_replay::{Filter, Params, ReplayError, Replayer, Replays};
 use tokio_util::sync::CancellationToken;
 
@@ -111,6 +112,7 @@ impl World {
 
 fn params(models: &[ReadModel], max_rate: Option<u32>) -> Params {
     Params {
+        source: cafe_replay::record::Source::EventStore,
         models: models.iter().map(|m| m.name().to_owned()).collect(),
         filter: Filter::default(),
         segments: 4,
@@ -227,4 +229,72 @@ async fn bad_input_is_refused_before_anything_is_written() {
         assert!(matches!(err, ReplayError::Unknown(_)), "{err}");
     }
     w.drop_all(&Namespace::shadow("unused_ns").unwrap()).await;
+}
+
+/// `w`'s history on a stream of its own (one record per event), and a replayer that
+/// reads it.
+async fn on_stream(w: &World) -> (Replayer<DynamoEventStore>, aws_sdk_kinesis::Client, String) {
+    let cfg = StackConfig::load().unwrap();
+    let sdk = aws::sdk_config(&cfg).await;
+    let kinesis = aws::kinesis(&sdk, &cfg);
+    let stream = unique("it-replay").replace('_', "-");
+    provision::ensure_stream(&kinesis, &stream, 3).await.unwrap();
+    let records: Vec<(String, bytes::Bytes)> = w.history.iter().map(|e| (e.partition_key(), e.encode())).collect();
+    cafe_localstack::testing::put_raw(&kinesis, &stream, &records).await;
+    let dynamodb = aws::dynamodb(&sdk, &cfg);
+    let store = DynamoEventStore::new(dynamodb, "unused-events", "unused-idempotency");
+    let replayer = Replayer::new(store, w.replays.clone(), w.at.clone(), LiveSide::Fixed(w.live.clone()))
+        .with_stream(kinesis.clone(), &stream);
+    (replayer, kinesis, stream)
+}
+
+#[tokio::test]
+async fn a_rebuild_from_the_stream_matches_and_a_sequence_not_in_it_is_refused() {
+    let w = world(40).await;
+    let (replayer, kinesis, stream) = on_stream(&w).await;
+    let mut p = params(&[ReadModel::Orders, ReadModel::Inventory, ReadModel::Analytics], None);
+    p.source = Source::Stream { shards: vec![] };
+    let meta = replayer.create(p.clone(), None).await.unwrap();
+    assert_eq!(meta.params.segments, 3, "one segment per shard");
+    let out = replayer
+        .run(&meta.id, CancellationToken::new(), false, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(out.finished, "{out:?}");
+    assert_eq!(out.applied as usize, w.history.len());
+    // The live copy was built from the same events: the stream's rebuild matches it.
+    // (Verification asks the event store about newer rows; nothing is newer here.)
+    let models = [ReadModel::Orders, ReadModel::Inventory, ReadModel::Analytics];
+    for model in models {
+        let live = model.connect(&w.at, &w.live).await.unwrap();
+        let shadow = model.connect(&w.at, &meta.id.namespace()).await.unwrap();
+        let r = cafe_projections::verify::compare(
+            &live,
+            &shadow,
+            Buckets::new(32).unwrap(),
+            &cafe_projections::verify::Settled,
+            5,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.verdict(), Verdict::Match, "{model}: {:?}", r.keys);
+    }
+
+    // A starting sequence number the shard does not hold: refused, nothing written.
+    let shard = cafe_replay::stream::shards(&kinesis, &stream).await.unwrap().remove(0);
+    let before = w.replays.list().await.unwrap().len();
+    for range in [
+        format!("{shard}:49999999999999999999999999999999999999999999999999999999.."),
+        "shardId-000000000099".to_owned(),
+    ] {
+        let mut bad = p.clone();
+        bad.source = Source::Stream {
+            shards: vec![cafe_replay::record::ShardRange::parse(&range).unwrap()],
+        };
+        let err = replayer.create(bad, None).await.unwrap_err();
+        assert!(err.is_usage(), "{range}: {err}");
+    }
+    assert_eq!(w.replays.list().await.unwrap().len(), before);
+    replayer.drop(&meta.id).await.unwrap();
+    w.drop_all(&meta.id.namespace()).await;
 }

@@ -163,6 +163,7 @@ async fn a_swap_brings_over_what_the_old_copy_took_before_and_during_it() {
     .with_before_flip(hook);
 
     let params = Params {
+        source: cafe_replay::record::Source::EventStore,
         models: MODELS.iter().map(|m| m.name().to_owned()).collect(),
         filter: Filter::default(),
         segments: 2,
