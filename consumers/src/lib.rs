@@ -15,6 +15,8 @@
 //! - [`worker`]: the loop that holds leases and runs one task per shard (`shard`).
 //! - [`metrics`]: every metric name, and the Prometheus endpoint.
 //! - [`backlog`]: records an application has not yet passed, from its checkpoints.
+//! - [`lag`]: how far behind an application is, in time, per shard (from the lease
+//!   table and the stream, outside the workers).
 //!
 //! The Lambda mode (the same [`Processor`] under a Kinesis event source mapping) is
 //! `lambdas/projector`.
@@ -22,6 +24,7 @@
 pub mod backlog;
 pub mod discovery;
 pub mod fanout;
+pub mod lag;
 pub mod lease;
 pub mod metrics;
 pub mod parking;

@@ -4,6 +4,7 @@
 
 mod fanout;
 mod helpers;
+mod lag;
 mod lease;
 mod retrieval;
 mod worker;

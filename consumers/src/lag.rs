@@ -1,0 +1,97 @@
+//! How far behind a consumer application is, in time, judged from outside its workers:
+//! for each shard, the age of the oldest record its checkpoint has not passed (Burrow's
+//! lag in time, from the lease table and the stream). Zero when the checkpoint is at
+//! the shard's tip. What a replay's governor holds live projectors to, and what any
+//! process can ask without a metrics endpoint.
+//!
+//! Each probe costs a GetShardIterator and a one-record GetRecords per shard; on AWS
+//! that shares the shard's five reads a second with its consumers, so probe a few times
+//! a minute there, or read the workers' own `millis_behind_latest` metric instead.
+
+use std::time::Duration;
+
+use aws_sdk_kinesis::types::ShardIteratorType;
+use chrono::{DateTime, Utc};
+
+use crate::lease::{Checkpoint, LeaseError, LeaseTable};
+
+/// One shard's lag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardLag {
+    /// The shard.
+    pub shard_id: String,
+    /// Age of the oldest record the checkpoint has not passed.
+    pub behind: Duration,
+}
+
+/// Why lag could not be measured.
+#[derive(Debug, thiserror::Error)]
+pub enum LagError {
+    /// The lease table failed.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    /// The stream failed.
+    #[error("stream: {0}")]
+    Kinesis(String),
+}
+
+/// Each held shard's lag for the application whose leases `leases` holds, at `now`
+/// (shards no worker holds are left out).
+pub async fn application_lag<L: LeaseTable>(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    leases: &L,
+    now: DateTime<Utc>,
+) -> Result<Vec<ShardLag>, LagError> {
+    let mut out = Vec::new();
+    for lease in leases.list().await? {
+        // A shard nobody holds has no consumer to be behind: the application is
+        // stopped there (Burrow's "stopped"), and its lag would only measure the time
+        // since it stopped.
+        if lease.owner.is_none() {
+            continue;
+        }
+        let req = kinesis
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(&lease.shard_id);
+        let req = match &lease.checkpoint {
+            Checkpoint::ShardEnd | Checkpoint::Latest | Checkpoint::AtTimestamp => continue,
+            Checkpoint::TrimHorizon => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            Checkpoint::Sequence { sequence, .. } => req
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(sequence),
+        };
+        let iterator = req
+            .send()
+            .await
+            .map_err(|e| LagError::Kinesis(aws_sdk_kinesis::error::DisplayErrorContext(e).to_string()))?
+            .shard_iterator;
+        let Some(iterator) = iterator else { continue };
+        let records = kinesis
+            .get_records()
+            .shard_iterator(iterator)
+            .limit(1)
+            .send()
+            .await
+            .map_err(|e| LagError::Kinesis(aws_sdk_kinesis::error::DisplayErrorContext(e).to_string()))?;
+        let behind = match records
+            .records()
+            .first()
+            .and_then(|r| r.approximate_arrival_timestamp())
+        {
+            Some(arrived) => {
+                let arrived = arrived.to_millis().unwrap_or(i64::MAX);
+                Duration::from_millis(u64::try_from(now.timestamp_millis() - arrived).unwrap_or(0))
+            }
+            // An empty read that is not at the tip (the iterator crossed empty parts of
+            // the shard): the service's own estimate.
+            None => Duration::from_millis(u64::try_from(records.millis_behind_latest().unwrap_or(0)).unwrap_or(0)),
+        };
+        out.push(ShardLag {
+            shard_id: lease.shard_id.clone(),
+            behind,
+        });
+    }
+    Ok(out)
+}
