@@ -11,9 +11,10 @@ use cafe_producers::store::DynamoEventStore;
 use cafe_projections::catalog::ReadModel;
 use cafe_projections::serving::LiveSide;
 use cafe_projections::verify::{Buckets, Verdict};
+use cafe_replay::governor::Slo;
 use cafe_replay::record::ShardRange;
 use cafe_replay::record::State;
-use cafe_replay::{Filter, Params, ReplayError, ReplayId, Replayer, Replays};
+use cafe_replay::{Filter, LagProbe, Params, ReplayError, ReplayId, Replayer, Replays};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
@@ -60,6 +61,18 @@ enum Action {
         /// Events per second at most (default: as fast as the stores take them).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         max_rate: Option<u32>,
+        /// The governor keeps the live projectors' lag under this (it halves the
+        /// replay's rate when the lag passes three quarters of it, raises it under half).
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        live_lag_slo: Duration,
+        /// The governor keeps the p99 of the replay's own batch writes (one page, up to
+        /// --page-size events, to one store) under this.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        store_p99_slo: Duration,
+        /// No governor: as fast as the stores take it (or --max-rate). Live lag is still
+        /// measured and reported.
+        #[arg(long)]
+        no_governor: bool,
         /// Parallel Scan segments.
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
         segments: u32,
@@ -180,8 +193,18 @@ pub async fn run(cfg: &StackConfig, args: ReplayArgs, stop: CancellationToken) -
         Ok(ms) => Duration::from_millis(ms.parse().context("CAFE_FAULT_SWAP_PAUSE_MS")?),
         Err(_) => Duration::ZERO,
     };
-    let mut replayer =
-        Replayer::new(history, replays, at, live).with_stream(clients.kinesis.clone(), &cfg.names.stream);
+    // The live projectors: the consumers that share the replay's stores.
+    let applications: Vec<String> = ReadModel::ALL.iter().map(|m| m.name().to_owned()).collect();
+    let probe = LagProbe {
+        kinesis: clients.kinesis.clone(),
+        stream: cfg.names.stream.clone(),
+        dynamodb: clients.dynamodb.clone(),
+        leases_table: cfg.names.leases_table.clone(),
+        applications,
+    };
+    let mut replayer = Replayer::new(history, replays, at, live)
+        .with_stream(clients.kinesis.clone(), &cfg.names.stream)
+        .with_lag_probe(probe);
     if !pause.is_zero() {
         replayer = replayer.with_before_flip(std::sync::Arc::new(move || Box::pin(tokio::time::sleep(pause))));
     }
@@ -237,6 +260,9 @@ async fn act(
             shard_range,
             filter,
             max_rate,
+            live_lag_slo,
+            store_p99_slo,
+            no_governor,
             segments,
             page_size,
             resume,
@@ -264,6 +290,10 @@ async fn act(
                         segments,
                         page_size,
                         max_rate,
+                        slo: (!no_governor).then_some(Slo {
+                            live_lag: live_lag_slo,
+                            store_p99: store_p99_slo,
+                        }),
                     };
                     let meta = replayer.create(params, estimate).await?;
                     println!(
@@ -285,6 +315,39 @@ async fn act(
                 out.refused,
                 out.took.as_secs_f64(),
                 out.throttled_secs
+            );
+            let p = &out.pacing;
+            let waited: Vec<String> = p
+                .waited
+                .iter()
+                .filter(|(_, s)| **s >= 0.05)
+                .map(|(r, s)| {
+                    format!(
+                        "{s:.1} s {}",
+                        serde_json::to_value(r)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
+            println!(
+                "pacing: {}; live lag p99 {} ms, max {} ms over {} samples; store write p99 max {} ms; peak rate {}; waited {}",
+                if p.governed { "governed" } else { "not governed" },
+                p.live_lag_p99.as_millis(),
+                p.live_lag_max.as_millis(),
+                p.samples,
+                p.store_p99_max.as_millis(),
+                if p.peak_rate > 0.0 && p.peak_rate.is_finite() {
+                    format!("{:.0} events/s", p.peak_rate)
+                } else {
+                    "unlimited".to_owned()
+                },
+                if waited.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    waited.join(", ")
+                }
             );
             if out.finished {
                 println!("finished; next: cafe replay verify {id}");

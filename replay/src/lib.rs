@@ -26,12 +26,14 @@
 //! - [`record`]: a replay's parameters, watermark and checkpoints, and the table they
 //!   live in.
 //! - [`rebuild`]: [`Replayer`]: plan, create, run, verify, drop.
+//! - [`governor`]: the pace: as fast as live projection lag and store latency allow.
 //! - [`progress`]: a progress bar with rate and ETA on a terminal, log lines otherwise.
 //! - [`stream`]: reading the stream from a point to its tip (a swap's catch-up).
 //! - [`watermark`]: which aggregates moved after a replay's watermark.
 //! - [`error`]: the one error type; [`ReplayError::is_usage`] marks bad input.
 
 pub mod error;
+pub mod governor;
 pub mod progress;
 pub mod rebuild;
 pub mod record;
@@ -39,7 +41,7 @@ pub mod stream;
 pub mod watermark;
 
 pub use error::ReplayError;
-pub use rebuild::{Plan, Replayer, RunOutcome, SwapOutcome};
+pub use rebuild::{LagProbe, Plan, Replayer, RunOutcome, SwapOutcome};
 pub use record::{Filter, Params, ReplayId, Replays};
 
 /// How long before its creation a replay's watermark lies: longer than any command

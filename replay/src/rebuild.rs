@@ -1,10 +1,11 @@
 //! [`Replayer`]: plans, creates, runs, verifies and drops replays.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cafe_consumers::Outcome;
+use cafe_consumers::lag::application_lag;
+use cafe_consumers::lease::DynamoLeaseTable;
 use cafe_producers::store::{EventKey, HistoryPage, HistoryReader};
 use cafe_projections::Positioned;
 use cafe_projections::catalog::{AnyProjection, Endpoints, Namespace, ReadModel};
@@ -12,12 +13,12 @@ use cafe_projections::projector::apply_isolating;
 use cafe_projections::serving::LiveSide;
 use cafe_projections::verify::{self, Buckets, Report};
 use chrono::{DateTime, Utc};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::error::ReplayError;
+use crate::governor::Governor;
 use crate::progress::Progress;
 use crate::record::{Filter, Meta, Params, ReplayId, Replays, Segment, ShardRange, Source, State, Swapped, Verified};
 use crate::stream;
@@ -62,6 +63,8 @@ pub struct RunOutcome {
     pub throttled_secs: f64,
     /// How long this run took.
     pub took: Duration,
+    /// What the pacing did, and the live lag it saw.
+    pub pacing: crate::governor::Report,
 }
 
 /// Runs replays of `H`'s history into the catalog's stores.
@@ -72,6 +75,43 @@ pub struct Replayer<H> {
     live: LiveSide,
     stream: Option<(aws_sdk_kinesis::Client, String)>,
     before_flip: Option<BeforeFlip>,
+    lag: Option<LagProbe>,
+}
+
+/// Where a replay reads the live projectors' lag: the lease table and the stream.
+#[derive(Debug, Clone)]
+pub struct LagProbe {
+    /// The stream the live projectors read.
+    pub kinesis: aws_sdk_kinesis::Client,
+    /// Its name.
+    pub stream: String,
+    /// The lease table's client.
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    /// The lease table.
+    pub leases_table: String,
+    /// The live consumer applications to watch.
+    pub applications: Vec<String>,
+}
+
+impl LagProbe {
+    /// The worst shard's lag of any application; `None` when it could not be read.
+    pub async fn worst(&self) -> Option<Duration> {
+        let mut worst = Duration::ZERO;
+        let now = Utc::now();
+        for app in &self.applications {
+            let leases = DynamoLeaseTable::new(self.dynamodb.clone(), &self.leases_table, app.as_str());
+            match application_lag(&self.kinesis, &self.stream, &leases, now).await {
+                Ok(shards) => {
+                    worst = shards.iter().map(|s| s.behind).fold(worst, Duration::max);
+                }
+                Err(e) => {
+                    warn!(application = %app, error = %e, "could not read the live lag");
+                    return None;
+                }
+            }
+        }
+        Some(worst)
+    }
 }
 
 /// What a swap runs between its first catch-up and moving the pointers (fault
@@ -122,7 +162,14 @@ impl<H: HistoryReader> Replayer<H> {
             live,
             stream: None,
             before_flip: None,
+            lag: None,
         }
+    }
+
+    /// With the live lag the governor holds to its objective.
+    pub fn with_lag_probe(mut self, probe: LagProbe) -> Self {
+        self.lag = Some(probe);
+        self
     }
 
     /// Fault injection: `hook` runs between a swap's first catch-up and the pointer
@@ -280,23 +327,16 @@ impl<H: HistoryReader> Replayer<H> {
         let models = self.shadows(&meta).await?;
         let already: u64 = segments.iter().map(|s| s.read).sum();
         let progress = Progress::new(meta.total_estimate, already, tty, every);
-        let burst = meta
-            .params
-            .page_size
-            .min(meta.params.max_rate.unwrap_or(u32::MAX))
-            .max(1);
-        let limiter = meta.params.max_rate.and_then(NonZeroU32::new).map(|rate| {
-            let burst = NonZeroU32::new(burst).unwrap_or(rate);
-            Arc::new(RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)))
-        });
+        let governor = Governor::new(meta.params.slo, meta.params.max_rate, meta.params.page_size);
         let ctx = RunContext {
             meta: &meta,
             models: &models,
             progress: &progress,
-            limiter: limiter.as_deref(),
-            burst,
+            governor: &governor,
             stop: &stop,
         };
+        let done = CancellationToken::new();
+        let sampler = self.sample_lag(&governor, done.clone());
         let ctx = &ctx;
         let runs = segments.into_iter().map(|segment| {
             let span = info_span!("replay_segment", replay = %id, segment = segment.segment);
@@ -312,7 +352,15 @@ impl<H: HistoryReader> Replayer<H> {
             }
             .instrument(span)
         });
-        let results = futures::future::try_join_all(runs).await?;
+        let (results, ()) = tokio::join!(
+            async {
+                let r = futures::future::try_join_all(runs).await;
+                done.cancel();
+                r
+            },
+            sampler
+        );
+        let results = results?;
         progress.finish();
         let throttled: f64 = results.iter().map(|(_, t)| t).sum();
         let finished = results.iter().all(|(s, _)| s.done);
@@ -330,7 +378,26 @@ impl<H: HistoryReader> Replayer<H> {
             refused: sum(|s| s.refused),
             throttled_secs: throttled,
             took: started.elapsed(),
+            pacing: governor.report(),
         })
+    }
+
+    /// Reads the live lag once a second for `governor` until `done`.
+    async fn sample_lag(&self, governor: &Governor, done: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = done.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let lag = match &self.lag {
+                Some(probe) => probe.worst().await,
+                None => Some(Duration::ZERO),
+            };
+            governor.tick(lag);
+        }
     }
 
     /// One segment, page by page, from its checkpoint; answers its last checkpoint and
@@ -364,11 +431,11 @@ impl<H: HistoryReader> Replayer<H> {
                     sub: 0,
                 })
                 .collect();
-            if let Some(limiter) = ctx.limiter {
-                throttled += wait_for(limiter, ctx.burst, taken.len()).await;
-            }
+            throttled += ctx.governor.acquire(taken.len()).await;
             for model in ctx.models {
+                let started = Instant::now();
                 seg.refused += self.apply(model, &shard, &taken, ctx.stop).await?;
+                ctx.governor.record_write(started.elapsed());
             }
             seg.read += take.len() as u64;
             seg.applied += taken.len() as u64;
@@ -440,15 +507,14 @@ impl<H: HistoryReader> Replayer<H> {
                         )
                     })
                     .collect();
-                let waited = match ctx.limiter {
-                    Some(limiter) => wait_for(limiter, ctx.burst, taken.len()).await,
-                    None => 0.0,
-                };
+                let waited = ctx.governor.acquire(taken.len()).await;
                 let mut guard = state.lock().await;
                 guard.1 += waited;
                 let seg = &mut *guard.0;
                 for model in ctx.models {
+                    let started = Instant::now();
                     seg.refused += self.apply(model, shard_name, &taken, ctx.stop).await?;
+                    ctx.governor.record_write(started.elapsed());
                 }
                 seg.read += read;
                 seg.applied += taken.len() as u64;
@@ -694,8 +760,7 @@ struct RunContext<'a> {
     meta: &'a Meta,
     models: &'a [AnyProjection],
     progress: &'a Progress,
-    limiter: Option<&'a DefaultDirectRateLimiter>,
-    burst: u32,
+    governor: &'a Governor,
     stop: &'a CancellationToken,
 }
 
@@ -704,23 +769,6 @@ struct RunContext<'a> {
 fn next_after(page: &HistoryPage) -> Option<EventKey> {
     page.next.as_ref()?;
     page.events.last().map(|(k, _)| k.clone()).or_else(|| page.next.clone())
-}
-
-/// Waits until the limiter lets `n` events through, `burst` at most at a time; answers
-/// the seconds waited.
-async fn wait_for(limiter: &DefaultDirectRateLimiter, burst: u32, n: usize) -> f64 {
-    let started = Instant::now();
-    let mut left = u32::try_from(n).unwrap_or(u32::MAX);
-    while left > 0 {
-        let chunk = left.min(burst.max(1));
-        if let Some(c) = NonZeroU32::new(chunk)
-            && limiter.until_n_ready(c).await.is_err()
-        {
-            break;
-        }
-        left -= chunk;
-    }
-    started.elapsed().as_secs_f64()
 }
 
 #[cfg(test)]

@@ -187,6 +187,9 @@ pub struct Params {
     pub page_size: u32,
     /// Events per second at most (none: as fast as the stores take them).
     pub max_rate: Option<u32>,
+    /// The objectives the governor holds live projection to (none: ungoverned).
+    #[serde(default)]
+    pub slo: Option<crate::governor::Slo>,
 }
 
 impl Params {

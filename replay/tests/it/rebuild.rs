@@ -119,6 +119,7 @@ fn params(models: &[ReadModel], max_rate: Option<u32>) -> Params {
         // Small pages: most end inside an aggregate's run of events.
         page_size: 37,
         max_rate,
+        slo: None,
     }
 }
 

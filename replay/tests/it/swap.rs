@@ -169,6 +169,7 @@ async fn a_swap_brings_over_what_the_old_copy_took_before_and_during_it() {
         segments: 2,
         page_size: 100,
         max_rate: None,
+        slo: None,
     };
     let meta = replayer.create(params, None).await.unwrap();
     assert!(
