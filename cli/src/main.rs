@@ -65,6 +65,7 @@ mod bench_lambda;
 mod bench_payments;
 mod bench_projections;
 mod consume;
+mod lag;
 mod load;
 mod payments;
 mod pipeline;
@@ -110,6 +111,9 @@ enum Command {
     /// Run one consumer worker on the stream until SIGTERM or Ctrl-C (then drain,
     /// checkpoint and release its leases).
     Consume(consume::ConsumeArgs),
+    /// Sample the live consumer applications' lag in time (the age of the oldest record
+    /// each one's checkpoints have not passed, per shard) and print p99 and max.
+    Lag(lag::LagArgs),
     /// Print an analytics report from the warehouse facts.
     Analytics(analytics::AnalyticsArgs),
     /// Rebuild read models into shadow copies from the event store, verify them
@@ -321,6 +325,7 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
             });
             replay::run(&cfg, args, stop).await
         }
+        Command::Lag(args) => lag::run(&cfg, args).await,
         Command::Consume(args) => {
             consume::run(&cfg, args, shutdown_signal()).await?;
             Ok(std::process::ExitCode::SUCCESS)

@@ -32,7 +32,7 @@ pub const SETTLE: Duration = Duration::from_secs(30);
 pub const STOP_DEADLINE: Duration = Duration::from_secs(20);
 /// Longest a bounded run waits, after the verdicts, for the projectors to pass what the
 /// saga appended last.
-const FINAL_DRAIN: Duration = Duration::from_secs(10);
+const FINAL_DRAIN: Duration = Duration::from_secs(20);
 /// The API keeps up when it accepts every order it is sent, answering 99 % within this.
 /// The load is open loop, so an API that cannot keep up shows as queueing: latency that
 /// grows with the run, far past a second within a minute.
@@ -260,6 +260,7 @@ pub async fn run(stack: &Stack, args: RunArgs) -> Result<std::process::ExitCode>
     // `cafe replay verify` compares a rebuild with). Bounded; no verdict depends on it.
     if parts.iter().all(|p| p.caught_up.is_some()) && !interrupt.is_cancelled() {
         let deadline = Instant::now() + FINAL_DRAIN;
+        let mut previous_tips: Vec<(String, String)> = Vec::new();
         while Instant::now() < deadline && !interrupt.is_cancelled() {
             let queue_empty =
                 saga.is_none() || matches!(payments::counts(&clients.sqs, &payments_queue).await, Ok((0, 0)));
@@ -272,9 +273,12 @@ pub async fn run(stack: &Stack, args: RunArgs) -> Result<std::process::ExitCode>
             for app in projectors.applications() {
                 left += backlog(&clients.dynamodb, &cfg.names.leases_table, app, &tap, &tips).await;
             }
-            if queue_empty && left == 0 {
+            // The tap reads the stream a page at a time: only tips that did not move
+            // since the last look are the stream's end.
+            if queue_empty && left == 0 && tips == previous_tips {
                 break;
             }
+            previous_tips = tips;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }

@@ -346,3 +346,22 @@ fn bad_input_exits_2_with_a_message_and_writes_nothing() {
     let status = text(&cafe_any(&sandbox, &["replay", "status"]).stdout);
     assert_eq!(status.trim(), "no replays");
 }
+
+#[test]
+fn lag_samples_every_live_application_and_refuses_a_zero_interval() {
+    let sandbox = Sandbox::new();
+    sandbox.cafe(&["stack", "up"]);
+    let out = cafe_any(&sandbox, &["lag", "--for", "2s", "--every", "500ms"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", text(&out.stderr));
+    for app in ALL.split(',').chain(["payment-requests"]) {
+        assert!(stdout.lines().any(|l| l.starts_with(app)), "{app}: {stdout}");
+    }
+    let out = cafe_any(&sandbox, &["lag", "--every", "0s"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("must be longer than zero"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -95,3 +95,45 @@ pub async fn application_lag<L: LeaseTable>(
     }
     Ok(out)
 }
+
+/// Where to read several applications' lag: the stream and the lease table.
+#[derive(Debug, Clone)]
+pub struct LagProbe {
+    /// The stream the applications read.
+    pub kinesis: aws_sdk_kinesis::Client,
+    /// Its name.
+    pub stream: String,
+    /// The lease table's client.
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    /// The lease table.
+    pub leases_table: String,
+    /// The consumer applications to watch.
+    pub applications: Vec<String>,
+}
+
+impl LagProbe {
+    /// Each application's worst shard now (zero when no worker holds any of its
+    /// shards).
+    pub async fn per_application(&self) -> Result<Vec<(String, Duration)>, LagError> {
+        let now = Utc::now();
+        let mut out = Vec::with_capacity(self.applications.len());
+        for app in &self.applications {
+            let leases = crate::lease::DynamoLeaseTable::new(self.dynamodb.clone(), &self.leases_table, app.as_str());
+            let shards = application_lag(&self.kinesis, &self.stream, &leases, now).await?;
+            let worst = shards.iter().map(|s| s.behind).max().unwrap_or_default();
+            out.push((app.clone(), worst));
+        }
+        Ok(out)
+    }
+
+    /// The worst shard of any application; `None` when it could not be read (logged).
+    pub async fn worst(&self) -> Option<Duration> {
+        match self.per_application().await {
+            Ok(apps) => Some(apps.iter().map(|(_, d)| *d).max().unwrap_or_default()),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the live lag");
+                None
+            }
+        }
+    }
+}

@@ -4,8 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cafe_consumers::Outcome;
-use cafe_consumers::lag::application_lag;
-use cafe_consumers::lease::DynamoLeaseTable;
+use cafe_consumers::lag::LagProbe;
 use cafe_producers::store::{EventKey, HistoryPage, HistoryReader};
 use cafe_projections::Positioned;
 use cafe_projections::catalog::{AnyProjection, Endpoints, Namespace, ReadModel};
@@ -76,42 +75,6 @@ pub struct Replayer<H> {
     stream: Option<(aws_sdk_kinesis::Client, String)>,
     before_flip: Option<BeforeFlip>,
     lag: Option<LagProbe>,
-}
-
-/// Where a replay reads the live projectors' lag: the lease table and the stream.
-#[derive(Debug, Clone)]
-pub struct LagProbe {
-    /// The stream the live projectors read.
-    pub kinesis: aws_sdk_kinesis::Client,
-    /// Its name.
-    pub stream: String,
-    /// The lease table's client.
-    pub dynamodb: aws_sdk_dynamodb::Client,
-    /// The lease table.
-    pub leases_table: String,
-    /// The live consumer applications to watch.
-    pub applications: Vec<String>,
-}
-
-impl LagProbe {
-    /// The worst shard's lag of any application; `None` when it could not be read.
-    pub async fn worst(&self) -> Option<Duration> {
-        let mut worst = Duration::ZERO;
-        let now = Utc::now();
-        for app in &self.applications {
-            let leases = DynamoLeaseTable::new(self.dynamodb.clone(), &self.leases_table, app.as_str());
-            match application_lag(&self.kinesis, &self.stream, &leases, now).await {
-                Ok(shards) => {
-                    worst = shards.iter().map(|s| s.behind).fold(worst, Duration::max);
-                }
-                Err(e) => {
-                    warn!(application = %app, error = %e, "could not read the live lag");
-                    return None;
-                }
-            }
-        }
-        Some(worst)
-    }
 }
 
 /// What a swap runs between its first catch-up and moving the pointers (fault
