@@ -125,6 +125,26 @@ fn decode_item(item: &HashMap<String, AttributeValue>) -> Result<EventEnvelope, 
 }
 
 impl DynamoEventStore {
+    /// One aggregate's events, by its id as stored, in version order (a consistent Query).
+    async fn events_of(&self, aggregate_id: &str) -> Result<Vec<EventEnvelope>, StoreError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.events_table)
+            .key_condition_expression("aggregate_id = :id")
+            .expression_attribute_values(":id", s(aggregate_id))
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        let mut events = Vec::new();
+        while let Some(page) = pages.next().await {
+            for item in page.map_err(classify)?.items() {
+                events.push(decode_item(item)?);
+            }
+        }
+        Ok(events)
+    }
+
     /// How many events the table holds, as DynamoDB reports it (on AWS an estimate,
     /// refreshed about every six hours): for progress bars, never for correctness.
     pub async fn approximate_count(&self) -> Option<u64> {
@@ -141,22 +161,7 @@ impl DynamoEventStore {
 
 impl EventStore for DynamoEventStore {
     async fn load(&self, id: &AggregateId) -> Result<Vec<EventEnvelope>, StoreError> {
-        let mut pages = self
-            .client
-            .query()
-            .table_name(&self.events_table)
-            .key_condition_expression("aggregate_id = :id")
-            .expression_attribute_values(":id", s(id.to_string()))
-            .consistent_read(true)
-            .into_paginator()
-            .send();
-        let mut events = Vec::new();
-        while let Some(page) = pages.next().await {
-            for item in page.map_err(classify)?.items() {
-                events.push(decode_item(item)?);
-            }
-        }
-        Ok(events)
+        self.events_of(&id.to_string()).await
     }
 
     async fn append(&self, events: &[EventEnvelope], claim: Option<&IdempotencyClaim>) -> Result<(), StoreError> {
@@ -467,22 +472,7 @@ impl super::HistoryReader for DynamoEventStore {
     }
 
     async fn history_of(&self, aggregate_id: &str) -> Result<Vec<EventEnvelope>, StoreError> {
-        let mut pages = self
-            .client
-            .query()
-            .table_name(&self.events_table)
-            .key_condition_expression("aggregate_id = :id")
-            .expression_attribute_values(":id", s(aggregate_id))
-            .consistent_read(true)
-            .into_paginator()
-            .send();
-        let mut events = Vec::new();
-        while let Some(page) = pages.next().await {
-            for item in page.map_err(classify)?.items() {
-                events.push(decode_item(item)?);
-            }
-        }
-        Ok(events)
+        self.events_of(aggregate_id).await
     }
 }
 
