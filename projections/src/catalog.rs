@@ -122,19 +122,35 @@ impl ReadModel {
     }
 
     /// Deletes this model's copy in `ns` with all its data. The live copy is refused:
-    /// nothing in this code base drops a live read model.
+    /// nothing in this code base drops a live read model by accident.
     pub async fn drop(self, at: &Endpoints, ns: &Namespace) -> Result<(), CatalogError> {
-        let Namespace::Shadow(name) = ns else {
+        if *ns == Namespace::Live {
             return Err(CatalogError::Live(self));
-        };
+        }
+        self.delete_copy(at, ns).await
+    }
+
+    /// Deletes the copy under the base names (the one [`Namespace::Live`] names). Only
+    /// for a model whose serving pointer has moved to another copy: a replay's drop
+    /// after its swap checks that first.
+    pub async fn drop_base(self, at: &Endpoints) -> Result<(), CatalogError> {
+        self.delete_copy(at, &Namespace::Live).await
+    }
+
+    async fn delete_copy(self, at: &Endpoints, ns: &Namespace) -> Result<(), CatalogError> {
         match self {
             ReadModel::Orders => {
-                let pg = at.orders(ns).await?;
-                pg.pool()
+                let schema = match ns {
+                    Namespace::Live => LIVE_ORDERS_SCHEMA,
+                    Namespace::Shadow(name) => name,
+                };
+                at.orders(ns)
+                    .await?
+                    .pool()
                     .get()
                     .await
                     .map_err(ProjectionError::from)?
-                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
                     .await
                     .map_err(ProjectionError::from)?;
             }
@@ -147,42 +163,6 @@ impl ReadModel {
             ReadModel::Inventory => at.inventory(ns).await?.delete_all().await?,
             ReadModel::Analytics => {
                 let facts = at.analytics(ns).await?;
-                facts
-                    .warehouse()
-                    .execute_batch(vec![format!("DROP SCHEMA IF EXISTS {name} CASCADE")])
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl ReadModel {
-    /// Deletes the copy under the base names (the one [`Namespace::Live`] names). Only
-    /// for a model whose serving pointer has moved to another copy: a replay's drop
-    /// after its swap checks that first.
-    pub async fn drop_base(self, at: &Endpoints) -> Result<(), CatalogError> {
-        let live = &Namespace::Live;
-        match self {
-            ReadModel::Orders => {
-                let pg = at.orders(live).await?;
-                pg.pool()
-                    .get()
-                    .await
-                    .map_err(ProjectionError::from)?
-                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {LIVE_ORDERS_SCHEMA} CASCADE"))
-                    .await
-                    .map_err(ProjectionError::from)?;
-            }
-            ReadModel::ActiveOrders => {
-                let (client, table) = at.active_orders_table(live)?;
-                DynamoActiveOrders::delete_table(client, &table).await?;
-            }
-            ReadModel::Documents => at.documents(live).await?.drop_database().await?,
-            ReadModel::Cache => at.cache(live).await?.delete_all().await?,
-            ReadModel::Inventory => at.inventory(live).await?.delete_all().await?,
-            ReadModel::Analytics => {
-                let facts = at.analytics(live).await?;
                 let schema = facts.schema().to_owned();
                 facts
                     .warehouse()

@@ -147,11 +147,6 @@ impl Digests {
         }
     }
 
-    /// The bucket count rows are placed with.
-    pub fn buckets(&self) -> Buckets {
-        self.buckets
-    }
-
     /// Adds one row.
     pub fn add(&mut self, aggregate: &str, key: String, version: Option<u64>, text: &str) {
         let row = Row::new(self.buckets, aggregate, key, version, text);
