@@ -58,7 +58,7 @@ impl From<WindowArgs> for Window {
 }
 
 /// Parses an RFC 3339 instant; clap turns the error into a usage error (exit 2).
-fn rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
+pub fn rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| format!("{e} (expected RFC 3339, e.g. 2026-11-02T06:00:00Z)"))

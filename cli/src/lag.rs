@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use cafe_consumers::lag::LagProbe;
+use cafe_consumers::lag::{LagProbe, p99};
 use cafe_localstack::StackConfig;
 use cafe_projections::catalog::ReadModel;
 use clap::Args;
@@ -33,14 +33,6 @@ fn positive_duration(s: &str) -> Result<Duration, String> {
         Ok(_) => Err("must be longer than zero".to_owned()),
         Err(e) => Err(e.to_string()),
     }
-}
-
-fn p99(samples: &[Duration]) -> Duration {
-    let mut s = samples.to_vec();
-    s.sort_unstable();
-    s.get((s.len() * 99 / 100).min(s.len().saturating_sub(1)))
-        .copied()
-        .unwrap_or_default()
 }
 
 pub async fn run(cfg: &StackConfig, args: LagArgs) -> Result<ExitCode> {

@@ -146,10 +146,10 @@ fn shard_range(s: &str) -> Result<ShardRange, String> {
 #[derive(Debug, Args)]
 struct FilterArgs {
     /// Only events that occurred at or after this (RFC 3339).
-    #[arg(long, value_parser = rfc3339)]
+    #[arg(long, value_parser = crate::analytics::rfc3339)]
     since: Option<DateTime<Utc>>,
     /// Only events that occurred at or before this (RFC 3339).
-    #[arg(long, value_parser = rfc3339)]
+    #[arg(long, value_parser = crate::analytics::rfc3339)]
     until: Option<DateTime<Utc>>,
     /// Only aggregates of this type: order, stock_item, loyalty_account, menu_item.
     #[arg(long)]
@@ -168,12 +168,6 @@ impl From<FilterArgs> for Filter {
             aggregate: a.aggregate,
         }
     }
-}
-
-fn rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("{e} (expected RFC 3339, e.g. 2026-11-02T06:00:00Z)"))
 }
 
 /// Runs `cafe replay`; a usage error (bad input, unknown id) prints its message and

@@ -96,6 +96,15 @@ pub async fn application_lag<L: LeaseTable>(
     Ok(out)
 }
 
+/// The 99th percentile of `samples` (nearest rank; zero for none).
+pub fn p99(samples: &[Duration]) -> Duration {
+    let mut s = samples.to_vec();
+    s.sort_unstable();
+    s.get((s.len() * 99 / 100).min(s.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
+}
+
 /// Where to read several applications' lag: the stream and the lease table.
 #[derive(Debug, Clone)]
 pub struct LagProbe {

@@ -23,9 +23,6 @@ pub enum ReplayError {
     /// The event store failed.
     #[error("event store: {0}")]
     Store(#[from] StoreError),
-    /// The run was asked to stop (internal: a stopped run resumes later).
-    #[error("stopped")]
-    Stopped,
     /// The stream failed.
     #[error("stream: {0}")]
     Stream(String),

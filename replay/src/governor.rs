@@ -17,6 +17,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cafe_consumers::lag::p99;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 
@@ -100,14 +101,6 @@ fn limiter(rate: f64, burst: u32) -> Option<Arc<DefaultDirectRateLimiter>> {
     Some(Arc::new(RateLimiter::direct(
         Quota::per_second(per_second).allow_burst(burst),
     )))
-}
-
-fn p99(samples: &[Duration]) -> Duration {
-    let mut s = samples.to_vec();
-    s.sort_unstable();
-    s.get((s.len().saturating_mul(99) / 100).min(s.len().saturating_sub(1)))
-        .copied()
-        .unwrap_or_default()
 }
 
 impl Governor {

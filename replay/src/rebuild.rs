@@ -211,17 +211,18 @@ impl<H: HistoryReader> Replayer<H> {
             };
             let all = stream::shards(kinesis, stream).await?;
             if shards.is_empty() {
-                shards.extend(all.into_iter().map(|shard| ShardRange {
-                    shard,
+                shards.extend(all.iter().map(|shard| ShardRange {
+                    shard: shard.clone(),
                     from_sequence: None,
                     to_sequence: None,
                 }));
             }
             for range in shards.iter() {
+                if !all.contains(&range.shard) {
+                    return Err(ReplayError::BadInput(format!("{stream} has no shard {}", range.shard)));
+                }
                 if let Some(from) = &range.from_sequence {
                     stream::check_sequence(kinesis, stream, &range.shard, from).await?;
-                } else if !stream::shards(kinesis, stream).await?.contains(&range.shard) {
-                    return Err(ReplayError::BadInput(format!("{stream} has no shard {}", range.shard)));
                 }
             }
             params.segments = u32::try_from(shards.len()).unwrap_or(u32::MAX);
@@ -450,55 +451,88 @@ impl<H: HistoryReader> Replayer<H> {
             arrived_by: Some(ctx.meta.watermark + CATCH_UP_MARGIN),
         };
         let shard_name = format!("replay-{}-{}", ctx.meta.id, range.shard);
-        let state = tokio::sync::Mutex::new((&mut seg, 0.0_f64));
-        let result = stream::read_shard(kinesis, stream, &range.shard, &start, &bound, |events, last| {
-            let (state, shard_name) = (&state, &shard_name);
-            async move {
-                if ctx.stop.is_cancelled() {
-                    return Err(ReplayError::Stopped);
-                }
-                let read = events.len() as u64;
-                let taken: Vec<Positioned> = events
+        let mut reader = stream::ShardReader::open(kinesis, stream, &range.shard, &start, bound).await?;
+        let mut throttled = 0.0;
+        while let Some(batch) = reader.next().await? {
+            if ctx.stop.is_cancelled() {
+                return Ok((seg, throttled));
+            }
+            let read = batch.events.len() as u64;
+            let taken: Vec<Positioned> = batch
+                .events
+                .into_iter()
+                .filter(|e| {
+                    let ev = &e.event;
+                    p.filter.takes(
+                        ev.aggregate_id.aggregate_type(),
+                        &ev.aggregate_id.to_string(),
+                        ev.occurred_at,
+                        ctx.meta.watermark,
+                    )
+                })
+                .collect();
+            throttled += ctx.governor.acquire(taken.len()).await;
+            for model in ctx.models {
+                let started = Instant::now();
+                seg.refused += self.apply(model, &shard_name, &taken, ctx.stop).await?;
+                ctx.governor.record_write(started.elapsed());
+            }
+            seg.read += read;
+            seg.applied += taken.len() as u64;
+            seg.pages += 1;
+            seg.position = Some(batch.last);
+            self.replays.save_segment(&ctx.meta.id, &seg).await?;
+            ctx.progress.add(read);
+        }
+        seg.done = true;
+        self.replays.save_segment(&ctx.meta.id, &seg).await?;
+        Ok((seg, throttled))
+    }
+
+    /// Applies to `shadows` every event of every shard from `from` (per shard: after its
+    /// sequence number, or records that arrived since `since`) to the tip, as `filter`
+    /// takes them; answers where each shard was left and how many events were applied.
+    async fn catch_up(
+        &self,
+        shadows: &[AnyProjection],
+        filter: &Filter,
+        mut from: std::collections::BTreeMap<String, String>,
+        since: DateTime<Utc>,
+    ) -> Result<(std::collections::BTreeMap<String, String>, u64), ReplayError> {
+        let Some((kinesis, stream)) = &self.stream else {
+            return Err(ReplayError::BadInput("a swap needs the stream to catch up from".into()));
+        };
+        let mut applied = 0;
+        for shard in stream::shards(kinesis, stream).await? {
+            let start = match from.get(&shard) {
+                Some(after) => stream::Start::AfterSequence(after.clone()),
+                None => stream::Start::At(since),
+            };
+            let mut reader =
+                stream::ShardReader::open(kinesis, stream, &shard, &start, stream::Bound::default()).await?;
+            let name = format!("catch-up-{shard}");
+            while let Some(batch) = reader.next().await? {
+                let taken: Vec<Positioned> = batch
+                    .events
                     .into_iter()
-                    .filter(|e| {
-                        let ev = &e.event;
-                        p.filter.takes(
-                            ev.aggregate_id.aggregate_type(),
-                            &ev.aggregate_id.to_string(),
-                            ev.occurred_at,
-                            ctx.meta.watermark,
+                    .filter(|p| {
+                        let e = &p.event;
+                        filter.takes(
+                            e.aggregate_id.aggregate_type(),
+                            &e.aggregate_id.to_string(),
+                            e.occurred_at,
+                            DateTime::<Utc>::MAX_UTC,
                         )
                     })
                     .collect();
-                let waited = ctx.governor.acquire(taken.len()).await;
-                let mut guard = state.lock().await;
-                guard.1 += waited;
-                let seg = &mut *guard.0;
-                for model in ctx.models {
-                    let started = Instant::now();
-                    seg.refused += self.apply(model, shard_name, &taken, ctx.stop).await?;
-                    ctx.governor.record_write(started.elapsed());
+                for model in shadows {
+                    self.apply(model, &name, &taken, &CancellationToken::new()).await?;
                 }
-                seg.read += read;
-                seg.applied += taken.len() as u64;
-                seg.pages += 1;
-                seg.position = Some(last);
-                self.replays.save_segment(&ctx.meta.id, seg).await?;
-                ctx.progress.add(read);
-                Ok(())
+                applied += taken.len() as u64;
+                from.insert(shard.clone(), batch.last);
             }
-        })
-        .await;
-        let throttled = state.into_inner().1;
-        match result {
-            Ok(_) => {
-                seg.done = true;
-                self.replays.save_segment(&ctx.meta.id, &seg).await?;
-            }
-            Err(ReplayError::Stopped) => {}
-            Err(e) => return Err(e),
         }
-        Ok((seg, throttled))
+        Ok((from, applied))
     }
 
     /// Applies `events` to `model`, retrying transient failures with backoff; answers
@@ -627,38 +661,14 @@ impl<H: HistoryReader> Replayer<H> {
         let LiveSide::Serving(pointers) = &self.live else {
             return Err(ReplayError::BadInput("a swap needs the serving pointers".into()));
         };
-        let Some((kinesis, stream)) = &self.stream else {
+        if self.stream.is_none() {
             return Err(ReplayError::BadInput("a swap needs the stream to catch up from".into()));
-        };
+        }
         let shadows = self.shadows(&meta).await?;
-        let filter = meta.params.filter.clone();
-        let applied = std::sync::atomic::AtomicU64::new(0);
-        let catch_up = |shard: String, events: Vec<Positioned>| {
-            let (shadows, filter, applied) = (&shadows, &filter, &applied);
-            async move {
-                let far_future = DateTime::<Utc>::MAX_UTC;
-                let taken: Vec<Positioned> = events
-                    .into_iter()
-                    .filter(|p| {
-                        let e = &p.event;
-                        filter.takes(
-                            e.aggregate_id.aggregate_type(),
-                            &e.aggregate_id.to_string(),
-                            e.occurred_at,
-                            far_future,
-                        )
-                    })
-                    .collect();
-                let shard = format!("catch-up-{shard}");
-                for model in shadows {
-                    self.apply(model, &shard, &taken, &CancellationToken::new()).await?;
-                }
-                applied.fetch_add(taken.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                Ok(())
-            }
-        };
-        let from = stream::From::Time(meta.watermark - CATCH_UP_MARGIN);
-        let reached = stream::read_to_tip(kinesis, stream, &from, catch_up).await?;
+        let since = meta.watermark - CATCH_UP_MARGIN;
+        let (reached, first) = self
+            .catch_up(&shadows, &meta.params.filter, Default::default(), since)
+            .await?;
         if let Some(hook) = &self.before_flip {
             hook().await;
         }
@@ -670,8 +680,9 @@ impl<H: HistoryReader> Replayer<H> {
             previous.insert(model.name().to_owned(), before.to_string());
         }
         tokio::time::sleep(SWAP_GRACE).await;
-        stream::read_to_tip(kinesis, stream, &stream::From::After(reached), catch_up).await?;
-        let caught_up = applied.load(std::sync::atomic::Ordering::Relaxed);
+        // Shards the first pass found empty are read from the same time again.
+        let (_, second) = self.catch_up(&shadows, &meta.params.filter, reached, since).await?;
+        let caught_up = first + second;
         meta.state = State::Swapped;
         meta.swapped = Some(Swapped {
             at: Utc::now(),

@@ -156,16 +156,21 @@ impl ShardRange {
         if shard.is_empty() || !digits(from) || !(to.is_empty() || digits(to)) {
             return Err(bad());
         }
+        // Kinesis writes sequence numbers without leading zeros; compared as text by
+        // length first, so an operator's zeros go.
+        let bare = |v: &str| match v.trim_start_matches('0') {
+            "" => "0".to_owned(),
+            t => t.to_owned(),
+        };
         let range = ShardRange {
             shard: shard.to_owned(),
-            from_sequence: Some(from.to_owned()),
-            to_sequence: (!to.is_empty()).then(|| to.to_owned()),
+            from_sequence: Some(bare(from)),
+            to_sequence: (!to.is_empty()).then(|| bare(to)),
         };
-        if let (Some(f), Some(t)) = (&range.from_sequence, &range.to_sequence) {
-            let (f, t) = (f.trim_start_matches('0'), t.trim_start_matches('0'));
-            if (f.len(), f) > (t.len(), t) {
-                return Err(ReplayError::BadInput(format!("shard range {s:?} is reversed")));
-            }
+        if let (Some(f), Some(t)) = (&range.from_sequence, &range.to_sequence)
+            && cafe_consumers::retrieval::is_before(t, f)
+        {
+            return Err(ReplayError::BadInput(format!("shard range {s:?} is reversed")));
         }
         Ok(range)
     }
@@ -296,6 +301,11 @@ pub struct Replays {
     table: String,
 }
 
+/// A string attribute of an item, empty when it has none.
+fn text(item: &HashMap<String, AttributeValue>, name: &str) -> String {
+    item.get(name).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default()
+}
+
 fn record_error(e: impl fmt::Display) -> ReplayError {
     ReplayError::Record(e.to_string())
 }
@@ -350,15 +360,8 @@ impl Replays {
             .collect::<Result<Vec<_>, _>>()
             .await
             .map_err(|e| record_error(aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
-        let doc = |item: &HashMap<String, AttributeValue>| {
-            item.get("doc").and_then(|d| d.as_s().ok()).cloned().unwrap_or_default()
-        };
-        let part = |item: &HashMap<String, AttributeValue>| {
-            item.get("part")
-                .and_then(|d| d.as_s().ok())
-                .cloned()
-                .unwrap_or_default()
-        };
+        let doc = |item: &HashMap<String, AttributeValue>| text(item, "doc");
+        let part = |item: &HashMap<String, AttributeValue>| text(item, "part");
         let meta: Meta = items
             .iter()
             .find(|i| part(i) == "meta")
@@ -415,6 +418,24 @@ mod tests {
         assert_eq!(id.namespace(), Namespace::shadow(&format!("replay_{id}")).unwrap());
         for bad in ["", "0123456789ab0", "0123456789AB", "../../etc/pa", "0123456789ag"] {
             assert!(matches!(ReplayId::parse(bad), Err(ReplayError::Unknown(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn shard_ranges_parse_as_typed_and_refuse_malformed_or_reversed_ones() {
+        let r = ShardRange::parse("shardId-000000000001:00100..200").unwrap();
+        assert_eq!(r.shard, "shardId-000000000001");
+        assert_eq!(
+            (r.from_sequence.as_deref(), r.to_sequence.as_deref()),
+            (Some("100"), Some("200"))
+        );
+        let open = ShardRange::parse("s:5..").unwrap();
+        assert_eq!((open.from_sequence.as_deref(), open.to_sequence), (Some("5"), None));
+        assert_eq!(ShardRange::parse("s").unwrap().from_sequence, None);
+        // Compared as numbers: 99 comes before 0100.
+        assert!(ShardRange::parse("s:99..0100").is_ok());
+        for bad in ["", ":1..", "s:x..", "s:1", "s:1..y", "s:1999..200"] {
+            assert!(ShardRange::parse(bad).is_err_and(|e| e.is_usage()), "{bad}");
         }
     }
 

@@ -1,34 +1,23 @@
-//! Reading the Kinesis stream: a shard from a starting point to a bound (a rebuild from
-//! the stream), or every shard to its tip (how a swap catches a shadow up with what
-//! happened after its watermark).
+//! Reading the Kinesis stream: a shard from a starting point to a bound or its tip (a
+//! rebuild from the stream, and a swap's catch-up with what happened after the
+//! watermark).
 //!
 //! Within a shard records come in order, so each aggregate's events (one aggregate, one
 //! shard) are applied in version order. A resharding inside the range read lets a
 //! child's records be applied before its parent's are finished: the version guards then
 //! keep the newer state, and verification shows any gap.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::DateTime as AwsDateTime;
 use aws_sdk_kinesis::types::ShardIteratorType;
-use cafe_consumers::retrieval::deaggregated;
+use cafe_consumers::retrieval::{deaggregated, is_before};
 use cafe_events::EventEnvelope;
 use cafe_projections::Positioned;
 use chrono::{DateTime, Utc};
 
 use crate::error::ReplayError;
-
-/// Where to start reading every shard (a swap's catch-up).
-#[derive(Debug, Clone)]
-pub enum From {
-    /// Records that arrived at or after this time.
-    Time(DateTime<Utc>),
-    /// Records after these sequence numbers (per shard; a shard not listed is read from
-    /// its start).
-    After(BTreeMap<String, String>),
-}
 
 /// Where to start reading one shard.
 #[derive(Debug, Clone)]
@@ -58,12 +47,6 @@ const LIMIT: i32 = 10_000;
 
 fn kinesis_error(op: &str, e: impl std::fmt::Display) -> ReplayError {
     ReplayError::Stream(format!("{op}: {e}"))
-}
-
-/// Sequence numbers compare as numbers of varying length.
-fn after(a: &str, b: &str) -> bool {
-    let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
-    (a.len(), a) > (b.len(), b)
 }
 
 /// The stream's shards, parents before children as ListShards lists them.
@@ -117,143 +100,121 @@ pub async fn check_sequence(kinesis: &Client, stream: &str, shard: &str, sequenc
     }
 }
 
-/// Reads `shard` from `start` to `bound` or its tip, handing each GetRecords batch's
-/// decoded events and the batch's last sequence number to `apply` (records that do not
-/// decode are skipped: the live projectors parked them). A starting sequence number
-/// the shard does not hold is bad input. Answers the last sequence number read.
-pub async fn read_shard<F, Fut>(
-    kinesis: &Client,
-    stream: &str,
-    shard: &str,
-    start: &Start,
-    bound: &Bound,
-    mut apply: F,
-) -> Result<Option<String>, ReplayError>
-where
-    F: FnMut(Vec<Positioned>, String) -> Fut,
-    Fut: std::future::Future<Output = Result<(), ReplayError>>,
-{
-    let req = kinesis.get_shard_iterator().stream_name(stream).shard_id(shard);
-    let req = match start {
-        Start::TrimHorizon => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
-        Start::At(t) => req
-            .shard_iterator_type(ShardIteratorType::AtTimestamp)
-            .timestamp(AwsDateTime::from_millis(t.timestamp_millis())),
-        Start::AtSequence(s) => req
-            .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
-            .starting_sequence_number(s),
-        Start::AfterSequence(s) => req
-            .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-            .starting_sequence_number(s),
-    };
-    let mut iterator = match req.send().await {
-        Ok(out) => out.shard_iterator,
-        Err(e) => {
-            let invalid = e.as_service_error().is_some_and(|s| s.is_invalid_argument_exception());
-            let message = aws_sdk_kinesis::error::DisplayErrorContext(e).to_string();
-            return Err(match start {
-                Start::AtSequence(s) | Start::AfterSequence(s) if invalid => ReplayError::BadInput(format!(
-                    "sequence number {s} is not in shard {shard} of {stream}: {message}"
-                )),
-                _ => kinesis_error("GetShardIterator", message),
-            });
-        }
-    };
-    let mut last = None;
-    while let Some(it) = iterator {
-        let out = kinesis
-            .get_records()
-            .shard_iterator(it)
-            .limit(LIMIT)
-            .send()
-            .await
-            .map_err(|e| kinesis_error("GetRecords", aws_sdk_kinesis::error::DisplayErrorContext(e)))?;
-        let mut events = Vec::new();
-        let mut ended = false;
-        let mut batch_last = None;
-        for r in out.records() {
-            let past_sequence = bound
-                .to_sequence
-                .as_deref()
-                .is_some_and(|to| after(r.sequence_number(), to));
-            let past_time = bound.arrived_by.is_some_and(|by| {
-                r.approximate_arrival_timestamp()
-                    .is_some_and(|t| t.to_millis().unwrap_or(i64::MAX) > by.timestamp_millis())
-            });
-            if past_sequence || past_time {
-                ended = true;
-                break;
-            }
-            let data = bytes::Bytes::copy_from_slice(r.data().as_ref());
-            for user in deaggregated(r.sequence_number(), r.partition_key(), data) {
-                if let Ok(event) = EventEnvelope::decode(&user.data) {
-                    events.push(Positioned {
-                        event,
-                        sequence: user.sequence,
-                        sub: user.sub,
-                    });
-                }
-            }
-            batch_last = Some(r.sequence_number().to_owned());
-        }
-        if let Some(seq) = batch_last {
-            apply(events, seq.clone()).await?;
-            last = Some(seq);
-        }
-        let at_tip = out.records().is_empty() && out.millis_behind_latest().unwrap_or(0) == 0;
-        if ended || at_tip {
-            break;
-        }
-        iterator = out.next_shard_iterator().map(str::to_owned);
-        if out.records().is_empty() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    Ok(last)
+/// Reads one shard from a start to a bound or its tip, a GetRecords batch at a time.
+#[derive(Debug)]
+pub struct ShardReader<'a> {
+    kinesis: &'a Client,
+    bound: Bound,
+    iterator: Option<String>,
+    ended: bool,
 }
 
-/// Reads every shard of `stream` from `from` to its tip, handing each shard's decoded
-/// events to `apply` a GetRecords batch at a time. Answers the last sequence number
-/// read per shard: where a later read continues.
-pub async fn read_to_tip<F, Fut>(
-    kinesis: &Client,
-    stream: &str,
-    from: &From,
-    mut apply: F,
-) -> Result<BTreeMap<String, String>, ReplayError>
-where
-    F: FnMut(String, Vec<Positioned>) -> Fut,
-    Fut: std::future::Future<Output = Result<(), ReplayError>>,
-{
-    let mut reached = match from {
-        From::After(positions) => positions.clone(),
-        From::Time(_) => BTreeMap::new(),
-    };
-    for shard in shards(kinesis, stream).await? {
-        let start = match (from, reached.get(&shard)) {
-            (_, Some(after)) => Start::AfterSequence(after.clone()),
-            (From::Time(t), None) => Start::At(*t),
-            (From::After(_), None) => Start::TrimHorizon,
+/// One GetRecords batch: the decoded events (records that do not decode are skipped:
+/// the live projectors parked them) and the batch's last sequence number.
+#[derive(Debug)]
+pub struct Records {
+    /// The events, in the shard's order.
+    pub events: Vec<Positioned>,
+    /// Where a later read continues after.
+    pub last: String,
+}
+
+impl<'a> ShardReader<'a> {
+    /// Opens `shard` of `stream` at `start`. A starting sequence number the shard does
+    /// not hold is bad input.
+    pub async fn open(
+        kinesis: &'a Client,
+        stream: &str,
+        shard: &str,
+        start: &Start,
+        bound: Bound,
+    ) -> Result<ShardReader<'a>, ReplayError> {
+        let req = kinesis.get_shard_iterator().stream_name(stream).shard_id(shard);
+        let req = match start {
+            Start::TrimHorizon => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            Start::At(t) => req
+                .shard_iterator_type(ShardIteratorType::AtTimestamp)
+                .timestamp(AwsDateTime::from_millis(t.timestamp_millis())),
+            Start::AtSequence(s) => req
+                .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+                .starting_sequence_number(s),
+            Start::AfterSequence(s) => req
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(s),
         };
-        let last = read_shard(kinesis, stream, &shard, &start, &Bound::default(), |events, _| {
-            apply(shard.clone(), events)
+        let iterator = match req.send().await {
+            Ok(out) => out.shard_iterator,
+            Err(e) => {
+                let invalid = e.as_service_error().is_some_and(|s| s.is_invalid_argument_exception());
+                let message = aws_sdk_kinesis::error::DisplayErrorContext(e).to_string();
+                return Err(match start {
+                    Start::AtSequence(s) | Start::AfterSequence(s) if invalid => ReplayError::BadInput(format!(
+                        "sequence number {s} is not in shard {shard} of {stream}: {message}"
+                    )),
+                    _ => kinesis_error("GetShardIterator", message),
+                });
+            }
+        };
+        Ok(ShardReader {
+            kinesis,
+            bound,
+            iterator,
+            ended: false,
         })
-        .await?;
-        if let Some(last) = last {
-            reached.insert(shard, last);
-        }
     }
-    Ok(reached)
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sequence_numbers_compare_as_numbers() {
-        assert!(after("100", "99"));
-        assert!(!after("0099", "100"));
-        assert!(!after("100", "100"));
+    /// The next batch holding records, or `None` at the bound or the shard's tip.
+    pub async fn next(&mut self) -> Result<Option<Records>, ReplayError> {
+        while !self.ended {
+            let Some(it) = self.iterator.take() else { break };
+            let out = self
+                .kinesis
+                .get_records()
+                .shard_iterator(it)
+                .limit(LIMIT)
+                .send()
+                .await
+                .map_err(|e| kinesis_error("GetRecords", aws_sdk_kinesis::error::DisplayErrorContext(e)))?;
+            let mut events = Vec::new();
+            let mut last = None;
+            for r in out.records() {
+                let past_sequence = self
+                    .bound
+                    .to_sequence
+                    .as_deref()
+                    .is_some_and(|to| is_before(to, r.sequence_number()));
+                let past_time = self.bound.arrived_by.is_some_and(|by| {
+                    r.approximate_arrival_timestamp()
+                        .is_some_and(|t| t.to_millis().unwrap_or(i64::MAX) > by.timestamp_millis())
+                });
+                if past_sequence || past_time {
+                    self.ended = true;
+                    break;
+                }
+                let data = bytes::Bytes::copy_from_slice(r.data().as_ref());
+                for user in deaggregated(r.sequence_number(), r.partition_key(), data) {
+                    if let Ok(event) = EventEnvelope::decode(&user.data) {
+                        events.push(Positioned {
+                            event,
+                            sequence: user.sequence,
+                            sub: user.sub,
+                        });
+                    }
+                }
+                last = Some(r.sequence_number().to_owned());
+            }
+            let empty = out.records().is_empty();
+            if empty && out.millis_behind_latest().unwrap_or(0) == 0 {
+                self.ended = true;
+            }
+            self.iterator = out.next_shard_iterator().map(str::to_owned);
+            if let Some(last) = last {
+                return Ok(Some(Records { events, last }));
+            }
+            if empty && !self.ended {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(None)
     }
 }
