@@ -34,6 +34,22 @@ fn replay_id(stdout: &str) -> String {
     line["replay ".len()..].split(':').next().unwrap().to_owned()
 }
 
+/// Runs `cafe replay verify ID` and asserts every one of `models` (comma-separated)
+/// matches in all 256 partitions.
+fn verify_matches(sandbox: &Sandbox, id: &str, models: &str) {
+    let out = cafe_any(sandbox, &["replay", "verify", id]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", text(&out.stderr));
+    for model in models.split(',') {
+        assert!(
+            stdout.contains(&format!(
+                "{model}: match — 256 partitions match, 0 live ahead, 0 differ"
+            )),
+            "{model}: {stdout}"
+        );
+    }
+}
+
 /// A sandbox whose main job ran and kept up, settled past a replay's watermark margin.
 fn filled() -> Sandbox {
     let sandbox = Sandbox::new();
@@ -69,17 +85,7 @@ fn a_rebuild_verifies_against_the_pipelines_models_and_names_a_corrupted_row() {
     );
     let id = replay_id(&stdout);
 
-    let out = cafe_any(&sandbox, &["replay", "verify", &id]);
-    let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", text(&out.stderr));
-    for model in ALL.split(',') {
-        assert!(
-            stdout.contains(&format!(
-                "{model}: match — 256 partitions match, 0 live ahead, 0 differ"
-            )),
-            "{model}: {stdout}"
-        );
-    }
+    verify_matches(&sandbox, &id, ALL);
 
     // A changed total in the live orders model: named, and verify fails.
     let cfg = sandbox.config();
@@ -188,17 +194,7 @@ fn a_swap_under_live_traffic_loses_nothing_and_queries_follow_it() {
     let out = cafe_any(&sandbox, &["replay", "rebuild", "--projector", models]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let fresh = replay_id(&text(&out.stdout));
-    let out = cafe_any(&sandbox, &["replay", "verify", &fresh]);
-    let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
-    for model in models.split(',') {
-        assert!(
-            stdout.contains(&format!(
-                "{model}: match — 256 partitions match, 0 live ahead, 0 differ"
-            )),
-            "{model}: {stdout}"
-        );
-    }
+    verify_matches(&sandbox, &fresh, models);
 
     // The lease table holds the live consumers' leases and checkpoints only: nothing
     // in it names a replay.
@@ -253,12 +249,7 @@ fn a_replay_killed_mid_run_resumes_to_the_same_verified_result() {
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", text(&out.stderr));
     assert!(stdout.contains(&format!("resuming replay {id}")), "{stdout}");
-    let out = cafe_any(&sandbox, &["replay", "verify", &id]);
-    let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
-    for model in ALL.split(',') {
-        assert!(stdout.contains(&format!("{model}: match")), "{model}: {stdout}");
-    }
+    verify_matches(&sandbox, &id, ALL);
 }
 
 #[test]

@@ -2,5 +2,6 @@
 //! every read model in its own store.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod helpers;
 mod rebuild;
 mod swap;

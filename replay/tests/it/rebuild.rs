@@ -2,13 +2,12 @@
 //! in order from the same history, a stopped replay resumes to the same result, and bad
 //! input writes nothing.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cafe_events::EventEnvelope;
 use cafe_localstack::{StackConfig, aws, provision};
-use cafe_producers::store::{DynamoEventStore, EventStore};
-use cafe_projections::catalog::{AnalyticsEndpoint, Endpoints, Namespace, ReadModel};
+use cafe_producers::store::DynamoEventStore;
+use cafe_projections::catalog::{Endpoints, Namespace, ReadModel};
 use cafe_projections::history::{self, HistoryConfig};
 use cafe_projections::serving::LiveSide;
 use cafe_projections::verify::{Buckets, Verdict};
@@ -17,9 +16,7 @@ use cafe_replay::record::Source;
 use cafe_replay::{Filter, Params, ReplayError, Replayer, Replays};
 use tokio_util::sync::CancellationToken;
 
-fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
-}
+use crate::helpers::{append, endpoints, unique};
 
 struct World {
     replayer: Replayer<DynamoEventStore>,
@@ -55,28 +52,8 @@ async fn world(orders: usize) -> World {
         stores: 3,
         ..HistoryConfig::default()
     });
-    let mut by_aggregate: BTreeMap<String, Vec<EventEnvelope>> = BTreeMap::new();
-    for e in &history {
-        by_aggregate
-            .entry(e.aggregate_id.to_string())
-            .or_default()
-            .push(e.clone());
-    }
-    for events in by_aggregate.values() {
-        for chunk in events.chunks(25) {
-            store.append(chunk, None).await.unwrap();
-        }
-    }
-    let at = Endpoints {
-        postgres_url: Some(cfg.postgres_url(&names.orders_database)),
-        analytics: Some((
-            AnalyticsEndpoint::Postgres(cfg.postgres_url(&names.analytics_database)),
-            "analytics".to_owned(),
-        )),
-        mongo: Some((cfg.mongo_url(), names.documents_database.clone())),
-        redis_url: Some(cfg.redis_url()),
-        dynamodb: Some((dynamodb.clone(), names.active_orders_table.clone())),
-    };
+    append(&store, &history).await;
+    let at = endpoints(&cfg, &dynamodb);
     let live = Namespace::shadow(&unique("live")).unwrap();
     for model in ReadModel::ALL {
         let p = model.connect(&at, &live).await.unwrap();

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use cafe_events::EventEnvelope;
 use cafe_localstack::{StackConfig, aws, provision};
-use cafe_producers::store::{DynamoEventStore, EventStore};
-use cafe_projections::catalog::{AnalyticsEndpoint, Endpoints, Namespace, ReadModel};
+use cafe_producers::store::DynamoEventStore;
+use cafe_projections::catalog::{Endpoints, Namespace, ReadModel};
 use cafe_projections::history::{self, HistoryConfig};
 use cafe_projections::serving::{LiveSide, Pointers};
 use cafe_projections::verify::{Buckets, Settled, Verdict, compare};
@@ -16,9 +16,7 @@ use cafe_replay::{Filter, Params, Replayer, Replays};
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
-}
+use crate::helpers::{append, endpoints, unique};
 
 const MODELS: [ReadModel; 2] = [ReadModel::Orders, ReadModel::Inventory];
 
@@ -32,18 +30,7 @@ async fn happen(
     live: &Namespace,
     events: &[EventEnvelope],
 ) {
-    let mut by_aggregate: std::collections::BTreeMap<String, Vec<EventEnvelope>> = Default::default();
-    for e in events {
-        by_aggregate
-            .entry(e.aggregate_id.to_string())
-            .or_default()
-            .push(e.clone());
-    }
-    for events in by_aggregate.values() {
-        for chunk in events.chunks(25) {
-            store.append(chunk, None).await.unwrap();
-        }
-    }
+    append(store, events).await;
     let records: Vec<(String, bytes::Bytes)> = events.iter().map(|e| (e.partition_key(), e.encode())).collect();
     cafe_localstack::testing::put_raw(kinesis, stream, &records).await;
     let positioned: Vec<Positioned> = events
@@ -93,16 +80,7 @@ async fn a_swap_brings_over_what_the_old_copy_took_before_and_during_it() {
     let stream = unique("it-swap").replace('_', "-");
     provision::ensure_stream(&kinesis, &stream, 2).await.unwrap();
     let store = DynamoEventStore::new(dynamodb.clone(), events_table.clone(), idempotency.clone());
-    let at = Endpoints {
-        postgres_url: Some(cfg.postgres_url(&names.orders_database)),
-        analytics: Some((
-            AnalyticsEndpoint::Postgres(cfg.postgres_url(&names.analytics_database)),
-            "analytics".to_owned(),
-        )),
-        mongo: Some((cfg.mongo_url(), names.documents_database.clone())),
-        redis_url: Some(cfg.redis_url()),
-        dynamodb: Some((dynamodb.clone(), names.active_orders_table.clone())),
-    };
+    let at = endpoints(&cfg, &dynamodb);
     // This test's own pointers, initially at a copy of its own playing the live one.
     let pointers = Pointers::new(dynamodb.clone(), &replays_table);
     let live = Namespace::shadow(&format!("swl{}", &uuid::Uuid::now_v7().simple().to_string()[18..])).unwrap();
