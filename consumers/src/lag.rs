@@ -1,6 +1,7 @@
 //! How far behind a consumer application is, in time, judged from outside its workers:
-//! for each shard, the age of the oldest record its checkpoint has not passed (Burrow's
-//! lag in time, from the lease table and the stream). Zero when the checkpoint is at
+//! for each shard, the age of the oldest event its checkpoint has not passed (Burrow's
+//! lag in time, from the lease table and the stream; the age from the event's own
+//! `occurred_at`). Zero when the checkpoint is at
 //! the shard's tip. What a replay's governor holds live projectors to, and what any
 //! process can ask without a metrics endpoint.
 //!
@@ -13,7 +14,10 @@ use std::time::Duration;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use chrono::{DateTime, Utc};
 
+use cafe_events::EventEnvelope;
+
 use crate::lease::{Checkpoint, LeaseError, LeaseTable};
+use crate::retrieval::{deaggregated, is_before};
 
 /// One shard's lag.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,12 +59,16 @@ pub async fn application_lag<L: LeaseTable>(
             .get_shard_iterator()
             .stream_name(stream)
             .shard_id(&lease.shard_id);
-        let req = match &lease.checkpoint {
+        // At the checkpoint's own record, not after it: a KPL aggregate checkpointed
+        // mid-way still holds user records the application has not passed.
+        let (req, passed) = match &lease.checkpoint {
             Checkpoint::ShardEnd | Checkpoint::Latest | Checkpoint::AtTimestamp => continue,
-            Checkpoint::TrimHorizon => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
-            Checkpoint::Sequence { sequence, .. } => req
-                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-                .starting_sequence_number(sequence),
+            Checkpoint::TrimHorizon => (req.shard_iterator_type(ShardIteratorType::TrimHorizon), None),
+            Checkpoint::Sequence { sequence, sub } => (
+                req.shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+                    .starting_sequence_number(sequence),
+                Some((sequence.as_str(), *sub)),
+            ),
         };
         let iterator = req
             .send()
@@ -71,21 +79,16 @@ pub async fn application_lag<L: LeaseTable>(
         let records = kinesis
             .get_records()
             .shard_iterator(iterator)
-            .limit(1)
+            .limit(2)
             .send()
             .await
             .map_err(|e| LagError::Kinesis(aws_sdk_kinesis::error::DisplayErrorContext(e).to_string()))?;
-        let behind = match records
-            .records()
-            .first()
-            .and_then(|r| r.approximate_arrival_timestamp())
-        {
-            Some(arrived) => {
-                let arrived = arrived.to_millis().unwrap_or(i64::MAX);
-                Duration::from_millis(u64::try_from(now.timestamp_millis() - arrived).unwrap_or(0))
+        let behind = match oldest_unpassed(records.records(), passed) {
+            Some(at) => {
+                Duration::from_millis(u64::try_from(now.timestamp_millis() - at.timestamp_millis()).unwrap_or(0))
             }
-            // An empty read that is not at the tip (the iterator crossed empty parts of
-            // the shard): the service's own estimate.
+            // Nothing past the checkpoint in this read: at the tip, or the iterator
+            // crossed empty parts of the shard (the service's own estimate then).
             None => Duration::from_millis(u64::try_from(records.millis_behind_latest().unwrap_or(0)).unwrap_or(0)),
         };
         out.push(ShardLag {
@@ -94,6 +97,31 @@ pub async fn application_lag<L: LeaseTable>(
         });
     }
     Ok(out)
+}
+
+/// When the oldest user record in `records` that the checkpoint `passed` (sequence,
+/// sub-sequence) has not covered happened: the event's own `occurred_at` (to the
+/// millisecond; the stand-in rounds arrival times to the second, which alone would add
+/// up to a second of lag), or the record's arrival when it is not an event.
+fn oldest_unpassed(records: &[aws_sdk_kinesis::types::Record], passed: Option<(&str, u64)>) -> Option<DateTime<Utc>> {
+    for r in records {
+        let sequence = r.sequence_number();
+        let data = bytes::Bytes::copy_from_slice(r.data().as_ref());
+        for user in deaggregated(sequence, r.partition_key(), data) {
+            let covered =
+                passed.is_some_and(|(seq, sub)| !is_before(seq, sequence) && (seq != sequence || user.sub <= sub));
+            if covered {
+                continue;
+            }
+            let occurred = EventEnvelope::decode(&user.data).ok().map(|e| e.occurred_at);
+            let arrived = r
+                .approximate_arrival_timestamp()
+                .and_then(|t| t.to_millis().ok())
+                .and_then(DateTime::<Utc>::from_timestamp_millis);
+            return occurred.or(arrived);
+        }
+    }
+    None
 }
 
 /// The 99th percentile of `samples` (nearest rank; zero for none).

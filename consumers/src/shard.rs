@@ -248,8 +248,15 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> ShardReader<P, L, K> {
             if let Some(exit) = self.handle(batch).await {
                 return exit;
             }
-            if caught_up && !pause(&self.cancel, cfg.idle_poll).await {
-                return ShardExit::Stopped;
+            if caught_up {
+                if cfg.checkpoint_when_caught_up
+                    && let Err(exit) = self.checkpoint().await
+                {
+                    return exit;
+                }
+                if !pause(&self.cancel, cfg.idle_poll).await {
+                    return ShardExit::Stopped;
+                }
             }
         }
     }

@@ -59,6 +59,11 @@ pub struct WorkerConfig {
     /// handoff and at shard end (default 1 s). The uncheckpointed window is what a
     /// crash replays.
     pub checkpoint_interval: Duration,
+    /// Also store it whenever the shard catches up, before the idle poll (default on):
+    /// at most one write per idle poll, and the lease table, which outside readers such
+    /// as `lag` and a replay's governor judge lag from, is then never a checkpoint
+    /// interval behind a shard that keeps up.
+    pub checkpoint_when_caught_up: bool,
     /// Where a brand-new application starts.
     pub initial_position: Checkpoint,
     /// The start time for `initial_position` = AT_TIMESTAMP.
@@ -99,6 +104,7 @@ impl WorkerConfig {
             max_records: 10_000,
             read_bytes_budget: 2 * 1024 * 1024,
             checkpoint_interval: Duration::from_secs(1),
+            checkpoint_when_caught_up: true,
             initial_position: Checkpoint::TrimHorizon,
             start_timestamp: None,
             fan_out: None,

@@ -80,3 +80,49 @@ async fn a_checkpoint_behind_old_records_shows_their_age_and_one_at_the_tip_none
         .unwrap();
     assert_eq!(lag[0].behind, Duration::ZERO, "{lag:?}");
 }
+
+#[tokio::test]
+async fn lag_is_the_age_of_the_first_event_past_a_checkpoint_inside_a_kpl_aggregate() {
+    let f = fixture(1).await;
+    let now = Utc::now();
+    let event = |ago: i64, sku: u32| {
+        let mut e = cafe_events::samples::restocked(1, sku).unwrap();
+        e.occurred_at = now - chrono::Duration::milliseconds(ago);
+        cafe_events::kpl::UserRecord {
+            partition_key: e.partition_key(),
+            explicit_hash_key: None,
+            data: e.encode(),
+        }
+    };
+    // One Kinesis record holding events that happened 30.25 s and 7.5 s ago.
+    let members = [event(30_250, 1), event(7_500, 2)];
+    let put = f
+        .kinesis
+        .put_record()
+        .stream_name(&f.stream)
+        .partition_key(&members[0].partition_key)
+        .data(aws_sdk_kinesis::primitives::Blob::new(
+            cafe_events::kpl::aggregate(&members).to_vec(),
+        ))
+        .send()
+        .await
+        .unwrap();
+    let shard = put.shard_id().to_owned();
+    let sequence = put.sequence_number().to_owned();
+    let at = |sub: u64| Checkpoint::Sequence {
+        sequence: sequence.clone(),
+        sub,
+    };
+    for (app, checkpoint, expected) in [
+        ("start", Checkpoint::TrimHorizon, 30_250),
+        // Past the first member only: the second one waits.
+        ("mid", at(0), 7_500),
+        ("end", at(1), 0),
+    ] {
+        let leases = f.leases(app);
+        leases.create(&Lease::new(&shard, checkpoint, vec![])).await.unwrap();
+        assert!(take(&leases, &shard).await);
+        let lag = application_lag(&f.kinesis, &f.stream, &leases, now).await.unwrap();
+        assert_eq!(lag[0].behind, Duration::from_millis(expected), "{app}: {lag:?}");
+    }
+}

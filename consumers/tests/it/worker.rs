@@ -100,6 +100,7 @@ async fn rebalancing_by_handoff_replays_nothing() {
     // successor from replaying.
     let config = |worker: &str| WorkerConfig {
         checkpoint_interval: Duration::from_secs(3600),
+        checkpoint_when_caught_up: false,
         ..fx.config("rebalance", worker)
     };
     let a = Collector::new("a");
@@ -367,4 +368,34 @@ async fn a_stop_with_a_hung_dependency_ends_by_its_deadline_and_names_what_it_le
         Checkpoint::TrimHorizon,
         "nothing was checkpointed"
     );
+}
+
+/// A shard that catches up stores its progress before it sleeps, whatever the interval:
+/// outside readers of the lease table (`lag`, a replay's governor) see a keeping-up
+/// shard as keeping up. Off, nothing is stored until the interval passes.
+#[tokio::test]
+async fn a_caught_up_shard_checkpoints_before_its_idle_poll() {
+    let fx = fixture(1).await;
+    fx.put(&keyed("k", 0..5)).await;
+    for (app, on) in [("eager", true), ("lazy", false)] {
+        let seen = Collector::new(app);
+        let (stop, worker) = fx.spawn(
+            WorkerConfig {
+                checkpoint_interval: Duration::from_secs(3600),
+                checkpoint_when_caught_up: on,
+                ..fx.config(app, "w")
+            },
+            seen.clone(),
+        );
+        fx.eventually("all five processed", Duration::from_secs(20), async || {
+            seen.seen().len() == 5
+        })
+        .await;
+        // Two idle polls of the fixture's config.
+        tokio::time::sleep(fx.config(app, "w").idle_poll * 2 + Duration::from_millis(300)).await;
+        let stored = fx.leases(app).list().await.unwrap()[0].checkpoint.clone();
+        assert_eq!(matches!(stored, Checkpoint::Sequence { .. }), on, "{app}: {stored:?}");
+        stop.cancel();
+        worker.await.unwrap();
+    }
 }
