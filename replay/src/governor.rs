@@ -57,6 +57,9 @@ struct State {
     store_p99s: Vec<Duration>,
     waited: BTreeMap<Reason, f64>,
     peak_rate: f64,
+    /// Events let through since the last tick, and when that was.
+    taken: u64,
+    since: Instant,
 }
 
 /// What a replay's pacing did.
@@ -124,6 +127,8 @@ impl Governor {
                 store_p99s: Vec::new(),
                 waited: BTreeMap::new(),
                 peak_rate: if rate.is_finite() { rate } else { 0.0 },
+                taken: 0,
+                since: Instant::now(),
             }),
         }
     }
@@ -131,7 +136,10 @@ impl Governor {
     /// Waits until `n` events may go; answers the seconds waited.
     pub async fn acquire(&self, n: usize) -> f64 {
         let (limiter, reason) = match self.state.lock() {
-            Ok(s) => (s.limiter.clone(), s.reason),
+            Ok(mut s) => {
+                s.taken += n as u64;
+                (s.limiter.clone(), s.reason)
+            }
             Err(_) => return 0.0,
         };
         let Some(limiter) = limiter else { return 0.0 };
@@ -169,6 +177,15 @@ impl Governor {
     /// next second's rate.
     pub fn tick(&self, live_lag: Option<Duration>) {
         let Ok(mut s) = self.state.lock() else { return };
+        let elapsed = s.since.elapsed().as_secs_f64().max(0.001);
+        let achieved = s.taken as f64 / elapsed;
+        s.taken = 0;
+        s.since = Instant::now();
+        self.set_rate(&mut s, live_lag, achieved);
+    }
+
+    /// [`tick`](Self::tick) with the rate that went through said rather than counted.
+    fn set_rate(&self, s: &mut State, live_lag: Option<Duration>, achieved: f64) {
         let store_p99 = p99(&s.writes);
         s.writes.clear();
         s.store_p99s.push(store_p99);
@@ -176,14 +193,18 @@ impl Governor {
         s.lags.push(live_lag);
         let Some(slo) = self.slo else { return };
         let cap = self.max_rate.map_or(f64::INFINITY, f64::from);
+        // A cut halves what actually went through, not a rate the replay never reached
+        // (the stores, not the pace, may have been the bound): a cut must bite at once.
+        // For the same reason a raise goes at most to twice what went through.
+        let cut = (s.rate.min(achieved.max(FLOOR)) * 0.5).max(FLOOR);
         let (rate, reason) = if live_lag > slo.live_lag * 3 / 4 {
-            ((s.rate * 0.5).max(FLOOR), Reason::LiveLag)
+            (cut, Reason::LiveLag)
         } else if store_p99 > slo.store_p99 {
-            ((s.rate * 0.5).max(FLOOR), Reason::StoreLatency)
+            (cut, Reason::StoreLatency)
         } else if live_lag > slo.live_lag / 2 {
             (s.rate, s.reason)
         } else {
-            let next = s.rate * 1.25 + 50.0;
+            let next = (s.rate * 1.25 + 50.0).min((achieved * 2.0).max(START));
             if next >= cap {
                 (cap, Reason::MaxRate)
             } else {
@@ -234,6 +255,20 @@ impl Governor {
 mod tests {
     use super::*;
 
+    impl Governor {
+        /// One tick in which `achieved` events/s went through.
+        fn tick_at(&self, live_lag: Option<Duration>, achieved: f64) {
+            let mut s = self.state.lock().unwrap();
+            self.set_rate(&mut s, live_lag, achieved);
+        }
+
+        /// One tick in which the replay kept to its pace.
+        fn tick_kept(&self, live_lag: Option<Duration>) {
+            let rate = self.rate();
+            self.tick_at(live_lag, if rate.is_finite() { rate } else { 1e9 });
+        }
+    }
+
     const SLO: Slo = Slo {
         live_lag: Duration::from_secs(2),
         store_p99: Duration::from_millis(250),
@@ -243,18 +278,18 @@ mod tests {
     fn lag_near_the_objective_halves_the_rate_and_calm_raises_it_to_the_cap() {
         let g = Governor::new(Some(SLO), Some(1000), 100);
         assert_eq!(g.rate(), 200.0);
-        g.tick(Some(Duration::from_millis(200)));
+        g.tick_kept(Some(Duration::from_millis(200)));
         assert_eq!(g.rate(), 300.0);
-        g.tick(Some(Duration::from_millis(1200)));
+        g.tick_kept(Some(Duration::from_millis(1200)));
         assert_eq!(g.rate(), 300.0, "between half and three quarters: held");
-        g.tick(Some(Duration::from_millis(1600)));
+        g.tick_kept(Some(Duration::from_millis(1600)));
         assert_eq!(g.rate(), 150.0);
         for _ in 0..20 {
-            g.tick(Some(Duration::ZERO));
+            g.tick_kept(Some(Duration::ZERO));
         }
         assert_eq!(g.rate(), 1000.0, "capped by --max-rate");
         for _ in 0..20 {
-            g.tick(Some(Duration::from_secs(5)));
+            g.tick_kept(Some(Duration::from_secs(5)));
         }
         assert_eq!(g.rate(), FLOOR, "never below the floor");
         let r = g.report();
@@ -264,16 +299,32 @@ mod tests {
     }
 
     #[test]
+    fn a_cut_halves_what_went_through_and_a_raise_stays_near_it() {
+        let g = Governor::new(Some(SLO), None, 100);
+        for _ in 0..30 {
+            g.tick_kept(Some(Duration::ZERO));
+        }
+        let paced = g.rate();
+        assert!(paced > 10_000.0, "{paced}");
+        // The stores only took 1,000/s of that pace: a cut goes to 500, not paced/2.
+        g.tick_at(Some(Duration::from_secs(3)), 1000.0);
+        assert_eq!(g.rate(), 500.0);
+        // Calm again, but only 200/s went through: the pace goes to 400, not 675.
+        g.tick_at(Some(Duration::ZERO), 200.0);
+        assert_eq!(g.rate(), 400.0);
+    }
+
+    #[test]
     fn a_slow_store_halves_the_rate_too() {
         let g = Governor::new(Some(SLO), None, 100);
         for _ in 0..10 {
             g.record_write(Duration::from_millis(400));
         }
-        g.tick(Some(Duration::ZERO));
+        g.tick_kept(Some(Duration::ZERO));
         assert_eq!(g.rate(), 100.0);
         assert_eq!(g.report().store_p99_max, Duration::from_millis(400));
         // An unreadable lag holds the rate.
-        g.tick(None);
+        g.tick_kept(None);
         assert_eq!(g.rate(), 100.0);
     }
 
@@ -281,8 +332,8 @@ mod tests {
     fn ungoverned_it_only_measures() {
         let g = Governor::new(None, None, 100);
         assert!(g.rate().is_infinite());
-        g.tick(Some(Duration::from_secs(9)));
-        g.tick(None);
+        g.tick_kept(Some(Duration::from_secs(9)));
+        g.tick_kept(None);
         assert!(g.rate().is_infinite());
         assert_eq!(g.report().live_lag_max, Duration::from_secs(9));
     }
