@@ -318,18 +318,28 @@ impl Endpoints {
 
     /// The analytics facts in `ns` (tables created if needed).
     pub async fn analytics(&self, ns: &Namespace) -> Result<AnalyticsFacts<AnyWarehouse>, CatalogError> {
+        let (warehouse, schema) = self.warehouse(ns, 4)?;
+        Ok(AnalyticsFacts::connect(warehouse, &schema).await?)
+    }
+
+    /// The warehouse holding the analytics facts in `ns`, and their schema: what the
+    /// reports read. `connections` bounds concurrent queries on the PostgreSQL wire
+    /// (the Data API has no pool: Redshift queues beyond its own slots).
+    pub fn warehouse(&self, ns: &Namespace, connections: usize) -> Result<(AnyWarehouse, String), CatalogError> {
         let (endpoint, live) = need(&self.analytics, ReadModel::Analytics, "a warehouse")?;
         let schema = match ns {
             Namespace::Live => live,
             Namespace::Shadow(name) => name,
         };
         let warehouse = match endpoint {
-            AnalyticsEndpoint::Postgres(url) => AnyWarehouse::Postgres(PgWarehouse::connect(url, schema)?),
+            AnalyticsEndpoint::Postgres(url) => {
+                AnyWarehouse::Postgres(PgWarehouse::with_connections(url, schema, connections)?)
+            }
             AnalyticsEndpoint::DataApi(client, options) => {
                 AnyWarehouse::DataApi(DataApiWarehouse::new(client.clone(), options.clone()))
             }
         };
-        Ok(AnalyticsFacts::connect(warehouse, schema).await?)
+        Ok((warehouse, schema.clone()))
     }
 }
 

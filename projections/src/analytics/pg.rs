@@ -18,8 +18,14 @@ impl PgWarehouse {
     /// A pool on `url` whose `search_path` is `schema` (unqualified names land there;
     /// the analytics SQL qualifies its tables anyway, as Redshift needs).
     pub fn connect(url: &str, schema: &str) -> Result<Self, ProjectionError> {
+        Self::with_connections(url, schema, 4)
+    }
+
+    /// The same with a pool of `connections`: what bounds concurrent reports, as
+    /// Redshift's concurrency slots do (beyond them queries wait in the pool).
+    pub fn with_connections(url: &str, schema: &str, connections: usize) -> Result<Self, ProjectionError> {
         Ok(PgWarehouse {
-            pool: crate::postgres::pool(url, schema, 4)?,
+            pool: crate::postgres::pool(url, schema, connections)?,
         })
     }
 }
