@@ -1,5 +1,5 @@
-//! `cafe replay …`: wiring of `cafe-replay` (plan, rebuild, status, verify, drop) to
-//! the local stack or AWS. No logic: that is the library's.
+//! `cafe replay …`: wiring of `cafe-replay` (plan, rebuild, status, verify, swap, drop,
+//! storm) to the local stack or AWS. No logic: that is the library's.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -14,6 +14,7 @@ use cafe_projections::verify::{Buckets, Verdict};
 use cafe_replay::governor::Slo;
 use cafe_replay::record::ShardRange;
 use cafe_replay::record::State;
+use cafe_replay::storm::Storm;
 use cafe_replay::{Filter, LagProbe, Params, ReplayError, ReplayId, Replayer, Replays};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand, ValueEnum};
@@ -126,6 +127,48 @@ enum Action {
     Drop {
         /// The replay.
         id: String,
+    },
+    /// The query storm: a replay at full speed (or a multiple of the recorded rate)
+    /// while K concurrent clients run the analytics reports on the live warehouse
+    /// through a bounded number of slots. Prints query latency (p50/p95/p99/max), slot
+    /// wait, errors, events/s replayed and the live projectors' worst lag. The replay's
+    /// shadows are dropped afterwards unless --keep.
+    Storm {
+        /// Concurrent clients (analysts), each running the reports one after another.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        clients: u32,
+        /// Queries the warehouse runs at once (its concurrency slots; the pool holds as
+        /// many connections); the rest wait.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=500))]
+        slots: u32,
+        /// The read models the replay rebuilds (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "analytics")]
+        projector: Vec<ReadModel>,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Replay at this multiple of the rate the history was recorded at (its events
+        /// over the time from the first to the last); default: full speed.
+        #[arg(long, conflicts_with = "max_rate")]
+        rate_multiple: Option<f64>,
+        /// Events per second at most (default: full speed).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        max_rate: Option<u32>,
+        /// Pace the replay by the SLO governor (2 s live lag, 1 s store p99) instead
+        /// of full speed.
+        #[arg(long)]
+        governed: bool,
+        /// Parallel Scan segments.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        segments: u32,
+        /// Events per Scan page (and per batch applied).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        page_size: u32,
+        /// Keep the replay's shadows (to verify or swap them).
+        #[arg(long)]
+        keep: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -457,6 +500,66 @@ async fn act(
                 out.took.as_secs_f64()
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Action::Storm {
+            clients,
+            slots,
+            projector,
+            filter,
+            rate_multiple,
+            max_rate,
+            governed,
+            segments,
+            page_size,
+            keep,
+            json,
+        } => {
+            let filter: Filter = filter.into();
+            let max_rate = match rate_multiple {
+                None => max_rate,
+                Some(m) if !(m.is_finite() && m > 0.0) => {
+                    return Err(ReplayError::BadInput(format!(
+                        "--rate-multiple must be above 0, not {m}"
+                    )));
+                }
+                Some(m) => {
+                    let plan = replayer.plan(&filter, segments, page_size).await?;
+                    let recorded = plan.recorded_rate().ok_or_else(|| {
+                        ReplayError::BadInput("the history holds too few events to have a recorded rate".into())
+                    })?;
+                    let rate = (recorded * m).round().clamp(1.0, f64::from(u32::MAX)) as u32;
+                    eprintln!("recorded at {recorded:.0} events/s: replaying at {rate} events/s (×{m})");
+                    Some(rate)
+                }
+            };
+            let params = Params {
+                source: cafe_replay::record::Source::EventStore,
+                models: projector.iter().map(|m| m.name().to_owned()).collect(),
+                filter,
+                segments,
+                page_size,
+                max_rate,
+                slo: governed.then_some(Slo {
+                    live_lag: Duration::from_secs(2),
+                    store_p99: Duration::from_secs(1),
+                }),
+            };
+            let storm = Storm {
+                clients: clients as usize,
+                slots: slots as usize,
+                keep,
+            };
+            let report = replayer.storm(storm, params, estimate, stop).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            } else {
+                print!("{}", report.render());
+            }
+            Ok(if report.errors == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Action::Drop { id } => {
             let id = ReplayId::parse(&id)?;

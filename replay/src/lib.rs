@@ -28,6 +28,8 @@
 //! - [`rebuild`]: [`Replayer`]: plan, create, run, verify, drop.
 //! - [`governor`]: the pace: as fast as live projection lag and store latency allow.
 //! - [`progress`]: a progress bar with rate and ETA on a terminal, log lines otherwise.
+//! - [`storm`]: the query storm: analysts' reports on the warehouse while a replay
+//!   writes.
 //! - [`stream`]: reading the stream from a point to its tip (a swap's catch-up).
 //! - [`watermark`]: which aggregates moved after a replay's watermark.
 //! - [`error`]: the one error type; [`ReplayError::is_usage`] marks bad input.
@@ -37,6 +39,7 @@ pub mod governor;
 pub mod progress;
 pub mod rebuild;
 pub mod record;
+pub mod storm;
 pub mod stream;
 pub mod watermark;
 

@@ -45,6 +45,21 @@ pub struct SegmentPlan {
     pub events: u64,
     /// Of which the replay would take.
     pub selected: u64,
+    /// When the earliest and the latest of those occurred.
+    pub occurred: Option<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
+impl Plan {
+    /// The rate the selected events were recorded at: their count over the time from
+    /// the first to the last (events/s; `None` for fewer than two instants).
+    pub fn recorded_rate(&self) -> Option<f64> {
+        let spans = self.segments.iter().filter_map(|s| s.occurred);
+        let first = spans.clone().map(|(a, _)| a).min()?;
+        let last = spans.map(|(_, b)| b).max()?;
+        let secs = (last - first).num_milliseconds() as f64 / 1000.0;
+        let events: u64 = self.segments.iter().map(|s| s.selected).sum();
+        (secs > 0.0).then(|| events as f64 / secs)
+    }
 }
 
 /// How a run ended.
@@ -70,8 +85,8 @@ pub struct RunOutcome {
 pub struct Replayer<H> {
     history: H,
     replays: Replays,
-    at: Endpoints,
-    live: LiveSide,
+    pub(crate) at: Endpoints,
+    pub(crate) live: LiveSide,
     stream: Option<(aws_sdk_kinesis::Client, String)>,
     before_flip: Option<BeforeFlip>,
     lag: Option<LagProbe>,
@@ -166,6 +181,7 @@ impl<H: HistoryReader> Replayer<H> {
                 last: None,
                 events: 0,
                 selected: 0,
+                occurred: None,
             };
             let mut after = None;
             loop {
@@ -184,6 +200,8 @@ impl<H: HistoryReader> Replayer<H> {
                         watermark,
                     ) {
                         plan.selected += 1;
+                        let at = e.occurred_at;
+                        plan.occurred = Some(plan.occurred.map_or((at, at), |(a, b)| (a.min(at), b.max(at))));
                     }
                 }
                 match page.next {
@@ -783,5 +801,32 @@ mod tests {
             Some("x".to_owned())
         );
         assert_eq!(next_after(&page(&history[..3], false)), None);
+    }
+
+    #[test]
+    fn the_recorded_rate_is_the_selected_events_over_their_span() {
+        let at = |s: i64| DateTime::<Utc>::from_timestamp(1_800_000_000 + s, 0).unwrap_or_default();
+        let segment = |selected, occurred| SegmentPlan {
+            segment: 0,
+            first: None,
+            last: None,
+            events: selected,
+            selected,
+            occurred,
+        };
+        let plan = Plan {
+            watermark: at(100),
+            segments: vec![
+                segment(300, Some((at(10), at(40)))),
+                segment(100, Some((at(0), at(20)))),
+                segment(0, None),
+            ],
+        };
+        assert_eq!(plan.recorded_rate(), Some(10.0), "400 events over 40 s");
+        let one_instant = Plan {
+            watermark: at(100),
+            segments: vec![segment(1, Some((at(5), at(5))))],
+        };
+        assert_eq!(one_instant.recorded_rate(), None);
     }
 }

@@ -4,4 +4,5 @@
 
 mod helpers;
 mod rebuild;
+mod storm;
 mod swap;

@@ -4,101 +4,16 @@
 
 use std::time::Duration;
 
-use cafe_events::EventEnvelope;
 use cafe_localstack::{StackConfig, aws, provision};
 use cafe_producers::store::DynamoEventStore;
-use cafe_projections::catalog::{Endpoints, Namespace, ReadModel};
-use cafe_projections::history::{self, HistoryConfig};
+use cafe_projections::catalog::{Namespace, ReadModel};
 use cafe_projections::serving::LiveSide;
 use cafe_projections::verify::{Buckets, Verdict};
-use cafe_projections::{Batch, Projection};
 use cafe_replay::record::Source;
-use cafe_replay::{Filter, Params, ReplayError, Replayer, Replays};
+use cafe_replay::{Filter, Params, ReplayError, Replayer};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{append, endpoints, unique};
-
-struct World {
-    replayer: Replayer<DynamoEventStore>,
-    replays: Replays,
-    history: Vec<EventEnvelope>,
-    live: Namespace,
-    at: Endpoints,
-}
-
-/// A history in an event store of its own, and a "live" copy of every model built from
-/// it in order, as the live projectors would.
-async fn world(orders: usize) -> World {
-    let cfg = StackConfig::load().unwrap();
-    let sdk = aws::sdk_config(&cfg).await;
-    let dynamodb = aws::dynamodb(&sdk, &cfg);
-    let names = &cfg.names;
-    let events = provision::ensure_table_like(&dynamodb, names, &names.events_table, &unique("it-replay-events"))
-        .await
-        .unwrap()
-        .name;
-    let idempotency =
-        provision::ensure_table_like(&dynamodb, names, &names.idempotency_table, &unique("it-replay-idem"))
-            .await
-            .unwrap()
-            .name;
-    let replays_table = provision::ensure_table_like(&dynamodb, names, &names.replays_table, &unique("it-replays"))
-        .await
-        .unwrap()
-        .name;
-    let store = DynamoEventStore::new(dynamodb.clone(), events, idempotency);
-    let history = history::generate(HistoryConfig {
-        orders,
-        stores: 3,
-        ..HistoryConfig::default()
-    });
-    append(&store, &history).await;
-    let at = endpoints(&cfg, &dynamodb);
-    let live = Namespace::shadow(&unique("live")).unwrap();
-    for model in ReadModel::ALL {
-        let p = model.connect(&at, &live).await.unwrap();
-        for (shard, events) in history::sharded(&history, 4) {
-            for chunk in events.chunks(100) {
-                p.apply(Batch {
-                    shard_id: &shard,
-                    events: chunk,
-                })
-                .await
-                .unwrap();
-            }
-        }
-    }
-    let replays = Replays::new(dynamodb, replays_table);
-    World {
-        replayer: Replayer::new(store, replays.clone(), at.clone(), LiveSide::Fixed(live.clone())),
-        replays,
-        history,
-        live,
-        at,
-    }
-}
-
-impl World {
-    async fn drop_all(&self, shadow: &Namespace) {
-        for model in ReadModel::ALL {
-            model.drop(&self.at, &self.live).await.unwrap();
-            model.drop(&self.at, shadow).await.unwrap();
-        }
-    }
-}
-
-fn params(models: &[ReadModel], max_rate: Option<u32>) -> Params {
-    Params {
-        source: cafe_replay::record::Source::EventStore,
-        models: models.iter().map(|m| m.name().to_owned()).collect(),
-        filter: Filter::default(),
-        segments: 4,
-        // Small pages: most end inside an aggregate's run of events.
-        page_size: 37,
-        max_rate,
-        slo: None,
-    }
-}
+use crate::helpers::{World, params, unique, world};
 
 #[tokio::test]
 async fn every_model_rebuilt_from_the_event_store_matches_its_live_copy() {
