@@ -237,8 +237,9 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,aws=warn,hyper=warn,cafe_consumers=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                "info,aws=warn,hyper=warn,cafe_consumers=warn,tokio_postgres::connection=warn".into()
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
