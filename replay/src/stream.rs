@@ -12,7 +12,7 @@ use std::time::Duration;
 use aws_sdk_kinesis::Client;
 use aws_sdk_kinesis::primitives::DateTime as AwsDateTime;
 use aws_sdk_kinesis::types::ShardIteratorType;
-use cafe_consumers::retrieval::{deaggregated, is_before};
+use cafe_consumers::retrieval::{MAX_RECORD_BYTES, deaggregated, is_before, read_limit};
 use cafe_events::EventEnvelope;
 use cafe_projections::Positioned;
 use chrono::{DateTime, Utc};
@@ -42,8 +42,12 @@ pub struct Bound {
     pub arrived_by: Option<DateTime<Utc>>,
 }
 
-/// Records per GetRecords call.
+/// Records per GetRecords call at most (the service's maximum).
 const LIMIT: i32 = 10_000;
+/// Bytes each GetRecords call is aimed at, as the live workers do: a call of 10,000
+/// aggregated records can return 10 MiB, and every shard holds one batch of decoded
+/// events at a time, so memory stays flat whatever the history's length.
+const READ_BUDGET: usize = 2 * 1024 * 1024;
 
 fn kinesis_error(op: &str, e: impl std::fmt::Display) -> ReplayError {
     ReplayError::Stream(format!("{op}: {e}"))
@@ -107,6 +111,7 @@ pub struct ShardReader<'a> {
     bound: Bound,
     iterator: Option<String>,
     ended: bool,
+    limit: i32,
 }
 
 /// One GetRecords batch: the decoded events (records that do not decode are skipped:
@@ -160,6 +165,7 @@ impl<'a> ShardReader<'a> {
             bound,
             iterator,
             ended: false,
+            limit: read_limit(READ_BUDGET, MAX_RECORD_BYTES, LIMIT),
         })
     }
 
@@ -171,10 +177,14 @@ impl<'a> ShardReader<'a> {
                 .kinesis
                 .get_records()
                 .shard_iterator(it)
-                .limit(LIMIT)
+                .limit(self.limit)
                 .send()
                 .await
                 .map_err(|e| kinesis_error("GetRecords", aws_sdk_kinesis::error::DisplayErrorContext(e)))?;
+            let bytes: usize = out.records().iter().map(|r| r.data().as_ref().len()).sum();
+            if let Some(average) = bytes.checked_div(out.records().len()) {
+                self.limit = read_limit(READ_BUDGET, average, LIMIT);
+            }
             let mut events = Vec::new();
             let mut last = None;
             for r in out.records() {
