@@ -88,6 +88,7 @@ pub async fn projections(
             customers: (orders / 4).max(1),
             stores: 50,
             menu_items: 40,
+            ..HistoryConfig::default()
         })
     };
     if runs(ReadModel::Orders) {
@@ -199,7 +200,7 @@ fn median(durations: &mut [Duration]) -> Duration {
 
 /// Dumps the projected tables and COPYs the rows into `copied` on `connections`
 /// connections at once (as many as the projector had shards); the time and row count.
-async fn copy_ceiling(
+pub(crate) async fn copy_ceiling(
     projected_view: &PgOrdersView,
     projected: &str,
     target: &PgOrdersView,

@@ -34,6 +34,12 @@ pub struct HistoryConfig {
     pub stores: usize,
     /// Menu items (also the SKUs stocked in every store).
     pub menu_items: usize,
+    /// The first order's number, and the first customer's: histories generated with
+    /// disjoint ranges share no order or loyalty account, so a long history can be
+    /// made (and published) a part at a time.
+    pub first_order: usize,
+    /// See `first_order`.
+    pub first_customer: usize,
 }
 
 impl Default for HistoryConfig {
@@ -44,6 +50,8 @@ impl Default for HistoryConfig {
             customers: 60,
             stores: 5,
             menu_items: 12,
+            first_order: 0,
+            first_customer: 0,
         }
     }
 }
@@ -151,8 +159,8 @@ pub fn generate(cfg: HistoryConfig) -> Vec<EventEnvelope> {
                 menu[i].2 = false;
             }
         }
-        let order = id(OrderId::parse, format!("order-{:06}", n));
-        let customer_n = g.rng.usize(..cfg.customers.max(1));
+        let order = id(OrderId::parse, format!("order-{:06}", cfg.first_order + n));
+        let customer_n = cfg.first_customer + g.rng.usize(..cfg.customers.max(1));
         let customer = id(CustomerId::parse, format!("customer-{customer_n:05}"));
         let store_n = g.rng.usize(..cfg.stores.max(1));
         let store = id(StoreId::parse, format!("store-{store_n:03}"));
@@ -230,7 +238,7 @@ pub fn generate(cfg: HistoryConfig) -> Vec<EventEnvelope> {
                     oid.clone(),
                     DomainEvent::PaymentAuthorized(PaymentAuthorized {
                         order_id: order.to_string(),
-                        payment_id: format!("pay-{n:06}"),
+                        payment_id: format!("pay-{:06}", cfg.first_order + n),
                         amount_cents: total,
                     }),
                 );
