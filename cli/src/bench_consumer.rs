@@ -107,7 +107,7 @@ fn rss_bytes(pid: u32) -> Option<u64> {
 /// delivers the user records. `budget` None asks for 10,000 records a call (the service maximum); Some aims
 /// each call at that many bytes, as the worker does. Returns (user records, Kinesis
 /// records, elapsed).
-async fn raw_read(
+pub(crate) async fn raw_read(
     kinesis: &aws_sdk_kinesis::Client,
     stream: &str,
     budget: Option<usize>,

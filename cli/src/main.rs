@@ -64,6 +64,7 @@ mod bench_consumer;
 mod bench_lambda;
 mod bench_payments;
 mod bench_projections;
+mod bench_replay;
 mod consume;
 mod lag;
 mod load;
@@ -167,6 +168,24 @@ enum BenchWhat {
         /// PostgreSQL projector and COPY-ceiling runs (alternating; medians compared).
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
         trials: u32,
+    },
+    /// A rebuild of the orders read model from the stream (a generated history,
+    /// published KPL-aggregated) beside a raw GetRecords read and a raw COPY of the same
+    /// rows, and from the event store beside a raw parallel Scan; the rebuild process's
+    /// peak memory.
+    Replay {
+        /// Events on the stream.
+        #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..=50_000_000))]
+        events: u64,
+        /// Events in the event store.
+        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=20_000_000))]
+        store_events: u64,
+        /// Shards of the benchmark's stream.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10))]
+        shards: u32,
+        /// Only one half.
+        #[arg(long, value_enum)]
+        only: Option<bench_replay::Part>,
     },
     /// The payment function's cold start under the Lambda emulator: spawn → first answer,
     /// beside a warm invocation, and its peak memory.
@@ -363,6 +382,19 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
         } => {
             up(&stack, false).await?;
             bench_consumer::consumer(&cfg, shards, events, failover).await?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            what:
+                BenchWhat::Replay {
+                    events,
+                    store_events,
+                    shards,
+                    only,
+                },
+        } => {
+            up(&stack, false).await?;
+            bench_replay::replay(&cfg, events, store_events, shards, only).await?;
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Bench {
