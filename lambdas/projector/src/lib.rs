@@ -21,7 +21,7 @@ use cafe_consumers::processor::walk;
 use cafe_consumers::retrieval::deaggregated;
 use cafe_consumers::{BatchContext, Outcome, Processor, Record};
 use cafe_events::EventEnvelope;
-use cafe_projections::analytics::{DataApiOptions, DataApiTarget};
+use cafe_projections::analytics::{DataApiConfigError, DataApiOptions};
 use tracing::{Instrument, info_span, warn};
 
 /// The shard a Lambda Kinesis record came from: its `eventID` is `<shardId>:<sequence>`.
@@ -161,9 +161,8 @@ pub enum ConfigError {
 impl Hosted {
     /// Reads the configuration through `get` (the process environment in the function):
     /// - `CAFE_PROJECTION`: `envelope-check` (default), `analytics` or `active-orders`;
-    /// - analytics: `CAFE_REDSHIFT_WORKGROUP` or `CAFE_REDSHIFT_CLUSTER` (with optional
-    ///   `CAFE_REDSHIFT_DB_USER` for temporary credentials), `CAFE_REDSHIFT_DATABASE`,
-    ///   optional `CAFE_REDSHIFT_SECRET_ARN`, `CAFE_ANALYTICS_SCHEMA` (default `analytics`);
+    /// - analytics: the Data API settings ([`DataApiOptions::from_env`]; one target is
+    ///   required here), `CAFE_ANALYTICS_SCHEMA` (default `analytics`);
     /// - active-orders: `CAFE_ACTIVE_ORDERS_TABLE`.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Hosted, ConfigError> {
         let need = |k: &'static str| get(k).filter(|v| !v.is_empty()).ok_or(ConfigError::Missing(k));
@@ -173,16 +172,11 @@ impl Hosted {
                 table: need("CAFE_ACTIVE_ORDERS_TABLE")?,
             }),
             "analytics" => {
-                let target = match (need("CAFE_REDSHIFT_WORKGROUP"), need("CAFE_REDSHIFT_CLUSTER")) {
-                    (Ok(workgroup), Err(_)) => DataApiTarget::Workgroup(workgroup),
-                    (Err(_), Ok(identifier)) => DataApiTarget::Cluster {
-                        identifier,
-                        db_user: get("CAFE_REDSHIFT_DB_USER").filter(|v| !v.is_empty()),
-                    },
-                    _ => return Err(ConfigError::Target),
+                let options = match DataApiOptions::from_env(&get) {
+                    Ok(Some(options)) => options,
+                    Ok(None) | Err(DataApiConfigError::Target) => return Err(ConfigError::Target),
+                    Err(DataApiConfigError::Missing(k)) => return Err(ConfigError::Missing(k)),
                 };
-                let mut options = DataApiOptions::new(target, need("CAFE_REDSHIFT_DATABASE")?);
-                options.secret_arn = get("CAFE_REDSHIFT_SECRET_ARN").filter(|v| !v.is_empty());
                 Ok(Hosted::Analytics {
                     options,
                     schema: get("CAFE_ANALYTICS_SCHEMA")
@@ -197,6 +191,8 @@ impl Hosted {
 
 #[cfg(test)]
 mod tests {
+    use cafe_projections::analytics::DataApiTarget;
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {

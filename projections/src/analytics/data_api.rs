@@ -53,7 +53,42 @@ pub struct DataApiOptions {
     pub timeout: Duration,
 }
 
+/// Redshift settings that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DataApiConfigError {
+    /// A variable the Data API needs.
+    #[error("environment variable {0} is not set")]
+    Missing(&'static str),
+    /// Both Redshift targets.
+    #[error("set exactly one of CAFE_REDSHIFT_WORKGROUP (Serverless) and CAFE_REDSHIFT_CLUSTER")]
+    Target,
+}
+
 impl DataApiOptions {
+    /// The Data API settings read through `get` (the process environment), the one
+    /// reading of them that the projector Lambda and the `cafe` tools share, so the
+    /// warehouse backend is chosen by configuration:
+    /// `CAFE_REDSHIFT_WORKGROUP` (Serverless) or `CAFE_REDSHIFT_CLUSTER` (with optional
+    /// `CAFE_REDSHIFT_DB_USER` for temporary credentials), `CAFE_REDSHIFT_DATABASE`,
+    /// optional `CAFE_REDSHIFT_SECRET_ARN`. `None` when neither target is set: the
+    /// warehouse is then reached over the PostgreSQL wire.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Option<DataApiOptions>, DataApiConfigError> {
+        let get = |k: &str| get(k).filter(|v| !v.is_empty());
+        let target = match (get("CAFE_REDSHIFT_WORKGROUP"), get("CAFE_REDSHIFT_CLUSTER")) {
+            (None, None) => return Ok(None),
+            (Some(workgroup), None) => DataApiTarget::Workgroup(workgroup),
+            (None, Some(identifier)) => DataApiTarget::Cluster {
+                identifier,
+                db_user: get("CAFE_REDSHIFT_DB_USER"),
+            },
+            (Some(_), Some(_)) => return Err(DataApiConfigError::Target),
+        };
+        let database = get("CAFE_REDSHIFT_DATABASE").ok_or(DataApiConfigError::Missing("CAFE_REDSHIFT_DATABASE"))?;
+        let mut options = DataApiOptions::new(target, database);
+        options.secret_arn = get("CAFE_REDSHIFT_SECRET_ARN");
+        Ok(Some(options))
+    }
+
     /// Defaults for `target` and `database`: polls from 50 ms to 2 s, gives up after 10
     /// minutes.
     pub fn new(target: DataApiTarget, database: impl Into<String>) -> Self {

@@ -22,7 +22,7 @@ pub mod reports;
 
 use std::future::Future;
 
-pub use data_api::{DataApiOptions, DataApiTarget, DataApiWarehouse};
+pub use data_api::{DataApiConfigError, DataApiOptions, DataApiTarget, DataApiWarehouse};
 pub use facts::AnalyticsFacts;
 pub use pg::PgWarehouse;
 pub use reports::Table;
