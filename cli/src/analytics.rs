@@ -1,10 +1,12 @@
-//! `cafe analytics <report>`: the warehouse reports, read from the local `analytics`
-//! database (the PostgreSQL stand-in for Redshift) the analytics projector fills.
+//! `cafe analytics <report>`: the warehouse reports over the facts the analytics
+//! projector fills: the local `analytics` database (the PostgreSQL stand-in for
+//! Redshift), or Redshift through its Data API when configured so.
 
 use anyhow::{Context, Result};
 use cafe_localstack::StackConfig;
 use cafe_projections::analytics::PgWarehouse;
 use cafe_projections::analytics::reports::{Reports, Window};
+use cafe_projections::catalog::{AnyWarehouse, LIVE_ANALYTICS_SCHEMA, Namespace};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 
@@ -18,7 +20,9 @@ pub struct AnalyticsArgs {
     /// Schema holding the facts.
     #[arg(long, global = true, default_value = cafe_projections::catalog::LIVE_ANALYTICS_SCHEMA)]
     schema: String,
-    /// PostgreSQL URL of the warehouse (default: the local stack's `analytics` database).
+    /// PostgreSQL URL of the warehouse (default: Redshift's Data API when
+    /// `CAFE_REDSHIFT_WORKGROUP` or `CAFE_REDSHIFT_CLUSTER` is set, else the local
+    /// stack's `analytics` database).
     #[arg(long, global = true, env = "CAFE_ANALYTICS_URL", hide_env_values = true)]
     url: Option<String>,
 }
@@ -65,11 +69,20 @@ pub fn rfc3339(s: &str) -> Result<DateTime<Utc>, String> {
 }
 
 pub async fn run(cfg: &StackConfig, args: AnalyticsArgs) -> Result<()> {
-    let url = args
-        .url
-        .clone()
-        .unwrap_or_else(|| cfg.postgres_url(&cfg.names.analytics_database));
-    let warehouse = PgWarehouse::connect(&url, &args.schema)?;
+    let warehouse = match &args.url {
+        Some(url) => AnyWarehouse::Postgres(PgWarehouse::connect(url, &args.schema)?),
+        // Configured like every other tool: Redshift's Data API when the environment
+        // names a Redshift target, else the local stack's database.
+        None => {
+            let clients = crate::pipeline::Clients::new(cfg, false).await;
+            let ns = if args.schema == LIVE_ANALYTICS_SCHEMA {
+                Namespace::Live
+            } else {
+                Namespace::shadow(&args.schema)?
+            };
+            crate::read_side::endpoints(cfg, &clients)?.warehouse(&ns, 4)?.0
+        }
+    };
     let reports = Reports::new(&warehouse, &args.schema)?;
     let table = match args.report {
         Report::SalesByStoreHour(w) => reports.sales_by_store_hour(w.into()).await,

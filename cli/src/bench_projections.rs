@@ -115,7 +115,7 @@ pub async fn projections(
         history.len(),
     );
     // Every other model, on a namespace of its own, dropped afterwards.
-    let at = endpoints(cfg).await;
+    let at = endpoints(cfg).await?;
     let ns = Namespace::shadow(&format!("bench_{}", std::process::id()))?;
     for model in ReadModel::ALL
         .into_iter()
@@ -134,7 +134,7 @@ pub async fn projections(
 }
 
 /// The local stack's stores.
-async fn endpoints(cfg: &StackConfig) -> Endpoints {
+async fn endpoints(cfg: &StackConfig) -> Result<Endpoints> {
     crate::read_side::endpoints(cfg, &crate::pipeline::Clients::new(cfg, false).await)
 }
 
@@ -149,7 +149,7 @@ async fn postgres(
     trials: usize,
 ) -> Result<()> {
     let run = std::process::id();
-    let at = endpoints(cfg).await;
+    let at = endpoints(cfg).await?;
     let (mut projector, mut ceiling, mut rows) = (Vec::new(), Vec::new(), 0);
     for trial in 0..trials.max(1) {
         let (projected, copied) = (

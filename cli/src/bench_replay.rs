@@ -248,7 +248,7 @@ async fn from_stream(
     }
 
     // The raw COPY of the rows the rebuild produced, into a fresh schema.
-    let at = crate::read_side::endpoints(cfg, clients);
+    let at = crate::read_side::endpoints(cfg, clients)?;
     let shadow = format!("replay_{}", r.id);
     let copied = format!("bench_replay_{tag}_copied");
     let (shadow_ns, copied_ns) = (Namespace::shadow(&shadow)?, Namespace::shadow(&copied)?);

@@ -493,7 +493,7 @@ async fn api(cfg: &StackConfig, listen: SocketAddr, aws: bool) -> Result<std::pr
     let clients = pipeline::Clients::new(cfg, aws).await;
     let service = pipeline::service(cfg, &clients, service_config()?);
     let reads = read_side::models(
-        &read_side::endpoints(cfg, &clients),
+        &read_side::endpoints(cfg, &clients)?,
         &read_side::pointers(cfg, &clients),
     )
     .await?;

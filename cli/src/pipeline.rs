@@ -24,6 +24,8 @@ pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     /// SQS.
     pub sqs: aws_sdk_sqs::Client,
+    /// The Redshift Data API (used when the configuration names a Redshift target).
+    pub redshift: aws_sdk_redshiftdata::Client,
 }
 
 impl Clients {
@@ -35,6 +37,7 @@ impl Clients {
                 kinesis: aws_sdk_kinesis::Client::new(&sdk),
                 dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
                 sqs: aws_sdk_sqs::Client::new(&sdk),
+                redshift: aws_sdk_redshiftdata::Client::new(&sdk),
             }
         } else {
             let sdk = cafe_localstack::aws::sdk_config(cfg).await;
@@ -42,6 +45,7 @@ impl Clients {
                 kinesis: cafe_localstack::aws::kinesis(&sdk, cfg),
                 dynamodb: cafe_localstack::aws::dynamodb(&sdk, cfg),
                 sqs: cafe_localstack::aws::sqs(&sdk, cfg),
+                redshift: aws_sdk_redshiftdata::Client::new(&sdk),
             }
         }
     }

@@ -11,7 +11,7 @@ use cafe_consumers::parking::DynamoParkingLot;
 use cafe_consumers::{Processor, Worker, WorkerConfig, WorkerReport};
 use cafe_lambda_payment::requests::{self as payment_requests, PaymentRequests};
 use cafe_localstack::StackConfig;
-use cafe_projections::analytics::AnalyticsFacts;
+use cafe_projections::analytics::{AnalyticsFacts, DataApiOptions};
 use cafe_projections::catalog::{
     AnalyticsEndpoint, AnyWarehouse, Endpoints, LIVE_ANALYTICS_SCHEMA, Namespace, ReadModel,
 };
@@ -32,32 +32,36 @@ pub struct ReadSide {
     stop: CancellationToken,
 }
 
-/// A connection string from the environment (set by `cafe stack env` and in AWS), else
-/// the local stack's.
-fn url(var: &str, local: impl FnOnce() -> String) -> String {
-    std::env::var(var).unwrap_or_else(|_| local())
+/// Where the read models' stores are: the environment's connection strings (set by
+/// `cafe stack env` and in AWS), else the local stack's. The warehouse is Redshift
+/// through its Data API when the environment names a Redshift target
+/// (`CAFE_REDSHIFT_WORKGROUP` or `CAFE_REDSHIFT_CLUSTER`, see
+/// [`DataApiOptions::from_env`]), else PostgreSQL-wire at `CAFE_ANALYTICS_URL` or the
+/// local stack's `analytics` database.
+pub fn endpoints(cfg: &StackConfig, clients: &Clients) -> Result<Endpoints> {
+    endpoints_from(cfg, clients, |k| std::env::var(k).ok())
 }
 
-/// Where the read models' stores are: the environment's connection strings (set by
-/// `cafe stack env` and in AWS), else the local stack's.
-pub fn endpoints(cfg: &StackConfig, clients: &Clients) -> Endpoints {
-    Endpoints {
-        postgres_url: Some(url("CAFE_POSTGRES_URL", || {
+fn endpoints_from(cfg: &StackConfig, clients: &Clients, get: impl Fn(&str) -> Option<String>) -> Result<Endpoints> {
+    let url = |var: &str, local: &dyn Fn() -> String| get(var).unwrap_or_else(local);
+    let warehouse = match DataApiOptions::from_env(&get).context("the Redshift settings")? {
+        Some(options) => AnalyticsEndpoint::DataApi(clients.redshift.clone(), options),
+        None => AnalyticsEndpoint::Postgres(url("CAFE_ANALYTICS_URL", &|| {
+            cfg.postgres_url(&cfg.names.analytics_database)
+        })),
+    };
+    Ok(Endpoints {
+        postgres_url: Some(url("CAFE_POSTGRES_URL", &|| {
             cfg.postgres_url(&cfg.names.orders_database)
         })),
-        analytics: Some((
-            AnalyticsEndpoint::Postgres(url("CAFE_ANALYTICS_URL", || {
-                cfg.postgres_url(&cfg.names.analytics_database)
-            })),
-            LIVE_ANALYTICS_SCHEMA.to_owned(),
-        )),
+        analytics: Some((warehouse, LIVE_ANALYTICS_SCHEMA.to_owned())),
         mongo: Some((
-            url("CAFE_MONGO_URL", || cfg.mongo_url()),
+            url("CAFE_MONGO_URL", &|| cfg.mongo_url()),
             cfg.names.documents_database.clone(),
         )),
-        redis_url: Some(url("CAFE_REDIS_URL", || cfg.redis_url())),
+        redis_url: Some(url("CAFE_REDIS_URL", &|| cfg.redis_url())),
         dynamodb: Some((clients.dynamodb.clone(), cfg.names.active_orders_table.clone())),
-    }
+    })
 }
 
 /// The serving pointers (which copy of each model is live: a swap moves them).
@@ -272,5 +276,47 @@ pub async fn read_back_payment(http: &crate::load::Http, base: &str, order_id: &
             order["status"]
         ),
         total_cents: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| pairs.iter().find(|(name, _)| *name == k).map(|(_, v)| (*v).to_owned())
+    }
+
+    /// The code path to the warehouse is chosen by configuration: the same binary
+    /// reaches PostgreSQL here and Redshift's Data API in AWS.
+    #[tokio::test]
+    async fn the_warehouse_is_the_data_api_when_a_redshift_target_is_configured() {
+        let cfg = StackConfig::default();
+        let clients = Clients::new(&cfg, false).await;
+        let local = endpoints_from(&cfg, &clients, env(&[])).unwrap();
+        assert!(
+            matches!(&local.analytics, Some((AnalyticsEndpoint::Postgres(url), _)) if url.ends_with(&cfg.names.analytics_database)),
+            "{:?}",
+            local.analytics
+        );
+        let aws = endpoints_from(
+            &cfg,
+            &clients,
+            env(&[("CAFE_REDSHIFT_WORKGROUP", "cafe"), ("CAFE_REDSHIFT_DATABASE", "dev")]),
+        )
+        .unwrap();
+        let Some((AnalyticsEndpoint::DataApi(_, options), schema)) = &aws.analytics else {
+            panic!("{:?}", aws.analytics);
+        };
+        assert_eq!(
+            (options.database.as_str(), schema.as_str()),
+            ("dev", LIVE_ANALYTICS_SCHEMA)
+        );
+        let both = env(&[
+            ("CAFE_REDSHIFT_WORKGROUP", "cafe"),
+            ("CAFE_REDSHIFT_CLUSTER", "dw"),
+            ("CAFE_REDSHIFT_DATABASE", "dev"),
+        ]);
+        assert!(endpoints_from(&cfg, &clients, both).is_err());
     }
 }

@@ -224,7 +224,7 @@ pub async fn run(cfg: &StackConfig, args: ReplayArgs, stop: CancellationToken) -
     );
     let estimate = history.approximate_count().await;
     let replays = Replays::new(clients.dynamodb.clone(), &cfg.names.replays_table);
-    let at = crate::read_side::endpoints(cfg, &clients);
+    let at = crate::read_side::endpoints(cfg, &clients)?;
     let live = LiveSide::Serving(crate::read_side::pointers(cfg, &clients));
     let pause = match std::env::var("CAFE_FAULT_SWAP_PAUSE_MS") {
         Ok(ms) => Duration::from_millis(ms.parse().context("CAFE_FAULT_SWAP_PAUSE_MS")?),

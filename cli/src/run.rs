@@ -127,7 +127,7 @@ pub async fn run(stack: &Stack, args: RunArgs) -> Result<std::process::ExitCode>
     );
 
     let service = pipeline::service(cfg, &clients, crate::service_config()?);
-    let endpoints = read_side::endpoints(cfg, &clients);
+    let endpoints = read_side::endpoints(cfg, &clients)?;
     let pointers = read_side::pointers(cfg, &clients);
     let reads = read_side::models(&endpoints, &pointers).await?;
     let analytics = read_side::analytics(&endpoints).await?;
