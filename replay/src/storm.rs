@@ -164,7 +164,13 @@ impl<H: HistoryReader + Send + Sync> Replayer<H> {
                         let report = REPORTS[turn % REPORTS.len()];
                         turn += 1;
                         let asked = Instant::now();
-                        let Ok(_slot) = slots.acquire().await else { return };
+                        // A client still waiting for a slot when the replay ends goes
+                        // home: its query would only run after the storm.
+                        let slot = tokio::select! {
+                            () = done.cancelled() => return,
+                            slot = slots.acquire() => slot,
+                        };
+                        let Ok(_slot) = slot else { return };
                         let waited = asked.elapsed();
                         let answer = query(&*warehouse, &schema, report).await;
                         let took = asked.elapsed();
