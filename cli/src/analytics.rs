@@ -20,6 +20,10 @@ pub struct AnalyticsArgs {
     /// Schema holding the facts.
     #[arg(long, global = true, default_value = cafe_projections::catalog::LIVE_ANALYTICS_SCHEMA)]
     schema: String,
+    /// Reach the AWS services the SDK's default chain names instead of the local stack
+    /// (with `CAFE_REDSHIFT_WORKGROUP` or `CAFE_REDSHIFT_CLUSTER`: Redshift's Data API).
+    #[arg(long, global = true)]
+    aws: bool,
     /// PostgreSQL URL of the warehouse (default: Redshift's Data API when
     /// `CAFE_REDSHIFT_WORKGROUP` or `CAFE_REDSHIFT_CLUSTER` is set, else the local
     /// stack's `analytics` database).
@@ -74,7 +78,7 @@ pub async fn run(cfg: &StackConfig, args: AnalyticsArgs) -> Result<()> {
         // Configured like every other tool: Redshift's Data API when the environment
         // names a Redshift target, else the local stack's database.
         None => {
-            let clients = crate::pipeline::Clients::new(cfg, false).await;
+            let clients = crate::pipeline::Clients::new(cfg, args.aws).await;
             let ns = if args.schema == LIVE_ANALYTICS_SCHEMA {
                 Namespace::Live
             } else {

@@ -15,6 +15,9 @@ use crate::pipeline::Clients;
 
 #[derive(Debug, Args)]
 pub struct LagArgs {
+    /// Reach the AWS services the SDK's default chain names instead of the local stack.
+    #[arg(long)]
+    aws: bool,
     /// Applications to watch (comma-separated; default: every read model's projector and
     /// the payment-requests consumer).
     #[arg(long, value_delimiter = ',')]
@@ -36,7 +39,7 @@ fn positive_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub async fn run(cfg: &StackConfig, args: LagArgs) -> Result<ExitCode> {
-    let clients = Clients::new(cfg, false).await;
+    let clients = Clients::new(cfg, args.aws).await;
     let applications = if args.application.is_empty() {
         let mut apps: Vec<String> = ReadModel::ALL.iter().map(|m| m.name().to_owned()).collect();
         apps.push(cafe_lambda_payment::requests::APPLICATION.to_owned());

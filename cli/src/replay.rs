@@ -26,6 +26,11 @@ use crate::pipeline::Clients;
 pub struct ReplayArgs {
     #[command(subcommand)]
     action: Action,
+    /// Reach the AWS services the SDK's default chain names (credentials, region,
+    /// `AWS_ENDPOINT_URL_*`) instead of the local stack; the warehouse is Redshift's Data
+    /// API when `CAFE_REDSHIFT_WORKGROUP` or `CAFE_REDSHIFT_CLUSTER` is set.
+    #[arg(long, global = true)]
+    aws: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,7 +221,7 @@ impl From<FilterArgs> for Filter {
 /// Runs `cafe replay`; a usage error (bad input, unknown id) prints its message and
 /// exits 2 with nothing written.
 pub async fn run(cfg: &StackConfig, args: ReplayArgs, stop: CancellationToken) -> Result<ExitCode> {
-    let clients = Clients::new(cfg, false).await;
+    let clients = Clients::new(cfg, args.aws).await;
     let history = DynamoEventStore::new(
         clients.dynamodb.clone(),
         &cfg.names.events_table,

@@ -317,3 +317,25 @@ fn aws_mode_reaches_whatever_the_standard_environment_names() {
         "--aws must not touch the local stack: {stdout}"
     );
 }
+
+/// The operators' tools reach AWS the same way: through what the SDK's standard
+/// environment names (here, the suite's stack), not the local stack's configuration,
+/// which points nowhere in this test.
+#[test]
+fn replay_and_lag_reach_aws_through_the_standard_environment() {
+    let cfg = StackConfig::load().unwrap();
+    for args in [&["replay", "status", "--aws"][..], &["lag", "--aws", "--for", "1s"][..]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_cafe"))
+            .args(args)
+            .envs(cfg.aws_env())
+            .env("CAFE__STACK__PORTS__DYNAMODB", "1")
+            .env("CAFE__STACK__PORTS__KINESIS", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
