@@ -171,6 +171,23 @@ async fn rebuild(env: (&str, &str), args: &[&str]) -> Result<Rebuild> {
     })
 }
 
+impl Rebuild {
+    /// Its rate against `ceiling`, and its memory.
+    fn print(&self, rate: f64, ceiling: f64, what: &str) {
+        println!(
+            "  cafe replay rebuild        {rate:>10.0} events/s  ({:.1} s, process start to exit) = {:.0} % of {what}",
+            self.took.as_secs_f64(),
+            100.0 * rate / ceiling
+        );
+        println!(
+            "  rebuild peak RSS           {:>10.1} MiB  (first half {:.1} MiB, second half {:.1} MiB)",
+            mib(self.rss_peak),
+            mib(self.rss_halves.0),
+            mib(self.rss_halves.1)
+        );
+    }
+}
+
 fn rate(n: u64, took: Duration) -> f64 {
     n as f64 / took.as_secs_f64().max(f64::EPSILON)
 }
@@ -270,17 +287,7 @@ async fn from_stream(
         "  raw COPY of the same rows  {copy_rate:>10.0} events/s  ({rows} rows in {:.1} s, {shards} connections)",
         copy_took.as_secs_f64()
     );
-    println!(
-        "  cafe replay rebuild        {replay_rate:>10.0} events/s  ({:.1} s, process start to exit) = {:.0} % of the lower ceiling",
-        r.took.as_secs_f64(),
-        100.0 * replay_rate / ceiling
-    );
-    println!(
-        "  rebuild peak RSS           {:>10.1} MiB  (first half {:.1} MiB, second half {:.1} MiB)",
-        mib(r.rss_peak),
-        mib(r.rss_halves.0),
-        mib(r.rss_halves.1)
-    );
+    r.print(replay_rate, ceiling, "the lower ceiling");
     Ok(())
 }
 
@@ -337,17 +344,7 @@ async fn from_store(cfg: &StackConfig, clients: &pipeline::Clients, tag: &str, e
         "  raw parallel Scan          {scan_rate:>10.0} events/s  ({:.1} s, {segments} segments, pages of {page})",
         scan_took.as_secs_f64()
     );
-    println!(
-        "  cafe replay rebuild        {replay_rate:>10.0} events/s  ({:.1} s, process start to exit) = {:.0} % of the Scan",
-        r.took.as_secs_f64(),
-        100.0 * replay_rate / scan_rate
-    );
-    println!(
-        "  rebuild peak RSS           {:>10.1} MiB  (first half {:.1} MiB, second half {:.1} MiB)",
-        mib(r.rss_peak),
-        mib(r.rss_halves.0),
-        mib(r.rss_halves.1)
-    );
+    r.print(replay_rate, scan_rate, "the Scan");
     Ok(())
 }
 
