@@ -35,11 +35,18 @@ pub struct ReplayArgs {
 
 #[derive(Debug, Subcommand)]
 enum Action {
-    /// What a rebuild would read, per Scan segment: first and last event, event counts,
-    /// and the end watermark. Reads the whole event store; writes nothing.
+    /// What a rebuild would read, per source partition (a Scan segment of the event
+    /// store, or a shard of the stream): first and last event (or sequence number), event
+    /// counts, and the end watermark. Reads the whole source; writes nothing.
     Plan {
+        /// Where the history would come from.
+        #[arg(long, value_enum, default_value_t = Source::EventStore)]
+        from: Source,
         #[command(flatten)]
         filter: FilterArgs,
+        /// With `--from stream`: only these shards (as for `rebuild`).
+        #[arg(long, value_parser = shard_range)]
+        shard_range: Vec<ShardRange>,
         /// Parallel Scan segments.
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
         segments: u32,
@@ -267,8 +274,20 @@ async fn act(
     stop: CancellationToken,
 ) -> Result<ExitCode, ReplayError> {
     match action {
-        Action::Plan { filter, segments, json } => {
-            let plan = replayer.plan(&filter.into(), segments, 1000).await?;
+        Action::Plan {
+            from,
+            filter,
+            shard_range,
+            segments,
+            json,
+        } => {
+            let plan = match from {
+                Source::EventStore if !shard_range.is_empty() => {
+                    return Err(ReplayError::BadInput("--shard-range needs --from stream".into()));
+                }
+                Source::EventStore => replayer.plan(&filter.into(), segments, 1000).await?,
+                Source::Stream => replayer.plan_stream(&filter.into(), shard_range).await?,
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&plan).unwrap_or_default());
             } else {
@@ -276,7 +295,9 @@ async fn act(
                     "end watermark: {} (events after it are left out)",
                     plan.watermark.to_rfc3339()
                 );
-                println!("{:>7}  {:>9}  {:>9}  first .. last", "segment", "events", "selected");
+                if !plan.segments.is_empty() {
+                    println!("{:>7}  {:>9}  {:>9}  first .. last", "segment", "events", "selected");
+                }
                 for s in &plan.segments {
                     let key = |k: &Option<cafe_producers::store::EventKey>| {
                         k.as_ref()
@@ -291,7 +312,24 @@ async fn act(
                         key(&s.last)
                     );
                 }
-                let total: u64 = plan.segments.iter().map(|s| s.selected).sum();
+                if !plan.shards.is_empty() {
+                    println!(
+                        "{:<22}  {:>9}  {:>9}  first .. last sequence number",
+                        "shard", "events", "selected"
+                    );
+                }
+                for s in &plan.shards {
+                    println!(
+                        "{:<22}  {:>9}  {:>9}  {} .. {}",
+                        s.shard,
+                        s.events,
+                        s.selected,
+                        s.first.as_deref().unwrap_or("-"),
+                        s.last.as_deref().unwrap_or("-")
+                    );
+                }
+                let total: u64 = plan.segments.iter().map(|s| s.selected).sum::<u64>()
+                    + plan.shards.iter().map(|s| s.selected).sum::<u64>();
                 println!("a rebuild would apply {total} events");
             }
             Ok(ExitCode::SUCCESS)
@@ -440,10 +478,18 @@ async fn act(
                     meta.watermark.to_rfc3339()
                 );
                 let of = meta.total_estimate.map_or(String::new(), |t| format!(" of ~{t}"));
+                let rate = read as f64 / secs;
+                // The event store's item count is approximate (DynamoDB refreshes it about
+                // every six hours), so the ETA is too; none once it is passed.
+                let eta = match (meta.state, meta.total_estimate) {
+                    (State::Running, Some(total)) if total > read && rate > 0.0 => {
+                        format!(", ETA ~{:.0} s at that rate", (total - read) as f64 / rate)
+                    }
+                    _ => String::new(),
+                };
                 println!(
-                    "    {read}{of} events read, {applied} applied, segments {done}/{}, {:.0} events/s since creation, {:.1} s throttled",
+                    "    {read}{of} events read, {applied} applied, segments {done}/{}, {rate:.0} events/s since creation{eta}, {:.1} s throttled",
                     segments.len(),
-                    read as f64 / secs,
                     meta.throttled_secs
                 );
             }

@@ -256,7 +256,7 @@ fn a_replay_killed_mid_run_resumes_to_the_same_verified_result() {
 fn bad_input_exits_2_with_a_message_and_writes_nothing() {
     let sandbox = Sandbox::new();
     sandbox.cafe(&["stack", "up"]);
-    let cases: [(&[&str], &str); 11] = [
+    let cases: [(&[&str], &str); 12] = [
         (
             &[
                 "replay",
@@ -327,6 +327,10 @@ fn bad_input_exits_2_with_a_message_and_writes_nothing() {
             "no replay has id \"0123456789ab\"",
         ),
         (&["replay", "verify", "not-an-id"], "no replay has id \"not-an-id\""),
+        (
+            &["replay", "plan", "--shard-range", "shardId-000000000000"],
+            "--shard-range needs --from stream",
+        ),
         (&["replay", "storm", "--clients", "0"], "--clients"),
         (
             &["replay", "storm", "--rate-multiple", "0"],

@@ -28,8 +28,30 @@ use crate::watermark::StoreWatermark;
 pub struct Plan {
     /// Events that occurred after this would be left out.
     pub watermark: DateTime<Utc>,
-    /// Per segment.
+    /// Per Scan segment (from the event store).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub segments: Vec<SegmentPlan>,
+    /// Per shard (from the stream).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardPlan>,
+}
+
+/// One shard's part of a plan from the stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardPlan {
+    /// The shard.
+    pub shard: String,
+    /// The sequence number of its first record read.
+    pub first: Option<String>,
+    /// Of its last record read (the bound: `--shard-range`'s end, or records that
+    /// arrived by the watermark's margin).
+    pub last: Option<String>,
+    /// Events in those records.
+    pub events: u64,
+    /// Of which the replay would take.
+    pub selected: u64,
+    /// When the earliest and the latest of those occurred.
+    pub occurred: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 /// One segment's part of a plan.
@@ -53,11 +75,13 @@ impl Plan {
     /// The rate the selected events were recorded at: their count over the time from
     /// the first to the last (events/s; `None` for fewer than two instants).
     pub fn recorded_rate(&self) -> Option<f64> {
-        let spans = self.segments.iter().filter_map(|s| s.occurred);
+        let spans = (self.segments.iter().map(|s| s.occurred)).chain(self.shards.iter().map(|s| s.occurred));
+        let spans = spans.flatten();
         let first = spans.clone().map(|(a, _)| a).min()?;
         let last = spans.map(|(_, b)| b).max()?;
         let secs = (last - first).num_milliseconds() as f64 / 1000.0;
-        let events: u64 = self.segments.iter().map(|s| s.selected).sum();
+        let events: u64 =
+            self.segments.iter().map(|s| s.selected).sum::<u64>() + self.shards.iter().map(|s| s.selected).sum::<u64>();
         (secs > 0.0).then(|| events as f64 / secs)
     }
 }
@@ -214,6 +238,95 @@ impl<H: HistoryReader> Replayer<H> {
         Ok(Plan {
             watermark,
             segments: futures::future::try_join_all(plans).await?,
+            shards: Vec::new(),
+        })
+    }
+
+    /// The shard ranges a stream replay reads: every shard when none is named, else the
+    /// named ones, each checked (the shard exists, its start sequence is in it).
+    async fn stream_ranges(&self, ranges: Vec<ShardRange>) -> Result<Vec<ShardRange>, ReplayError> {
+        let Some((kinesis, stream)) = &self.stream else {
+            return Err(ReplayError::BadInput(
+                "a replay from the stream needs the stream configured".into(),
+            ));
+        };
+        let all = stream::shards(kinesis, stream).await?;
+        if ranges.is_empty() {
+            return Ok(all
+                .into_iter()
+                .map(|shard| ShardRange {
+                    shard,
+                    from_sequence: None,
+                    to_sequence: None,
+                })
+                .collect());
+        }
+        for range in &ranges {
+            if !all.contains(&range.shard) {
+                return Err(ReplayError::BadInput(format!("{stream} has no shard {}", range.shard)));
+            }
+            if let Some(from) = &range.from_sequence {
+                stream::check_sequence(kinesis, stream, &range.shard, from).await?;
+            }
+        }
+        Ok(ranges)
+    }
+
+    /// What a replay from the stream with `filter` would read, per shard: its first and
+    /// last sequence number up to the watermark's bound, and event counts (reads the
+    /// shards, writes nothing).
+    pub async fn plan_stream(&self, filter: &Filter, ranges: Vec<ShardRange>) -> Result<Plan, ReplayError> {
+        filter.check()?;
+        let ranges = self.stream_ranges(ranges).await?;
+        let Some((kinesis, stream)) = &self.stream else {
+            return Err(ReplayError::BadInput(
+                "a replay from the stream needs the stream configured".into(),
+            ));
+        };
+        let watermark = Self::watermark_now(filter);
+        let plans = ranges.into_iter().map(|range| async move {
+            let start = match (&range.from_sequence, filter.since) {
+                (Some(from), _) => stream::Start::AtSequence(from.clone()),
+                (None, Some(since)) => stream::Start::At(since - CATCH_UP_MARGIN),
+                (None, None) => stream::Start::TrimHorizon,
+            };
+            let bound = stream::Bound {
+                to_sequence: range.to_sequence.clone(),
+                arrived_by: Some(watermark + CATCH_UP_MARGIN),
+            };
+            let mut reader = stream::ShardReader::open(kinesis, stream, &range.shard, &start, bound).await?;
+            let mut plan = ShardPlan {
+                shard: range.shard.clone(),
+                first: None,
+                last: None,
+                events: 0,
+                selected: 0,
+                occurred: None,
+            };
+            while let Some(batch) = reader.next().await? {
+                for p in &batch.events {
+                    plan.first.get_or_insert_with(|| p.sequence.clone());
+                    plan.last = Some(p.sequence.clone());
+                    plan.events += 1;
+                    let e = &p.event;
+                    if filter.takes(
+                        e.aggregate_id.aggregate_type(),
+                        &e.aggregate_id.to_string(),
+                        e.occurred_at,
+                        watermark,
+                    ) {
+                        plan.selected += 1;
+                        let at = e.occurred_at;
+                        plan.occurred = Some(plan.occurred.map_or((at, at), |(a, b)| (a.min(at), b.max(at))));
+                    }
+                }
+            }
+            Ok::<_, ReplayError>(plan)
+        });
+        Ok(Plan {
+            watermark,
+            segments: Vec::new(),
+            shards: futures::future::try_join_all(plans).await?,
         })
     }
 
@@ -222,27 +335,7 @@ impl<H: HistoryReader> Replayer<H> {
     pub async fn create(&self, mut params: Params, total_estimate: Option<u64>) -> Result<Meta, ReplayError> {
         params.filter.check()?;
         if let Source::Stream { shards } = &mut params.source {
-            let Some((kinesis, stream)) = &self.stream else {
-                return Err(ReplayError::BadInput(
-                    "a replay from the stream needs the stream configured".into(),
-                ));
-            };
-            let all = stream::shards(kinesis, stream).await?;
-            if shards.is_empty() {
-                shards.extend(all.iter().map(|shard| ShardRange {
-                    shard: shard.clone(),
-                    from_sequence: None,
-                    to_sequence: None,
-                }));
-            }
-            for range in shards.iter() {
-                if !all.contains(&range.shard) {
-                    return Err(ReplayError::BadInput(format!("{stream} has no shard {}", range.shard)));
-                }
-                if let Some(from) = &range.from_sequence {
-                    stream::check_sequence(kinesis, stream, &range.shard, from).await?;
-                }
-            }
+            *shards = self.stream_ranges(std::mem::take(shards)).await?;
             params.segments = u32::try_from(shards.len()).unwrap_or(u32::MAX);
         }
         let models = params.read_models()?;
@@ -821,11 +914,13 @@ mod tests {
                 segment(100, Some((at(0), at(20)))),
                 segment(0, None),
             ],
+            shards: Vec::new(),
         };
         assert_eq!(plan.recorded_rate(), Some(10.0), "400 events over 40 s");
         let one_instant = Plan {
             watermark: at(100),
             segments: vec![segment(1, Some((at(5), at(5))))],
+            shards: Vec::new(),
         };
         assert_eq!(one_instant.recorded_rate(), None);
     }

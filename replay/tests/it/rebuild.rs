@@ -145,6 +145,18 @@ async fn on_stream(w: &World) -> (Replayer<DynamoEventStore>, aws_sdk_kinesis::C
 async fn a_rebuild_from_the_stream_matches_and_a_sequence_not_in_it_is_refused() {
     let w = world(40).await;
     let (replayer, kinesis, stream) = on_stream(&w).await;
+    // The plan reads every shard to the watermark's bound and writes nothing.
+    let plan = replayer.plan_stream(&Filter::default(), vec![]).await.unwrap();
+    assert_eq!(plan.shards.len(), 3);
+    assert!(plan.segments.is_empty());
+    let total: u64 = plan.shards.iter().map(|s| s.events).sum();
+    let selected: u64 = plan.shards.iter().map(|s| s.selected).sum();
+    assert_eq!((total as usize, selected as usize), (w.history.len(), w.history.len()));
+    for s in plan.shards.iter().filter(|s| s.events > 0) {
+        let (first, last) = (s.first.as_deref().unwrap(), s.last.as_deref().unwrap());
+        assert!(!cafe_consumers::retrieval::is_before(last, first), "{s:?}");
+    }
+    assert!(w.replays.list().await.unwrap().is_empty(), "a plan writes nothing");
     let mut p = params(&[ReadModel::Orders, ReadModel::Inventory, ReadModel::Analytics], None);
     p.source = Source::Stream { shards: vec![] };
     let meta = replayer.create(p.clone(), None).await.unwrap();
@@ -186,6 +198,9 @@ async fn a_rebuild_from_the_stream_matches_and_a_sequence_not_in_it_is_refused()
         };
         let err = replayer.create(bad, None).await.unwrap_err();
         assert!(err.is_usage(), "{range}: {err}");
+        let range = cafe_replay::record::ShardRange::parse(&range).unwrap();
+        let err = replayer.plan_stream(&Filter::default(), vec![range]).await.unwrap_err();
+        assert!(err.is_usage(), "plan: {err}");
     }
     assert_eq!(w.replays.list().await.unwrap().len(), before);
     replayer.drop(&meta.id).await.unwrap();
