@@ -17,6 +17,8 @@
 //! - [`backlog`]: records an application has not yet passed, from its checkpoints.
 //! - [`lag`]: how far behind an application is, in time, per shard (from the lease
 //!   table and the stream, outside the workers).
+//! - [`status`]: Burrow-style health (OK, IDLE, WARN, REWIND, STALL, STOP, DEAD) by
+//!   rules over a window of samples, rolled up per application.
 //!
 //! The Lambda mode (the same [`Processor`] under a Kinesis event source mapping) is
 //! `lambdas/projector`.
@@ -31,6 +33,7 @@ pub mod parking;
 pub mod processor;
 pub mod retrieval;
 mod shard;
+pub mod status;
 pub mod worker;
 
 pub use processor::{BatchContext, Outcome, Processor};
