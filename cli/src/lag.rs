@@ -1,15 +1,19 @@
-//! `cafe lag`: the live consumer applications' lag in time, sampled for a while, and its
-//! p99 and maximum per application: what a replay's governor holds to its objective,
-//! read without a replay (the baseline its figures compare with).
+//! `cafe lag`: the live consumer applications' lag in time, sampled for a while: per
+//! application its p99 and maximum (what a replay's governor holds to its objective,
+//! read without a replay: the baseline its figures compare with) and a Burrow-style
+//! status per shard and rolled up (`cafe_consumers::status`).
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use cafe_consumers::lag::{LagProbe, p99};
+use cafe_consumers::status::{Rollup, Rules, Sample, roll_up};
 use cafe_localstack::StackConfig;
 use cafe_projections::catalog::ReadModel;
 use clap::Args;
+use serde::Serialize;
 
 use crate::pipeline::Clients;
 
@@ -28,6 +32,33 @@ pub struct LagArgs {
     /// How long to sample.
     #[arg(long = "for", default_value = "10s", value_parser = positive_duration)]
     duration: Duration,
+    /// A shard whose checkpoint stands still this long while records wait (and its
+    /// owner renews) is STALL.
+    #[arg(long, default_value = "30s", value_parser = positive_duration)]
+    stall_after: Duration,
+    /// A shard whose owner's lease counter stands still this long is DEAD (the
+    /// workers' failover time).
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
+    dead_after: Duration,
+    /// Print JSON: per application its status, lag p99 and maximum, and each shard's
+    /// status.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One application's figures.
+#[derive(Debug, Serialize)]
+struct AppLag {
+    application: String,
+    samples: usize,
+    p99_ms: u64,
+    max_ms: u64,
+    #[serde(flatten)]
+    rollup: Rollup,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn positive_duration(s: &str) -> Result<Duration, String> {
@@ -54,28 +85,63 @@ pub async fn run(cfg: &StackConfig, args: LagArgs) -> Result<ExitCode> {
         leases_table: cfg.names.leases_table.clone(),
         applications: applications.clone(),
     };
-    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); applications.len()];
+    // Per application: the worst held shard's lag at each look, and each shard's window.
+    let mut worst: Vec<Vec<Duration>> = vec![Vec::new(); applications.len()];
+    let mut windows: Vec<BTreeMap<String, Vec<Sample>>> = vec![BTreeMap::new(); applications.len()];
     let started = Instant::now();
     let mut tick = tokio::time::interval(args.every);
     while started.elapsed() < args.duration {
         tick.tick().await;
-        for (i, (_, lag)) in probe.per_application().await?.into_iter().enumerate() {
-            if let Some(s) = samples.get_mut(i) {
-                s.push(lag);
+        for (i, (_, shards)) in probe.samples().await?.into_iter().enumerate() {
+            let held = shards.iter().filter(|(_, s)| s.owner.is_some()).map(|(_, s)| s.lag);
+            if let Some(w) = worst.get_mut(i) {
+                w.push(held.max().unwrap_or_default());
+            }
+            if let Some(w) = windows.get_mut(i) {
+                for (shard, sample) in shards {
+                    w.entry(shard).or_default().push(sample);
+                }
             }
         }
     }
+    let rules = Rules {
+        stall_after: args.stall_after,
+        dead_after: args.dead_after,
+    };
+    let report: Vec<AppLag> = applications
+        .iter()
+        .zip(worst.iter().zip(&windows))
+        .map(|(app, (w, shards))| AppLag {
+            application: app.clone(),
+            samples: w.len(),
+            p99_ms: millis(p99(w)),
+            max_ms: millis(w.iter().max().copied().unwrap_or_default()),
+            rollup: roll_up(shards.iter().map(|(k, v)| (k.as_str(), v.as_slice())), &rules),
+        })
+        .collect();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
-        "{:<18} {:>8} {:>10} {:>10}",
-        "application", "samples", "p99 ms", "max ms"
+        "{:<18} {:<7} {:>8} {:>10} {:>10}  shards",
+        "application", "status", "samples", "p99 ms", "max ms"
     );
-    for (app, s) in applications.iter().zip(&samples) {
-        let max = s.iter().max().copied().unwrap_or_default();
+    for a in &report {
+        let shards: Vec<String> = a
+            .rollup
+            .shards
+            .iter()
+            .map(|(shard, status)| format!("{}={status:?}", shard.trim_start_matches("shardId-")))
+            .collect();
         println!(
-            "{app:<18} {:>8} {:>10} {:>10}",
-            s.len(),
-            p99(s).as_millis(),
-            max.as_millis()
+            "{:<18} {:<7} {:>8} {:>10} {:>10}  {}",
+            a.application,
+            format!("{:?}", a.rollup.status).to_uppercase(),
+            a.samples,
+            a.p99_ms,
+            a.max_ms,
+            shards.join(" ").to_uppercase()
         );
     }
     Ok(ExitCode::SUCCESS)

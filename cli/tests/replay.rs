@@ -352,14 +352,51 @@ fn bad_input_exits_2_with_a_message_and_writes_nothing() {
 }
 
 #[test]
-fn lag_samples_every_live_application_and_refuses_a_zero_interval() {
+fn lag_samples_every_live_application_judges_its_shards_and_refuses_a_zero_interval() {
     let sandbox = Sandbox::new();
-    sandbox.cafe(&["stack", "up"]);
+    sandbox.cafe(&["run", "--for", "3s", "--rate", "20", "--listen", "127.0.0.1:0"]);
     let out = cafe_any(&sandbox, &["lag", "--for", "2s", "--every", "500ms"]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", text(&out.stderr));
     for app in ALL.split(',').chain(["payment-requests"]) {
         assert!(stdout.lines().any(|l| l.starts_with(app)), "{app}: {stdout}");
+    }
+    let statuses = |sandbox: &Sandbox| -> Vec<(String, String, Vec<String>)> {
+        let out = cafe_any(sandbox, &["lag", "--for", "1s", "--every", "500ms", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let apps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        apps.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                let shards = a["shards"].as_array().unwrap();
+                (
+                    a["application"].as_str().unwrap().to_owned(),
+                    a["status"].as_str().unwrap().to_owned(),
+                    shards.iter().map(|s| s[1].as_str().unwrap().to_owned()).collect(),
+                )
+            })
+            .collect()
+    };
+    // The run ended: every projector released its leases with nothing left to read.
+    for (app, status, shards) in statuses(&sandbox) {
+        assert_eq!(status, "IDLE", "{app}: {shards:?}");
+        assert!(
+            !shards.is_empty() && shards.iter().all(|s| s == "IDLE"),
+            "{app}: {shards:?}"
+        );
+    }
+    // Records arrive while no worker runs: each projector is stopped where they wait.
+    let cfg = sandbox.config();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let sdk = cafe_localstack::aws::sdk_config(&cfg).await;
+        let kinesis = cafe_localstack::aws::kinesis(&sdk, &cfg);
+        let records: Vec<(String, &[u8])> = (0..16).map(|k| (format!("k-{k}"), &b"x"[..])).collect();
+        cafe_localstack::testing::put_raw(&kinesis, &cfg.names.stream, &records).await;
+    });
+    for (app, status, shards) in statuses(&sandbox) {
+        assert_eq!(status, "STOP", "{app}: {shards:?}");
+        assert!(shards.iter().all(|s| s == "STOP"), "{app}: {shards:?}");
     }
     let out = cafe_any(&sandbox, &["lag", "--every", "0s"]);
     assert_eq!(out.status.code(), Some(2));

@@ -18,6 +18,7 @@ use cafe_events::EventEnvelope;
 
 use crate::lease::{Checkpoint, LeaseError, LeaseTable};
 use crate::retrieval::{deaggregated, is_before};
+use crate::status::Sample;
 
 /// One shard's lag.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,63 +41,93 @@ pub enum LagError {
 }
 
 /// Each held shard's lag for the application whose leases `leases` holds, at `now`
-/// (shards no worker holds are left out).
+/// (shards no worker holds are left out: with no consumer there is nothing to be
+/// behind, and their lag would only measure the time since the application stopped).
 pub async fn application_lag<L: LeaseTable>(
     kinesis: &aws_sdk_kinesis::Client,
     stream: &str,
     leases: &L,
     now: DateTime<Utc>,
 ) -> Result<Vec<ShardLag>, LagError> {
+    Ok(shard_samples(kinesis, stream, leases, now)
+        .await?
+        .into_iter()
+        .filter(|(_, s)| s.owner.is_some())
+        .map(|(shard_id, s)| ShardLag {
+            shard_id,
+            behind: s.lag,
+        })
+        .collect())
+}
+
+/// One look at every shard of the application whose leases `leases` holds, at `now`:
+/// its checkpoint, lag, owner and lease counter, what [`crate::status`] judges.
+/// A shard at its end, or whose application starts at LATEST or a timestamp and has
+/// not checkpointed yet, shows no lag.
+pub async fn shard_samples<L: LeaseTable>(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    leases: &L,
+    now: DateTime<Utc>,
+) -> Result<Vec<(String, Sample)>, LagError> {
     let mut out = Vec::new();
     for lease in leases.list().await? {
-        // A shard nobody holds has no consumer to be behind: the application is
-        // stopped there (Burrow's "stopped"), and its lag would only measure the time
-        // since it stopped.
-        if lease.owner.is_none() {
-            continue;
-        }
-        let req = kinesis
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(&lease.shard_id);
-        // At the checkpoint's own record, not after it: a KPL aggregate checkpointed
-        // mid-way still holds user records the application has not passed.
-        let (req, passed) = match &lease.checkpoint {
-            Checkpoint::ShardEnd | Checkpoint::Latest | Checkpoint::AtTimestamp => continue,
-            Checkpoint::TrimHorizon => (req.shard_iterator_type(ShardIteratorType::TrimHorizon), None),
-            Checkpoint::Sequence { sequence, sub } => (
-                req.shard_iterator_type(ShardIteratorType::AtSequenceNumber)
-                    .starting_sequence_number(sequence),
-                Some((sequence.as_str(), *sub)),
-            ),
-        };
-        let iterator = req
-            .send()
-            .await
-            .map_err(|e| LagError::Kinesis(aws_sdk_kinesis::error::DisplayErrorContext(e).to_string()))?
-            .shard_iterator;
-        let Some(iterator) = iterator else { continue };
-        let records = kinesis
-            .get_records()
-            .shard_iterator(iterator)
-            .limit(2)
-            .send()
-            .await
-            .map_err(|e| LagError::Kinesis(aws_sdk_kinesis::error::DisplayErrorContext(e).to_string()))?;
-        let behind = match oldest_unpassed(records.records(), passed) {
-            Some(at) => {
-                Duration::from_millis(u64::try_from(now.timestamp_millis() - at.timestamp_millis()).unwrap_or(0))
-            }
-            // Nothing past the checkpoint in this read: at the tip, or the iterator
-            // crossed empty parts of the shard (the service's own estimate then).
-            None => Duration::from_millis(u64::try_from(records.millis_behind_latest().unwrap_or(0)).unwrap_or(0)),
-        };
-        out.push(ShardLag {
-            shard_id: lease.shard_id.clone(),
-            behind,
-        });
+        let lag = lag_of(kinesis, stream, &lease.shard_id, &lease.checkpoint, now).await?;
+        out.push((
+            lease.shard_id.clone(),
+            Sample {
+                at: now,
+                checkpoint: lease.checkpoint.clone(),
+                lag,
+                owner: lease.owner.clone(),
+                heartbeat: lease.counter,
+            },
+        ));
     }
     Ok(out)
+}
+
+/// The age at `now` of the oldest event `checkpoint` has not passed in `shard`.
+async fn lag_of(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    shard: &str,
+    checkpoint: &Checkpoint,
+    now: DateTime<Utc>,
+) -> Result<Duration, LagError> {
+    let req = kinesis.get_shard_iterator().stream_name(stream).shard_id(shard);
+    // At the checkpoint's own record, not after it: a KPL aggregate checkpointed
+    // mid-way still holds user records the application has not passed.
+    let (req, passed) = match checkpoint {
+        Checkpoint::ShardEnd | Checkpoint::Latest | Checkpoint::AtTimestamp => return Ok(Duration::ZERO),
+        Checkpoint::TrimHorizon => (req.shard_iterator_type(ShardIteratorType::TrimHorizon), None),
+        Checkpoint::Sequence { sequence, sub } => (
+            req.shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+                .starting_sequence_number(sequence),
+            Some((sequence.as_str(), *sub)),
+        ),
+    };
+    let iterator = req
+        .send()
+        .await
+        .map_err(|e| LagError::Kinesis(aws_sdk_kinesis::error::DisplayErrorContext(e).to_string()))?
+        .shard_iterator;
+    let Some(iterator) = iterator else {
+        return Ok(Duration::ZERO);
+    };
+    let records = kinesis
+        .get_records()
+        .shard_iterator(iterator)
+        .limit(2)
+        .send()
+        .await
+        .map_err(|e| LagError::Kinesis(aws_sdk_kinesis::error::DisplayErrorContext(e).to_string()))?;
+    Ok(match oldest_unpassed(records.records(), passed) {
+        Some(at) => Duration::from_millis(u64::try_from(now.timestamp_millis() - at.timestamp_millis()).unwrap_or(0)),
+        // Nothing past the checkpoint in this read: at the tip, or the iterator
+        // crossed empty parts of the shard (the service's own estimate then).
+        None => Duration::from_millis(u64::try_from(records.millis_behind_latest().unwrap_or(0)).unwrap_or(0)),
+    })
 }
 
 /// When the oldest user record in `records` that the checkpoint `passed` (sequence,
@@ -159,6 +190,20 @@ impl LagProbe {
             let shards = application_lag(&self.kinesis, &self.stream, &leases, now).await?;
             let worst = shards.iter().map(|s| s.behind).max().unwrap_or_default();
             out.push((app.clone(), worst));
+        }
+        Ok(out)
+    }
+
+    /// Every application's shards, looked at now (what [`crate::status`] judges).
+    pub async fn samples(&self) -> Result<Vec<(String, Vec<(String, Sample)>)>, LagError> {
+        let now = Utc::now();
+        let mut out = Vec::with_capacity(self.applications.len());
+        for app in &self.applications {
+            let leases = crate::lease::DynamoLeaseTable::new(self.dynamodb.clone(), &self.leases_table, app.as_str());
+            out.push((
+                app.clone(),
+                shard_samples(&self.kinesis, &self.stream, &leases, now).await?,
+            ));
         }
         Ok(out)
     }

@@ -45,7 +45,8 @@ pub enum Status {
     Ok,
     /// Nothing to read, and the owner renews: as healthy as OK.
     Idle,
-    /// The checkpoint advances but the lag grows over the window: falling behind.
+    /// The checkpoint advances but the lag grows over the window and never shrinks:
+    /// falling behind.
     Warn,
     /// The checkpoint moved backwards (a reset, or a successor that started earlier).
     Rewind,
@@ -142,7 +143,14 @@ pub fn evaluate(window: &[Sample], rules: &Rules) -> Status {
     if span(unmoved_since, last.at) >= rules.stall_after {
         return Status::Stall;
     }
-    if last.lag > first.lag { Status::Warn } else { Status::Ok }
+    // Falling behind only if the lag never shrank over the window: a projector that
+    // keeps up shows a sawtooth (it grows between polls and drops at each batch).
+    let never_shrank = window.windows(2).all(|w| w[1].lag >= w[0].lag);
+    if never_shrank && last.lag > first.lag {
+        Status::Warn
+    } else {
+        Status::Ok
+    }
 }
 
 /// An application's shards rolled up.
@@ -151,11 +159,17 @@ pub struct Rollup {
     /// The worst shard's status.
     pub status: Status,
     /// The largest lag of any shard now.
+    #[serde(rename = "max_lag_ms", serialize_with = "millis")]
     pub max_lag: Duration,
     /// The lags of all shards now, summed (the work waiting, in shard-seconds).
+    #[serde(rename = "total_lag_ms", serialize_with = "millis")]
     pub total_lag: Duration,
     /// Shards in each status.
     pub shards: Vec<(String, Status)>,
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Rolls `shards` (each shard's id and samples, oldest first) up into the application's
@@ -236,6 +250,9 @@ mod tests {
     fn advancing_while_the_lag_grows_is_warn() {
         let warn = w(&[(0, 10, 2, 1), (5, 20, 4, 2), (10, 30, 7, 3)]);
         assert_eq!(evaluate(&warn, &RULES), Status::Warn);
+        // A sawtooth that ends higher than it began is a projector keeping up.
+        let sawtooth = w(&[(0, 10, 2, 1), (5, 20, 5, 2), (10, 30, 1, 3), (15, 40, 6, 4)]);
+        assert_eq!(evaluate(&sawtooth, &RULES), Status::Ok);
         assert!(!Status::Warn.is_error());
     }
 
