@@ -88,12 +88,13 @@ async fn records_processed(http: &load::Http, url: &str) -> Result<u64> {
     Ok(sum)
 }
 
-/// Resident set size of `pid` in bytes (Linux).
-fn rss_bytes(pid: u32) -> Option<u64> {
+/// A memory figure of `pid` in bytes from `/proc/PID/status` (Linux): `VmRSS:` now,
+/// `VmHWM:` its peak so far.
+pub(crate) fn memory_bytes(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb = status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse::<u64>()
@@ -205,7 +206,7 @@ pub async fn consumer(cfg: &StackConfig, shards: u32, events: u32, failover: Dur
         if done > 0 && first.is_none() {
             first = Some((Instant::now(), done));
         }
-        if let Some(rss) = rss_bytes(pid) {
+        if let Some(rss) = memory_bytes(pid, "VmRSS:") {
             rss_max = rss_max.max(rss);
             rss_samples.push(rss);
         }

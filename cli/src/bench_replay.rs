@@ -91,18 +91,6 @@ struct Rebuild {
     rss_halves: (u64, u64),
 }
 
-fn status_kb(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse::<u64>()
-        .ok()
-        .map(|kb| kb * 1024)
-}
-
 async fn rebuild(env: (&str, &str), args: &[&str]) -> Result<Rebuild> {
     let exe = std::env::current_exe().context("locating the cafe binary")?;
     let started = Instant::now();
@@ -120,10 +108,10 @@ async fn rebuild(env: (&str, &str), args: &[&str]) -> Result<Rebuild> {
     let mut samples: Vec<(Duration, u64)> = Vec::new();
     let mut peak = 0;
     loop {
-        if let Some(hwm) = status_kb(pid, "VmHWM:") {
+        if let Some(hwm) = bench_consumer::memory_bytes(pid, "VmHWM:") {
             peak = hwm.max(peak);
         }
-        if let Some(rss) = status_kb(pid, "VmRSS:") {
+        if let Some(rss) = bench_consumer::memory_bytes(pid, "VmRSS:") {
             samples.push((started.elapsed(), rss));
         }
         if let Some(status) = child.try_wait()? {
