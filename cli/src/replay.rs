@@ -306,8 +306,8 @@ async fn act(
                     println!(
                         "{:>7}  {:>9}  {:>9}  {} .. {}",
                         s.segment,
-                        s.events,
-                        s.selected,
+                        s.counts.events,
+                        s.counts.selected,
                         key(&s.first),
                         key(&s.last)
                     );
@@ -322,15 +322,13 @@ async fn act(
                     println!(
                         "{:<22}  {:>9}  {:>9}  {} .. {}",
                         s.shard,
-                        s.events,
-                        s.selected,
+                        s.counts.events,
+                        s.counts.selected,
                         s.first.as_deref().unwrap_or("-"),
                         s.last.as_deref().unwrap_or("-")
                     );
                 }
-                let total: u64 = plan.segments.iter().map(|s| s.selected).sum::<u64>()
-                    + plan.shards.iter().map(|s| s.selected).sum::<u64>();
-                println!("a rebuild would apply {total} events");
+                println!("a rebuild would apply {} events", plan.selected());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -590,10 +588,7 @@ async fn act(
                 segments,
                 page_size,
                 max_rate,
-                slo: governed.then_some(Slo {
-                    live_lag: Duration::from_secs(2),
-                    store_p99: Duration::from_secs(1),
-                }),
+                slo: governed.then(Slo::default),
             };
             let storm = Storm {
                 clients: clients as usize,

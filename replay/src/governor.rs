@@ -30,6 +30,16 @@ pub struct Slo {
     pub store_p99: Duration,
 }
 
+impl Default for Slo {
+    /// 2 s of live lag and a 1 s store p99: `cafe replay rebuild`'s defaults.
+    fn default() -> Self {
+        Slo {
+            live_lag: Duration::from_secs(2),
+            store_p99: Duration::from_secs(1),
+        }
+    }
+}
+
 /// The rate a governed replay starts at and never goes below (events/s).
 const START: f64 = 200.0;
 const FLOOR: f64 = 20.0;

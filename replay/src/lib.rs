@@ -45,7 +45,7 @@ pub mod watermark;
 
 pub use cafe_consumers::lag::LagProbe;
 pub use error::ReplayError;
-pub use rebuild::{Plan, Replayer, RunOutcome, SwapOutcome};
+pub use rebuild::{Counts, Plan, Replayer, RunOutcome, SwapOutcome};
 pub use record::{Filter, Params, ReplayId, Replays};
 
 /// How long before its creation a replay's watermark lies: longer than any command

@@ -46,12 +46,9 @@ pub struct ShardPlan {
     /// Of its last record read (the bound: `--shard-range`'s end, or records that
     /// arrived by the watermark's margin).
     pub last: Option<String>,
-    /// Events in those records.
-    pub events: u64,
-    /// Of which the replay would take.
-    pub selected: u64,
-    /// When the earliest and the latest of those occurred.
-    pub occurred: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// What they hold.
+    #[serde(flatten)]
+    pub counts: Counts,
 }
 
 /// One segment's part of a plan.
@@ -63,7 +60,16 @@ pub struct SegmentPlan {
     pub first: Option<EventKey>,
     /// Its last event's key.
     pub last: Option<EventKey>,
-    /// Events in it.
+    /// What it holds.
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// A source partition's events in a plan: how many, how many a replay would take, and
+/// when those occurred.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Counts {
+    /// Events read.
     pub events: u64,
     /// Of which the replay would take.
     pub selected: u64,
@@ -71,17 +77,40 @@ pub struct SegmentPlan {
     pub occurred: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
+impl Counts {
+    /// Counts one event that occurred `at`, taken by the replay or not.
+    fn add(&mut self, at: DateTime<Utc>, taken: bool) {
+        self.events += 1;
+        if taken {
+            self.selected += 1;
+            self.occurred = Some(self.occurred.map_or((at, at), |(a, b)| (a.min(at), b.max(at))));
+        }
+    }
+}
+
 impl Plan {
+    /// Every partition's counts, segments or shards.
+    pub fn counts(&self) -> impl Iterator<Item = Counts> + Clone + '_ {
+        self.segments
+            .iter()
+            .map(|s| s.counts)
+            .chain(self.shards.iter().map(|s| s.counts))
+    }
+
+    /// Events a replay would take, over every partition.
+    pub fn selected(&self) -> u64 {
+        self.counts().map(|c| c.selected).sum()
+    }
+
     /// The rate the selected events were recorded at: their count over the time from
     /// the first to the last (events/s; `None` for fewer than two instants).
     pub fn recorded_rate(&self) -> Option<f64> {
-        let spans = (self.segments.iter().map(|s| s.occurred)).chain(self.shards.iter().map(|s| s.occurred));
-        let spans = spans.flatten();
+        let counts = self.counts();
+        let spans = counts.clone().filter_map(|c| c.occurred);
         let first = spans.clone().map(|(a, _)| a).min()?;
         let last = spans.map(|(_, b)| b).max()?;
         let secs = (last - first).num_milliseconds() as f64 / 1000.0;
-        let events: u64 =
-            self.segments.iter().map(|s| s.selected).sum::<u64>() + self.shards.iter().map(|s| s.selected).sum::<u64>();
+        let events: u64 = counts.map(|c| c.selected).sum();
         (secs > 0.0).then(|| events as f64 / secs)
     }
 }
@@ -203,9 +232,7 @@ impl<H: HistoryReader> Replayer<H> {
                 segment,
                 first: None,
                 last: None,
-                events: 0,
-                selected: 0,
-                occurred: None,
+                counts: Counts::default(),
             };
             let mut after = None;
             loop {
@@ -216,17 +243,13 @@ impl<H: HistoryReader> Replayer<H> {
                 for (key, e) in &page.events {
                     plan.first.get_or_insert_with(|| key.clone());
                     plan.last = Some(key.clone());
-                    plan.events += 1;
-                    if filter.takes(
+                    let taken = filter.takes(
                         e.aggregate_id.aggregate_type(),
                         &key.aggregate_id,
                         e.occurred_at,
                         watermark,
-                    ) {
-                        plan.selected += 1;
-                        let at = e.occurred_at;
-                        plan.occurred = Some(plan.occurred.map_or((at, at), |(a, b)| (a.min(at), b.max(at))));
-                    }
+                    );
+                    plan.counts.add(e.occurred_at, taken);
                 }
                 match page.next {
                     Some(next) => after = Some(next),
@@ -272,53 +295,62 @@ impl<H: HistoryReader> Replayer<H> {
         Ok(ranges)
     }
 
+    /// A reader of `range`: after `position` (a resumed segment), else from the
+    /// range's start sequence or `since` (a margin early: records carry arrival times,
+    /// events occurrence times), or the shard's oldest record; to the range's end or
+    /// records that arrived past the watermark's margin.
+    async fn range_reader(
+        &self,
+        range: &ShardRange,
+        position: Option<&str>,
+        since: Option<DateTime<Utc>>,
+        watermark: DateTime<Utc>,
+    ) -> Result<stream::ShardReader<'_>, ReplayError> {
+        let Some((kinesis, stream)) = &self.stream else {
+            return Err(ReplayError::BadInput(
+                "a replay from the stream needs the stream configured".into(),
+            ));
+        };
+        let start = match (position, &range.from_sequence, since) {
+            (Some(pos), _, _) => stream::Start::AfterSequence(pos.to_owned()),
+            (None, Some(from), _) => stream::Start::AtSequence(from.clone()),
+            (None, None, Some(since)) => stream::Start::At(since - CATCH_UP_MARGIN),
+            (None, None, None) => stream::Start::TrimHorizon,
+        };
+        let bound = stream::Bound {
+            to_sequence: range.to_sequence.clone(),
+            arrived_by: Some(watermark + CATCH_UP_MARGIN),
+        };
+        stream::ShardReader::open(kinesis, stream, &range.shard, &start, bound).await
+    }
+
     /// What a replay from the stream with `filter` would read, per shard: its first and
     /// last sequence number up to the watermark's bound, and event counts (reads the
     /// shards, writes nothing).
     pub async fn plan_stream(&self, filter: &Filter, ranges: Vec<ShardRange>) -> Result<Plan, ReplayError> {
         filter.check()?;
         let ranges = self.stream_ranges(ranges).await?;
-        let Some((kinesis, stream)) = &self.stream else {
-            return Err(ReplayError::BadInput(
-                "a replay from the stream needs the stream configured".into(),
-            ));
-        };
         let watermark = Self::watermark_now(filter);
         let plans = ranges.into_iter().map(|range| async move {
-            let start = match (&range.from_sequence, filter.since) {
-                (Some(from), _) => stream::Start::AtSequence(from.clone()),
-                (None, Some(since)) => stream::Start::At(since - CATCH_UP_MARGIN),
-                (None, None) => stream::Start::TrimHorizon,
-            };
-            let bound = stream::Bound {
-                to_sequence: range.to_sequence.clone(),
-                arrived_by: Some(watermark + CATCH_UP_MARGIN),
-            };
-            let mut reader = stream::ShardReader::open(kinesis, stream, &range.shard, &start, bound).await?;
+            let mut reader = self.range_reader(&range, None, filter.since, watermark).await?;
             let mut plan = ShardPlan {
                 shard: range.shard.clone(),
                 first: None,
                 last: None,
-                events: 0,
-                selected: 0,
-                occurred: None,
+                counts: Counts::default(),
             };
             while let Some(batch) = reader.next().await? {
                 for p in &batch.events {
                     plan.first.get_or_insert_with(|| p.sequence.clone());
                     plan.last = Some(p.sequence.clone());
-                    plan.events += 1;
                     let e = &p.event;
-                    if filter.takes(
+                    let taken = filter.takes(
                         e.aggregate_id.aggregate_type(),
                         &e.aggregate_id.to_string(),
                         e.occurred_at,
                         watermark,
-                    ) {
-                        plan.selected += 1;
-                        let at = e.occurred_at;
-                        plan.occurred = Some(plan.occurred.map_or((at, at), |(a, b)| (a.min(at), b.max(at))));
-                    }
+                    );
+                    plan.counts.add(e.occurred_at, taken);
                 }
             }
             Ok::<_, ReplayError>(plan)
@@ -542,27 +574,14 @@ impl<H: HistoryReader> Replayer<H> {
         mut seg: Segment,
         range: ShardRange,
     ) -> Result<(Segment, f64), ReplayError> {
-        let Some((kinesis, stream)) = &self.stream else {
-            return Err(ReplayError::BadInput(
-                "a replay from the stream needs the stream configured".into(),
-            ));
-        };
         if seg.done {
             return Ok((seg, 0.0));
         }
         let p = &ctx.meta.params;
-        let start = match (&seg.position, &range.from_sequence, p.filter.since) {
-            (Some(pos), _, _) => stream::Start::AfterSequence(pos.clone()),
-            (None, Some(from), _) => stream::Start::AtSequence(from.clone()),
-            (None, None, Some(since)) => stream::Start::At(since - CATCH_UP_MARGIN),
-            (None, None, None) => stream::Start::TrimHorizon,
-        };
-        let bound = stream::Bound {
-            to_sequence: range.to_sequence.clone(),
-            arrived_by: Some(ctx.meta.watermark + CATCH_UP_MARGIN),
-        };
         let shard_name = format!("replay-{}-{}", ctx.meta.id, range.shard);
-        let mut reader = stream::ShardReader::open(kinesis, stream, &range.shard, &start, bound).await?;
+        let mut reader = self
+            .range_reader(&range, seg.position.as_deref(), p.filter.since, ctx.meta.watermark)
+            .await?;
         let mut throttled = 0.0;
         while let Some(batch) = reader.next().await? {
             if ctx.stop.is_cancelled() {
@@ -903,9 +922,11 @@ mod tests {
             segment: 0,
             first: None,
             last: None,
-            events: selected,
-            selected,
-            occurred,
+            counts: Counts {
+                events: selected,
+                selected,
+                occurred,
+            },
         };
         let plan = Plan {
             watermark: at(100),

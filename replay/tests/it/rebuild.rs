@@ -149,10 +149,10 @@ async fn a_rebuild_from_the_stream_matches_and_a_sequence_not_in_it_is_refused()
     let plan = replayer.plan_stream(&Filter::default(), vec![]).await.unwrap();
     assert_eq!(plan.shards.len(), 3);
     assert!(plan.segments.is_empty());
-    let total: u64 = plan.shards.iter().map(|s| s.events).sum();
-    let selected: u64 = plan.shards.iter().map(|s| s.selected).sum();
+    let total: u64 = plan.shards.iter().map(|s| s.counts.events).sum();
+    let selected: u64 = plan.shards.iter().map(|s| s.counts.selected).sum();
     assert_eq!((total as usize, selected as usize), (w.history.len(), w.history.len()));
-    for s in plan.shards.iter().filter(|s| s.events > 0) {
+    for s in plan.shards.iter().filter(|s| s.counts.events > 0) {
         let (first, last) = (s.first.as_deref().unwrap(), s.last.as_deref().unwrap());
         assert!(!cafe_consumers::retrieval::is_before(last, first), "{s:?}");
     }
