@@ -12,9 +12,7 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use cafe_events::EventEnvelope;
 use cafe_localstack::{StackConfig, provision};
 use cafe_producers::publish::{KinesisSink, Publisher, PublisherConfig};
-use cafe_producers::relay::RelayConfig;
 use cafe_producers::store::{Append, DynamoEventStore, EventStore, IdempotencyClaim, StoredResponse};
-use tokio::sync::watch;
 
 use crate::{load, pipeline, service_config};
 
@@ -152,17 +150,12 @@ pub async fn api(cfg: &StackConfig, duration: Duration, concurrency: usize) -> R
     };
 
     // The real thing: POST /v1/orders through the API, closed loop.
-    let service = pipeline::service(cfg, &clients, service_config()?);
-    let (stop, stopped) = watch::channel(false);
-    let running = pipeline::start(
-        service.clone(),
-        "127.0.0.1:0".parse()?,
-        RelayConfig::default(),
-        stopped,
-        None,
-    )
-    .await?;
-    let base = format!("http://{}", running.addr);
+    let mut settings = cafe_app::Settings::local(cfg.clone());
+    settings.service = service_config()?;
+    (settings.queries, settings.projectors, settings.saga) = (false, false, false);
+    let running = cafe_app::Application::build(settings).await?.start().await?;
+    let service = running.service().clone();
+    let base = format!("http://{}", running.addr());
     let http = load::client();
     load::seed_menu(&http, &base).await.context("publishing the menu")?;
     let slice = duration / ROUNDS;
@@ -201,8 +194,7 @@ pub async fn api(cfg: &StackConfig, duration: Duration, concurrency: usize) -> R
         totals.events.load(Ordering::Relaxed),
         totals.kinesis_records.load(Ordering::Relaxed),
     );
-    let _ = stop.send(true);
-    running.drained(crate::run::STOP_DEADLINE).await?;
+    running.stop(crate::run::STOP_DEADLINE).await?;
 
     // Ceiling 3: PutRecords records/s on the Kinesis stand-in (500 records of 300 bytes).
     let stream = format!("bench-{tag}");

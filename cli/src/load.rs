@@ -51,8 +51,8 @@ pub async fn post(http: &Http, base: &str, path: &str, key: &str, body: serde_js
     Ok(status)
 }
 
-/// GETs a JSON resource; returns the status and the parsed body (null if not JSON).
-pub async fn get(http: &Http, base: &str, path: &str) -> Result<(u16, serde_json::Value)> {
+/// GETs a resource; returns the status and the body's bytes.
+pub async fn get_bytes(http: &Http, base: &str, path: &str) -> Result<(u16, Bytes)> {
     let req = hyper::Request::get(format!("{base}{path}")).body(Full::new(Bytes::new()))?;
     let resp = http.request(req).await.context("GET")?;
     let status = resp.status().as_u16();
@@ -62,6 +62,12 @@ pub async fn get(http: &Http, base: &str, path: &str) -> Result<(u16, serde_json
         .await
         .context("reading a response")?
         .to_bytes();
+    Ok((status, body))
+}
+
+/// GETs a JSON resource; returns the status and the parsed body (null if not JSON).
+pub async fn get(http: &Http, base: &str, path: &str) -> Result<(u16, serde_json::Value)> {
+    let (status, body) = get_bytes(http, base, path).await?;
     Ok((status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null)))
 }
 
@@ -310,6 +316,7 @@ pub async fn orders(
 }
 
 /// Reads every shard from where it was when tapped, deaggregating KPL records.
+#[derive(Debug)]
 pub struct StreamTap {
     kinesis: aws_sdk_kinesis::Client,
     /// Per shard: its id, the next iterator, and the records seen.

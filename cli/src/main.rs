@@ -15,11 +15,10 @@ use std::time::Duration;
 use std::net::SocketAddr;
 
 use anyhow::{Context, Result};
+use cafe_app::{load, payments, pipeline, read_side};
 use cafe_localstack::{Stack, StackConfig, UpOutcome, emulators, provision};
-use cafe_producers::relay::RelayConfig;
 use cafe_producers::service::ServiceConfig;
 use clap::{Parser, Subcommand, ValueEnum};
-use tokio::sync::watch;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -67,10 +66,6 @@ mod bench_projections;
 mod bench_replay;
 mod consume;
 mod lag;
-mod load;
-mod payments;
-mod pipeline;
-mod read_side;
 mod replay;
 mod run;
 
@@ -474,36 +469,31 @@ pub(crate) async fn print_status(stack: &Stack, json: bool) -> Result<std::proce
     })
 }
 
-/// Fault injection for the crash test: `CAFE_FAULT_PAUSE_AFTER_APPEND_MS` widens the
-/// window between append and publish. Unset in every normal run.
+/// The command service's settings from the environment (fault injection for the crash
+/// test).
 pub(crate) fn service_config() -> Result<ServiceConfig> {
-    let pause = match std::env::var("CAFE_FAULT_PAUSE_AFTER_APPEND_MS") {
-        Ok(ms) => Some(Duration::from_millis(
-            ms.parse().context("CAFE_FAULT_PAUSE_AFTER_APPEND_MS")?,
-        )),
-        Err(_) => None,
-    };
-    Ok(ServiceConfig {
-        pause_after_append: pause,
-        ..ServiceConfig::default()
-    })
+    cafe_app::app::service_config_from_env()
 }
 
 async fn api(cfg: &StackConfig, listen: SocketAddr, aws: bool) -> Result<std::process::ExitCode> {
-    let clients = pipeline::Clients::new(cfg, aws).await;
-    let service = pipeline::service(cfg, &clients, service_config()?);
-    let reads = read_side::models(
-        &read_side::endpoints(cfg, &clients)?,
-        &read_side::pointers(cfg, &clients),
-    )
-    .await?;
-    let (stop, stopped) = watch::channel(false);
-    let running = pipeline::start(service, listen, RelayConfig::default(), stopped, Some(reads)).await?;
-    println!("listening on http://{}", running.addr);
-    shutdown_signal().await;
-    eprintln!("draining: finishing requests in flight and the relay's pass");
-    let _ = stop.send(true);
-    match running.drained(run::STOP_DEADLINE).await? {
+    let mut settings = cafe_app::Settings::local(cfg.clone());
+    settings.aws = aws;
+    settings.listen = listen;
+    settings.service = service_config()?;
+    settings.projectors = false;
+    settings.saga = false;
+    let app = cafe_app::Application::build(settings).await?;
+    println!("listening on http://{}", app.addr());
+    let stopped = app
+        .run_until(
+            async {
+                shutdown_signal().await;
+                eprintln!("draining: finishing requests in flight and the relay's pass");
+            },
+            run::STOP_DEADLINE,
+        )
+        .await?;
+    match stopped.relay {
         Some(relay) => {
             eprintln!("stopped; the relay republished {} events", relay.published);
             Ok(std::process::ExitCode::SUCCESS)

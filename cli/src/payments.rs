@@ -21,6 +21,7 @@ pub const FUNCTION: &str = "cafe-lambda-payment";
 const GATEWAY_RULES: [(&str, &str); 2] = [("CAFE_GATEWAY_BLOCKED", "cust-7"), ("CAFE_GATEWAY_FLAKY", "cust-11:1")];
 
 /// The running saga.
+#[derive(Debug)]
 pub struct Saga {
     /// One process per instance the emulator runs at once.
     functions: Vec<tokio::process::Child>,

@@ -1,7 +1,6 @@
-//! Wiring of the running pipeline: clients, the command service, the API server and the
+//! Wiring of the write side: clients, the command service, the HTTP server and the
 //! relay. No business logic: that lives in the libraries.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -16,7 +15,9 @@ use tokio::sync::watch;
 /// The command service as the binaries run it.
 pub type Service = CommandService<DynamoEventStore, KinesisSink>;
 
-/// AWS clients: the local stack's, or (with `aws`) the SDK default chain's.
+/// AWS clients: the local stack's, or (with `aws`) the SDK default chain's. Cloning
+/// shares the connections.
+#[derive(Debug, Clone)]
 pub struct Clients {
     /// Kinesis.
     pub kinesis: aws_sdk_kinesis::Client,
@@ -65,31 +66,21 @@ pub fn service(cfg: &StackConfig, clients: &Clients, service_cfg: ServiceConfig)
     Arc::new(CommandService::new(store, publisher, service_cfg))
 }
 
-/// The API server and the relay, running until the shutdown signal flips.
-pub struct Running {
-    /// Where the API listens.
-    pub addr: SocketAddr,
+/// The HTTP server and the relay, running until the shutdown signal flips.
+#[derive(Debug)]
+pub struct Serving {
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     relay: tokio::task::JoinHandle<RelayStats>,
 }
 
-/// Binds the API (commands, and queries when `reads` is given) and starts serving it
-/// and the relay.
-pub async fn start(
+/// Serves `router` on `listener` and runs the relay until `shutdown` flips.
+pub fn start(
     service: Arc<Service>,
-    listen: SocketAddr,
+    listener: TcpListener,
+    router: axum::Router,
     relay_cfg: RelayConfig,
     shutdown: watch::Receiver<bool>,
-    reads: Option<cafe_projections::query::Reads>,
-) -> Result<Running> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding the API to {listen}"))?;
-    let addr = listener.local_addr()?;
-    let mut router = cafe_producers::api::router(service.clone());
-    if let Some(reads) = reads {
-        router = router.merge(cafe_projections::query::router(reads));
-    }
+) -> Serving {
     let mut server_stop = shutdown.clone();
     let outbox = service.clone();
     let server = tokio::spawn(async move {
@@ -109,10 +100,10 @@ pub async fn start(
         })
         .await
     });
-    Ok(Running { addr, server, relay })
+    Serving { server, relay }
 }
 
-impl Running {
+impl Serving {
     /// Waits for the server to finish in-flight requests and the relay its pass, at most
     /// `deadline`; None when the deadline passed first (both are then aborted: what the
     /// relay left pending, its next pass or another instance publishes).

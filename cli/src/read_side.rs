@@ -27,9 +27,11 @@ use crate::pipeline::Clients;
 pub const READ_WAIT: Duration = Duration::from_secs(5);
 
 /// The running projectors.
+#[derive(Debug)]
 pub struct ReadSide {
     workers: Vec<(&'static str, tokio::task::JoinHandle<WorkerReport>)>,
     stop: CancellationToken,
+    metrics: Metrics,
 }
 
 /// Where the read models' stores are: the environment's connection strings (set by
@@ -98,17 +100,20 @@ pub async fn projections(at: &Endpoints, pointers: &Pointers) -> Result<Vec<Foll
 
 impl ReadSide {
     /// Starts one projector worker per read model of `projections`, and the consumer that
-    /// sends a payment request to `payments_queue` (a URL) for every placed order.
+    /// sends a payment request to `payments_queue` (a URL) for every placed order, all
+    /// reporting into `metrics` (one registry per process).
     pub fn start(
         cfg: &StackConfig,
         clients: &Clients,
         projections: Vec<Following>,
         payments_queue: &str,
         worker_id: &str,
+        metrics: Metrics,
     ) -> ReadSide {
         let mut side = ReadSide {
             workers: Vec::new(),
             stop: CancellationToken::new(),
+            metrics,
         };
         for projection in projections {
             side.spawn(cfg, clients, worker_id, projection);
@@ -145,7 +150,7 @@ impl ReadSide {
             DynamoLeaseTable::new(clients.dynamodb.clone(), &cfg.names.leases_table, name),
             Arc::new(DynamoParkingLot::new(clients.dynamodb.clone(), &cfg.names.parked_table)),
             Arc::new(processor),
-            Metrics::unregistered(),
+            self.metrics.clone(),
         );
         self.workers.push((name, tokio::spawn(worker.run(self.stop.clone()))));
     }
@@ -172,6 +177,7 @@ impl ReadSide {
 }
 
 /// One read model's answer about an order, for the smoke run's printout.
+#[derive(Debug)]
 pub struct ReadBack {
     /// Which read model.
     pub model: &'static str,

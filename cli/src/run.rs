@@ -15,12 +15,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use cafe_consumers::lease::{DynamoLeaseTable, LeaseTable};
 use cafe_localstack::{Stack, smoke};
-use cafe_producers::relay::RelayConfig;
 use cafe_projections::query::Reads;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::{load, payments, pipeline, read_side};
+use cafe_app::app::{Application, Settings, Stopped};
+use cafe_app::{load, payments, read_side};
 
 /// A part kept up when it is through its backlog this soon after the load stops: a
 /// projector checkpoints once a second, so one that keeps up is a second or two behind;
@@ -111,7 +110,16 @@ pub async fn run(stack: &Stack, args: RunArgs) -> Result<std::process::ExitCode>
         crate::up(stack, false).await?;
         crate::print_status(stack, false).await?;
     }
-    let clients = pipeline::Clients::new(cfg, args.aws).await;
+    let mut settings = Settings::local(cfg.clone());
+    settings.aws = args.aws;
+    settings.listen = args.listen;
+    settings.service = cafe_app::app::service_config_from_env()?;
+    // In AWS the payment function and its event source mapping are deployed; here they
+    // run under the Lambda emulator.
+    settings.saga = !args.aws;
+    settings.worker_id = format!("run-{}", std::process::id());
+    let app = Application::build(settings).await?;
+    let clients = app.clients().clone();
     let stream = &cfg.names.stream;
     let report = smoke::round_trip_with(&clients.kinesis, stream)
         .await
@@ -126,33 +134,16 @@ pub async fn run(stack: &Stack, args: RunArgs) -> Result<std::process::ExitCode>
         report.elapsed.as_millis()
     );
 
-    let service = pipeline::service(cfg, &clients, crate::service_config()?);
-    let endpoints = read_side::endpoints(cfg, &clients)?;
-    let pointers = read_side::pointers(cfg, &clients);
-    let reads = read_side::models(&endpoints, &pointers).await?;
+    let running = app.start().await?;
+    let endpoints = running.endpoints().clone();
     let analytics = read_side::analytics(&endpoints).await?;
-    let payments_queue = payments::queue_url(&clients.sqs, &cfg.names.payments_queue).await?;
-    let projectors = read_side::ReadSide::start(
-        cfg,
-        &clients,
-        read_side::projections(&endpoints, &pointers).await?,
-        &payments_queue,
-        &format!("run-{}", std::process::id()),
-    );
-    // In AWS the payment function and its event source mapping are deployed; here they
-    // run under the Lambda emulator.
-    let saga = if args.aws {
-        None
-    } else {
-        Some(payments::Saga::start(cfg, &clients.sqs).await?)
+    let documents = match running.reads() {
+        Some(Reads::Serving(s)) => s.current().await?.menu.source().clone(),
+        Some(Reads::Fixed(m)) => m.menu.source().clone(),
+        None => bail!("the main job serves the queries"),
     };
-    let documents = match &reads {
-        Reads::Serving(s) => s.current().await?.menu.source().clone(),
-        Reads::Fixed(m) => m.menu.source().clone(),
-    };
-    let (stop, stopped) = watch::channel(false);
-    let running = pipeline::start(service, args.listen, RelayConfig::default(), stopped, Some(reads)).await?;
-    let base = format!("http://{}", running.addr);
+    let payments_queue = running.payments_queue().to_owned();
+    let base = format!("http://{}", running.addr());
     println!("command API (and queries) on {base}; outbox relay and projectors running");
     let http = load::client();
     load::seed_menu(&http, &base).await.context("publishing the menu")?;
@@ -195,13 +186,12 @@ pub async fn run(stack: &Stack, args: RunArgs) -> Result<std::process::ExitCode>
         .logs()
         .filter_map(|(shard, log)| log.tip().map(|tip| (shard.to_owned(), tip.to_owned())))
         .collect();
-    let mut applications = projectors.applications();
-    applications.sort_unstable();
-    let mut parts: Vec<PartHealth> = applications
+    let mut parts: Vec<PartHealth> = running
+        .applications()
         .into_iter()
         .map(|app| PartHealth::new(app, Backlog::Application(app)))
         .collect();
-    if saga.is_some() {
+    if running.runs_saga() {
         parts.push(PartHealth::new("payment function", Backlog::PaymentQueue));
     }
     let settle_until = load_ended + SETTLE;
@@ -266,14 +256,14 @@ pub async fn run(stack: &Stack, args: RunArgs) -> Result<std::process::ExitCode>
         let mut previous_tips: Vec<(String, String)> = Vec::new();
         while Instant::now() < deadline && !interrupt.is_cancelled() {
             let queue_empty =
-                saga.is_none() || matches!(payments::counts(&clients.sqs, &payments_queue).await, Ok((0, 0)));
+                !running.runs_saga() || matches!(payments::counts(&clients.sqs, &payments_queue).await, Ok((0, 0)));
             tap.poll().await?;
             let tips: Vec<(String, String)> = tap
                 .logs()
                 .filter_map(|(shard, log)| log.tip().map(|tip| (shard.to_owned(), tip.to_owned())))
                 .collect();
             let mut left = 0;
-            for app in projectors.applications() {
+            for app in running.applications() {
                 left += backlog(&clients.dynamodb, &cfg.names.leases_table, app, &tap, &tips).await;
             }
             // The tap reads the stream a page at a time: only tips that did not move
@@ -287,28 +277,12 @@ pub async fn run(stack: &Stack, args: RunArgs) -> Result<std::process::ExitCode>
     }
 
     // The stop: each stage has a deadline; what it leaves undone is reported.
-    let mut undone: Vec<String> = Vec::new();
-    let _ = stop.send(true);
-    let relay = running.drained(STOP_DEADLINE).await?;
-    if relay.is_none() {
-        undone.push("the API server or the relay did not drain".to_owned());
-    }
-    let reports = projectors.stop().await;
-    for (name, r) in &reports {
-        if !r.shards_abandoned.is_empty() {
-            undone.push(format!("{name} left shards {:?} to failover", r.shards_abandoned));
-        }
-    }
-    let saga = match saga {
-        Some(saga) => match tokio::time::timeout(STOP_DEADLINE, saga.stop(cfg, &clients.sqs)).await {
-            Ok(report) => Some(report),
-            Err(_) => {
-                undone.push("the payment function's mapping did not drain".to_owned());
-                None
-            }
-        },
-        None => None,
-    };
+    let Stopped {
+        relay,
+        projectors: reports,
+        saga,
+        undone,
+    } = running.stop(STOP_DEADLINE).await?;
 
     let secs = load.elapsed.as_secs_f64().max(f64::EPSILON);
     let accepted_rate = load.accepted.len() as f64 / secs;

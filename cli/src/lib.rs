@@ -1,0 +1,17 @@
+//! The CloudCafe application as a library: the composition root of the running system
+//! (command API, queries, outbox relay, one projector worker per read model, the payment
+//! saga, `/metrics`), so that `cafe run`, the tests (started in-process on port 0) and
+//! the benchmarks all start the same thing. The `cafe` binary parses arguments, calls
+//! this and prints.
+//!
+//! This crate is wiring: every rule lives in the domain crates. Its errors are `anyhow`
+//! because its callers only report them (a failed start-up names what it was
+//! connecting to; nothing matches on the kind).
+
+pub mod app;
+pub mod load;
+pub mod payments;
+pub mod pipeline;
+pub mod read_side;
+
+pub use app::{Application, Running, Settings, Stopped};

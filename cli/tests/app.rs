@@ -1,0 +1,60 @@
+//! The application started as a library, in-process on port 0, the way tests and
+//! benches embed it: it takes commands, answers queries from its projectors' read
+//! models, serves one `/metrics` with every consumer application's series, and stops
+//! with every stage drained.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use cafe_app::{Application, Settings, load};
+use common::Sandbox;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_application_in_process_serves_commands_queries_and_one_metrics_page() {
+    let sandbox = Sandbox::new();
+    sandbox.cafe(&["stack", "up"]);
+    let mut settings = Settings::local(sandbox.config());
+    // The payment function runs as a process under the Lambda emulator, found beside
+    // the `cafe` binary; the saga has its own tests.
+    settings.saga = false;
+    let app = Application::build(settings).await.unwrap();
+    let addr = app.addr();
+    assert_ne!(addr.port(), 0, "port 0 is resolved at build time");
+    let running = app.start().await.unwrap();
+    let base = format!("http://{addr}");
+    let http = load::client();
+    load::seed_menu(&http, &base).await.unwrap();
+    let report = load::orders(&http, &base, 20, 16, tokio::time::sleep(Duration::from_secs(2))).await;
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    let order = report.accepted.iter().next().expect("an order was accepted").clone();
+
+    let (status, body) = load::get(&http, &base, &format!("/v1/orders/{order}?min_version=1"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["order_id"], order.as_str());
+
+    // One registry for the process: a series per consumer application, not a page per
+    // projector (or none, as when each worker had an unregistered set).
+    let (status, metrics) = load::get_bytes(&http, &base, "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8_lossy(&metrics);
+    for app in running.applications() {
+        let series = format!("cafe_consumer_records_total{{application=\"{app}\"");
+        assert!(metrics.contains(&series), "{series} missing from:\n{metrics}");
+    }
+
+    let stopped = running.stop(Duration::from_secs(20)).await.unwrap();
+    assert!(stopped.undone.is_empty(), "{:?}", stopped.undone);
+    assert!(stopped.relay.is_some());
+    assert_eq!(stopped.projectors.len(), 7, "six read models and the payment requests");
+    for (name, r) in &stopped.projectors {
+        assert!(r.records > 0, "{name} processed nothing: {r:?}");
+        assert!(r.shards_abandoned.is_empty(), "{name}: {r:?}");
+    }
+    // Stopped means stopped: the port no longer answers.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
