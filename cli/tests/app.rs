@@ -47,6 +47,22 @@ async fn the_application_in_process_serves_commands_queries_and_one_metrics_page
         assert!(metrics.contains(&series), "{series} missing from:\n{metrics}");
     }
 
+    // The same figures, typed, without parsing the text: every application applied
+    // events, timed each by its own occurred_at, and checkpointed.
+    let snapshot = running.consumer_metrics().snapshot();
+    for app in running.applications() {
+        let shards: Vec<_> = snapshot.shards.iter().filter(|s| s.application == app).collect();
+        assert!(!shards.is_empty(), "{app}: {snapshot:?}");
+        assert!(shards.iter().map(|s| s.records).sum::<u64>() > 0, "{app}");
+        assert!(shards.iter().all(|s| s.checkpoint_timestamp.is_some()), "{app}");
+        let lag = shards.iter().filter_map(|s| s.projection_lag_seconds).fold(f64::NAN, f64::max);
+        assert!((0.0..60.0).contains(&lag), "{app}: projection lag {lag}");
+        let (_, e2e) = snapshot.end_to_end.iter().find(|(a, _)| a == app).unwrap();
+        assert!(e2e.count() > 0, "{app}");
+        let p99 = e2e.quantile(0.99).unwrap();
+        assert!(p99 < 60.0, "{app}: end-to-end p99 {p99}");
+    }
+
     let stopped = running.stop(Duration::from_secs(20)).await.unwrap();
     assert!(stopped.undone.is_empty(), "{:?}", stopped.undone);
     assert!(stopped.relay.is_some());

@@ -14,8 +14,6 @@ use std::time::Duration;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use chrono::{DateTime, Utc};
 
-use cafe_events::EventEnvelope;
-
 use crate::lease::{Checkpoint, LeaseError, LeaseTable};
 use crate::retrieval::{deaggregated, is_before};
 use crate::status::Sample;
@@ -145,7 +143,7 @@ fn oldest_unpassed(records: &[aws_sdk_kinesis::types::Record], passed: Option<(&
             if covered {
                 continue;
             }
-            let occurred = EventEnvelope::decode(&user.data).ok().map(|e| e.occurred_at);
+            let occurred = cafe_events::envelope::occurred_at_of(&user.data);
             let arrived = r
                 .approximate_arrival_timestamp()
                 .and_then(|t| t.to_millis().ok())

@@ -34,6 +34,7 @@ pub mod processor;
 pub mod retrieval;
 mod shard;
 pub mod status;
+mod telemetry;
 pub mod worker;
 
 pub use processor::{BatchContext, Outcome, Processor};

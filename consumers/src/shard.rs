@@ -12,7 +12,6 @@
 //! what makes a SIGTERM or a rebalance replay nothing.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
@@ -25,6 +24,10 @@ use crate::metrics::ShardLabels;
 use crate::parking::{Parked, ParkingLot};
 use crate::processor::{BatchContext, Processor, walk};
 use crate::retrieval::{self, MAX_RECORD_BYTES, Record, read_limit};
+use crate::telemetry::{
+    BatchApplied, BatchDeferred, BatchOffered, BatchRetried, Checkpointed, FanoutFellBack, InternalEvent,
+    ReadThrottled, RecordParked, ShardRead,
+};
 use crate::worker::Shared;
 
 /// A lease this worker holds, shared by the shard's task (checkpoints) and the worker's
@@ -173,11 +176,7 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> ShardReader<P, L, K> {
         if let Some(arn) = self.shared.consumer_arn.get().cloned() {
             match self.read_fanout(&arn).await {
                 Some(exit) => return exit,
-                None => {
-                    warn!("enhanced fan-out keeps failing; this shard falls back to polling");
-                    self.shared.metrics.fanout_fallbacks.get_or_create(&self.labels).inc();
-                    self.shared.totals.fanout_fallbacks.fetch_add(1, Ordering::Relaxed);
-                }
+                None => FanoutFellBack { shard: &self.labels }.emit(self.shared.sink()),
             }
         }
         self.read_polling().await
@@ -219,8 +218,7 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> ShardReader<P, L, K> {
                 }
                 Err(e) => {
                     if e.code == "ProvisionedThroughputExceededException" {
-                        self.shared.metrics.reads_throttled.get_or_create(&self.labels).inc();
-                        debug!("read throttled; backing off");
+                        ReadThrottled { shard: &self.labels }.emit(self.shared.sink());
                     } else {
                         warn!(error = %e, "read failed; backing off");
                     }
@@ -238,11 +236,11 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> ShardReader<P, L, K> {
             if let Some(average) = batch.kinesis_bytes.checked_div(batch.kinesis_records) {
                 limit = read_limit(cfg.read_bytes_budget, average, cfg.max_records);
             }
-            self.shared
-                .metrics
-                .millis_behind_latest
-                .get_or_create(&self.labels)
-                .set(batch.millis_behind_latest);
+            ShardRead {
+                shard: &self.labels,
+                millis_behind_latest: batch.millis_behind_latest,
+            }
+            .emit(self.shared.sink());
             let caught_up = batch.records.is_empty() || (batch.millis_behind_latest == 0 && !full);
             iterator = batch.next_iterator.clone();
             if let Some(exit) = self.handle(batch).await {
@@ -356,11 +354,11 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> ShardReader<P, L, K> {
             };
             failures = 0;
             backoff.reset();
-            self.shared
-                .metrics
-                .millis_behind_latest
-                .get_or_create(&self.labels)
-                .set(batch.millis_behind_latest);
+            ShardRead {
+                shard: &self.labels,
+                millis_behind_latest: batch.millis_behind_latest,
+            }
+            .emit(self.shared.sink());
             if let Some(exit) = self.handle(batch).await {
                 return Some(exit);
             }
@@ -380,11 +378,11 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> ShardReader<P, L, K> {
             };
             let started = Instant::now();
             let outcomes = shared.processor.process(ctx, &records).await;
-            shared
-                .metrics
-                .batch_seconds
-                .get_or_create(&shared.worker_labels)
-                .observe(started.elapsed().as_secs_f64());
+            BatchOffered {
+                worker: &shared.worker_labels,
+                elapsed: started.elapsed(),
+            }
+            .emit(shared.sink());
             let mut w = walk(&outcomes, records.len());
             for (i, reason) in std::mem::take(&mut w.park) {
                 let Some(record) = records.get(i) else { continue };
@@ -396,13 +394,12 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> ShardReader<P, L, K> {
                 }
             }
             if let Some(last) = w.finished.checked_sub(1).and_then(|i| records.get(i)) {
-                let n = w.finished as u64;
-                let bytes: u64 = records[..w.finished].iter().map(|r| r.data.len() as u64).sum();
-                shared.metrics.records.get_or_create(&self.labels).inc_by(n);
-                shared.metrics.bytes.get_or_create(&self.labels).inc_by(bytes);
-                shared.totals.records.fetch_add(n, Ordering::Relaxed);
                 self.done = last.checkpoint();
-                debug!(sequence = %last.sequence, sub = last.sub, records = n, "batch processed");
+                BatchApplied {
+                    shard: &self.labels,
+                    records: &records[..w.finished],
+                }
+                .emit(shared.sink());
                 records.drain(..w.finished);
             }
             if records.is_empty() {
@@ -413,27 +410,21 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> ShardReader<P, L, K> {
             }
             // Back-pressure waits a short fixed pause; a failure backs off further each time.
             let wait = if w.deferred {
-                shared.metrics.deferred.get_or_create(&self.labels).inc();
-                if let Some(first) = records.first() {
-                    debug!(
-                        sequence = %first.sequence,
-                        sub = first.sub,
-                        reason = w.retry.as_deref().unwrap_or(""),
-                        "downstream full; offering the rest of the batch again shortly"
-                    );
+                BatchDeferred {
+                    shard: &self.labels,
+                    first: records.first(),
+                    reason: w.retry.as_deref().unwrap_or(""),
                 }
+                .emit(shared.sink());
                 backoff.reset();
                 shared.cfg.defer_pause
             } else {
-                shared.metrics.retries.get_or_create(&self.labels).inc();
-                if let Some(first) = records.first() {
-                    warn!(
-                        sequence = %first.sequence,
-                        sub = first.sub,
-                        reason = w.retry.as_deref().unwrap_or("stopped"),
-                        "processing failed; offering the rest of the batch again"
-                    );
+                BatchRetried {
+                    shard: &self.labels,
+                    first: records.first(),
+                    reason: w.retry.as_deref().unwrap_or("stopped"),
                 }
+                .emit(shared.sink());
                 backoff.next()
             };
             // Progress made so far is kept even if the retries go on for a long time.
@@ -458,9 +449,12 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> ShardReader<P, L, K> {
         loop {
             match self.shared.parking.park(&self.shared.cfg.application, &parked).await {
                 Ok(()) => {
-                    warn!(sequence = %record.sequence, sub = record.sub, reason, "record parked");
-                    self.shared.metrics.parked.get_or_create(&self.labels).inc();
-                    self.shared.totals.parked.fetch_add(1, Ordering::Relaxed);
+                    RecordParked {
+                        shard: &self.labels,
+                        record,
+                        reason,
+                    }
+                    .emit(self.shared.sink());
                     return true;
                 }
                 Err(e) => {
@@ -476,6 +470,7 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> ShardReader<P, L, K> {
     async fn checkpoint(&mut self) -> Result<(), ShardExit> {
         if self.done == self.checkpointed {
             self.last_checkpoint = Instant::now();
+            Checkpointed { shard: &self.labels }.emit(self.shared.sink());
             return Ok(());
         }
         let mut backoff = Backoff::new(self.shared.cfg.retry_base, self.shared.cfg.retry_cap);
@@ -486,6 +481,7 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> ShardReader<P, L, K> {
                 Ok(()) => {
                     self.checkpointed = self.done.clone();
                     self.last_checkpoint = Instant::now();
+                    Checkpointed { shard: &self.labels }.emit(self.shared.sink());
                     return Ok(());
                 }
                 Err(LeaseError::Lost(_)) => {

@@ -19,7 +19,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
@@ -28,10 +27,11 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::discovery::{self, leases_to_create};
 use crate::lease::{Checkpoint, Lease, LeaseError, LeaseTable, Watch, plan};
-use crate::metrics::{Metrics, WorkerLabels};
+use crate::metrics::{Metrics, ShardLabels, WorkerLabels};
 use crate::parking::ParkingLot;
 use crate::processor::Processor;
 use crate::shard::{self, HeldLease, ShardExit};
+use crate::telemetry::{InternalEvent, LeaseHandedOff, LeaseLost, LeaseRenewed, LeaseTaken, LeasesHeld, Sink, Totals};
 
 /// How a worker behaves. Defaults are the KCL's where it has one.
 #[derive(Debug, Clone)]
@@ -122,14 +122,6 @@ fn default_worker_id() -> String {
     format!("{host}-{}-{:08x}", std::process::id(), fastrand::u32(..))
 }
 
-/// Counts a worker keeps for its caller (the metrics have the same and more).
-#[derive(Debug, Default)]
-pub(crate) struct Totals {
-    pub(crate) records: AtomicU64,
-    pub(crate) parked: AtomicU64,
-    pub(crate) fanout_fallbacks: AtomicU64,
-}
-
 /// What a worker did, returned at shutdown.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct WorkerReport {
@@ -164,6 +156,16 @@ pub(crate) struct Shared<P, L, K> {
     /// The registered fan-out consumer, once registration succeeded.
     pub(crate) consumer_arn: std::sync::OnceLock<String>,
     table: Arc<L>,
+}
+
+impl<P, L, K> Shared<P, L, K> {
+    /// Where telemetry events go ([`crate::telemetry`]).
+    pub(crate) fn sink(&self) -> Sink<'_> {
+        Sink {
+            metrics: &self.metrics,
+            totals: &self.totals,
+        }
+    }
 }
 
 /// A consumer worker; see the module docs.
@@ -292,9 +294,13 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> State<P, L, K> {
                 }
             }
         }
-        self.report.records = self.shared.totals.records.load(Ordering::Relaxed);
-        self.report.parked = self.shared.totals.parked.load(Ordering::Relaxed);
-        self.report.fanout_fallbacks = self.shared.totals.fanout_fallbacks.load(Ordering::Relaxed);
+        let t = &self.shared.totals;
+        self.report.records = Totals::get(&t.records);
+        self.report.parked = Totals::get(&t.parked);
+        self.report.fanout_fallbacks = Totals::get(&t.fanout_fallbacks);
+        self.report.leases_taken = Totals::get(&t.leases_taken);
+        self.report.leases_lost = Totals::get(&t.leases_lost);
+        self.report.leases_handed_off = Totals::get(&t.leases_handed_off);
         info!(report = ?self.report, "worker stopped");
         self.report.clone()
     }
@@ -315,12 +321,11 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> State<P, L, K> {
     }
 
     fn set_held_gauge(&self) {
-        let held = i64::try_from(self.running.len()).unwrap_or(i64::MAX);
-        self.shared
-            .metrics
-            .leases_held
-            .get_or_create(&self.shared.worker_labels)
-            .set(held);
+        LeasesHeld {
+            worker: &self.shared.worker_labels,
+            held: self.running.len(),
+        }
+        .emit(self.shared.sink());
     }
 
     fn start(&mut self, lease: Lease) {
@@ -335,6 +340,11 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> State<P, L, K> {
                 .unwrap_or(ShardExit::Panicked);
             (id, exit)
         });
+        LeaseTaken {
+            worker: &self.shared.worker_labels,
+            shard: &shard_id,
+        }
+        .emit(self.shared.sink());
         self.running.insert(
             shard_id,
             Running {
@@ -343,12 +353,6 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> State<P, L, K> {
                 lost: false,
             },
         );
-        self.report.leases_taken += 1;
-        self.shared
-            .metrics
-            .leases_taken
-            .get_or_create(&self.shared.worker_labels)
-            .inc();
         self.set_held_gauge();
     }
 
@@ -358,18 +362,16 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> State<P, L, K> {
         {
             r.lost = true;
             r.cancel.cancel();
-            self.count_lost();
-            warn!(shard = shard_id, "lease lost to another worker");
+            self.count_lost(shard_id);
         }
     }
 
-    fn count_lost(&mut self) {
-        self.report.leases_lost += 1;
-        self.shared
-            .metrics
-            .leases_lost
-            .get_or_create(&self.shared.worker_labels)
-            .inc();
+    fn count_lost(&self, shard_id: &str) {
+        LeaseLost {
+            worker: &self.shared.worker_labels,
+            shard: shard_id,
+        }
+        .emit(self.shared.sink());
     }
 
     /// Handles a finished shard task; true when a shard ended (look for its children).
@@ -390,7 +392,7 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> State<P, L, K> {
         match exit {
             ShardExit::Lost => {
                 if !r.lost {
-                    self.count_lost();
+                    self.count_lost(&shard_id);
                 }
                 false
             }
@@ -412,15 +414,12 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> State<P, L, K> {
             ShardExit::Stopped if r.lost => false,
             ShardExit::Stopped => {
                 match r.held.finish().await {
-                    Ok(Some(successor)) => {
-                        info!(shard = %shard_id, %successor, "lease handed over");
-                        self.report.leases_handed_off += 1;
-                        self.shared
-                            .metrics
-                            .leases_handed_off
-                            .get_or_create(&self.shared.worker_labels)
-                            .inc();
+                    Ok(Some(successor)) => LeaseHandedOff {
+                        worker: &self.shared.worker_labels,
+                        shard: &shard_id,
+                        successor: &successor,
                     }
+                    .emit(self.shared.sink()),
                     Ok(None) => info!(shard = %shard_id, "lease released"),
                     Err(e) => warn!(shard = %shard_id, error = %e, "could not release the lease; it will expire"),
                 }
@@ -435,6 +434,15 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> State<P, L, K> {
             async move { (shard, held.renew().await) }
         });
         for (shard, result) in futures::future::join_all(renewals).await {
+            if result.is_ok() {
+                LeaseRenewed {
+                    shard: &ShardLabels {
+                        application: self.shared.cfg.application.clone(),
+                        shard: shard.clone(),
+                    },
+                }
+                .emit(self.shared.sink());
+            }
             match result {
                 Ok(lease) if lease.pending_owner.is_some() => {
                     if let Some(r) = self.running.get(&shard)

@@ -34,6 +34,22 @@ pub struct EventEnvelope {
     pub event: DomainEvent,
 }
 
+/// The envelope's `occurred_at` field alone (field 7), for code that only needs an
+/// event's age: prost skips every other field without allocating, so the consumer
+/// runtime can time each record it applies without decoding the envelope twice.
+#[derive(Clone, PartialEq, Message)]
+struct OccurredAtOnly {
+    #[prost(message, optional, tag = "7")]
+    occurred_at: Option<prost_types::Timestamp>,
+}
+
+/// When the event in `record` (an encoded envelope) happened; None when the record is
+/// not an envelope or carries no valid time.
+pub fn occurred_at_of(record: &[u8]) -> Option<DateTime<Utc>> {
+    let ts = OccurredAtOnly::decode(record).ok()?.occurred_at?;
+    DateTime::<Utc>::from_timestamp(ts.seconds, u32::try_from(ts.nanos).ok()?)
+}
+
 impl EventEnvelope {
     /// The Kinesis partition key.
     pub fn partition_key(&self) -> String {

@@ -182,9 +182,17 @@ proptest! {
         prop_assert_eq!(EventEnvelope::decode(&bytes).unwrap(), e);
     }
 
+    /// The runtime times records by this field alone; it must read what the full
+    /// decode reads.
+    #[test]
+    fn occurred_at_alone_is_the_envelopes(e in envelope()) {
+        prop_assert_eq!(cafe_events::envelope::occurred_at_of(&e.encode()), Some(e.occurred_at));
+    }
+
     #[test]
     fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         let _ = EventEnvelope::decode(&bytes);
+        let _ = cafe_events::envelope::occurred_at_of(&bytes);
     }
 
     #[test]
