@@ -13,7 +13,7 @@ use cafe_projections::serving::LiveSide;
 use cafe_projections::verify::{Buckets, Verdict};
 use cafe_replay::governor::Slo;
 use cafe_replay::record::ShardRange;
-use cafe_replay::record::State;
+use cafe_replay::record::{State, Summary};
 use cafe_replay::storm::Storm;
 use cafe_replay::{Filter, LagProbe, Params, ReplayError, ReplayId, Replayer, Replays};
 use chrono::{DateTime, Utc};
@@ -458,11 +458,7 @@ async fn act(
                 println!("no replays");
             }
             for (meta, segments) in metas {
-                let read: u64 = segments.iter().map(|s| s.read).sum();
-                let applied: u64 = segments.iter().map(|s| s.applied).sum();
-                let done = segments.iter().filter(|s| s.done).count();
-                let until = meta.finished_at.unwrap_or_else(Utc::now);
-                let secs = (until - meta.created_at).num_milliseconds().max(1) as f64 / 1000.0;
+                let sum = Summary::of(&meta, &segments, Utc::now());
                 let state = match meta.state {
                     State::Running => "running (or stopped: resume it)",
                     State::Finished => "finished",
@@ -475,20 +471,13 @@ async fn act(
                     meta.params.models.join(","),
                     meta.watermark.to_rfc3339()
                 );
-                let of = meta.total_estimate.map_or(String::new(), |t| format!(" of ~{t}"));
-                let rate = read as f64 / secs;
-                // The event store's item count is approximate (DynamoDB refreshes it about
-                // every six hours), so the ETA is too; none once it is passed.
-                let eta = match (meta.state, meta.total_estimate) {
-                    (State::Running, Some(total)) if total > read && rate > 0.0 => {
-                        format!(", ETA ~{:.0} s at that rate", (total - read) as f64 / rate)
-                    }
-                    _ => String::new(),
-                };
+                let of = sum.total_estimate.map_or(String::new(), |t| format!(" of ~{t}"));
+                let eta = sum
+                    .eta_s
+                    .map_or(String::new(), |s| format!(", ETA ~{s:.0} s at that rate"));
                 println!(
-                    "    {read}{of} events read, {applied} applied, segments {done}/{}, {rate:.0} events/s since creation{eta}, {:.1} s throttled",
-                    segments.len(),
-                    meta.throttled_secs
+                    "    {}{of} events read, {} applied, segments {}/{}, {:.0} events/s since creation{eta}, {:.1} s throttled",
+                    sum.read, sum.applied, sum.segments_done, sum.segments, sum.events_per_s, sum.throttled_secs
                 );
             }
             Ok(ExitCode::SUCCESS)

@@ -55,7 +55,10 @@ async fn the_application_in_process_serves_commands_queries_and_one_metrics_page
         assert!(!shards.is_empty(), "{app}: {snapshot:?}");
         assert!(shards.iter().map(|s| s.records).sum::<u64>() > 0, "{app}");
         assert!(shards.iter().all(|s| s.checkpoint_timestamp.is_some()), "{app}");
-        let lag = shards.iter().filter_map(|s| s.projection_lag_seconds).fold(f64::NAN, f64::max);
+        let lag = shards
+            .iter()
+            .filter_map(|s| s.projection_lag_seconds)
+            .fold(f64::NAN, f64::max);
         assert!((0.0..60.0).contains(&lag), "{app}: projection lag {lag}");
         let (_, e2e) = snapshot.end_to_end.iter().find(|(a, _)| a == app).unwrap();
         assert!(e2e.count() > 0, "{app}");

@@ -294,6 +294,70 @@ pub struct Segment {
     pub done: bool,
 }
 
+/// A replay's progress in figures: what `cafe replay status` prints and the lag
+/// dashboard shows, computed once.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    /// Its id.
+    pub id: String,
+    /// Where it is.
+    pub state: State,
+    /// The read models it rebuilds.
+    pub models: Vec<String>,
+    /// Events read so far (taken or not).
+    pub read: u64,
+    /// Events applied so far.
+    pub applied: u64,
+    /// The event store's item count when it started (approximate on AWS).
+    pub total_estimate: Option<u64>,
+    /// Read over the estimate, at most 1 (None without an estimate).
+    pub fraction: Option<f64>,
+    /// Segments in all.
+    pub segments: usize,
+    /// Segments read to their end.
+    pub segments_done: usize,
+    /// Events read per second since creation (until finished).
+    pub events_per_s: f64,
+    /// Seconds left at that rate, while running and short of the estimate. The estimate
+    /// is approximate (DynamoDB refreshes its item count about every six hours), so the
+    /// ETA is too; none once it is passed.
+    pub eta_s: Option<f64>,
+    /// Seconds spent waiting on the rate limit.
+    pub throttled_secs: f64,
+}
+
+impl Summary {
+    /// The figures of `meta` and its `segments` at `now`.
+    pub fn of(meta: &Meta, segments: &[Segment], now: DateTime<Utc>) -> Summary {
+        let read: u64 = segments.iter().map(|s| s.read).sum();
+        let applied: u64 = segments.iter().map(|s| s.applied).sum();
+        let until = meta.finished_at.unwrap_or(now);
+        let secs = (until - meta.created_at).num_milliseconds().max(1) as f64 / 1000.0;
+        let rate = read as f64 / secs;
+        let eta_s = match (meta.state, meta.total_estimate) {
+            (State::Running, Some(total)) if total > read && rate > 0.0 => Some((total - read) as f64 / rate),
+            _ => None,
+        };
+        Summary {
+            id: meta.id.as_str().to_owned(),
+            state: meta.state,
+            models: meta.params.models.clone(),
+            read,
+            applied,
+            total_estimate: meta.total_estimate,
+            fraction: meta
+                .total_estimate
+                .filter(|t| *t > 0)
+                .map(|t| (read as f64 / t as f64).min(1.0)),
+            segments: segments.len(),
+            segments_done: segments.iter().filter(|s| s.done).count(),
+            events_per_s: rate,
+            eta_s,
+            throttled_secs: meta.throttled_secs,
+        }
+    }
+}
+
 /// The replays table.
 #[derive(Debug, Clone)]
 pub struct Replays {
@@ -410,6 +474,54 @@ impl Replays {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_summary_gives_progress_rate_and_an_eta_only_while_running_short_of_the_estimate() {
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let mut meta = Meta {
+            id: ReplayId::new(),
+            params: Params {
+                source: Source::default(),
+                models: vec!["orders".into()],
+                filter: Filter::default(),
+                segments: 2,
+                page_size: 100,
+                max_rate: None,
+                slo: None,
+            },
+            watermark: t("2026-11-30T10:00:00Z"),
+            created_at: t("2026-11-30T10:00:00Z"),
+            state: State::Running,
+            finished_at: None,
+            total_estimate: Some(1_000),
+            throttled_secs: 1.5,
+            verified: None,
+            swapped: None,
+        };
+        let seg = |read, done| Segment {
+            read,
+            applied: read,
+            done,
+            ..Segment::default()
+        };
+        let segments = [seg(200, true), seg(300, false)];
+        let now = t("2026-11-30T10:00:10Z");
+        let s = Summary::of(&meta, &segments, now);
+        assert_eq!((s.read, s.segments, s.segments_done), (500, 2, 1));
+        assert!((s.events_per_s - 50.0).abs() < 1e-9);
+        assert_eq!(s.fraction, Some(0.5));
+        assert_eq!(s.eta_s, Some(10.0));
+        // Past the (approximate) estimate: no ETA, progress capped.
+        let more = [seg(700, true), seg(600, true)];
+        let s = Summary::of(&meta, &more, now);
+        assert_eq!((s.eta_s, s.fraction), (None, Some(1.0)));
+        // Finished: the rate is over its own run, not until now.
+        meta.state = State::Finished;
+        meta.finished_at = Some(t("2026-11-30T10:00:05Z"));
+        let s = Summary::of(&meta, &segments, t("2026-11-30T11:00:00Z"));
+        assert!((s.events_per_s - 100.0).abs() < 1e-9);
+        assert_eq!(s.eta_s, None);
+    }
 
     #[test]
     fn ids_are_checked_and_name_their_namespace() {
