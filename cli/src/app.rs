@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use cafe_consumers::WorkerReport;
 use cafe_consumers::metrics::Metrics;
+use cafe_consumers::monitor::MonitorConfig;
 use cafe_localstack::StackConfig;
 use cafe_producers::relay::{RelayConfig, RelayStats};
 use cafe_producers::service::ServiceConfig;
@@ -20,7 +21,9 @@ use cafe_projections::query::Reads;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
+use crate::dashboard::{self, Dashboard};
 use crate::payments::{self, Saga, SagaReport};
 use crate::pipeline::{self, Clients, Service};
 use crate::read_side::{self, ReadSide};
@@ -47,6 +50,9 @@ pub struct Settings {
     pub saga: bool,
     /// This process's worker id in the lease tables.
     pub worker_id: String,
+    /// Serve the lag dashboard (`/dashboard`, `/v1/lag`), its monitor looking this
+    /// way; None: no dashboard.
+    pub monitor: Option<MonitorConfig>,
 }
 
 impl Settings {
@@ -62,6 +68,7 @@ impl Settings {
             projectors: true,
             saga: true,
             worker_id: format!("app-{}", std::process::id()),
+            monitor: Some(MonitorConfig::default()),
         }
     }
 }
@@ -182,6 +189,20 @@ impl Application {
         let registry = Arc::new(registry);
         let mut router =
             cafe_producers::api::router(service.clone()).merge(cafe_consumers::metrics::router(registry.clone()));
+        let background = CancellationToken::new();
+        let dashboard = settings.monitor.map(|monitor| {
+            Dashboard::start(
+                cfg,
+                &clients,
+                dashboard::applications(),
+                settings.projectors.then(|| consumer_metrics.clone()),
+                monitor,
+                background.clone(),
+            )
+        });
+        if let Some(d) = &dashboard {
+            router = router.merge(d.router());
+        }
         if let Some(reads) = reads.clone() {
             router = router.merge(cafe_projections::query::router(reads));
         }
@@ -201,6 +222,8 @@ impl Application {
             api,
             read_side,
             saga,
+            dashboard,
+            background,
         })
     }
 
@@ -227,6 +250,9 @@ pub struct Running {
     api: pipeline::Serving,
     read_side: Option<ReadSide>,
     saga: Option<Saga>,
+    dashboard: Option<Dashboard>,
+    /// Stops the dashboard's monitor and readers.
+    background: CancellationToken,
 }
 
 impl std::fmt::Debug for Running {
@@ -303,6 +329,11 @@ impl Running {
         &self.registry
     }
 
+    /// The lag dashboard's data, when it is served.
+    pub fn dashboard(&self) -> Option<&Dashboard> {
+        self.dashboard.as_ref()
+    }
+
     /// The consumer runtime's metric handles, shared by every projector.
     pub fn consumer_metrics(&self) -> &Metrics {
         &self.consumer_metrics
@@ -313,6 +344,7 @@ impl Running {
     /// its invocation in flight. What a stage leaves undone is reported, not waited for.
     pub async fn stop(self, deadline: Duration) -> Result<Stopped> {
         let mut undone = Vec::new();
+        self.background.cancel();
         let _ = self.stop.send(true);
         let relay = self.api.drained(deadline).await?;
         if relay.is_none() {

@@ -9,6 +9,7 @@
 //! connecting to; nothing matches on the kind).
 
 pub mod app;
+pub mod dashboard;
 pub mod load;
 pub mod payments;
 pub mod pipeline;

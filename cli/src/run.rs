@@ -145,6 +145,7 @@ pub async fn run(stack: &Stack, args: RunArgs) -> Result<std::process::ExitCode>
     let payments_queue = running.payments_queue().to_owned();
     let base = format!("http://{}", running.addr());
     println!("command API (and queries) on {base}; outbox relay and projectors running");
+    println!("lag dashboard on {base}/dashboard (its data: {base}/v1/lag; Prometheus: {base}/metrics)");
     let http = load::client();
     load::seed_menu(&http, &base).await.context("publishing the menu")?;
     let mut tap = load::StreamTap::new(clients.kinesis.clone(), stream).await?;

@@ -9,6 +9,7 @@ mod common;
 
 use std::time::Duration;
 
+use cafe_app::dashboard::LagPage;
 use cafe_app::{Application, Settings, load};
 use common::Sandbox;
 
@@ -45,6 +46,36 @@ async fn the_application_in_process_serves_commands_queries_and_one_metrics_page
     for app in running.applications() {
         let series = format!("cafe_consumer_records_total{{application=\"{app}\"");
         assert!(metrics.contains(&series), "{series} missing from:\n{metrics}");
+    }
+
+    // The lag dashboard on the same server: the page, its chart library from the
+    // binary, and the data it polls.
+    let (status, html) = load::get_bytes(&http, &base, "/dashboard").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&html).contains("/dashboard/assets/uPlot.iife.min.js"));
+    let (status, js) = load::get_bytes(&http, &base, "/dashboard/assets/uPlot.iife.min.js")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(js.len() > 40_000 && String::from_utf8_lossy(&js).contains("uPlot"));
+    let mut page = LagPage::default();
+    for _ in 0..50 {
+        let (status, body) = load::get_bytes(&http, &base, "/v1/lag").await.unwrap();
+        assert_eq!(status, 200);
+        page = serde_json::from_slice(&body).unwrap();
+        if page.lag.history.t.len() >= 3 && page.lag.applications.iter().all(|a| a.events_per_s.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let names: Vec<&str> = page.lag.applications.iter().map(|a| a.application.as_str()).collect();
+    assert_eq!(names.len(), 7, "{names:?}");
+    assert!(page.lag.history.t.len() >= 3, "{:?}", page.lag.history);
+    for a in &page.lag.applications {
+        assert!(!a.shards.is_empty(), "{a:?}");
+        assert!(a.events_per_s.is_some(), "{a:?}");
+        assert!(a.parked.is_some(), "the parking lot is read: {a:?}");
+        assert!(page.lag.history.lag_s.contains_key(&a.application));
     }
 
     // The same figures, typed, without parsing the text: every application applied

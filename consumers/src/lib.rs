@@ -29,6 +29,7 @@ pub mod fanout;
 pub mod lag;
 pub mod lease;
 pub mod metrics;
+pub mod monitor;
 pub mod parking;
 pub mod processor;
 pub mod retrieval;

@@ -18,7 +18,7 @@ use std::cmp::Ordering;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::lease::Checkpoint;
 
@@ -38,7 +38,7 @@ pub struct Sample {
 }
 
 /// A shard's status, mildest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Status {
     /// Keeping up: the lag was zero at some point in the window, or it shrinks.

@@ -296,7 +296,7 @@ pub struct Segment {
 
 /// A replay's progress in figures: what `cafe replay status` prints and the lag
 /// dashboard shows, computed once.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     /// Its id.
     pub id: String,

@@ -1,0 +1,149 @@
+//! The live lag dashboard: `/dashboard` (one page, charts by uPlot, embedded in the
+//! binary: nothing is fetched from the internet) over `/v1/lag` (the lag monitor's
+//! report and the replays' progress, as JSON the page polls every second).
+//!
+//! Served by the main job's HTTP server and by `cafe lag serve` on its own; both start
+//! it with [`Dashboard::start`].
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use cafe_consumers::lag::LagProbe;
+use cafe_consumers::metrics::Metrics;
+use cafe_consumers::monitor::{LagMonitor, LagReport, LagView, MonitorConfig};
+use cafe_consumers::parking::DynamoParkingLot;
+use cafe_localstack::StackConfig;
+use cafe_projections::catalog::ReadModel;
+use cafe_replay::record::Summary;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::pipeline::Clients;
+
+const PAGE: &str = include_str!("../assets/dashboard.html");
+const UPLOT_JS: &str = include_str!("../assets/uplot/uPlot.iife.min.js");
+const UPLOT_CSS: &str = include_str!("../assets/uplot/uPlot.min.css");
+
+/// How often the replays table is read (a replay moves slowly; its table is a Query).
+const REPLAYS_EVERY: Duration = Duration::from_secs(2);
+
+/// What `/v1/lag` answers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LagPage {
+    /// The lag monitor's report.
+    #[serde(flatten)]
+    pub lag: LagReport,
+    /// Replays not yet dropped, newest first.
+    pub replays: Vec<Summary>,
+}
+
+/// The consumer applications of the pipeline: every read model's projector and the
+/// payment-requests consumer.
+pub fn applications() -> Vec<String> {
+    let mut apps: Vec<String> = ReadModel::ALL.iter().map(|m| m.name().to_owned()).collect();
+    apps.push(cafe_lambda_payment::requests::APPLICATION.to_owned());
+    apps
+}
+
+/// The dashboard's data sources, running.
+#[derive(Debug, Clone)]
+pub struct Dashboard {
+    view: LagView,
+    replays: Arc<RwLock<Vec<Summary>>>,
+}
+
+impl Dashboard {
+    /// Starts the lag monitor over `applications` (with this process's `metrics`, when
+    /// its workers run here) and the replays reader, both until `stop`.
+    pub fn start(
+        cfg: &StackConfig,
+        clients: &Clients,
+        applications: Vec<String>,
+        metrics: Option<Metrics>,
+        monitor: MonitorConfig,
+        stop: CancellationToken,
+    ) -> Dashboard {
+        let probe = LagProbe {
+            kinesis: clients.kinesis.clone(),
+            stream: cfg.names.stream.clone(),
+            dynamodb: clients.dynamodb.clone(),
+            leases_table: cfg.names.leases_table.clone(),
+            applications,
+        };
+        let mut lag = LagMonitor::new(probe, monitor)
+            .with_parking(DynamoParkingLot::new(clients.dynamodb.clone(), &cfg.names.parked_table));
+        if let Some(m) = metrics {
+            lag = lag.with_metrics(m);
+        }
+        let view = lag.view();
+        tokio::spawn(lag.run(stop.clone()));
+        let replays = Arc::new(RwLock::new(Vec::new()));
+        let table = cafe_replay::Replays::new(clients.dynamodb.clone(), &cfg.names.replays_table);
+        let into = replays.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REPLAYS_EVERY);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                match read_replays(&table).await {
+                    Ok(list) => *into.write().unwrap_or_else(|p| p.into_inner()) = list,
+                    Err(e) => tracing::debug!(error = %e, "dashboard: could not read the replays"),
+                }
+            }
+        });
+        Dashboard { view, replays }
+    }
+
+    /// What `/v1/lag` answers now.
+    pub fn page(&self) -> LagPage {
+        LagPage {
+            lag: self.view.report(),
+            replays: self.replays.read().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
+    }
+
+    /// `/dashboard`, its assets, and `/v1/lag`.
+    pub fn router(&self) -> axum::Router {
+        let me = self.clone();
+        axum::Router::new()
+            .route("/dashboard", axum::routing::get(page))
+            .route("/dashboard/assets/uPlot.iife.min.js", axum::routing::get(uplot_js))
+            .route("/dashboard/assets/uPlot.min.css", axum::routing::get(uplot_css))
+            .route(
+                "/v1/lag",
+                axum::routing::get(move || {
+                    let me = me.clone();
+                    async move { axum::Json(me.page()) }
+                }),
+            )
+    }
+}
+
+async fn read_replays(table: &cafe_replay::Replays) -> Result<Vec<Summary>, cafe_replay::ReplayError> {
+    let now = chrono::Utc::now();
+    let mut out = Vec::new();
+    for meta in table.list().await? {
+        if meta.state == cafe_replay::record::State::Dropped {
+            continue;
+        }
+        let (meta, segments) = table.load(&meta.id).await?;
+        out.push(Summary::of(&meta, &segments, now));
+    }
+    Ok(out)
+}
+
+async fn page() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE)
+}
+
+async fn uplot_js() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], UPLOT_JS)
+}
+
+async fn uplot_css() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], UPLOT_CSS)
+}
