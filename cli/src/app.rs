@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use cafe_consumers::WorkerReport;
+use cafe_consumers::cloudwatch::{CloudWatchConfig, CloudWatchPublisher};
 use cafe_consumers::metrics::Metrics;
 use cafe_consumers::monitor::MonitorConfig;
 use cafe_localstack::StackConfig;
@@ -53,6 +54,10 @@ pub struct Settings {
     /// Serve the lag dashboard (`/dashboard`, `/v1/lag`), its monitor looking this
     /// way; None: no dashboard.
     pub monitor: Option<MonitorConfig>,
+    /// Publish the consumer metrics to CloudWatch this way; None: not at all (locally
+    /// the default: moto keeps every value of a distribution as its own object, so a
+    /// long run would grow it without bound).
+    pub cloudwatch: Option<CloudWatchConfig>,
 }
 
 impl Settings {
@@ -69,6 +74,7 @@ impl Settings {
             saga: true,
             worker_id: format!("app-{}", std::process::id()),
             monitor: Some(MonitorConfig::default()),
+            cloudwatch: None,
         }
     }
 }
@@ -203,6 +209,10 @@ impl Application {
         if let Some(d) = &dashboard {
             router = router.merge(d.router());
         }
+        let publisher = settings.cloudwatch.clone().map(|cw| {
+            let publisher = CloudWatchPublisher::new(clients.cloudwatch.clone(), cw, consumer_metrics.clone());
+            tokio::spawn(publisher.run(background.clone()))
+        });
         if let Some(reads) = reads.clone() {
             router = router.merge(cafe_projections::query::router(reads));
         }
@@ -224,6 +234,7 @@ impl Application {
             saga,
             dashboard,
             background,
+            publisher,
         })
     }
 
@@ -251,8 +262,9 @@ pub struct Running {
     read_side: Option<ReadSide>,
     saga: Option<Saga>,
     dashboard: Option<Dashboard>,
-    /// Stops the dashboard's monitor and readers.
+    /// Stops the dashboard's monitor and readers, and the CloudWatch publisher.
     background: CancellationToken,
+    publisher: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Running {
@@ -344,7 +356,6 @@ impl Running {
     /// its invocation in flight. What a stage leaves undone is reported, not waited for.
     pub async fn stop(self, deadline: Duration) -> Result<Stopped> {
         let mut undone = Vec::new();
-        self.background.cancel();
         let _ = self.stop.send(true);
         let relay = self.api.drained(deadline).await?;
         if relay.is_none() {
@@ -358,6 +369,13 @@ impl Running {
             if !r.shards_abandoned.is_empty() {
                 undone.push(format!("{name} left shards {:?} to failover", r.shards_abandoned));
             }
+        }
+        self.background.cancel();
+        // The publisher's last send covers the projectors' final batches.
+        if let Some(publisher) = self.publisher
+            && tokio::time::timeout(deadline, publisher).await.is_err()
+        {
+            undone.push("the CloudWatch publisher's last send did not finish".to_owned());
         }
         let saga = match self.saga {
             Some(saga) => {

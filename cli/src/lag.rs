@@ -27,18 +27,18 @@ pub struct LagArgs {
     #[arg(long, value_delimiter = ',')]
     application: Vec<String>,
     /// How often to sample.
-    #[arg(long, default_value = "1s", value_parser = positive_duration)]
+    #[arg(long, default_value = "1s", value_parser = crate::positive_duration)]
     every: Duration,
     /// How long to sample.
-    #[arg(long = "for", default_value = "10s", value_parser = positive_duration)]
+    #[arg(long = "for", default_value = "10s", value_parser = crate::positive_duration)]
     duration: Duration,
     /// A shard whose checkpoint stands still this long while records wait (and its
     /// owner renews) is STALL.
-    #[arg(long, default_value = "30s", value_parser = positive_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::positive_duration)]
     stall_after: Duration,
     /// A shard whose owner's lease counter stands still this long is DEAD (the
     /// workers' failover time).
-    #[arg(long, default_value = "10s", value_parser = positive_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::positive_duration)]
     dead_after: Duration,
     /// Print JSON: per application its status, lag p99 and maximum, and each shard's
     /// status.
@@ -59,14 +59,6 @@ struct AppLag {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn positive_duration(s: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(s) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err("must be longer than zero".to_owned()),
-        Err(e) => Err(e.to_string()),
-    }
 }
 
 pub async fn run(cfg: &StackConfig, args: LagArgs) -> Result<ExitCode> {

@@ -98,6 +98,10 @@ enum Command {
         /// Where the command API listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Publish the consumer metrics to CloudWatch this often (with --aws: every 60s
+        /// unless given; locally off unless given: moto is the stand-in).
+        #[arg(long, value_parser = positive_duration)]
+        cloudwatch_every: Option<Duration>,
     },
     /// Benchmarks that print figures (never pass/fail).
     Bench {
@@ -313,6 +317,7 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
             rate,
             aws,
             listen,
+            cloudwatch_every,
         } => {
             run::run(
                 &stack,
@@ -321,6 +326,7 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
                     rate,
                     aws,
                     listen,
+                    cloudwatch_every: cloudwatch_every.or(aws.then_some(Duration::from_secs(60))),
                 },
             )
             .await
@@ -505,6 +511,15 @@ async fn api(cfg: &StackConfig, listen: SocketAddr, aws: bool) -> Result<std::pr
             );
             Ok(std::process::ExitCode::FAILURE)
         }
+    }
+}
+
+/// A duration argument that must be longer than zero (exit code 2 otherwise).
+pub(crate) fn positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be longer than zero".to_owned()),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -27,6 +27,8 @@ pub struct Clients {
     pub sqs: aws_sdk_sqs::Client,
     /// The Redshift Data API (used when the configuration names a Redshift target).
     pub redshift: aws_sdk_redshiftdata::Client,
+    /// CloudWatch (moto locally), where the metrics publisher sends.
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
 }
 
 impl Clients {
@@ -39,6 +41,7 @@ impl Clients {
                 dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
                 sqs: aws_sdk_sqs::Client::new(&sdk),
                 redshift: aws_sdk_redshiftdata::Client::new(&sdk),
+                cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk),
             }
         } else {
             let sdk = cafe_localstack::aws::sdk_config(cfg).await;
@@ -47,6 +50,7 @@ impl Clients {
                 dynamodb: cafe_localstack::aws::dynamodb(&sdk, cfg),
                 sqs: cafe_localstack::aws::sqs(&sdk, cfg),
                 redshift: aws_sdk_redshiftdata::Client::new(&sdk),
+                cloudwatch: cafe_localstack::aws::cloudwatch(&sdk, cfg),
             }
         }
     }

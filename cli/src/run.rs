@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use cafe_app::app::{Application, Settings, Stopped};
 use cafe_app::{load, payments, read_side};
+use cafe_consumers::cloudwatch::CloudWatchConfig;
 
 /// A part kept up when it is through its backlog this soon after the load stops: a
 /// projector checkpoints once a second, so one that keeps up is a second or two behind;
@@ -48,6 +49,8 @@ pub struct RunArgs {
     pub aws: bool,
     /// Where the API listens.
     pub listen: SocketAddr,
+    /// Publish the consumer metrics to CloudWatch this often (None: not at all).
+    pub cloudwatch_every: Option<Duration>,
 }
 
 /// Where a part's backlog is read.
@@ -118,6 +121,10 @@ pub async fn run(stack: &Stack, args: RunArgs) -> Result<std::process::ExitCode>
     // run under the Lambda emulator.
     settings.saga = !args.aws;
     settings.worker_id = format!("run-{}", std::process::id());
+    settings.cloudwatch = args.cloudwatch_every.map(|every| CloudWatchConfig {
+        every,
+        ..CloudWatchConfig::new(&cfg.names.stream)
+    });
     let app = Application::build(settings).await?;
     let clients = app.clients().clone();
     let stream = &cfg.names.stream;

@@ -9,8 +9,10 @@ mod common;
 
 use std::time::Duration;
 
+use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use cafe_app::dashboard::LagPage;
 use cafe_app::{Application, Settings, load};
+use cafe_consumers::cloudwatch::CloudWatchConfig;
 use common::Sandbox;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,6 +23,13 @@ async fn the_application_in_process_serves_commands_queries_and_one_metrics_page
     // The payment function runs as a process under the Lambda emulator, found beside
     // the `cafe` binary; the saga has its own tests.
     settings.saga = false;
+    let namespace = format!("CloudCafe/AppIt-{}", std::process::id());
+    settings.cloudwatch = Some(CloudWatchConfig {
+        namespace: namespace.clone(),
+        every: Duration::from_secs(1),
+        ..CloudWatchConfig::new(&settings.stack.names.stream)
+    });
+    let stream = settings.stack.names.stream.clone();
     let app = Application::build(settings).await.unwrap();
     let addr = app.addr();
     assert_ne!(addr.port(), 0, "port 0 is resolved at build time");
@@ -107,4 +116,35 @@ async fn the_application_in_process_serves_commands_queries_and_one_metrics_page
     }
     // Stopped means stopped: the port no longer answers.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+
+    // The publisher sent to CloudWatch (moto) while it ran, and once more at the stop:
+    // what every projector applied is there, per application.
+    let cfg = sandbox.config();
+    let cw = cafe_localstack::aws::cloudwatch(&cafe_localstack::aws::sdk_config(&cfg).await, &cfg);
+    for (name, r) in &stopped.projectors {
+        // GetMetricData matches dimensions exactly, as CloudWatch does (moto's
+        // GetMetricStatistics also counts the per-shard series of the application).
+        let now = std::time::SystemTime::now();
+        let metric = Metric::builder()
+            .namespace(&namespace)
+            .metric_name(cafe_consumers::metrics::RECORDS)
+            .dimensions(Dimension::builder().name("Stream").value(&stream).build())
+            .dimensions(Dimension::builder().name("Application").value(*name).build())
+            .build();
+        let out = cw
+            .get_metric_data()
+            .start_time((now - Duration::from_secs(600)).into())
+            .end_time((now + Duration::from_secs(60)).into())
+            .metric_data_queries(
+                MetricDataQuery::builder()
+                    .id("q")
+                    .metric_stat(MetricStat::builder().metric(metric).period(3600).stat("Sum").build())
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let sum: f64 = out.metric_data_results()[0].values().iter().sum();
+        assert_eq!(sum, r.records as f64, "{name} in CloudWatch");
+    }
 }

@@ -24,6 +24,7 @@
 //! `lambdas/projector`.
 
 pub mod backlog;
+pub mod cloudwatch;
 pub mod discovery;
 pub mod fanout;
 pub mod lag;

@@ -65,6 +65,9 @@ pub const CHECKPOINT_TIMESTAMP: &str = "checkpoint_timestamp_seconds";
 /// When the shard's lease was last renewed (Unix seconds): the owner's heartbeat, which
 /// tells an idle shard (fresh) from a dead owner (stale).
 pub const HEARTBEAT_TIMESTAMP: &str = "heartbeat_timestamp_seconds";
+/// Datums the CloudWatch publisher dropped because its buffer was full (CloudWatch
+/// unreachable for long): counted, never dropped silently.
+pub const CLOUDWATCH_DROPPED: &str = "cloudwatch_datums_dropped";
 
 /// What kind of series a metric is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +114,8 @@ pub enum Scope {
     Worker,
     /// `application`.
     Application,
+    /// None: one series for the process.
+    Process,
 }
 
 impl Scope {
@@ -120,6 +125,7 @@ impl Scope {
             Scope::Shard => &["application", "shard"],
             Scope::Worker => &["application", "worker"],
             Scope::Application => &["application"],
+            Scope::Process => &[],
         }
     }
 }
@@ -273,6 +279,13 @@ pub const CATALOG: &[MetricDef] = &[
         Unit::Count,
         Scope::Worker,
         "Leases handed to another worker on request",
+    ),
+    def(
+        CLOUDWATCH_DROPPED,
+        Kind::Counter,
+        Unit::Count,
+        Scope::Process,
+        "CloudWatch datums dropped because the send buffer was full",
     ),
 ];
 
@@ -485,6 +498,7 @@ pub struct Metrics {
     pub(crate) leases_taken: Family<WorkerLabels, Counter>,
     pub(crate) leases_lost: Family<WorkerLabels, Counter>,
     pub(crate) leases_handed_off: Family<WorkerLabels, Counter>,
+    pub(crate) cloudwatch_dropped: Counter,
     /// The shards seen, so [`Metrics::snapshot`] can list them (a `Family` cannot be
     /// iterated).
     shards: Arc<Mutex<BTreeSet<ShardLabels>>>,
@@ -511,6 +525,7 @@ impl Metrics {
             leases_taken: Family::default(),
             leases_lost: Family::default(),
             leases_handed_off: Family::default(),
+            cloudwatch_dropped: Counter::default(),
             shards: Arc::default(),
         };
         let r = registry.sub_registry_with_prefix(PREFIX);
@@ -534,6 +549,7 @@ impl Metrics {
                 LEASES_TAKEN => r.register(d.name, help, m.leases_taken.clone()),
                 LEASES_LOST => r.register(d.name, help, m.leases_lost.clone()),
                 LEASES_HANDED_OFF => r.register(d.name, help, m.leases_handed_off.clone()),
+                CLOUDWATCH_DROPPED => r.register(d.name, help, m.cloudwatch_dropped.clone()),
                 // A catalogue entry without a handle fails the registration test.
                 _ => {}
             }
@@ -716,6 +732,7 @@ mod tests {
         for c in [&m.leases_taken, &m.leases_lost, &m.leases_handed_off] {
             c.get_or_create(&w).inc();
         }
+        m.cloudwatch_dropped.inc();
         let text = render(&registry);
         for d in CATALOG {
             assert!(

@@ -2,6 +2,7 @@
 // Tests fail by panicking; unwrap is the assertion.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cloudwatch;
 mod fanout;
 mod helpers;
 mod lag;
