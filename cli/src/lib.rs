@@ -11,6 +11,7 @@
 pub mod app;
 pub mod dashboard;
 pub mod load;
+pub mod observability;
 pub mod payments;
 pub mod pipeline;
 pub mod read_side;

@@ -119,6 +119,11 @@ enum Command {
     /// Rebuild read models into shadow copies from the event store, verify them
     /// against the live ones, and drop them.
     Replay(replay::ReplayArgs),
+    /// The CloudWatch dashboard and alarms, generated from the metric catalogue.
+    Cloudwatch {
+        #[command(subcommand)]
+        action: CloudwatchAction,
+    },
     /// Serve the command API and run the outbox relay until SIGTERM or Ctrl-C.
     Api {
         /// Where the command API listens (port 0 picks a free one; the address is printed).
@@ -218,6 +223,26 @@ enum BenchWhat {
         /// the machine partly idle (README has both figures).
         #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u16).range(1..=4096))]
         concurrency: u16,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CloudwatchAction {
+    /// Print the dashboard body, or write `dashboard.json` and `alarms.json` into a
+    /// directory (Terraform reads them from `infra/cloudwatch`).
+    Render {
+        /// Write the files here instead of printing the dashboard.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Put the dashboard and the alarms into CloudWatch (moto locally; AWS with --aws).
+    Apply {
+        /// Use the AWS SDK's default chain instead of the local stack.
+        #[arg(long)]
+        aws: bool,
+        /// The HTTP API's id, for the API widgets.
+        #[arg(long, default_value = "local")]
+        api_id: String,
     },
 }
 
@@ -332,6 +357,36 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
             .await
         }
         Command::Api { listen, aws } => api(&cfg, listen, aws).await,
+        Command::Cloudwatch { action } => {
+            let apps = cafe_app::dashboard::applications();
+            match action {
+                CloudwatchAction::Render { out: None } => {
+                    print!("{}", cafe_app::observability::render(&cfg.names, &apps)[0].1);
+                }
+                CloudwatchAction::Render { out: Some(dir) } => {
+                    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                    for (file, contents) in cafe_app::observability::render(&cfg.names, &apps) {
+                        let path = dir.join(file);
+                        std::fs::write(&path, contents).with_context(|| format!("writing {}", path.display()))?;
+                        println!("wrote {}", path.display());
+                    }
+                }
+                CloudwatchAction::Apply { aws, api_id } => {
+                    if !aws {
+                        up(&stack, false).await?;
+                    }
+                    let clients = pipeline::Clients::new(&cfg, aws).await;
+                    let applied =
+                        cafe_app::observability::apply(&clients.cloudwatch, &cfg.names, &apps, &api_id).await?;
+                    println!(
+                        "dashboard {} and {} alarms put",
+                        applied.dashboard,
+                        applied.alarms.len()
+                    );
+                }
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
         Command::Analytics(args) => {
             analytics::run(&cfg, args).await?;
             Ok(std::process::ExitCode::SUCCESS)

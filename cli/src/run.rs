@@ -123,7 +123,7 @@ pub async fn run(stack: &Stack, args: RunArgs) -> Result<std::process::ExitCode>
     settings.worker_id = format!("run-{}", std::process::id());
     settings.cloudwatch = args.cloudwatch_every.map(|every| CloudWatchConfig {
         every,
-        ..CloudWatchConfig::new(&cfg.names.stream)
+        ..CloudWatchConfig::new(&cfg.names.metrics_namespace, &cfg.names.stream)
     });
     let app = Application::build(settings).await?;
     let clients = app.clients().clone();

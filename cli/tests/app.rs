@@ -27,7 +27,7 @@ async fn the_application_in_process_serves_commands_queries_and_one_metrics_page
     settings.cloudwatch = Some(CloudWatchConfig {
         namespace: namespace.clone(),
         every: Duration::from_secs(1),
-        ..CloudWatchConfig::new(&settings.stack.names.stream)
+        ..CloudWatchConfig::new(&namespace, &settings.stack.names.stream)
     });
     let stream = settings.stack.names.stream.clone();
     let app = Application::build(settings).await.unwrap();

@@ -28,8 +28,6 @@ use crate::metrics::{
 
 /// PutMetricData's limit.
 pub const MAX_DATUMS_PER_CALL: usize = 1000;
-/// The namespace the runtime's metrics go to.
-pub const NAMESPACE: &str = "CloudCafe/Consumers";
 
 /// Where and how often.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,10 +43,11 @@ pub struct CloudWatchConfig {
 }
 
 impl CloudWatchConfig {
-    /// The defaults for `stream`.
-    pub fn new(stream: impl Into<String>) -> CloudWatchConfig {
+    /// The defaults for `stream`, into `namespace` (`infra/names.json`'s
+    /// `metrics_namespace`).
+    pub fn new(namespace: impl Into<String>, stream: impl Into<String>) -> CloudWatchConfig {
         CloudWatchConfig {
-            namespace: NAMESPACE.to_owned(),
+            namespace: namespace.into(),
             stream: stream.into(),
             every: Duration::from_secs(60),
             buffer: 20_000,

@@ -52,9 +52,11 @@ pub const DEFERRED: &str = "deferred";
 pub const READS_THROTTLED: &str = "reads_throttled";
 /// Shards that fell back from enhanced fan-out to polling.
 pub const FANOUT_FALLBACKS: &str = "fanout_fallbacks";
-/// Now minus the `occurred_at` of the newest event the application applied on the shard:
-/// the read model's staleness in time, which MillisBehindLatest (arrival-based, and zero
-/// whenever the last read was at the tip) does not give.
+/// How stale the read model is on the shard, in time: now minus the `occurred_at` of
+/// the newest event applied while the last read brought records (zero once a read
+/// finds nothing more). Computed when read, so a projector stuck on a batch shows a lag
+/// that grows by the second, where MillisBehindLatest (arrival-based, and as of the
+/// last read) stands still.
 pub const PROJECTION_LAG_SECONDS: &str = "projection_lag_seconds";
 /// Per applied event, the time it was applied minus its `occurred_at`: the pipeline's
 /// end-to-end latency from the command's decision to the read model.
@@ -323,6 +325,63 @@ type HistogramFamily = Family<WorkerLabels, Histogram, fn() -> Histogram>;
 type LatencyFamily = Family<ApplicationLabels, Latency, fn() -> Latency>;
 type SecondsGauge = Gauge<f64, AtomicU64>;
 
+/// The projection lag of one shard ([`PROJECTION_LAG_SECONDS`]): the newest applied
+/// event's time and whether the last read found more, turned into seconds when read.
+#[derive(Debug, Clone, Default)]
+pub struct Staleness {
+    inner: Arc<StalenessInner>,
+}
+
+#[derive(Debug, Default)]
+struct StalenessInner {
+    /// `occurred_at` of the newest event applied, Unix microseconds (0: none yet).
+    newest_micros: AtomicU64,
+    /// Whether the last read brought records (so something may wait past the newest).
+    waiting: std::sync::atomic::AtomicBool,
+}
+
+impl Staleness {
+    pub(crate) fn applied(&self, occurred_micros: i64) {
+        let micros = u64::try_from(occurred_micros).unwrap_or(0);
+        self.inner.newest_micros.fetch_max(micros, Ordering::Relaxed);
+    }
+
+    pub(crate) fn read(&self, brought_records: bool) {
+        self.inner.waiting.store(brought_records, Ordering::Relaxed);
+    }
+
+    /// Seconds behind at `now_micros`; None before anything was applied or read.
+    pub fn seconds_at(&self, now_micros: i64) -> Option<f64> {
+        let newest = self.inner.newest_micros.load(Ordering::Relaxed);
+        if !self.inner.waiting.load(Ordering::Relaxed) {
+            return Some(0.0);
+        }
+        if newest == 0 {
+            return None;
+        }
+        Some(((now_micros as f64 - newest as f64) / 1e6).max(0.0))
+    }
+
+    /// Seconds behind now.
+    pub fn seconds(&self) -> Option<f64> {
+        self.seconds_at(chrono::Utc::now().timestamp_micros())
+    }
+}
+
+impl TypedMetric for Staleness {
+    const TYPE: MetricType = MetricType::Gauge;
+}
+
+impl EncodeMetric for Staleness {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_gauge(&self.seconds().unwrap_or(0.0))
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
 fn batch_histogram() -> Histogram {
     // 1 ms .. ~33 s
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
@@ -482,7 +541,7 @@ impl EncodeMetric for Latency {
 #[derive(Debug, Clone)]
 pub struct Metrics {
     pub(crate) millis_behind_latest: Family<ShardLabels, Gauge>,
-    pub(crate) projection_lag_seconds: Family<ShardLabels, SecondsGauge>,
+    pub(crate) projection_lag_seconds: Family<ShardLabels, Staleness>,
     pub(crate) checkpoint_timestamp: Family<ShardLabels, SecondsGauge>,
     pub(crate) heartbeat_timestamp: Family<ShardLabels, SecondsGauge>,
     pub(crate) records: Family<ShardLabels, Counter>,
@@ -597,7 +656,7 @@ impl Metrics {
                 shard: l.shard.clone(),
                 held: self.millis_behind_latest.get(l).is_some(),
                 millis_behind_latest: self.millis_behind_latest.get(l).map(|g| g.get()),
-                projection_lag_seconds: seconds(&self.projection_lag_seconds, l),
+                projection_lag_seconds: self.projection_lag_seconds.get(l).and_then(|s| s.seconds()),
                 checkpoint_timestamp: seconds(&self.checkpoint_timestamp, l),
                 heartbeat_timestamp: seconds(&self.heartbeat_timestamp, l),
                 records: counter(&self.records, l),
@@ -712,7 +771,7 @@ mod tests {
             application: "a".into(),
         };
         m.millis_behind_latest.get_or_create(&s).set(1);
-        m.projection_lag_seconds.get_or_create(&s).set(1.0);
+        m.projection_lag_seconds.get_or_create(&s).applied(1);
         m.checkpoint_timestamp.get_or_create(&s).set(1.0);
         m.heartbeat_timestamp.get_or_create(&s).set(1.0);
         for c in [
@@ -744,6 +803,21 @@ mod tests {
         }
         let families = text.lines().filter(|l| l.starts_with("# HELP")).count();
         assert_eq!(families, CATALOG.len(), "a metric outside the catalogue:\n{text}");
+    }
+
+    #[test]
+    fn staleness_grows_with_the_clock_while_records_wait_and_is_zero_once_a_read_finds_none() {
+        let s = Staleness::default();
+        assert_eq!(s.seconds_at(0), Some(0.0), "nothing read: nothing known to wait");
+        s.read(true);
+        assert_eq!(s.seconds_at(5_000_000), None, "records wait, none applied yet");
+        s.applied(1_000_000);
+        s.applied(500_000); // an older one later does not move it back
+        assert_eq!(s.seconds_at(3_000_000), Some(2.0));
+        // Stuck on a batch: the lag keeps growing with the clock.
+        assert_eq!(s.seconds_at(11_000_000), Some(10.0));
+        s.read(false);
+        assert_eq!(s.seconds_at(11_000_000), Some(0.0));
     }
 
     #[test]

@@ -239,6 +239,7 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> ShardReader<P, L, K> {
             ShardRead {
                 shard: &self.labels,
                 millis_behind_latest: batch.millis_behind_latest,
+                records: batch.records.len(),
             }
             .emit(self.shared.sink());
             let caught_up = batch.records.is_empty() || (batch.millis_behind_latest == 0 && !full);
@@ -357,6 +358,7 @@ impl<P: Processor, L: LeaseTable, K: ParkingLot> ShardReader<P, L, K> {
             ShardRead {
                 shard: &self.labels,
                 millis_behind_latest: batch.millis_behind_latest,
+                records: batch.records.len(),
             }
             .emit(self.shared.sink());
             if let Some(exit) = self.handle(batch).await {

@@ -55,6 +55,8 @@ fn unix_now() -> f64 {
 pub(crate) struct ShardRead<'a> {
     pub(crate) shard: &'a ShardLabels,
     pub(crate) millis_behind_latest: i64,
+    /// User records the read brought (none: nothing waits past what was applied).
+    pub(crate) records: usize,
 }
 
 impl InternalEvent for ShardRead<'_> {
@@ -64,6 +66,10 @@ impl InternalEvent for ShardRead<'_> {
             .millis_behind_latest
             .get_or_create(self.shard)
             .set(self.millis_behind_latest);
+        to.metrics
+            .projection_lag_seconds
+            .get_or_create(self.shard)
+            .read(self.records > 0);
     }
 }
 
@@ -104,19 +110,13 @@ impl InternalEvent for BatchApplied<'_> {
             application: self.shard.application.clone(),
         };
         let histogram = m.end_to_end.get_or_create_owned(&app);
-        let mut newest: Option<f64> = None;
+        let staleness = m.projection_lag_seconds.get_or_create_owned(self.shard);
         for r in self.records {
             // A record that is not an envelope (a test's bytes, poison) has no age.
             if let Some(at) = cafe_events::envelope::occurred_at_of(&r.data) {
-                let at = at.timestamp_micros() as f64 / 1e6;
-                histogram.observe(now - at);
-                newest = Some(newest.map_or(at, |n: f64| n.max(at)));
+                histogram.observe(now - at.timestamp_micros() as f64 / 1e6);
+                staleness.applied(at.timestamp_micros());
             }
-        }
-        if let Some(at) = newest {
-            m.projection_lag_seconds
-                .get_or_create(self.shard)
-                .set((now - at).max(0.0));
         }
         debug!(sequence = %last.sequence, sub = last.sub, records = n, "batch processed");
     }
