@@ -7,5 +7,6 @@ mod fanout;
 mod helpers;
 mod lag;
 mod lease;
+mod monitor;
 mod retrieval;
 mod worker;
