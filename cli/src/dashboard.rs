@@ -123,6 +123,71 @@ impl Dashboard {
     }
 }
 
+/// The page as a terminal table: per application its status, lag, MillisBehindLatest,
+/// events/s, end-to-end p99 and parked records, then (with `shards`) each shard.
+pub fn table(page: &LagPage, shards: bool) -> String {
+    use std::fmt::Write;
+    let opt = |v: Option<f64>, digits: usize| v.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
+    let mut out = String::new();
+    let at = page
+        .lag
+        .at
+        .map_or("never".to_owned(), |t| t.format("%H:%M:%S").to_string());
+    let _ = writeln!(out, "lag at {at} (every {} ms)", page.lag.every_ms);
+    if let Some(e) = &page.lag.error {
+        let _ = writeln!(out, "last look failed: {e}");
+    }
+    let _ = writeln!(
+        out,
+        "{:<18} {:<7} {:>8} {:>9} {:>9} {:>10} {:>7} {:>11}",
+        "application", "status", "lag s", "MBL ms", "events/s", "e2e p99 ms", "parked", "oldest park"
+    );
+    for a in &page.lag.applications {
+        let mbl = a.shards.iter().filter_map(|s| s.millis_behind_latest).max();
+        let _ = writeln!(
+            out,
+            "{:<18} {:<7} {:>8.2} {:>9} {:>9} {:>10} {:>7} {:>11}",
+            a.application,
+            format!("{:?}", a.status).to_uppercase(),
+            a.lag_ms as f64 / 1e3,
+            mbl.map_or("-".to_owned(), |m| m.to_string()),
+            opt(a.events_per_s, 1),
+            opt(a.end_to_end_p99_ms, 0),
+            a.parked.map_or("-".to_owned(), |n| n.to_string()),
+            a.parked_oldest_age_s.map_or("-".to_owned(), |s| format!("{s:.0} s")),
+        );
+        if shards {
+            for s in &a.shards {
+                let _ = writeln!(
+                    out,
+                    "  {:<16} {:<7} {:>8.2} {:>9} {:>9}  owner {} heartbeat {:.0} s ago",
+                    s.shard.trim_start_matches("shardId-"),
+                    format!("{:?}", s.status).to_uppercase(),
+                    s.lag_ms as f64 / 1e3,
+                    s.millis_behind_latest.map_or("-".to_owned(), |m| m.to_string()),
+                    opt(s.events_per_s, 1),
+                    s.owner.as_deref().unwrap_or("none"),
+                    s.heartbeat_age_ms as f64 / 1e3,
+                );
+            }
+        }
+    }
+    for r in &page.replays {
+        let _ = writeln!(
+            out,
+            "replay {} {:?} {}: {} read{}, {:.0} events/s{}",
+            r.id,
+            r.state,
+            r.models.join(","),
+            r.read,
+            r.fraction.map_or(String::new(), |f| format!(" ({:.0} %)", f * 100.0)),
+            r.events_per_s,
+            r.eta_s.map_or(String::new(), |e| format!(", ETA {e:.0} s")),
+        );
+    }
+    out
+}
+
 async fn read_replays(table: &cafe_replay::Replays) -> Result<Vec<Summary>, cafe_replay::ReplayError> {
     let now = chrono::Utc::now();
     let mut out = Vec::new();

@@ -7,18 +7,24 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use std::io::{IsTerminal, Write};
+
+use anyhow::{Context, Result};
+use cafe_app::dashboard::Dashboard;
 use cafe_consumers::lag::{LagProbe, p99};
+use cafe_consumers::monitor::MonitorConfig;
 use cafe_consumers::status::{Rollup, Rules, Sample, roll_up};
 use cafe_localstack::StackConfig;
-use cafe_projections::catalog::ReadModel;
-use clap::Args;
+use clap::{Args, Subcommand};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::Clients;
 
 #[derive(Debug, Args)]
 pub struct LagArgs {
+    #[command(subcommand)]
+    action: Option<LagAction>,
     /// Reach the AWS services the SDK's default chain names instead of the local stack.
     #[arg(long)]
     aws: bool,
@@ -27,23 +33,49 @@ pub struct LagArgs {
     #[arg(long, value_delimiter = ',')]
     application: Vec<String>,
     /// How often to sample.
-    #[arg(long, default_value = "1s", value_parser = crate::positive_duration)]
+    #[arg(long, global = true, default_value = "1s", value_parser = crate::positive_duration)]
     every: Duration,
     /// How long to sample.
     #[arg(long = "for", default_value = "10s", value_parser = crate::positive_duration)]
     duration: Duration,
     /// A shard whose checkpoint stands still this long while records wait (and its
     /// owner renews) is STALL.
-    #[arg(long, default_value = "30s", value_parser = crate::positive_duration)]
+    #[arg(long, global = true, default_value = "30s", value_parser = crate::positive_duration)]
     stall_after: Duration,
     /// A shard whose owner's lease counter stands still this long is DEAD (the
     /// workers' failover time).
-    #[arg(long, default_value = "10s", value_parser = crate::positive_duration)]
+    #[arg(long, global = true, default_value = "10s", value_parser = crate::positive_duration)]
     dead_after: Duration,
     /// Print JSON: per application its status, lag p99 and maximum, and each shard's
     /// status.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "watch")]
     json: bool,
+    /// Refresh a table in place every `--every` until Ctrl-C: per application its
+    /// status, lag, MillisBehindLatest, events/s, end-to-end p99 and parked records.
+    #[arg(long)]
+    watch: bool,
+    /// With --watch: also a line per shard.
+    #[arg(long, requires = "watch")]
+    shards: bool,
+    /// With --watch: read a running pipeline's `/v1/lag` (e.g. http://127.0.0.1:8080),
+    /// which adds what only its workers know (events/s, MillisBehindLatest, end-to-end
+    /// latency), instead of sampling the stream and the lease table from here.
+    #[arg(long, requires = "watch")]
+    from: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum LagAction {
+    /// Serve the lag dashboard (`/dashboard`, `/v1/lag`) on its own, for consumers
+    /// that run elsewhere, until Ctrl-C.
+    Serve {
+        /// Where to listen (port 0 picks a free one; the address is printed).
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: std::net::SocketAddr,
+        /// Reach the AWS services the SDK's default chain names instead of the local stack.
+        #[arg(long)]
+        aws: bool,
+    },
 }
 
 /// One application's figures.
@@ -61,15 +93,114 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-pub async fn run(cfg: &StackConfig, args: LagArgs) -> Result<ExitCode> {
-    let clients = Clients::new(cfg, args.aws).await;
-    let applications = if args.application.is_empty() {
-        let mut apps: Vec<String> = ReadModel::ALL.iter().map(|m| m.name().to_owned()).collect();
-        apps.push(cafe_lambda_payment::requests::APPLICATION.to_owned());
-        apps
-    } else {
-        args.application
+fn monitor_config(args: &LagArgs) -> MonitorConfig {
+    MonitorConfig {
+        every: args.every,
+        rules: Rules {
+            stall_after: args.stall_after,
+            dead_after: args.dead_after,
+        },
+        ..MonitorConfig::default()
+    }
+}
+
+/// `cafe lag serve`: the dashboard alone.
+async fn serve(cfg: &StackConfig, args: &LagArgs, listen: std::net::SocketAddr, aws: bool) -> Result<ExitCode> {
+    let clients = Clients::new(cfg, aws).await;
+    let stop = CancellationToken::new();
+    let dashboard = Dashboard::start(
+        cfg,
+        &clients,
+        applications(args),
+        None,
+        monitor_config(args),
+        stop.clone(),
+    );
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let addr = listener.local_addr()?;
+    println!("lag dashboard on http://{addr}/dashboard (data: http://{addr}/v1/lag)");
+    axum::serve(listener, dashboard.router())
+        .with_graceful_shutdown(crate::shutdown_signal())
+        .await?;
+    stop.cancel();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cafe lag --watch`: the table, refreshed in place (a block per refresh when not on a
+/// terminal).
+async fn watch(cfg: &StackConfig, args: &LagArgs) -> Result<ExitCode> {
+    let stop = CancellationToken::new();
+    let local = match &args.from {
+        Some(_) => None,
+        None => {
+            let clients = Clients::new(cfg, args.aws).await;
+            Some(Dashboard::start(
+                cfg,
+                &clients,
+                applications(args),
+                None,
+                monitor_config(args),
+                stop.clone(),
+            ))
+        }
     };
+    let http = crate::load::client();
+    let tty = std::io::stdout().is_terminal();
+    let mut tick = tokio::time::interval(args.every);
+    let signal = crate::shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            _ = &mut signal => break,
+            _ = tick.tick() => {}
+        }
+        let page = match (&local, &args.from) {
+            (Some(d), _) => d.page(),
+            (None, Some(base)) => match crate::load::get_bytes(&http, base.trim_end_matches('/'), "/v1/lag").await {
+                Ok((200, body)) => serde_json::from_slice(&body).context("reading /v1/lag")?,
+                Ok((status, _)) => anyhow::bail!("{base}/v1/lag answered {status}"),
+                Err(e) => return Err(e.context(format!("reaching {base}"))),
+            },
+            (None, None) => unreachable!("one of the two is set"),
+        };
+        if page.lag.at.is_none() {
+            continue; // the first look is still under way
+        }
+        let text = cafe_app::dashboard::table(&page, args.shards);
+        let mut out = std::io::stdout().lock();
+        let written = if tty {
+            write!(out, "\x1b[H\x1b[2J{text}")
+        } else {
+            writeln!(out, "{text}")
+        };
+        // A closed pipe (`| head`) ends the watch quietly.
+        if written.and_then(|()| out.flush()).is_err() {
+            break;
+        }
+    }
+    stop.cancel();
+    Ok(ExitCode::SUCCESS)
+}
+
+fn applications(args: &LagArgs) -> Vec<String> {
+    if args.application.is_empty() {
+        cafe_app::dashboard::applications()
+    } else {
+        args.application.clone()
+    }
+}
+
+pub async fn run(cfg: &StackConfig, args: LagArgs) -> Result<ExitCode> {
+    if let Some(LagAction::Serve { listen, aws }) = args.action {
+        return serve(cfg, &args, listen, aws).await;
+    }
+    if args.watch {
+        return watch(cfg, &args).await;
+    }
+    let clients = Clients::new(cfg, args.aws).await;
+    let applications = applications(&args);
     let probe = LagProbe {
         kinesis: clients.kinesis.clone(),
         stream: cfg.names.stream.clone(),

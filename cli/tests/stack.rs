@@ -208,6 +208,12 @@ fn bad_arguments_exit_2_with_a_message() {
         &["run", "--rate", "0"],
         &["bench", "cold-start", "--binary", "/no/such/bootstrap"],
         &["bench", "cold-start", "--runs", "0"],
+        &["run", "--cloudwatch-every", "0s"],
+        &["lag", "--json", "--watch"],
+        &["lag", "--shards"],
+        &["lag", "--from", "http://127.0.0.1:1"],
+        &["lag", "serve", "--listen", "nowhere"],
+        &["cloudwatch", "render", "--bogus"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_cafe")).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
