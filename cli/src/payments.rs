@@ -71,6 +71,7 @@ pub fn function_env(cfg: &StackConfig) -> Vec<(String, String)> {
         ("CAFE_EVENTS_TABLE", names.events_table.as_str()),
         ("CAFE_IDEMPOTENCY_TABLE", names.idempotency_table.as_str()),
         ("CAFE_STREAM", names.stream.as_str()),
+        ("CAFE_METRICS_NAMESPACE", names.metrics_namespace.as_str()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

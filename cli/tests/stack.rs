@@ -273,6 +273,21 @@ fn run_for_a_bounded_time_prints_a_summary_and_exits_0() {
         let (verdict, row) = health_row(&stdout, part).unwrap_or_else(|| panic!("no health row for {part}: {stdout}"));
         assert_eq!(verdict, "ok", "{row}");
     }
+    // The payment function wrote a metrics line per batch to its stdout (CloudWatch
+    // Logs in AWS), each one valid EMF.
+    let log = cafe_localstack::StackConfig::load()
+        .unwrap()
+        .log_dir()
+        .join("cafe-lambda-payment.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let emf: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with('{') && l.contains("\"_aws\""))
+        .collect();
+    assert!(!emf.is_empty(), "no EMF line in {}", log.display());
+    for line in emf {
+        cafe_consumers::emf::validate(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
 }
 
 /// The verdict and the row of `part` in the main job's health table: the row whose name

@@ -26,6 +26,7 @@
 pub mod backlog;
 pub mod cloudwatch;
 pub mod discovery;
+pub mod emf;
 pub mod fanout;
 pub mod lag;
 pub mod lease;

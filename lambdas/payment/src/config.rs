@@ -44,6 +44,9 @@ pub struct PaymentConfig {
     pub lease: Duration,
     /// The gateway.
     pub gateway: SimulatedGateway,
+    /// The CloudWatch namespace of the function's EMF metrics (`CAFE_METRICS_NAMESPACE`,
+    /// `infra/names.json`'s `metrics_namespace`; "CloudCafe" when unset).
+    pub metrics_namespace: String,
 }
 
 impl PaymentConfig {
@@ -89,6 +92,9 @@ impl PaymentConfig {
             stream: required("CAFE_STREAM")?,
             lease: Duration::from_secs(lease.unsigned_abs()),
             gateway,
+            metrics_namespace: var("CAFE_METRICS_NAMESPACE")
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| "CloudCafe".to_owned()),
         })
     }
 }

@@ -106,6 +106,36 @@ enum Payable {
     Settled(&'static str),
 }
 
+/// How one batch's messages went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchCounts {
+    /// Settled: charged, declined, or found already settled.
+    pub settled: u64,
+    /// Failed for now; SQS redelivers them.
+    pub retried: u64,
+    /// Refused for good; they end in the DLQ.
+    pub refused: u64,
+}
+
+impl BatchCounts {
+    /// The batch as one EMF log line (CloudWatch Logs turns it into metrics; no API
+    /// call on the invoke path), in `namespace`, dimension `FunctionName`.
+    pub fn emf(&self, namespace: &str, function: &str, timestamp_ms: i64) -> String {
+        use cafe_consumers::emf::{self, Observed};
+        use cafe_consumers::metrics::Unit;
+        emf::line(
+            namespace,
+            &[("FunctionName", function)],
+            &[
+                (emf::PAYMENTS_SETTLED, Unit::Count, Observed::One(self.settled as f64)),
+                (emf::PAYMENTS_RETRIED, Unit::Count, Observed::One(self.retried as f64)),
+                (emf::PAYMENTS_REFUSED, Unit::Count, Observed::One(self.refused as f64)),
+            ],
+            timestamp_ms,
+        )
+    }
+}
+
 /// The handler and what it needs.
 #[derive(Debug)]
 pub struct Payments<G, S, K> {
@@ -134,6 +164,12 @@ impl<G: Gateway, S: EventStore, K: RecordSink> Payments<G, S, K> {
 
     /// Processes a batch; answers the messages that failed.
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+        self.handle_counted(event).await.0
+    }
+
+    /// Processes a batch; answers the messages that failed, and how each kind went
+    /// (for the function's EMF line).
+    pub async fn handle_counted(&self, event: SqsEvent) -> (SqsBatchResponse, BatchCounts) {
         let results: Vec<(String, Result<Settled, Failed>)> = futures::stream::iter(event.records)
             .map(|message| async move {
                 let id = message.message_id.clone().unwrap_or_default();
@@ -148,20 +184,26 @@ impl<G: Gateway, S: EventStore, K: RecordSink> Payments<G, S, K> {
         // markers of the payment events first, or the relay would publish them again.
         self.orders.settled().await;
         let mut response = SqsBatchResponse::default();
+        let mut counts = BatchCounts::default();
         for (id, result) in results {
             match result {
-                Ok(settled) => info!(message_id = %id, ?settled, "payment message processed"),
+                Ok(settled) => {
+                    counts.settled += 1;
+                    info!(message_id = %id, ?settled, "payment message processed");
+                }
                 Err(e) if e.is_permanent() => {
+                    counts.refused += 1;
                     warn!(message_id = %id, error = %e, "payment message refused; it will end in the DLQ");
                     response.add_failure(id);
                 }
                 Err(e) => {
+                    counts.retried += 1;
                     info!(message_id = %id, error = %e, "payment message failed for now; SQS will redeliver it");
                     response.add_failure(id);
                 }
             }
         }
-        response
+        (response, counts)
     }
 
     /// One message.

@@ -29,8 +29,16 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     idempotency.lease = cfg.lease;
     let payments = Payments::new(cfg.gateway, idempotency, orders);
     let payments = &payments;
+    let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "cafe-lambda-payment".to_owned());
+    let (namespace, function) = (&cfg.metrics_namespace, function.as_str());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, lambda_runtime::Error>(payments.handle(event.payload).await)
+        let (response, counts) = payments.handle_counted(event.payload).await;
+        // The batch's metrics as an EMF line on stdout (CloudWatch Logs in AWS).
+        println!(
+            "{}",
+            counts.emf(namespace, function, chrono::Utc::now().timestamp_millis())
+        );
+        Ok::<_, lambda_runtime::Error>(response)
     }))
     .await
 }

@@ -43,10 +43,17 @@ async fn a_fixture_batch_fails_exactly_its_bad_messages_with_their_reasons_logge
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    let response = {
+    let (response, counts) = {
         let _guard = tracing::subscriber::set_default(subscriber);
-        payments.handle(fixture).await
+        payments.handle_counted(fixture).await
     };
+    // The batch's EMF line: valid EMF, one settled, four refused for good.
+    assert_eq!((counts.settled, counts.retried, counts.refused), (1, 0, 4));
+    let emf = counts.emf("CloudCafe", "cafe-lambda-payment", 1_800_000_000_000);
+    cafe_consumers::emf::validate(&emf).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&emf).unwrap();
+    assert_eq!(v["FunctionName"], "cafe-lambda-payment");
+    assert_eq!(v[cafe_consumers::emf::PAYMENTS_REFUSED], 4.0);
     // Not JSON, a missing amount, a negative amount, a string amount: reported; the
     // good one is charged and its order paid.
     assert_eq!(failed_ids(&response), ids[1..].to_vec());
