@@ -74,6 +74,18 @@ mod run;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines (on stderr) as JSON objects, one per line, with their span fields
+    /// (stream, shard, sequence, event), or as text for a person; `auto` is text on a
+    /// terminal and JSON otherwise.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Auto,
+    Json,
+    Pretty,
 }
 
 #[derive(Debug, Subcommand)]
@@ -278,14 +290,23 @@ enum Emulator {
 fn main() -> std::process::ExitCode {
     with_allocator_settings();
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                "info,aws=warn,hyper=warn,cafe_consumers=warn,tokio_postgres::connection=warn".into()
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,aws=warn,hyper=warn,cafe_consumers=warn,tokio_postgres::connection=warn".into());
+    let json = match cli.log_format {
+        LogFormat::Json => true,
+        LogFormat::Pretty => false,
+        LogFormat::Auto => !std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    };
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        // The span fields go with every line, so a log search by shard or sequence
+        // finds the batch's lines.
+        logs.json().with_current_span(true).with_span_list(true).init();
+    } else {
+        logs.init();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

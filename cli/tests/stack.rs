@@ -290,6 +290,46 @@ fn run_for_a_bounded_time_prints_a_summary_and_exits_0() {
     }
 }
 
+/// Not on a terminal, logs are JSON lines carrying their spans' fields: a shard's lines
+/// name the application, stream and shard, so a log search finds one shard's story.
+#[test]
+fn logs_off_a_terminal_are_json_lines_with_span_fields() {
+    let out = Command::new(env!("CARGO_BIN_EXE_cafe"))
+        .args(["run", "--listen", "127.0.0.1:0", "--for", "2s", "--rate", "20"])
+        .env("RUST_LOG", "info,cafe_consumers=info")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let logs: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(logs.len() > 5, "{stderr}");
+    assert!(
+        logs.iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string())
+    );
+    let shard_line = logs
+        .iter()
+        .find(|l| l["span"]["name"] == "shard")
+        .unwrap_or_else(|| panic!("no line inside a shard span: {stderr}"));
+    for field in ["application", "stream", "shard"] {
+        assert!(shard_line["span"][field].is_string(), "{field}: {shard_line}");
+    }
+    // And --log-format pretty is text even off a terminal.
+    let text = Command::new(env!("CARGO_BIN_EXE_cafe"))
+        .args(["stack", "status", "--log-format", "pretty"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&text.stderr)
+            .lines()
+            .any(|l| l.starts_with('{'))
+    );
+}
+
 /// The verdict and the row of `part` in the main job's health table: the row whose name
 /// column is exactly `part` (so `orders` is not `active_orders`, nor the API's row).
 fn health_row<'a>(stdout: &'a str, part: &str) -> Option<(&'a str, &'a str)> {
