@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::dashboard::{self, Dashboard};
 use crate::payments::{self, Saga, SagaReport};
 use crate::pipeline::{self, Clients, Service};
-use crate::read_side::{self, ReadSide};
+use crate::read_side::{self, ReadSide, Reading};
 
 /// What to run, and against what.
 #[derive(Debug, Clone)]
@@ -58,6 +58,8 @@ pub struct Settings {
     /// the default: moto keeps every value of a distribution as its own object, so a
     /// long run would grow it without bound).
     pub cloudwatch: Option<CloudWatchConfig>,
+    /// How the projectors read the stream (polling interval, or enhanced fan-out).
+    pub reading: Reading,
 }
 
 impl Settings {
@@ -75,6 +77,7 @@ impl Settings {
             worker_id: format!("app-{}", std::process::id()),
             monitor: Some(MonitorConfig::default()),
             cloudwatch: None,
+            reading: Reading::default(),
         }
     }
 }
@@ -183,6 +186,7 @@ impl Application {
                 &payments_queue,
                 &settings.worker_id,
                 consumer_metrics.clone(),
+                settings.reading,
             ))
         } else {
             None

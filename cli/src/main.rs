@@ -62,6 +62,7 @@ mod bench;
 mod bench_consumer;
 mod bench_lambda;
 mod bench_payments;
+mod bench_pipeline;
 mod bench_projections;
 mod bench_replay;
 mod consume;
@@ -223,6 +224,23 @@ enum BenchWhat {
         /// process; AWS runs one per concurrent instance).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
         invocations: u16,
+    },
+    /// The whole pipeline (API, relay, every projector, the saga) under open-loop steps
+    /// of a fixed order rate: per read model the end-to-end latency p50/p99/max, CPU
+    /// per process, and the knee (the highest rate with every p99 within a second).
+    Pipeline {
+        /// Order rates of the steps, in order.
+        #[arg(long, value_delimiter = ',', default_value = "100,200,400,580,800", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        rates: Vec<u32>,
+        /// Length of each step.
+        #[arg(long = "for", default_value = "30s", value_parser = positive_duration)]
+        duration: Duration,
+        /// How the projectors read (both: one after the other).
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "polling,fan-out")]
+        mode: Vec<bench_pipeline::Mode>,
+        /// Polling: wait between reads of a caught-up shard (the runtime's default 1s).
+        #[arg(long, value_parser = positive_duration)]
+        idle_poll: Option<Duration>,
     },
     /// POST /v1/orders throughput and latency beside the stand-ins' raw ceilings, and the
     /// aggregation ratio of a restock storm.
@@ -486,6 +504,19 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
         } => {
             up(&stack, false).await?;
             bench_payments::payments(&cfg, payments as usize, usize::from(invocations)).await?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            what:
+                BenchWhat::Pipeline {
+                    rates,
+                    duration,
+                    mode,
+                    idle_poll,
+                },
+        } => {
+            up(&stack, false).await?;
+            bench_pipeline::pipeline(&cfg, &stack, &rates, duration, &mode, idle_poll).await?;
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Bench {
