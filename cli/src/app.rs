@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::app_metrics::{self, HttpMetrics};
 use crate::dashboard::{self, Dashboard};
 use crate::payments::{self, Saga, SagaReport};
 use crate::pipeline::{self, Clients, Service};
@@ -108,6 +109,7 @@ pub struct Application {
     addr: SocketAddr,
     registry: Registry,
     consumer_metrics: Metrics,
+    http_metrics: HttpMetrics,
 }
 
 impl std::fmt::Debug for Application {
@@ -139,6 +141,8 @@ impl Application {
         // by their `application` label.
         let mut registry = Registry::default();
         let consumer_metrics = Metrics::register(&mut registry);
+        let http_metrics = HttpMetrics::register(&mut registry);
+        app_metrics::register_producer(&mut registry, service.clone());
         Ok(Application {
             settings,
             clients,
@@ -149,6 +153,7 @@ impl Application {
             addr,
             registry,
             consumer_metrics,
+            http_metrics,
         })
     }
 
@@ -174,6 +179,7 @@ impl Application {
             addr,
             registry,
             consumer_metrics,
+            http_metrics,
         } = self;
         let cfg = &settings.stack;
         let payments_queue = payments::queue_url(&clients.sqs, &cfg.names.payments_queue).await?;
@@ -220,6 +226,8 @@ impl Application {
         if let Some(reads) = reads.clone() {
             router = router.merge(cafe_projections::query::router(reads));
         }
+        // Every route counted and timed, the dashboard's and /metrics' included.
+        let router = http_metrics.layer(router);
         let (stop, stopped) = watch::channel(false);
         let api = pipeline::start(service.clone(), listener, router, settings.relay.clone(), stopped);
         Ok(Running {
@@ -232,6 +240,7 @@ impl Application {
             payments_queue,
             registry,
             consumer_metrics,
+            http_metrics,
             stop,
             api,
             read_side,
@@ -261,6 +270,7 @@ pub struct Running {
     payments_queue: String,
     registry: Arc<Registry>,
     consumer_metrics: Metrics,
+    http_metrics: HttpMetrics,
     stop: watch::Sender<bool>,
     api: pipeline::Serving,
     read_side: Option<ReadSide>,
@@ -348,6 +358,11 @@ impl Running {
     /// The lag dashboard's data, when it is served.
     pub fn dashboard(&self) -> Option<&Dashboard> {
         self.dashboard.as_ref()
+    }
+
+    /// The HTTP server's metric handles.
+    pub fn http_metrics(&self) -> &HttpMetrics {
+        &self.http_metrics
     }
 
     /// The consumer runtime's metric handles, shared by every projector.

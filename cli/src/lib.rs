@@ -9,6 +9,7 @@
 //! connecting to; nothing matches on the kind).
 
 pub mod app;
+pub mod app_metrics;
 pub mod dashboard;
 pub mod load;
 pub mod observability;

@@ -47,6 +47,20 @@ async fn the_application_in_process_serves_commands_queries_and_one_metrics_page
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["order_id"], order.as_str());
 
+    // The HTTP server counts each request by its route's pattern and status; an
+    // unknown path is one "unmatched" series, not a series per path.
+    let (status, _) = load::get(&http, &base, "/no/such/path/42").await.unwrap();
+    assert_eq!(status, 404);
+    let api = running.http_metrics();
+    assert_eq!(api.count("/v1/orders", "POST", 201), report.accepted.len() as u64);
+    assert_eq!(api.count("/v1/orders/{id}", "GET", 200), 1);
+    assert_eq!(api.count("unmatched", "GET", 404), 1);
+    assert_eq!(
+        api.latency("/v1/orders").map(|l| l.count()),
+        Some(report.sent),
+        "every order POST timed"
+    );
+
     // One registry for the process: a series per consumer application, not a page per
     // projector (or none, as when each worker had an unregistered set).
     let (status, metrics) = load::get_bytes(&http, &base, "/metrics").await.unwrap();
@@ -55,6 +69,14 @@ async fn the_application_in_process_serves_commands_queries_and_one_metrics_page
     for app in running.applications() {
         let series = format!("cafe_consumer_records_total{{application=\"{app}\"");
         assert!(metrics.contains(&series), "{series} missing from:\n{metrics}");
+    }
+    for series in [
+        "cafe_api_requests_total{route=\"/v1/orders\",method=\"POST\",status=\"201\"}",
+        "cafe_api_request_seconds_count{route=\"/v1/orders\"}",
+        "cafe_producer_events_published_total",
+        "cafe_producer_kinesis_records_total",
+    ] {
+        assert!(metrics.contains(series), "{series} missing from:\n{metrics}");
     }
 
     // The lag dashboard on the same server: the page, its chart library from the
