@@ -10,7 +10,9 @@
 //! `POST` until a read of that model sees it, without a poller's own interval added.
 //! Quantiles come from the histogram's buckets (a factor of √2 apart: within about
 //! 20 %). The knee is the highest step at which every read model's p99 stays within a
-//! second and every order sent was accepted. Figures, never pass/fail.
+//! second and every order sent was accepted (the payment-requests consumer is shown
+//! but not counted: it waits on the payment function, so its latency is the saga's).
+//! Figures, never pass/fail.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -137,11 +139,25 @@ struct Step {
 }
 
 impl Step {
+    /// Every read model within the knee's bound, every order accepted. The
+    /// payment-requests consumer is not a read model: it waits on the payment function
+    /// (its requests in flight are bounded), so its latency is the saga's, reported
+    /// beside the read models, not part of the knee.
     fn kept_up(&self) -> bool {
         self.accepted as u64 == self.sent
             && self.api_p99 <= KNEE_P99
-            && self.models.iter().all(|m| m.2 <= KNEE_P99.as_secs_f64())
+            && self
+                .models
+                .iter()
+                .filter(|m| is_read_model(&m.0))
+                .all(|m| m.2 <= KNEE_P99.as_secs_f64())
     }
+}
+
+fn is_read_model(application: &str) -> bool {
+    cafe_projections::catalog::ReadModel::ALL
+        .iter()
+        .any(|m| m.name() == application)
 }
 
 /// Runs the steps in each mode and prints their figures and the knee.
@@ -252,9 +268,14 @@ fn print_step(s: &Step) {
         "read model", "p50 ms", "p99 ms", "max* ms", "events"
     );
     for (app, p50, p99, max, n) in &s.models {
+        let name = if is_read_model(app) {
+            app.clone()
+        } else {
+            format!("({app})")
+        };
         println!(
             "    {:<18} {:>9.0} {:>9.0} {:>9.0} {:>9}",
-            app,
+            name,
             p50 * 1e3,
             p99 * 1e3,
             max * 1e3,
@@ -263,5 +284,7 @@ fn print_step(s: &Step) {
     }
     let cpu: Vec<String> = s.cpu.iter().map(|(n, c)| format!("{n} {c:.2}")).collect();
     println!("    CPU (cores): {}", cpu.join(", "));
-    println!("    (* the upper bound of the slowest event's histogram bucket)");
+    println!(
+        "    (* the upper bound of the slowest event's histogram bucket; (payment-requests) feeds the saga, not a read model)"
+    );
 }
