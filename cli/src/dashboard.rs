@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use axum::http::header;
 use axum::response::IntoResponse;
-use cafe_consumers::lag::LagProbe;
 use cafe_consumers::metrics::Metrics;
 use cafe_consumers::monitor::{LagMonitor, LagReport, LagView, MonitorConfig};
 use cafe_consumers::parking::DynamoParkingLot;
@@ -65,13 +64,7 @@ impl Dashboard {
         monitor: MonitorConfig,
         stop: CancellationToken,
     ) -> Dashboard {
-        let probe = LagProbe {
-            kinesis: clients.kinesis.clone(),
-            stream: cfg.names.stream.clone(),
-            dynamodb: clients.dynamodb.clone(),
-            leases_table: cfg.names.leases_table.clone(),
-            applications,
-        };
+        let probe = crate::read_side::lag_probe(cfg, clients, applications);
         let mut lag = LagMonitor::new(probe, monitor)
             .with_parking(DynamoParkingLot::new(clients.dynamodb.clone(), &cfg.names.parked_table));
         if let Some(m) = metrics {

@@ -11,7 +11,7 @@ use std::io::{IsTerminal, Write};
 
 use anyhow::{Context, Result};
 use cafe_app::dashboard::Dashboard;
-use cafe_consumers::lag::{LagProbe, p99};
+use cafe_consumers::lag::p99;
 use cafe_consumers::monitor::MonitorConfig;
 use cafe_consumers::status::{Rollup, Rules, Sample, roll_up};
 use cafe_localstack::StackConfig;
@@ -104,18 +104,23 @@ fn monitor_config(args: &LagArgs) -> MonitorConfig {
     }
 }
 
-/// `cafe lag serve`: the dashboard alone.
-async fn serve(cfg: &StackConfig, args: &LagArgs, listen: std::net::SocketAddr, aws: bool) -> Result<ExitCode> {
+/// The lag monitor (and replays reader) run from here, until `stop`.
+async fn local_dashboard(cfg: &StackConfig, args: &LagArgs, aws: bool, stop: &CancellationToken) -> Dashboard {
     let clients = Clients::new(cfg, aws).await;
-    let stop = CancellationToken::new();
-    let dashboard = Dashboard::start(
+    Dashboard::start(
         cfg,
         &clients,
         applications(args),
         None,
         monitor_config(args),
         stop.clone(),
-    );
+    )
+}
+
+/// `cafe lag serve`: the dashboard alone.
+async fn serve(cfg: &StackConfig, args: &LagArgs, listen: std::net::SocketAddr, aws: bool) -> Result<ExitCode> {
+    let stop = CancellationToken::new();
+    let dashboard = local_dashboard(cfg, args, aws, &stop).await;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -134,17 +139,7 @@ async fn watch(cfg: &StackConfig, args: &LagArgs) -> Result<ExitCode> {
     let stop = CancellationToken::new();
     let local = match &args.from {
         Some(_) => None,
-        None => {
-            let clients = Clients::new(cfg, args.aws).await;
-            Some(Dashboard::start(
-                cfg,
-                &clients,
-                applications(args),
-                None,
-                monitor_config(args),
-                stop.clone(),
-            ))
-        }
+        None => Some(local_dashboard(cfg, args, args.aws, &stop).await),
     };
     let http = crate::load::client();
     let tty = std::io::stdout().is_terminal();
@@ -201,13 +196,7 @@ pub async fn run(cfg: &StackConfig, args: LagArgs) -> Result<ExitCode> {
     }
     let clients = Clients::new(cfg, args.aws).await;
     let applications = applications(&args);
-    let probe = LagProbe {
-        kinesis: clients.kinesis.clone(),
-        stream: cfg.names.stream.clone(),
-        dynamodb: clients.dynamodb.clone(),
-        leases_table: cfg.names.leases_table.clone(),
-        applications: applications.clone(),
-    };
+    let probe = cafe_app::read_side::lag_probe(cfg, &clients, applications.clone());
     // Per application: the worst held shard's lag at each look, and each shard's window.
     let mut worst: Vec<Vec<Duration>> = vec![Vec::new(); applications.len()];
     let mut windows: Vec<BTreeMap<String, Vec<Sample>>> = vec![BTreeMap::new(); applications.len()];

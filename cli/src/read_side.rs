@@ -79,6 +79,17 @@ fn endpoints_from(cfg: &StackConfig, clients: &Clients, get: impl Fn(&str) -> Op
     })
 }
 
+/// Where the lag of `applications` is read: the stack's stream and lease table.
+pub fn lag_probe(cfg: &StackConfig, clients: &Clients, applications: Vec<String>) -> cafe_consumers::lag::LagProbe {
+    cafe_consumers::lag::LagProbe {
+        kinesis: clients.kinesis.clone(),
+        stream: cfg.names.stream.clone(),
+        dynamodb: clients.dynamodb.clone(),
+        leases_table: cfg.names.leases_table.clone(),
+        applications,
+    }
+}
+
 /// The serving pointers (which copy of each model is live: a swap moves them).
 pub fn pointers(cfg: &StackConfig, clients: &Clients) -> Pointers {
     Pointers::new(clients.dynamodb.clone(), &cfg.names.replays_table)

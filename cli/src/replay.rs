@@ -15,7 +15,7 @@ use cafe_replay::governor::Slo;
 use cafe_replay::record::ShardRange;
 use cafe_replay::record::{State, Summary};
 use cafe_replay::storm::Storm;
-use cafe_replay::{Filter, LagProbe, Params, ReplayError, ReplayId, Replayer, Replays};
+use cafe_replay::{Filter, Params, ReplayError, ReplayId, Replayer, Replays};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
@@ -244,13 +244,7 @@ pub async fn run(cfg: &StackConfig, args: ReplayArgs, stop: CancellationToken) -
     };
     // The live projectors: the consumers that share the replay's stores.
     let applications: Vec<String> = ReadModel::ALL.iter().map(|m| m.name().to_owned()).collect();
-    let probe = LagProbe {
-        kinesis: clients.kinesis.clone(),
-        stream: cfg.names.stream.clone(),
-        dynamodb: clients.dynamodb.clone(),
-        leases_table: cfg.names.leases_table.clone(),
-        applications,
-    };
+    let probe = crate::read_side::lag_probe(cfg, &clients, applications);
     let mut replayer = Replayer::new(history, replays, at, live)
         .with_stream(clients.kinesis.clone(), &cfg.names.stream)
         .with_lag_probe(probe);
