@@ -9,7 +9,6 @@ mod common;
 
 use std::time::Duration;
 
-use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use cafe_app::dashboard::LagPage;
 use cafe_app::{Application, Settings, load};
 use cafe_consumers::cloudwatch::CloudWatchConfig;
@@ -144,29 +143,16 @@ async fn the_application_in_process_serves_commands_queries_and_one_metrics_page
     let cfg = sandbox.config();
     let cw = cafe_localstack::aws::cloudwatch(&cafe_localstack::aws::sdk_config(&cfg).await, &cfg);
     for (name, r) in &stopped.projectors {
-        // GetMetricData matches dimensions exactly, as CloudWatch does (moto's
-        // GetMetricStatistics also counts the per-shard series of the application).
-        let now = std::time::SystemTime::now();
-        let metric = Metric::builder()
-            .namespace(&namespace)
-            .metric_name(cafe_consumers::metrics::RECORDS)
-            .dimensions(Dimension::builder().name("Stream").value(&stream).build())
-            .dimensions(Dimension::builder().name("Application").value(*name).build())
-            .build();
-        let out = cw
-            .get_metric_data()
-            .start_time((now - Duration::from_secs(600)).into())
-            .end_time((now + Duration::from_secs(60)).into())
-            .metric_data_queries(
-                MetricDataQuery::builder()
-                    .id("q")
-                    .metric_stat(MetricStat::builder().metric(metric).period(3600).stat("Sum").build())
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-        let sum: f64 = out.metric_data_results()[0].values().iter().sum();
+        let sum: f64 = cafe_localstack::testing::metric_values(
+            &cw,
+            &namespace,
+            cafe_consumers::metrics::RECORDS,
+            "Sum",
+            &[("Stream", &stream), ("Application", name)],
+        )
+        .await
+        .iter()
+        .sum();
         assert_eq!(sum, r.records as f64, "{name} in CloudWatch");
     }
 }

@@ -99,6 +99,16 @@ async fn until(c: &Client, what: &str, limit: Duration, script: &str) -> Value {
     }
 }
 
+/// The background colour of the status pill in the row `row` selects.
+async fn pill_colour(c: &Client, row: &str) -> String {
+    c.find(Locator::Css(&format!("{row} .pill")))
+        .await
+        .unwrap()
+        .css_value("background-color")
+        .await
+        .unwrap()
+}
+
 const CHART_STATE: &str = r#"
   const f = document.getElementById("lag-chart");
   return { points: Number(f.dataset.points), last: Number(f.dataset.lastT || 0), series: Number(f.dataset.series || 0),
@@ -173,13 +183,7 @@ async fn the_dashboard_in_chromium_moves_with_the_load_and_shows_a_stalled_proje
         matches!(status.as_str(), Some("OK" | "IDLE" | "WARN")),
         "documents starts {status}"
     );
-    let healthy_colour = c
-        .find(Locator::Css(&format!("{documents} .pill")))
-        .await
-        .unwrap()
-        .css_value("background-color")
-        .await
-        .unwrap();
+    let healthy_colour = pill_colour(&c, documents).await;
 
     // The DocumentDB stand-in stops answering (SIGSTOP): the documents projector's
     // batch cannot finish, its checkpoint stands still while orders keep arriving and
@@ -209,13 +213,7 @@ async fn the_dashboard_in_chromium_moves_with_the_load_and_shows_a_stalled_proje
         panic!("documents shows {stalled}, not STALL: {app:#?}");
     }
     assert_eq!(stalled, "STALL");
-    let stalled_colour = c
-        .find(Locator::Css(&format!("{documents} .pill")))
-        .await
-        .unwrap()
-        .css_value("background-color")
-        .await
-        .unwrap();
+    let stalled_colour = pill_colour(&c, documents).await;
     assert_ne!(stalled_colour, healthy_colour);
     assert!(
         stalled_colour.contains("207, 34, 46"),

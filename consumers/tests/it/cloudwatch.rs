@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricDatum, MetricStat};
+use aws_sdk_cloudwatch::types::{Dimension, MetricDatum};
 use cafe_consumers::cloudwatch::{CloudWatchConfig, CloudWatchPublisher};
 use cafe_consumers::metrics::{self, Metrics};
 use cafe_consumers::{BatchContext, Outcome, Processor, Record, Worker};
@@ -25,44 +25,6 @@ impl Processor for AllDone {
 async fn cloudwatch() -> aws_sdk_cloudwatch::Client {
     let cfg = StackConfig::load().unwrap();
     aws::cloudwatch(&aws::sdk_config(&cfg).await, &cfg)
-}
-
-fn dims(pairs: &[(&str, &str)]) -> Vec<Dimension> {
-    pairs
-        .iter()
-        .map(|(n, v)| Dimension::builder().name(*n).value(*v).build())
-        .collect()
-}
-
-/// One statistic of one metric over the last ten minutes, summed over the periods.
-async fn read(cw: &aws_sdk_cloudwatch::Client, ns: &str, name: &str, stat: &str, d: Vec<Dimension>) -> Vec<f64> {
-    let now = std::time::SystemTime::now();
-    let out = cw
-        .get_metric_data()
-        .start_time((now - Duration::from_secs(600)).into())
-        .end_time((now + Duration::from_secs(60)).into())
-        .metric_data_queries(
-            MetricDataQuery::builder()
-                .id("q")
-                .metric_stat(
-                    MetricStat::builder()
-                        .metric(
-                            Metric::builder()
-                                .namespace(ns)
-                                .metric_name(name)
-                                .set_dimensions(Some(d))
-                                .build(),
-                        )
-                        .period(3600)
-                        .stat(stat)
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
-    out.metric_data_results()[0].values().to_vec()
 }
 
 #[tokio::test]
@@ -113,42 +75,51 @@ async fn published_metrics_read_back_from_cloudwatch_with_their_dimensions_and_v
         "{flushed:?}"
     );
 
-    let per_shard = || dims(&[("Stream", &f.stream), ("Application", &app), ("Shard", &shard)]);
-    let per_app = || dims(&[("Stream", &f.stream), ("Application", &app)]);
-    assert_eq!(read(&cw, &ns, metrics::RECORDS, "Sum", per_shard()).await, vec![20.0]);
-    assert_eq!(read(&cw, &ns, metrics::RECORDS, "Sum", per_app()).await, vec![20.0]);
+    let per_shard = [
+        ("Stream", f.stream.as_str()),
+        ("Application", app.as_str()),
+        ("Shard", shard.as_str()),
+    ];
+    let per_app = [("Stream", f.stream.as_str()), ("Application", app.as_str())];
+    let read = async |name: &str, stat: &str, dims: &[(&str, &str)]| {
+        cafe_localstack::testing::metric_values(&cw, &ns, name, stat, dims).await
+    };
+    assert_eq!(read(metrics::RECORDS, "Sum", &per_shard).await, vec![20.0]);
+    assert_eq!(read(metrics::RECORDS, "Sum", &per_app).await, vec![20.0]);
     // Every event timed by its own occurred_at: twenty samples of about two seconds.
     assert_eq!(
-        read(&cw, &ns, metrics::END_TO_END_SECONDS, "SampleCount", per_app()).await,
+        read(metrics::END_TO_END_SECONDS, "SampleCount", &per_app).await,
         vec![20.0]
     );
-    let e2e = read(&cw, &ns, metrics::END_TO_END_SECONDS, "Maximum", per_app()).await;
+    let e2e = read(metrics::END_TO_END_SECONDS, "Maximum", &per_app).await;
     assert!((1.4..30.0).contains(&e2e[0]), "{e2e:?}");
     // Caught up (the last read found nothing more): not stale.
-    let lag = read(&cw, &ns, metrics::PROJECTION_LAG_SECONDS, "Maximum", per_app()).await;
+    let lag = read(metrics::PROJECTION_LAG_SECONDS, "Maximum", &per_app).await;
     assert_eq!(lag, vec![0.0]);
-    let mbl = read(&cw, &ns, metrics::MILLIS_BEHIND_LATEST, "Maximum", per_shard()).await;
+    let mbl = read(metrics::MILLIS_BEHIND_LATEST, "Maximum", &per_shard).await;
     assert_eq!(mbl.len(), 1);
 
     // The next interval sends the increase: nothing new, so the sum stays 20.
     let again = publisher.flush().await;
     assert_eq!(again.buffered, 0);
-    assert_eq!(read(&cw, &ns, metrics::RECORDS, "Sum", per_shard()).await, vec![20.0]);
+    assert_eq!(read(metrics::RECORDS, "Sum", &per_shard).await, vec![20.0]);
 
     // Batches stay within PutMetricData's 1,000 datums.
     publisher.queue((0..2_500).map(|i| {
         MetricDatum::builder()
             .metric_name("batching_probe")
             .value(f64::from(i))
-            .set_dimensions(Some(per_app()))
+            .set_dimensions(Some(
+                per_app
+                    .iter()
+                    .map(|(k, v)| Dimension::builder().name(*k).value(*v).build())
+                    .collect(),
+            ))
             .build()
     }));
     let big = publisher.flush().await;
     assert!(big.calls >= 3 && big.sent >= 2_500, "{big:?}");
-    assert_eq!(
-        read(&cw, &ns, "batching_probe", "SampleCount", per_app()).await,
-        vec![2_500.0]
-    );
+    assert_eq!(read("batching_probe", "SampleCount", &per_app).await, vec![2_500.0]);
     stop.cancel();
     running.await.unwrap();
 }

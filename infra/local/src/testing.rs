@@ -99,3 +99,41 @@ impl Drop for PrivateStack {
         let _ = std::fs::remove_dir_all(&self.stack.config().state_dir);
     }
 }
+
+/// One statistic (`Sum`, `Maximum`, `SampleCount`, …) of one metric over the last ten
+/// minutes, one value per hour-long period, with exactly `dimensions` (GetMetricData
+/// matches them exactly, as CloudWatch does; moto's GetMetricStatistics matches subsets).
+pub async fn metric_values(
+    cloudwatch: &aws_sdk_cloudwatch::Client,
+    namespace: &str,
+    name: &str,
+    stat: &str,
+    dimensions: &[(&str, &str)],
+) -> Vec<f64> {
+    use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
+    let now = std::time::SystemTime::now();
+    let metric = Metric::builder()
+        .namespace(namespace)
+        .metric_name(name)
+        .set_dimensions(Some(
+            dimensions
+                .iter()
+                .map(|(k, v)| Dimension::builder().name(*k).value(*v).build())
+                .collect(),
+        ))
+        .build();
+    let out = cloudwatch
+        .get_metric_data()
+        .start_time((now - Duration::from_secs(600)).into())
+        .end_time((now + Duration::from_secs(60)).into())
+        .metric_data_queries(
+            MetricDataQuery::builder()
+                .id("q")
+                .metric_stat(MetricStat::builder().metric(metric).period(3600).stat(stat).build())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    out.metric_data_results()[0].values().to_vec()
+}
