@@ -202,6 +202,10 @@ impl Application {
         } else {
             None
         };
+        let mut registry = registry;
+        if let Some(saga) = &saga {
+            app_metrics::register_payments(&mut registry, saga.gauges());
+        }
         let registry = Arc::new(registry);
         let mut router =
             cafe_producers::api::router(service.clone()).merge(cafe_consumers::metrics::router(registry.clone()));

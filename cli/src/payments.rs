@@ -2,8 +2,9 @@
 //! under the Lambda emulator, and the SQS event source mapping that feeds it. The
 //! consumer that enqueues requests runs with the projectors ([`crate::read_side`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -20,14 +21,64 @@ pub const FUNCTION: &str = "cafe-lambda-payment";
 /// customer of the load is always declined, one fails once and is retried.
 const GATEWAY_RULES: [(&str, &str); 2] = [("CAFE_GATEWAY_BLOCKED", "cust-7"), ("CAFE_GATEWAY_FLAKY", "cust-11:1")];
 
+/// How often the queues' depths are read for the metrics: AWS/SQS publishes its
+/// own once a minute; a local run wants to see a backlog form within seconds.
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
 /// The running saga.
 #[derive(Debug)]
 pub struct Saga {
     /// One process per instance the emulator runs at once.
     functions: Vec<tokio::process::Child>,
     mapping: tokio::task::JoinHandle<()>,
-    stats: Arc<MappingStats>,
+    sampler: tokio::task::JoinHandle<()>,
+    gauges: Arc<SagaGauges>,
     stop: watch::Sender<bool>,
+}
+
+/// The saga's figures for the metrics: the mapping's counters, and the queues' depths
+/// as last sampled.
+#[derive(Debug)]
+pub struct SagaGauges {
+    stats: Arc<MappingStats>,
+    queue_depth: AtomicU64,
+    dlq_depth: AtomicU64,
+}
+
+impl SagaGauges {
+    /// Over a mapping's counters, with no depth read yet.
+    pub fn new(stats: Arc<MappingStats>) -> SagaGauges {
+        SagaGauges {
+            stats,
+            queue_depth: AtomicU64::new(0),
+            dlq_depth: AtomicU64::new(0),
+        }
+    }
+
+    /// The values in [`crate::app_metrics::PAYMENT_CATALOG`]'s order.
+    pub fn values(&self) -> [u64; 7] {
+        let c = self.stats.counts();
+        [
+            c.invocations,
+            c.failed_invocations,
+            c.deleted,
+            c.reported_failures,
+            self.queue_depth.load(Ordering::Relaxed),
+            self.stats.oldest_age_ms.load(Ordering::Relaxed) / 1000,
+            self.dlq_depth.load(Ordering::Relaxed),
+        ]
+    }
+
+    /// Reads both queues' depths once; a queue that cannot be read keeps its last value
+    /// (and says so in the log).
+    pub async fn sample(&self, sqs: &aws_sdk_sqs::Client, queue: &str, dlq: &str) {
+        for (url, gauge) in [(queue, &self.queue_depth), (dlq, &self.dlq_depth)] {
+            match depth(sqs, url).await {
+                Ok(n) => gauge.store(n, Ordering::Relaxed),
+                Err(e) => tracing::warn!(queue = url, error = %e, "could not read the queue depth"),
+            }
+        }
+    }
 }
 
 /// What the mapping did.
@@ -41,9 +92,17 @@ pub struct SagaReport {
     pub waiting: u64,
 }
 
+/// The function's binary, beside the running one; a test binary runs from Cargo's
+/// `deps/`, one level below the binaries, so the application embedded in a test finds
+/// the same function `cafe run` does.
 fn function_binary() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the cafe binary")?;
     let binary = exe.with_file_name(FUNCTION);
+    let in_deps = exe.parent().filter(|dir| dir.ends_with("deps"));
+    let binary = match in_deps.and_then(Path::parent) {
+        Some(dir) if !binary.is_file() => dir.join(FUNCTION),
+        _ => binary,
+    };
     if !binary.is_file() {
         bail!(
             "{} is missing: build it with `cargo build -p {FUNCTION}` (infra/local/dev.sh run does)",
@@ -108,15 +167,34 @@ impl Saga {
         )
         .await
         .context("setting up the payments event source mapping")?;
-        let stats = mapping.stats();
+        let gauges = Arc::new(SagaGauges::new(mapping.stats()));
         let (stop, stopped) = watch::channel(false);
+        let dlq = queue_url(sqs, &names.payments_dlq).await?;
+        let sampler = tokio::spawn({
+            let (gauges, sqs, queue, mut stopped) = (gauges.clone(), sqs.clone(), queue.clone(), stopped.clone());
+            async move {
+                while !*stopped.borrow() {
+                    gauges.sample(&sqs, &queue, &dlq).await;
+                    tokio::select! {
+                        _ = stopped.wait_for(|stop| *stop) => break,
+                        () = tokio::time::sleep(SAMPLE_EVERY) => {}
+                    }
+                }
+            }
+        });
         let mapping = tokio::spawn(mapping.run(stopped));
         Ok(Saga {
             functions,
             mapping,
-            stats,
+            sampler,
+            gauges,
             stop,
         })
+    }
+
+    /// The saga's figures, for the process's metrics.
+    pub fn gauges(&self) -> Arc<SagaGauges> {
+        self.gauges.clone()
     }
 
     /// Stops polling, lets the invocation in flight finish, then stops the function.
@@ -124,6 +202,9 @@ impl Saga {
         let _ = self.stop.send(true);
         if let Err(e) = self.mapping.await {
             tracing::error!(error = %e, "payments event source mapping task failed");
+        }
+        if let Err(e) = self.sampler.await {
+            tracing::error!(error = %e, "payments queue sampler task failed");
         }
         for function in &mut self.functions {
             let _ = function.kill().await;
@@ -137,7 +218,7 @@ impl Saga {
             })
         };
         SagaReport {
-            counts: self.stats.counts(),
+            counts: self.gauges.stats.counts(),
             dead_letters: depth_of(&cfg.names.payments_dlq).await,
             waiting: depth_of(&cfg.names.payments_queue).await,
         }

@@ -99,9 +99,15 @@ pub fn start(
     });
     let mut relay_stop = shutdown;
     let relay = tokio::spawn(async move {
-        relay::run(service.store(), service.publisher(), relay_cfg, async move {
-            let _ = relay_stop.wait_for(|stop| *stop).await;
-        })
+        relay::run(
+            service.store(),
+            service.publisher(),
+            relay_cfg,
+            service.relay_progress(),
+            async move {
+                let _ = relay_stop.wait_for(|stop| *stop).await;
+            },
+        )
         .await
     });
     Serving { server, relay }

@@ -14,14 +14,35 @@ use cafe_app::{Application, Settings, load};
 use cafe_consumers::cloudwatch::CloudWatchConfig;
 use common::Sandbox;
 
+/// The value of an unlabelled series in Prometheus text (NaN when absent).
+fn value_of(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_application_in_process_serves_commands_queries_and_one_metrics_page() {
     let sandbox = Sandbox::new();
     sandbox.cafe(&["stack", "up"]);
     let mut settings = Settings::local(sandbox.config());
-    // The payment function runs as a process under the Lambda emulator, found beside
-    // the `cafe` binary; the saga has its own tests.
-    settings.saga = false;
+    // The saga runs too: the payment function as a process under the Lambda emulator,
+    // found beside the binaries. A message already dead-lettered shows in its metrics.
+    assert!(settings.saga);
+    let clients = cafe_app::pipeline::Clients::new(&settings.stack, false).await;
+    let dlq = cafe_app::payments::queue_url(&clients.sqs, &settings.stack.names.payments_dlq)
+        .await
+        .unwrap();
+    for i in 0..3 {
+        clients
+            .sqs
+            .send_message()
+            .queue_url(&dlq)
+            .message_body(format!("{{\"order_id\":\"o-dead-{i}\"}}"))
+            .send()
+            .await
+            .unwrap();
+    }
     let namespace = format!("CloudCafe/AppIt-{}", std::process::id());
     settings.cloudwatch = Some(CloudWatchConfig {
         namespace: namespace.clone(),
@@ -74,9 +95,43 @@ async fn the_application_in_process_serves_commands_queries_and_one_metrics_page
         "cafe_api_request_seconds_count{route=\"/v1/orders\"}",
         "cafe_producer_events_published_total",
         "cafe_producer_kinesis_records_total",
+        "cafe_producer_put_throttles_total 0",
+        "cafe_producer_put_failures_total 0",
+        "cafe_producer_in_flight_bytes ",
+        "cafe_producer_outbox_pending 0",
+        "cafe_producer_relay_republished_total ",
+        "cafe_payment_invocations_total ",
+        "cafe_payment_messages_failed_total ",
+        "cafe_payment_queue_depth ",
+        "cafe_payment_queue_age_seconds ",
     ] {
         assert!(metrics.contains(series), "{series} missing from:\n{metrics}");
     }
+    // The saga's figures: every order's payment request finished, the queue sampled
+    // empty after that, and the three dead letters counted (depths are sampled every
+    // few seconds, so read until a sample after the last request shows).
+    let orders = report.accepted.len() as f64;
+    let mut metrics = metrics.into_owned();
+    let mut drained_at = None;
+    for _ in 0..150 {
+        let done = value_of(&metrics, "cafe_payment_messages_done_total");
+        if done >= orders && drained_at.is_none() {
+            drained_at = Some(std::time::Instant::now());
+        }
+        let sampled_since = drained_at.is_some_and(|t| t.elapsed() > Duration::from_secs(6));
+        if sampled_since && value_of(&metrics, "cafe_payment_queue_depth") == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        metrics = String::from_utf8_lossy(&load::get_bytes(&http, &base, "/metrics").await.unwrap().1).into_owned();
+    }
+    assert!(
+        value_of(&metrics, "cafe_payment_messages_done_total") >= orders,
+        "{metrics}"
+    );
+    assert_eq!(value_of(&metrics, "cafe_payment_queue_depth"), 0.0, "{metrics}");
+    assert_eq!(value_of(&metrics, "cafe_payment_dlq_depth"), 3.0, "{metrics}");
+    assert!(value_of(&metrics, "cafe_producer_events_published_total") >= report.accepted.len() as f64);
 
     // The lag dashboard on the same server: the page, its chart library from the
     // binary, and the data it polls.

@@ -7,6 +7,7 @@
 //! Publishing twice is possible (the command path and the relay racing), never losing:
 //! delivery is at-least-once and every read model is idempotent by (aggregate, version).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tracing::Instrument;
@@ -44,6 +45,38 @@ pub struct RelayStats {
     pub failed_scans: u64,
 }
 
+/// The relay's progress as it goes, for metrics read while it runs: what its last scan
+/// found is the outbox's stranded backlog (events a command could not publish).
+#[derive(Debug, Default)]
+pub struct RelayProgress {
+    /// Events pending longer than the threshold at the last scan (at most one batch:
+    /// a value equal to the batch means at least that many).
+    pub pending: AtomicU64,
+    /// Events republished and marked since start.
+    pub published: AtomicU64,
+    /// Scans that failed since start.
+    pub failed_scans: AtomicU64,
+}
+
+impl RelayProgress {
+    /// The totals so far.
+    pub fn stats(&self) -> RelayStats {
+        RelayStats {
+            published: self.published.load(Ordering::Relaxed),
+            failed_scans: self.failed_scans.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What one pass found and did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayPass {
+    /// Events pending longer than the threshold (at most one batch).
+    pub found: usize,
+    /// Of those, published and marked.
+    pub published: usize,
+}
+
 /// Why one relay pass failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -62,9 +95,19 @@ pub async fn relay_once<S: EventStore, K: RecordSink>(
     publisher: &Publisher<K>,
     cfg: &RelayConfig,
 ) -> Result<usize, RelayError> {
+    Ok(relay_pass(store, publisher, cfg).await?.published)
+}
+
+/// One pass, saying what it found as well as what it published.
+pub async fn relay_pass<S: EventStore, K: RecordSink>(
+    store: &S,
+    publisher: &Publisher<K>,
+    cfg: &RelayConfig,
+) -> Result<RelayPass, RelayError> {
     let pending = store.pending(cfg.older_than, cfg.batch).await?;
+    let found = pending.len();
     if pending.is_empty() {
-        return Ok(0);
+        return Ok(RelayPass::default());
     }
     let published: Vec<_> = match publisher.publish(&pending).await {
         Ok(_) => pending,
@@ -76,31 +119,36 @@ pub async fn relay_once<S: EventStore, K: RecordSink>(
         Err(e) => return Err(e.into()),
     };
     store.mark_published(&published).await?;
-    Ok(published.len())
+    Ok(RelayPass {
+        found,
+        published: published.len(),
+    })
 }
 
-/// Runs passes until `shutdown` resolves; a pass in progress finishes first, so no
-/// event is published without its marker being cleared (or left for the next run).
+/// Runs passes until `shutdown` resolves, keeping `progress` current; a pass in
+/// progress finishes first, so no event is published without its marker being cleared
+/// (or left for the next run).
 pub async fn run<S: EventStore, K: RecordSink>(
     store: &S,
     publisher: &Publisher<K>,
     cfg: RelayConfig,
+    progress: &RelayProgress,
     shutdown: impl Future<Output = ()>,
 ) -> RelayStats {
-    let mut stats = RelayStats::default();
     tokio::pin!(shutdown);
     loop {
-        let pass = relay_once(store, publisher, &cfg).instrument(tracing::debug_span!("relay_pass"));
+        let pass = relay_pass(store, publisher, &cfg).instrument(tracing::debug_span!("relay_pass"));
         let more = match pass.await {
-            Ok(n) => {
-                stats.published += n as u64;
-                if n > 0 {
-                    tracing::info!(events = n, "relay republished pending events");
+            Ok(pass) => {
+                progress.pending.store(pass.found as u64, Ordering::Relaxed);
+                progress.published.fetch_add(pass.published as u64, Ordering::Relaxed);
+                if pass.published > 0 {
+                    tracing::info!(events = pass.published, "relay republished pending events");
                 }
-                n == cfg.batch
+                pass.found == cfg.batch
             }
             Err(e) => {
-                stats.failed_scans += 1;
+                progress.failed_scans.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "relay pass failed; retrying next interval");
                 false
             }
@@ -109,7 +157,7 @@ pub async fn run<S: EventStore, K: RecordSink>(
             continue;
         }
         tokio::select! {
-            _ = &mut shutdown => return stats,
+            _ = &mut shutdown => return progress.stats(),
             _ = tokio::time::sleep(cfg.interval) => {}
         }
     }

@@ -96,6 +96,7 @@ impl Default for ServiceConfig {
 #[derive(Debug)]
 pub struct CommandService<S, K> {
     outbox: Arc<Outbox<GroupCommit<S>, K>>,
+    relay: crate::relay::RelayProgress,
     cfg: ServiceConfig,
 }
 
@@ -104,6 +105,7 @@ impl<S: EventStore, K: RecordSink> CommandService<S, K> {
     pub fn new(store: S, publisher: Publisher<K>, cfg: ServiceConfig) -> Self {
         CommandService {
             outbox: Outbox::new(GroupCommit::new(store), publisher),
+            relay: crate::relay::RelayProgress::default(),
             cfg,
         }
     }
@@ -126,6 +128,12 @@ impl<S: EventStore, K: RecordSink> CommandService<S, K> {
     /// The publisher.
     pub fn publisher(&self) -> &Publisher<K> {
         self.outbox.publisher()
+    }
+
+    /// The progress of the relay that publishes what this service's commands could not
+    /// (kept here so the process's metrics read it wherever the relay runs).
+    pub fn relay_progress(&self) -> &crate::relay::RelayProgress {
+        &self.relay
     }
 
     /// An aggregate's current state and version.

@@ -167,6 +167,10 @@ pub struct MappingStats {
     pub deleted: AtomicU64,
     /// Messages the function reported as failed.
     pub reported_failures: AtomicU64,
+    /// Age in milliseconds of the oldest message the last receive returned, 0 when it
+    /// found the queue empty: the mapping's view of AWS/SQS's
+    /// ApproximateAgeOfOldestMessage, which says whether the function keeps up.
+    pub oldest_age_ms: AtomicU64,
 }
 
 /// A [`MappingStats`] read at one moment.
@@ -265,8 +269,13 @@ impl<I: Invoke> EventSourceMapping<I> {
                 _ = shutdown.wait_for(|stop| *stop) => break,
             };
             match batch {
-                Ok(messages) if messages.is_empty() => {}
-                Ok(messages) => self.deliver(messages).await,
+                Ok(messages) if messages.is_empty() => self.stats.oldest_age_ms.store(0, Ordering::Relaxed),
+                Ok(messages) => {
+                    self.stats
+                        .oldest_age_ms
+                        .store(oldest_age_ms(&messages, now_ms()), Ordering::Relaxed);
+                    self.deliver(messages).await;
+                }
                 Err(e) => {
                     warn!(queue = %self.queue_url, error = %e, "receiving from SQS failed; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -409,6 +418,29 @@ impl<I: Invoke> EventSourceMapping<I> {
             .collect();
         event
     }
+}
+
+/// Milliseconds since the epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// How long the oldest of `messages` waited, from their `SentTimestamp` (0 when none
+/// says).
+fn oldest_age_ms(messages: &[aws_sdk_sqs::types::Message], now_ms: u64) -> u64 {
+    messages
+        .iter()
+        .filter_map(|m| {
+            m.attributes()?
+                .get(&MessageSystemAttributeName::SentTimestamp)?
+                .parse::<u64>()
+                .ok()
+        })
+        .map(|sent| now_ms.saturating_sub(sent))
+        .max()
+        .unwrap_or(0)
 }
 
 /// The environment a function process needs to take invocations from the emulator:

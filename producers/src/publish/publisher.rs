@@ -95,7 +95,7 @@ struct Pending {
     attempts: u32,
 }
 
-/// Running totals of a publisher (read by benchmarks and, later, metrics).
+/// Running totals of a publisher (read by benchmarks and the producer's metrics).
 #[derive(Debug, Default)]
 pub struct PublisherTotals {
     /// Events (user records) published.
@@ -104,6 +104,11 @@ pub struct PublisherTotals {
     pub kinesis_records: AtomicU64,
     /// Entries retried after a failure.
     pub retries: AtomicU64,
+    /// Entry refusals that were throttles (the shard's write limit): the sign to add
+    /// shards, where other failures are Kinesis's own.
+    pub throttled: AtomicU64,
+    /// Events given up on after every attempt: left pending for the relay.
+    pub not_published: AtomicU64,
     /// Aggregated records that landed on another shard than predicted (the stream was
     /// resharded since the shard map was read).
     pub mispredicted: AtomicU64,
@@ -143,6 +148,13 @@ impl<S: RecordSink> Publisher<S> {
     /// True when the in-flight budget is used up: new work would wait.
     pub fn is_saturated(&self) -> bool {
         self.in_flight.available_permits() == 0
+    }
+
+    /// Bytes reserved by publishes queued or in flight now (to the KiB the budget
+    /// counts in).
+    pub fn in_flight_bytes(&self) -> u64 {
+        let used = self.capacity_kib as usize - self.in_flight.available_permits().min(self.capacity_kib as usize);
+        used as u64 * 1024
     }
 
     /// Totals since start.
@@ -320,6 +332,9 @@ impl<S: RecordSink> Publisher<S> {
                             report.retries += 1;
                         }
                         head.attempts += 1;
+                        if is_throttle(&code) {
+                            self.totals.throttled.fetch_add(1, Ordering::Relaxed);
+                        }
                         tracing::debug!(code = %code, attempts = head.attempts, "put failed; will retry");
                         if head.attempts >= self.cfg.max_attempts {
                             // Give up on the lane: what is behind the head must not overtake it.
@@ -342,6 +357,9 @@ impl<S: RecordSink> Publisher<S> {
             .kinesis_records
             .fetch_add(report.kinesis_records as u64, Ordering::Relaxed);
         self.totals.retries.fetch_add(report.retries as u64, Ordering::Relaxed);
+        self.totals
+            .not_published
+            .fetch_add(not_published.len() as u64, Ordering::Relaxed);
         if not_published.is_empty() {
             Ok(report)
         } else {
@@ -413,4 +431,9 @@ fn raw_lanes(users: Vec<(UserRecord, (AggregateId, u64))>) -> Vec<VecDeque<Pendi
         });
     }
     lanes
+}
+
+/// Whether a PutRecords error code is the shard's write limit.
+fn is_throttle(code: &str) -> bool {
+    matches!(code, "ProvisionedThroughputExceededException" | "ThrottlingException")
 }

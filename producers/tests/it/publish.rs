@@ -44,6 +44,20 @@ async fn throttled_publish_delivers_everything(aggregate: bool) {
         }
     }
     assert!(retries > 0, "the fault injection must have throttled something");
+    let totals = publisher.totals();
+    let throttled = totals.throttled.load(std::sync::atomic::Ordering::Relaxed);
+    // Each refusal is a throttle (the injection's only code), and a retried entry was
+    // refused at least once.
+    assert!(
+        throttled >= retries as u64,
+        "{throttled} throttles, {retries} retried entries"
+    );
+    assert_eq!(totals.not_published.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        publisher.in_flight_bytes(),
+        0,
+        "nothing reserved once every publish returned"
+    );
     let (_, per_shard) = read_stream(&client, &stream).await;
     let got: Vec<(String, u64)> = per_shard
         .iter()
@@ -152,5 +166,34 @@ async fn after_a_live_reshard_the_shard_map_is_read_again_and_nothing_is_lost() 
     let mut sent: Vec<String> = (0..3).flat_map(batch).map(|e| e.aggregate_id.to_string()).collect();
     sent.sort();
     assert_eq!(seen, sent, "every event once, across parents and children");
+    client.delete_stream().stream_name(&stream).send().await.unwrap();
+}
+
+/// A shard that refuses everything: the events are given up on after the last attempt
+/// and counted, so a dashboard sees what the relay will have to publish.
+#[tokio::test]
+async fn events_given_up_on_are_counted_and_their_room_is_returned() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (client, stream, sink) = fresh_stream(1).await;
+    let cfg = PublisherConfig {
+        max_attempts: 2,
+        ..fast_retries(false)
+    };
+    let publisher = Publisher::new(FaultySink::new(sink, 1000, 7), cfg);
+    let batch: Vec<EventEnvelope> = (0..5).map(|i| earned(&account(&format!("g-{i}")), 1)).collect();
+    let room = publisher.reserve(4096).await;
+    assert_eq!(
+        publisher.in_flight_bytes(),
+        4096,
+        "a reservation is in flight until dropped"
+    );
+    drop(room);
+    let err = publisher.publish(&batch).await.unwrap_err();
+    assert!(err.to_string().contains("5 events not accepted"), "{err}");
+    let totals = publisher.totals();
+    assert_eq!(totals.not_published.load(Relaxed), 5);
+    assert_eq!(totals.events.load(Relaxed), 0);
+    assert_eq!(totals.throttled.load(Relaxed), 10, "five entries, two attempts each");
+    assert_eq!(publisher.in_flight_bytes(), 0);
     client.delete_stream().stream_name(&stream).send().await.unwrap();
 }

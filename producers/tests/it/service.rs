@@ -355,3 +355,56 @@ async fn a_stale_known_state_costs_a_conflict_and_is_decided_again_on_the_curren
     let (account_now, version) = svc.state::<LoyaltyAccount>(&id).await.unwrap();
     assert_eq!((account_now.balance, version), (20, 4));
 }
+
+/// The running relay keeps its progress where metrics read it: what its scans find
+/// stranded, and what it republished. Stranded events stay counted while Kinesis
+/// refuses them and the count drops to zero once they are out.
+#[tokio::test]
+async fn the_running_relay_reports_what_is_stranded_and_what_it_republished() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let cfg = RelayConfig {
+        older_than: Duration::ZERO,
+        interval: Duration::from_millis(20),
+        ..RelayConfig::default()
+    };
+    let wait_for = async |svc: &Service, what: &str, done: &dyn Fn(&relay::RelayProgress) -> bool| {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let run = relay::run(svc.store(), svc.publisher(), cfg.clone(), svc.relay_progress(), async {
+            let _ = stopped.await;
+        });
+        let watch = async {
+            for _ in 0..500 {
+                if done(svc.relay_progress()) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let _ = stop.send(());
+        };
+        let (stats, ()) = tokio::join!(run, watch);
+        assert!(done(svc.relay_progress()), "{what}: {stats:?}");
+        stats
+    };
+
+    // Kinesis refuses every entry: the events stay stranded and counted.
+    let (svc, _, _) = service(0, 1000, ServiceConfig::default()).await;
+    let id = account("c-stranded");
+    svc.store()
+        .append(&[earned(&id, 1), earned(&id, 2)], None)
+        .await
+        .unwrap();
+    let stats = wait_for(&svc, "stranded", &|p| p.pending.load(Relaxed) == 2).await;
+    assert_eq!(stats.published, 0);
+
+    // Kinesis accepts: republished, and nothing stranded any more.
+    let (svc, _, _) = service(0, 0, ServiceConfig::default()).await;
+    svc.store()
+        .append(&[earned(&id, 1), earned(&id, 2)], None)
+        .await
+        .unwrap();
+    let stats = wait_for(&svc, "republished", &|p| {
+        p.published.load(Relaxed) == 2 && p.pending.load(Relaxed) == 0
+    })
+    .await;
+    assert_eq!(stats.published, 2);
+}

@@ -120,3 +120,57 @@ async fn bad_messages_end_in_the_dlq_and_never_stop_the_good_ones() {
     assert_eq!(dead_bodies, expected);
     assert_eq!(world.status("o-good").await, Some(OrderStatus::Paid));
 }
+
+/// The mapping's queue age (what AWS/SQS calls ApproximateAgeOfOldestMessage) is how
+/// long the oldest message of a batch waited, and drops to zero once a receive finds
+/// the queue empty.
+#[tokio::test]
+async fn the_queue_age_is_the_oldest_wait_and_zero_once_the_queue_is_empty() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let world = World::new().await;
+    let (queue, _dlq) = world.queue().await;
+    world.place("o-age", "c-1", 1).await;
+    let body = serde_json::to_string(&request("o-age", "c-1", 1)).unwrap();
+    world
+        .sqs
+        .send_message()
+        .queue_url(&queue)
+        .message_body(body)
+        .send()
+        .await
+        .unwrap();
+    let waited = Duration::from_millis(1_500);
+    tokio::time::sleep(waited).await;
+    let mapping = EventSourceMapping::new(
+        world.sqs.clone(),
+        &queue,
+        InProcess(world.handler(SimulatedGateway::default())),
+        MappingConfig {
+            pollers: 1,
+            ..MappingConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let stats = mapping.stats();
+    let (stop, stopped) = watch::channel(false);
+    let running = tokio::spawn(mapping.run(stopped));
+    let mut seen = 0;
+    eventually("the batch's age", Duration::from_secs(30), async || {
+        seen = seen.max(stats.oldest_age_ms.load(Relaxed));
+        seen > 0
+    })
+    .await;
+    assert!(
+        (waited.as_millis() as u64..60_000).contains(&seen),
+        "the message waited at least {waited:?}; the age said {seen} ms"
+    );
+    eventually(
+        "the queue empty and the age zero",
+        Duration::from_secs(30),
+        async || stats.counts().deleted == 1 && stats.oldest_age_ms.load(Relaxed) == 0,
+    )
+    .await;
+    stop.send(true).unwrap();
+    running.await.unwrap();
+}
