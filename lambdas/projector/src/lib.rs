@@ -51,6 +51,78 @@ fn records_by_shard(event: &KinesisEvent) -> Vec<(String, Vec<Record>)> {
     shards
 }
 
+/// What one shard's part of an invocation did, for the function's metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShardFigures {
+    /// The shard.
+    pub shard: String,
+    /// User records finished (applied or parked).
+    pub records: u64,
+    /// Of those, parked.
+    pub parked: u64,
+    /// Whether the shard's part is retried from a record (a batch item failure).
+    pub retried: bool,
+    /// Per applied event: now minus its `occurred_at`, in seconds (the worker's
+    /// end-to-end latency).
+    pub end_to_end_seconds: Vec<f64>,
+}
+
+/// An invocation's response and what it did.
+#[derive(Debug, Default)]
+pub struct Handled {
+    /// What Lambda gets back.
+    pub response: KinesisEventResponse,
+    /// The stream, from the records' event source ARN (`unknown` if none says).
+    pub stream: String,
+    /// Per shard in the event.
+    pub shards: Vec<ShardFigures>,
+}
+
+impl Handled {
+    /// The invocation's metrics as one EMF line (CloudWatch Logs turns it into metrics;
+    /// no API call on the invoke path), with the names and dimensions (`Stream`,
+    /// `Application`) the ECS workers' CloudWatch publisher uses, so one dashboard
+    /// graph and one alarm cover a projector wherever it runs. Projection lag is the
+    /// newest applied event's age, the worst shard's.
+    pub fn emf(&self, namespace: &str, application: &str, timestamp_ms: i64) -> String {
+        use cafe_consumers::emf::{self, Observed};
+        use cafe_consumers::metrics::{self as m, Unit};
+        let sum = |f: fn(&ShardFigures) -> u64| self.shards.iter().map(f).sum::<u64>() as f64;
+        let e2e: Vec<f64> = self
+            .shards
+            .iter()
+            .flat_map(|s| s.end_to_end_seconds.iter().copied())
+            .collect();
+        let mut metrics = vec![
+            (m::RECORDS, Unit::Count, Observed::One(sum(|s| s.records))),
+            (m::PARKED, Unit::Count, Observed::One(sum(|s| s.parked))),
+            (m::RETRIES, Unit::Count, Observed::One(sum(|s| u64::from(s.retried)))),
+        ];
+        let lag = self
+            .shards
+            .iter()
+            .filter_map(|s| s.end_to_end_seconds.last().copied())
+            .fold(None, |worst: Option<f64>, v| Some(worst.map_or(v, |w| w.max(v))));
+        if let Some(lag) = lag {
+            metrics.push((m::PROJECTION_LAG_SECONDS, Unit::Seconds, Observed::One(lag)));
+        }
+        if !e2e.is_empty() {
+            metrics.push((m::END_TO_END_SECONDS, Unit::Seconds, Observed::Many(e2e)));
+        }
+        emf::line(
+            namespace,
+            &[("Stream", self.stream.as_str()), ("Application", application)],
+            &metrics,
+            timestamp_ms,
+        )
+    }
+}
+
+/// The stream's name in a Kinesis ARN (`arn:aws:kinesis:…:stream/<name>`).
+fn stream_of(arn: Option<&str>) -> Option<&str> {
+    arn?.split_once(":stream/").map(|(_, name)| name)
+}
+
 /// Processes a Kinesis event; the response lists the record to retry from, if any.
 pub async fn handle<P: Processor, K: ParkingLot>(
     processor: &P,
@@ -58,27 +130,53 @@ pub async fn handle<P: Processor, K: ParkingLot>(
     application: &str,
     event: &KinesisEvent,
 ) -> KinesisEventResponse {
-    let mut response = KinesisEventResponse::default();
-    for (shard, records) in records_by_shard(event) {
-        let span = info_span!("lambda_batch", application, shard = %shard, records = records.len());
-        if let Some(sequence) = one_shard(processor, parking, application, &shard, &records)
-            .instrument(span)
-            .await
-        {
-            response.add_failure(sequence);
-        }
-    }
-    response
+    handle_measured(processor, parking, application, event).await.response
 }
 
-/// One shard's records; the sequence number to retry from, if any.
+/// [`handle`], saying what it did.
+pub async fn handle_measured<P: Processor, K: ParkingLot>(
+    processor: &P,
+    parking: &K,
+    application: &str,
+    event: &KinesisEvent,
+) -> Handled {
+    let mut handled = Handled {
+        stream: event
+            .records
+            .iter()
+            .find_map(|r| stream_of(r.event_source_arn.as_deref()))
+            .unwrap_or("unknown")
+            .to_owned(),
+        ..Handled::default()
+    };
+    for (shard, records) in records_by_shard(event) {
+        let span = info_span!("lambda_batch", application, shard = %shard, records = records.len());
+        let (retry_from, figures) = one_shard(processor, parking, application, &shard, &records)
+            .instrument(span)
+            .await;
+        if let Some(sequence) = retry_from {
+            handled.response.add_failure(sequence);
+        }
+        handled.shards.push(figures);
+    }
+    handled
+}
+
+/// Seconds since the epoch.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// One shard's records; the sequence number to retry from, if any, and the figures.
 async fn one_shard<P: Processor, K: ParkingLot>(
     processor: &P,
     parking: &K,
     application: &str,
     shard: &str,
     records: &[Record],
-) -> Option<String> {
+) -> (Option<String>, ShardFigures) {
     let ctx = BatchContext {
         application,
         shard_id: shard,
@@ -87,8 +185,9 @@ async fn one_shard<P: Processor, K: ParkingLot>(
     let outcomes = processor.process(ctx, records).await;
     let w = walk(&outcomes, records.len());
     let mut first_unfinished = w.retry.as_ref().map(|_| w.finished);
+    let mut parked_at = Vec::new();
     for (i, reason) in w.park {
-        let record = records.get(i)?;
+        let Some(record) = records.get(i) else { break };
         let parked = Parked {
             shard_id: shard.to_owned(),
             record: record.clone(),
@@ -99,11 +198,29 @@ async fn one_shard<P: Processor, K: ParkingLot>(
             first_unfinished = Some(first_unfinished.map_or(i, |f| f.min(i)));
             break;
         }
+        parked_at.push(i);
         warn!(sequence = %record.sequence, sub = record.sub, reason = %parked.reason, "record parked");
     }
-    let record = records.get(first_unfinished?)?;
-    warn!(sequence = %record.sequence, reason = ?w.retry, "reporting a batch item failure");
-    Some(record.sequence.clone())
+    let finished = first_unfinished.unwrap_or(w.finished).min(records.len());
+    let now = unix_now();
+    let figures = ShardFigures {
+        shard: shard.to_owned(),
+        records: finished as u64,
+        parked: parked_at.iter().filter(|&&i| i < finished).count() as u64,
+        retried: first_unfinished.is_some(),
+        end_to_end_seconds: records[..finished]
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !parked_at.contains(i))
+            .filter_map(|(_, r)| cafe_events::envelope::occurred_at_of(&r.data))
+            .map(|at| now - at.timestamp_micros() as f64 / 1e6)
+            .collect(),
+    };
+    let retry_from = first_unfinished.and_then(|i| records.get(i)).map(|record| {
+        warn!(sequence = %record.sequence, reason = ?w.retry, "reporting a batch item failure");
+        record.sequence.clone()
+    });
+    (retry_from, figures)
 }
 
 /// A processor that only checks every record decodes as an event envelope and parks

@@ -3,7 +3,7 @@
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use cafe_consumers::Processor;
 use cafe_consumers::parking::DynamoParkingLot;
-use cafe_lambda_projector::{EnvelopeCheck, Hosted, handle};
+use cafe_lambda_projector::{EnvelopeCheck, Hosted, handle_measured};
 use cafe_projections::Projector;
 use cafe_projections::catalog::{AnalyticsEndpoint, Endpoints, Namespace, ReadModel};
 use lambda_runtime::{LambdaEvent, service_fn};
@@ -13,20 +13,21 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let var = |k: &str| std::env::var(k).map_err(|_| format!("environment variable {k} is not set"));
     let application = var("CAFE_APPLICATION")?;
+    let namespace = var("CAFE_METRICS_NAMESPACE").unwrap_or_else(|_| "CloudCafe".to_owned());
     let parked_table = var("CAFE_PARKED_TABLE")?;
     let hosted = Hosted::from_env(|k| std::env::var(k).ok())?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
     let parking = DynamoParkingLot::new(dynamodb.clone(), parked_table);
     match hosted {
-        Hosted::EnvelopeCheck => serve(EnvelopeCheck, parking, application).await,
+        Hosted::EnvelopeCheck => serve(EnvelopeCheck, parking, application, namespace).await,
         Hosted::ActiveOrders { table } => {
             let at = Endpoints {
                 dynamodb: Some((dynamodb, table)),
                 ..Endpoints::default()
             };
             let model = ReadModel::ActiveOrders.connect(&at, &Namespace::Live).await?;
-            serve(Projector::new(model), parking, application).await
+            serve(Projector::new(model), parking, application, namespace).await
         }
         Hosted::Analytics { options, schema } => {
             let redshift = aws_sdk_redshiftdata::Client::new(&sdk);
@@ -35,7 +36,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
                 ..Endpoints::default()
             };
             let model = ReadModel::Analytics.connect(&at, &Namespace::Live).await?;
-            serve(Projector::new(model), parking, application).await
+            serve(Projector::new(model), parking, application, namespace).await
         }
     }
 }
@@ -44,10 +45,17 @@ async fn serve<P: Processor>(
     processor: P,
     parking: DynamoParkingLot,
     application: String,
+    namespace: String,
 ) -> Result<(), lambda_runtime::Error> {
-    let (processor, parking, application) = (&processor, &parking, application.as_str());
+    let (processor, parking, application, namespace) = (&processor, &parking, application.as_str(), namespace.as_str());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<KinesisEvent>| async move {
-        Ok::<_, lambda_runtime::Error>(handle(processor, parking, application, &event.payload).await)
+        let handled = handle_measured(processor, parking, application, &event.payload).await;
+        // One EMF line per invocation on stdout: CloudWatch Logs makes it metrics.
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        println!("{}", handled.emf(namespace, application, now_ms));
+        Ok::<_, lambda_runtime::Error>(handled.response)
     }))
     .await
 }

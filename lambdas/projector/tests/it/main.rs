@@ -9,7 +9,7 @@ use aws_lambda_events::event::kinesis::KinesisEvent;
 use cafe_consumers::parking::{DynamoParkingLot, ParkError, Parked, ParkingLot};
 use cafe_consumers::{BatchContext, Outcome, Processor, Record};
 use cafe_events::EventEnvelope;
-use cafe_lambda_projector::{EnvelopeCheck, handle};
+use cafe_lambda_projector::{EnvelopeCheck, handle, handle_measured};
 use cafe_localstack::{StackConfig, aws, provision};
 
 /// A Lambda Kinesis event from one shard: an envelope, a KPL aggregate of three
@@ -140,4 +140,42 @@ async fn a_record_that_cannot_be_parked_is_reported_for_retry() {
         .map(|f| f.item_identifier.clone().unwrap())
         .collect();
     assert_eq!(ids, vec![SEQ[2].to_owned()]);
+}
+
+/// The invocation's metrics: one valid EMF line with the worker's metric names, per
+/// user record (the aggregate's three counted apart), the parked one counted and not
+/// timed, every applied envelope's end-to-end latency, the stream from the ARN.
+#[tokio::test]
+async fn an_invocation_is_one_valid_emf_line_with_the_workers_metric_names() {
+    use cafe_consumers::metrics::{END_TO_END_SECONDS, PARKED, PROJECTION_LAG_SECONDS, RECORDS, RETRIES};
+    let handled = handle_measured(&EnvelopeCheck, &Memory::default(), "fixture", &fixture()).await;
+    assert_eq!(handled.stream, "events");
+    assert_eq!(handled.shards.len(), 1);
+    let shard = &handled.shards[0];
+    assert_eq!((shard.records, shard.parked, shard.retried), (6, 1, false));
+    assert_eq!(shard.end_to_end_seconds.len(), 5, "five envelopes applied");
+    assert!(shard.end_to_end_seconds.iter().all(|s| *s > 0.0));
+
+    let line = handled.emf("CloudCafe/Test", "fixture", 1_700_000_000_000);
+    cafe_consumers::emf::validate(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["Stream"], "events");
+    assert_eq!(v["Application"], "fixture");
+    assert_eq!(v[RECORDS], 6.0);
+    assert_eq!(v[PARKED], 1.0);
+    assert_eq!(v[RETRIES], 0.0);
+    assert_eq!(v[END_TO_END_SECONDS].as_array().unwrap().len(), 5);
+    assert_eq!(v[PROJECTION_LAG_SECONDS], *shard.end_to_end_seconds.last().unwrap());
+
+    // A retried shard: counted, and only what finished before it is timed.
+    let p = Scripted {
+        retry_at: Some((1, 1)),
+        ..Scripted::default()
+    };
+    let handled = handle_measured(&p, &Memory::default(), "fixture", &fixture()).await;
+    let shard = &handled.shards[0];
+    assert_eq!((shard.records, shard.parked, shard.retried), (2, 0, true));
+    let line = handled.emf("CloudCafe/Test", "fixture", 1_700_000_000_000);
+    cafe_consumers::emf::validate(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&line).unwrap()[RETRIES], 1.0);
 }
