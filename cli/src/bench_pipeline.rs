@@ -168,6 +168,7 @@ pub async fn pipeline(
     step: Duration,
     modes: &[Mode],
     idle_poll: Option<Duration>,
+    saga: bool,
 ) -> Result<()> {
     println!(
         "bench pipeline: open loop, {} per step, rates {:?} orders/s; end to end = occurred_at -> store write returned",
@@ -183,6 +184,9 @@ pub async fn pipeline(
         // The dashboard's monitor reads the stream too; the bench measures the pipeline.
         settings.monitor = None;
         settings.worker_id = format!("bench-{}", std::process::id());
+        // Without the payment function the read side has the machine to itself: what
+        // the read models sustain when the saga is not competing for the cores.
+        settings.saga = saga;
         let running = Application::build(settings).await?.start().await?;
         let base = format!("http://{}", running.addr());
         let http = load::client();

@@ -241,6 +241,10 @@ enum BenchWhat {
         /// Polling: wait between reads of a caught-up shard (the runtime's default 1s).
         #[arg(long, value_parser = positive_duration)]
         idle_poll: Option<Duration>,
+        /// Leave the payment function out (the payment-requests consumer still fills its
+        /// queue up to the bound, then waits): the read side alone on the machine.
+        #[arg(long)]
+        without_saga: bool,
     },
     /// POST /v1/orders throughput and latency beside the stand-ins' raw ceilings, and the
     /// aggregation ratio of a restock storm.
@@ -513,10 +517,11 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
                     duration,
                     mode,
                     idle_poll,
+                    without_saga,
                 },
         } => {
             up(&stack, false).await?;
-            bench_pipeline::pipeline(&cfg, &stack, &rates, duration, &mode, idle_poll).await?;
+            bench_pipeline::pipeline(&cfg, &stack, &rates, duration, &mode, idle_poll, !without_saga).await?;
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Bench {
