@@ -11,6 +11,7 @@ use cafe_consumers::parking::DynamoParkingLot;
 use cafe_consumers::{Processor, Worker, WorkerConfig, WorkerReport};
 use cafe_lambda_payment::requests::{self as payment_requests, PaymentRequests};
 use cafe_localstack::StackConfig;
+use cafe_producers::store::DynamoEventStore;
 use cafe_projections::analytics::{AnalyticsFacts, DataApiOptions};
 use cafe_projections::catalog::{
     AnalyticsEndpoint, AnyWarehouse, Endpoints, LIVE_ANALYTICS_SCHEMA, Namespace, ReadModel,
@@ -88,6 +89,25 @@ pub fn lag_probe(cfg: &StackConfig, clients: &Clients, applications: Vec<String>
         leases_table: cfg.names.leases_table.clone(),
         applications,
     }
+}
+
+/// The replayer over the stack's event store, stream and read models, pacing itself
+/// by the live projectors' lag: what `cafe replay` drives and the invariant checker
+/// rebuilds with.
+pub fn replayer(cfg: &StackConfig, clients: &Clients) -> Result<cafe_replay::Replayer<DynamoEventStore>> {
+    let history = DynamoEventStore::new(
+        clients.dynamodb.clone(),
+        &cfg.names.events_table,
+        &cfg.names.idempotency_table,
+    );
+    let replays = cafe_replay::Replays::new(clients.dynamodb.clone(), &cfg.names.replays_table);
+    let at = endpoints(cfg, clients)?;
+    let live = LiveSide::Serving(pointers(cfg, clients));
+    // The live projectors: the consumers that share the replay's stores.
+    let applications: Vec<String> = ReadModel::ALL.iter().map(|m| m.name().to_owned()).collect();
+    Ok(cafe_replay::Replayer::new(history, replays, at, live)
+        .with_stream(clients.kinesis.clone(), &cfg.names.stream)
+        .with_lag_probe(lag_probe(cfg, clients, applications)))
 }
 
 /// The serving pointers (which copy of each model is live: a swap moves them).

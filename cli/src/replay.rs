@@ -9,13 +9,12 @@ use anyhow::{Context, Result};
 use cafe_localstack::StackConfig;
 use cafe_producers::store::DynamoEventStore;
 use cafe_projections::catalog::ReadModel;
-use cafe_projections::serving::LiveSide;
 use cafe_projections::verify::{Buckets, Verdict};
 use cafe_replay::governor::Slo;
 use cafe_replay::record::ShardRange;
 use cafe_replay::record::{State, Summary};
 use cafe_replay::storm::Storm;
-use cafe_replay::{Filter, Params, ReplayError, ReplayId, Replayer, Replays};
+use cafe_replay::{Filter, Params, ReplayError, ReplayId, Replayer};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
@@ -229,25 +228,12 @@ impl From<FilterArgs> for Filter {
 /// exits 2 with nothing written.
 pub async fn run(cfg: &StackConfig, args: ReplayArgs, stop: CancellationToken) -> Result<ExitCode> {
     let clients = Clients::new(cfg, args.aws).await;
-    let history = DynamoEventStore::new(
-        clients.dynamodb.clone(),
-        &cfg.names.events_table,
-        &cfg.names.idempotency_table,
-    );
-    let estimate = history.approximate_count().await;
-    let replays = Replays::new(clients.dynamodb.clone(), &cfg.names.replays_table);
-    let at = crate::read_side::endpoints(cfg, &clients)?;
-    let live = LiveSide::Serving(crate::read_side::pointers(cfg, &clients));
+    let mut replayer = crate::read_side::replayer(cfg, &clients)?;
+    let estimate = replayer.history().approximate_count().await;
     let pause = match std::env::var("CAFE_FAULT_SWAP_PAUSE_MS") {
         Ok(ms) => Duration::from_millis(ms.parse().context("CAFE_FAULT_SWAP_PAUSE_MS")?),
         Err(_) => Duration::ZERO,
     };
-    // The live projectors: the consumers that share the replay's stores.
-    let applications: Vec<String> = ReadModel::ALL.iter().map(|m| m.name().to_owned()).collect();
-    let probe = crate::read_side::lag_probe(cfg, &clients, applications);
-    let mut replayer = Replayer::new(history, replays, at, live)
-        .with_stream(clients.kinesis.clone(), &cfg.names.stream)
-        .with_lag_probe(probe);
     if !pause.is_zero() {
         replayer = replayer.with_before_flip(std::sync::Arc::new(move || Box::pin(tokio::time::sleep(pause))));
     }

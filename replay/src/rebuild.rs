@@ -197,6 +197,11 @@ impl<H: HistoryReader> Replayer<H> {
         }
     }
 
+    /// The event store it reads.
+    pub fn history(&self) -> &H {
+        &self.history
+    }
+
     /// With the live lag the governor holds to its objective.
     pub fn with_lag_probe(mut self, probe: LagProbe) -> Self {
         self.lag = Some(probe);
