@@ -572,28 +572,64 @@ impl RedisCache {
         let mut con = self.con.clone();
         let mut d = Digests::new(buckets, keep);
         let items = self.item_key("");
+        // Fields are read as text: a corrupted value (a version that is not a number)
+        // is a difference to report, not an error that stops the verification.
         for key in redis_scripts::keys(&mut con, &items).await? {
-            let (v, json): (Option<u64>, Option<String>) = redis::cmd("HMGET")
+            let id = &key[items.len()..];
+            let read: redis::RedisResult<(Option<String>, Option<String>)> = redis::cmd("HMGET")
                 .arg(&key)
                 .arg(&["v", "json"])
                 .query_async(&mut con)
-                .await?;
-            let id = &key[items.len()..];
-            let text = format!("v{} {}", v.unwrap_or(0), json.unwrap_or_default());
-            d.add(id, format!("menu:item:{id}"), v, &text);
+                .await;
+            let Some((v, json)) = hash_or_wrong_type(read)? else {
+                d.add(id, format!("menu:item:{id}"), None, WRONG_TYPE);
+                continue;
+            };
+            let text = format!("v{} {}", v.as_deref().unwrap_or("0"), json.unwrap_or_default());
+            d.add(id, format!("menu:item:{id}"), version(v.as_deref()), &text);
         }
         let accounts = self.loyalty_key("");
         for key in redis_scripts::keys(&mut con, &accounts).await? {
-            let fields: (Option<u64>, Option<String>, Option<i64>, Option<String>) = redis::cmd("HMGET")
+            let id = &key[accounts.len()..];
+            let read: redis::RedisResult<AccountFields> = redis::cmd("HMGET")
                 .arg(&key)
                 .arg(&["v", "customer_id", "balance", "tier"])
                 .query_async(&mut con)
-                .await?;
-            let id = &key[accounts.len()..];
-            d.add(id, format!("loyalty:{id}"), fields.0, &format!("{fields:?}"));
+                .await;
+            let Some(fields) = hash_or_wrong_type(read)? else {
+                d.add(id, format!("loyalty:{id}"), None, WRONG_TYPE);
+                continue;
+            };
+            d.add(
+                id,
+                format!("loyalty:{id}"),
+                version(fields.0.as_deref()),
+                &format!("{fields:?}"),
+            );
         }
         Ok(d)
     }
+}
+
+/// A loyalty account's hash fields as text: version, customer, balance, tier.
+type AccountFields = (Option<String>, Option<String>, Option<String>, Option<String>);
+
+/// What a key that is not a hash digests as: a row unlike any the model writes.
+const WRONG_TYPE: &str = "<not a hash>";
+
+/// A hash's fields, or None when the key holds another type (corruption the
+/// verification reports as a differing row rather than failing on).
+fn hash_or_wrong_type<T>(read: redis::RedisResult<T>) -> Result<Option<T>, ProjectionError> {
+    match read {
+        Ok(fields) => Ok(Some(fields)),
+        Err(e) if e.code() == Some("WRONGTYPE") => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A stored version, when it reads as one.
+fn version(v: Option<&str>) -> Option<u64> {
+    v.and_then(|v| v.parse().ok())
 }
 
 /// Digests streamed from a key scan.
