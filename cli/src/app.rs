@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use cafe_consumers::WorkerReport;
 use cafe_consumers::cloudwatch::{CloudWatchConfig, CloudWatchPublisher};
 use cafe_consumers::metrics::Metrics;
@@ -372,6 +372,43 @@ impl Running {
     /// The consumer runtime's metric handles, shared by every projector.
     pub fn consumer_metrics(&self) -> &Metrics {
         &self.consumer_metrics
+    }
+
+    /// Waits until the pipeline is quiet: the outbox settled, every projector's read
+    /// finding nothing more (projection lag zero on every shard, twice in a row), and,
+    /// where the saga runs, its queue empty. What the invariant checker needs before it
+    /// compares, and what a scenario's "caught up after N s" measures. Fails after
+    /// `deadline`, naming what was still moving.
+    pub async fn quiet(&self, deadline: Duration) -> Result<Duration> {
+        let started = std::time::Instant::now();
+        let mut calm = 0;
+        loop {
+            self.service.settled().await;
+            let snapshot = self.consumer_metrics.snapshot();
+            let behind: Vec<String> = snapshot
+                .shards
+                .iter()
+                .filter(|s| s.projection_lag_seconds != Some(0.0))
+                .map(|s| format!("{} {}", s.application, s.shard))
+                .collect();
+            let queue = if self.runs_saga() {
+                payments::counts(&self.clients.sqs, &self.payments_queue).await?
+            } else {
+                (0, 0)
+            };
+            let still = snapshot.shards.is_empty() || !behind.is_empty() || queue != (0, 0);
+            calm = if still { 0 } else { calm + 1 };
+            if calm >= 2 {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > deadline {
+                bail!(
+                    "not quiet after {}: behind {behind:?}, payment queue {queue:?} (visible, in flight)",
+                    humantime::format_duration(deadline)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 
     /// Stops in stages, each within `deadline`: the server finishes its requests and the

@@ -11,6 +11,7 @@
 pub mod app;
 pub mod app_metrics;
 pub mod dashboard;
+pub mod invariants;
 pub mod load;
 pub mod observability;
 pub mod payments;

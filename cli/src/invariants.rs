@@ -1,0 +1,317 @@
+//! The invariants every stress scenario and chaos experiment ends with: one checker,
+//! so "nothing was lost" means the same thing after each of them.
+//!
+//! - **Read models equal a rebuild.** Every read model is rebuilt from the event store
+//!   into shadow copies (the replay's own rebuild, unpaced) and compared partition by
+//!   partition with the live copy (the replay's verifier); any differing row fails.
+//!   A live copy ahead of the watermark is fine (it moved after the rebuild began).
+//! - **Every event reached the stream.** No event keeps its pending marker past the
+//!   relay's threshold: the outbox publishes before it clears, so a marker left behind
+//!   is an event the stream may not have.
+//! - **No payment decided twice.** No order holds more than one payment decision
+//!   (authorized or declined) in the event store: the function's idempotency must keep
+//!   a redelivered or concurrently retried request from deciding again.
+//! - **Parked and dead-lettered are exactly the injected poison**: per consumer
+//!   application, the parked records' count and reasons; the payment DLQ's depth.
+//! - **No process left behind**: every process the experiment started has exited.
+//!
+//! The checker reads; it changes nothing live (the shadows it builds are dropped).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use cafe_consumers::parking::DynamoParkingLot;
+use cafe_events::DomainEvent;
+use cafe_localstack::StackConfig;
+use cafe_producers::store::{EventStore, HistoryReader};
+use cafe_projections::catalog::ReadModel;
+use cafe_projections::verify::{Buckets, Verdict};
+use cafe_replay::record::Source;
+use cafe_replay::{Filter, Params};
+use futures::StreamExt;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::pipeline::Clients;
+
+/// Poison an experiment injected into one consumer application: it must be parked,
+/// each record with a reason naming why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExpectedParked {
+    /// The consumer application.
+    pub application: String,
+    /// How many records.
+    pub count: usize,
+    /// Text every one of their reasons contains.
+    pub reason: String,
+}
+
+/// What the experiment did on purpose, so the checker can tell it from damage.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Expected {
+    /// Poison parked on purpose (an application not named must have parked nothing).
+    pub parked: Vec<ExpectedParked>,
+    /// Messages dead-lettered on purpose.
+    pub dead_letters: u64,
+    /// Processes the experiment started, which must all have exited.
+    pub processes: Vec<u32>,
+}
+
+/// One invariant's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// Which invariant.
+    pub name: &'static str,
+    /// Whether it holds.
+    pub holds: bool,
+    /// What was found (the first offenders when it does not hold).
+    pub detail: String,
+}
+
+/// Every invariant's result.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Verdicts {
+    /// In the order checked.
+    pub checks: Vec<Check>,
+}
+
+impl Verdicts {
+    /// Whether every invariant holds.
+    pub fn hold(&self) -> bool {
+        self.checks.iter().all(|c| c.holds)
+    }
+
+    /// The invariants that do not hold.
+    pub fn broken(&self) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(|c| !c.holds)
+    }
+
+    fn push(&mut self, name: &'static str, holds: bool, detail: impl Into<String>) {
+        self.checks.push(Check {
+            name,
+            holds,
+            detail: detail.into(),
+        });
+    }
+}
+
+impl std::fmt::Display for Verdicts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in &self.checks {
+            let mark = if c.holds { "ok    " } else { "BROKEN" };
+            writeln!(f, "  {mark} {:<30} {}", c.name, c.detail)?;
+        }
+        Ok(())
+    }
+}
+
+/// Names of the invariants, as reported.
+pub const READ_MODELS: &str = "read models = rebuild";
+/// See [`READ_MODELS`].
+pub const OUTBOX: &str = "every event on the stream";
+/// See [`READ_MODELS`].
+pub const PAYMENTS: &str = "no payment decided twice";
+/// See [`READ_MODELS`].
+pub const PARKED: &str = "parked = injected poison";
+/// See [`READ_MODELS`].
+pub const DEAD_LETTERS: &str = "DLQ = injected poison";
+/// See [`READ_MODELS`].
+pub const PROCESSES: &str = "no process left behind";
+
+/// Checks every invariant on the stack. Call it once the pipeline is quiet (the load
+/// stopped, the projectors caught up, the saga's queue empty): it waits out the
+/// replay's settle time first, so the rebuild's watermark covers every event.
+pub async fn check(cfg: &StackConfig, clients: &Clients, expected: &Expected) -> Result<Verdicts> {
+    let mut v = Verdicts::default();
+    tokio::time::sleep(cafe_replay::SETTLE + Duration::from_secs(1)).await;
+    read_models(cfg, clients, &mut v).await?;
+    outbox(cfg, clients, &mut v).await?;
+    payments(cfg, clients, &mut v).await?;
+    parked(cfg, clients, expected, &mut v).await?;
+    dead_letters(cfg, clients, expected, &mut v).await?;
+    processes(expected, &mut v);
+    Ok(v)
+}
+
+async fn read_models(cfg: &StackConfig, clients: &Clients, v: &mut Verdicts) -> Result<()> {
+    let replayer = crate::read_side::replayer(cfg, clients)?;
+    let params = Params {
+        source: Source::EventStore,
+        models: ReadModel::ALL.iter().map(|m| m.name().to_owned()).collect(),
+        filter: Filter::default(),
+        segments: 4,
+        page_size: 1000,
+        max_rate: None,
+        slo: None,
+    };
+    let meta = replayer
+        .create(params, None)
+        .await
+        .context("creating the check's rebuild")?;
+    let outcome = replayer
+        .run(&meta.id, CancellationToken::new(), false, Duration::from_secs(3600))
+        .await
+        .context("rebuilding the read models")?;
+    let buckets = Buckets::new(256).context("buckets")?;
+    let reports = replayer.verify(&meta.id, buckets, 5).await;
+    // The shadows go whatever the verdict: a check leaves nothing behind.
+    let dropped = replayer.drop(&meta.id).await;
+    let reports = reports.context("comparing the rebuild with the live read models")?;
+    dropped.context("dropping the check's shadows")?;
+    for (model, report) in &reports {
+        let differ = report.count(Verdict::Differs);
+        let holds = differ == 0 && outcome.finished;
+        let keys: Vec<String> = report
+            .keys
+            .iter()
+            .filter(|k| k.is_error())
+            .map(|k| format!("{k:?}"))
+            .collect();
+        let detail = if holds {
+            format!(
+                "{model}: {} partitions match, {} live ahead ({} events rebuilt)",
+                report.count(Verdict::Match),
+                report.count(Verdict::LiveAhead),
+                outcome.applied
+            )
+        } else {
+            format!("{model}: {differ} partitions differ: {}", keys.join("; "))
+        };
+        v.push(READ_MODELS, holds, detail);
+    }
+    Ok(())
+}
+
+async fn outbox(cfg: &StackConfig, clients: &Clients, v: &mut Verdicts) -> Result<()> {
+    let store = store(cfg, clients);
+    let threshold = cafe_producers::relay::RelayConfig::default().older_than;
+    let pending = store
+        .pending(threshold, 100)
+        .await
+        .context("reading the pending markers")?;
+    let detail = if pending.is_empty() {
+        format!("no event pending longer than {}", humantime::format_duration(threshold))
+    } else {
+        let first: Vec<String> = pending
+            .iter()
+            .take(5)
+            .map(|e| format!("{} v{}", e.aggregate_id, e.version))
+            .collect();
+        format!(
+            "{}{} events pending longer than {}: {}",
+            pending.len(),
+            if pending.len() == 100 { "+" } else { "" },
+            humantime::format_duration(threshold),
+            first.join(", ")
+        )
+    };
+    v.push(OUTBOX, pending.is_empty(), detail);
+    Ok(())
+}
+
+async fn payments(cfg: &StackConfig, clients: &Clients, v: &mut Verdicts) -> Result<()> {
+    let store = store(cfg, clients);
+    let mut decisions: BTreeMap<String, u32> = BTreeMap::new();
+    let mut pages = std::pin::pin!(store.read_all(4, 1000));
+    while let Some(page) = pages.next().await {
+        for e in page.context("reading the event store")? {
+            if matches!(
+                e.event,
+                DomainEvent::PaymentAuthorized(_) | DomainEvent::PaymentDeclined(_)
+            ) {
+                *decisions.entry(e.aggregate_id.to_string()).or_default() += 1;
+            }
+        }
+    }
+    let twice: Vec<String> = decisions
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(order, n)| format!("{order} ×{n}"))
+        .collect();
+    let detail = if twice.is_empty() {
+        format!("{} orders decided, each once", decisions.len())
+    } else {
+        format!(
+            "{} orders decided more than once: {}",
+            twice.len(),
+            twice.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+        )
+    };
+    v.push(PAYMENTS, twice.is_empty(), detail);
+    Ok(())
+}
+
+async fn parked(cfg: &StackConfig, clients: &Clients, expected: &Expected, v: &mut Verdicts) -> Result<()> {
+    let lot = DynamoParkingLot::new(clients.dynamodb.clone(), &cfg.names.parked_table);
+    for application in crate::dashboard::applications() {
+        let parked = lot
+            .list(&application)
+            .await
+            .with_context(|| format!("listing {application}'s parked records"))?;
+        let want = expected.parked.iter().find(|p| p.application == application);
+        let count = want.map_or(0, |w| w.count);
+        let unexplained: Vec<&str> = parked
+            .iter()
+            .filter(|p| want.is_none_or(|w| !p.reason.contains(&w.reason)))
+            .map(|p| p.reason.as_str())
+            .collect();
+        let holds = parked.len() == count && unexplained.is_empty();
+        let detail = if holds {
+            format!("{application}: {count} parked, as injected")
+        } else {
+            format!(
+                "{application}: {} parked, {count} injected; unexplained reasons: {}",
+                parked.len(),
+                unexplained.iter().take(3).copied().collect::<Vec<_>>().join(" | ")
+            )
+        };
+        v.push(PARKED, holds, detail);
+    }
+    Ok(())
+}
+
+async fn dead_letters(cfg: &StackConfig, clients: &Clients, expected: &Expected, v: &mut Verdicts) -> Result<()> {
+    let dlq = crate::payments::queue_url(&clients.sqs, &cfg.names.payments_dlq).await?;
+    let depth = crate::payments::depth(&clients.sqs, &dlq).await?;
+    v.push(
+        DEAD_LETTERS,
+        depth == expected.dead_letters,
+        format!("{depth} in the payment DLQ, {} injected", expected.dead_letters),
+    );
+    Ok(())
+}
+
+fn processes(expected: &Expected, v: &mut Verdicts) {
+    let alive: Vec<u32> = expected
+        .processes
+        .iter()
+        .copied()
+        .filter(|&pid| std::path::Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid))
+        .collect();
+    v.push(
+        PROCESSES,
+        alive.is_empty(),
+        if alive.is_empty() {
+            format!("{} started, all exited", expected.processes.len())
+        } else {
+            format!("still running: {alive:?}")
+        },
+    );
+}
+
+/// A process that exited but was not reaped yet is gone for our purpose.
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .unwrap_or(true)
+}
+
+fn store(cfg: &StackConfig, clients: &Clients) -> cafe_producers::store::DynamoEventStore {
+    cafe_producers::store::DynamoEventStore::new(
+        clients.dynamodb.clone(),
+        &cfg.names.events_table,
+        &cfg.names.idempotency_table,
+    )
+}
