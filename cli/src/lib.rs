@@ -10,6 +10,7 @@
 
 pub mod app;
 pub mod app_metrics;
+pub mod chaos;
 pub mod dashboard;
 pub mod invariants;
 pub mod load;

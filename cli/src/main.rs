@@ -132,6 +132,31 @@ enum Command {
     /// Rebuild read models into shadow copies from the event store, verify them
     /// against the live ones, and drop them.
     Replay(replay::ReplayArgs),
+    /// Inject a fault into the running pipeline under load, time its detection and
+    /// recovery, and check that nothing was lost (exit 1 if an invariant breaks).
+    Chaos {
+        /// The experiment, or `all` for every one in turn.
+        #[arg(value_parser = chaos_name)]
+        name: ChaosName,
+        /// Orders per second of the load.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        rate: u32,
+        /// Load before the fault.
+        #[arg(long, default_value = "5s", value_parser = positive_duration)]
+        warm_up: Duration,
+        /// How long a stopped service stays down.
+        #[arg(long, default_value = "5s", value_parser = positive_duration)]
+        outage: Duration,
+        /// Load after the fault.
+        #[arg(long, default_value = "10s", value_parser = positive_duration)]
+        after: Duration,
+        /// Records a poison or duplicates experiment puts on the stream.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        records: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The CloudWatch dashboard and alarms, generated from the metric catalogue.
     Cloudwatch {
         #[command(subcommand)]
@@ -445,6 +470,45 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
             replay::run(&cfg, args, stop).await
         }
         Command::Lag(args) => lag::run(&cfg, args).await,
+        Command::Chaos {
+            name,
+            rate,
+            warm_up,
+            outage,
+            after,
+            records,
+            json,
+        } => {
+            up(&stack, false).await?;
+            let opts = cafe_app::chaos::ChaosOptions {
+                rate,
+                warm_up,
+                outage,
+                after,
+                records: records as usize,
+                ..cafe_app::chaos::ChaosOptions::default()
+            };
+            let experiments = match name {
+                ChaosName::All => cafe_app::chaos::Experiment::ALL.to_vec(),
+                ChaosName::One(e) => vec![e],
+            };
+            let mut outcomes = Vec::new();
+            for e in experiments {
+                let outcome = cafe_app::chaos::run(&stack, e, &opts).await?;
+                if !json {
+                    cafe_app::chaos::print(&outcome);
+                }
+                outcomes.push(outcome);
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&outcomes)?);
+            }
+            Ok(if outcomes.iter().all(cafe_app::chaos::Outcome::passed) {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            })
+        }
         Command::Consume(args) => {
             consume::run(&cfg, args, shutdown_signal()).await?;
             Ok(std::process::ExitCode::SUCCESS)
@@ -627,6 +691,29 @@ async fn api(cfg: &StackConfig, listen: SocketAddr, aws: bool) -> Result<std::pr
 }
 
 /// A duration argument that must be longer than zero (exit code 2 otherwise).
+/// `cafe chaos`'s argument: one experiment or all of them.
+#[derive(Debug, Clone, Copy)]
+enum ChaosName {
+    All,
+    One(cafe_app::chaos::Experiment),
+}
+
+fn chaos_name(s: &str) -> Result<ChaosName, String> {
+    use clap::ValueEnum;
+    if s == "all" {
+        return Ok(ChaosName::All);
+    }
+    cafe_app::chaos::Experiment::from_str(s, false)
+        .map(ChaosName::One)
+        .map_err(|_| {
+            let names: Vec<&str> = cafe_app::chaos::Experiment::ALL.iter().map(|e| e.name()).collect();
+            format!(
+                "no experiment is called {s:?}; the experiments are all, {}",
+                names.join(", ")
+            )
+        })
+}
+
 pub(crate) fn positive_duration(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
         Ok(d) if !d.is_zero() => Ok(d),

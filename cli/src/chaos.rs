@@ -1,0 +1,534 @@
+//! `cafe chaos NAME`: a fault injected into the running pipeline under load, its
+//! detection and recovery timed, and the invariants checked once it is over.
+//!
+//! Every experiment runs the same frame: the application in-process (API, relay,
+//! projectors, saga), an open-loop order load, the fault after a warm-up, the load
+//! kept on through the fault and after it, then the pipeline left to go quiet and the
+//! [`crate::invariants`] checked with what the experiment did on purpose (the poison
+//! it injected) told apart from damage.
+//!
+//! - **Detected**: the first sign the affected consumers saw the fault (a batch retried
+//!   or a record parked), measured from the injection.
+//! - **Recovered**: the affected consumers caught up again (projection lag under a
+//!   second on every shard) while the load still runs, measured from the end of the
+//!   fault (a service back up; a flushed cache rebuilt and swapped in).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use cafe_consumers::metrics::Metrics;
+use cafe_localstack::Service;
+use cafe_localstack::supervisor::Stack;
+use cafe_projections::catalog::ReadModel;
+use cafe_replay::record::Source;
+use cafe_replay::{Filter, Params};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::invariants::{self, Expected, ExpectedParked, Verdicts};
+use crate::{Application, Settings, load};
+
+/// The experiments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Experiment {
+    /// Undecodable records put on the stream among the real ones: every consumer
+    /// parks exactly them and moves on.
+    Poison,
+    /// Records already on the stream put on it once more: every projection absorbs
+    /// them (idempotent by aggregate and version).
+    Duplicates,
+    /// ElastiCache flushed (the cache model's keys deleted): found by verification,
+    /// repaired by a rebuild swapped in under traffic.
+    RedisFlush,
+    /// The Aurora stand-in (PostgreSQL) stopped and started again.
+    PostgresRestart,
+    /// The MemoryDB / ElastiCache stand-in (Redis) stopped and started again.
+    MemorydbRestart,
+    /// The DocumentDB stand-in stopped and started again.
+    DocdbRestart,
+}
+
+impl Experiment {
+    /// Every experiment, in the order `cafe chaos all` runs them.
+    pub const ALL: [Experiment; 6] = [
+        Experiment::Poison,
+        Experiment::Duplicates,
+        Experiment::RedisFlush,
+        Experiment::PostgresRestart,
+        Experiment::MemorydbRestart,
+        Experiment::DocdbRestart,
+    ];
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Experiment::Poison => "poison",
+            Experiment::Duplicates => "duplicates",
+            Experiment::RedisFlush => "redis-flush",
+            Experiment::PostgresRestart => "postgres-restart",
+            Experiment::MemorydbRestart => "memorydb-restart",
+            Experiment::DocdbRestart => "docdb-restart",
+        }
+    }
+
+    /// The consumer applications the fault reaches (whose detection and recovery are
+    /// timed).
+    fn affected(self) -> Vec<String> {
+        let models: &[ReadModel] = match self {
+            Experiment::Poison | Experiment::Duplicates => &ReadModel::ALL,
+            Experiment::RedisFlush => &[ReadModel::Cache],
+            // Aurora and the warehouse share the one PostgreSQL here.
+            Experiment::PostgresRestart => &[ReadModel::Orders, ReadModel::Analytics],
+            Experiment::MemorydbRestart => &[ReadModel::Cache, ReadModel::Inventory],
+            Experiment::DocdbRestart => &[ReadModel::Documents],
+        };
+        models.iter().map(|m| m.name().to_owned()).collect()
+    }
+}
+
+/// How hard and how long.
+#[derive(Debug, Clone)]
+pub struct ChaosOptions {
+    /// Orders per second of the load.
+    pub rate: u32,
+    /// Load before the fault.
+    pub warm_up: Duration,
+    /// How long a stopped service stays down.
+    pub outage: Duration,
+    /// Load after the fault ends.
+    pub after: Duration,
+    /// Records a poison or duplicates experiment puts on the stream.
+    pub records: usize,
+    /// Longest wait for recovery and for the pipeline to go quiet.
+    pub patience: Duration,
+}
+
+impl Default for ChaosOptions {
+    fn default() -> Self {
+        ChaosOptions {
+            rate: 50,
+            warm_up: Duration::from_secs(5),
+            outage: Duration::from_secs(5),
+            after: Duration::from_secs(10),
+            records: 20,
+            patience: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What an experiment did and found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// Which.
+    pub experiment: Experiment,
+    /// The fault, in words.
+    pub fault: String,
+    /// From the injection to the first sign (None: nothing to see, or never seen).
+    pub detected_after: Option<Duration>,
+    /// From the end of the fault to the affected consumers caught up (None: never).
+    pub recovered_after: Option<Duration>,
+    /// User records the consumers processed from the injection to recovery.
+    pub events_during: u64,
+    /// Orders the API accepted over the whole experiment.
+    pub orders_accepted: usize,
+    /// Orders it refused (a 503 under a fault is allowed; nothing accepted is lost).
+    pub orders_refused: usize,
+    /// The invariants afterwards.
+    pub verdicts: Verdicts,
+}
+
+impl Outcome {
+    /// Whether the experiment passed: recovered, and every invariant holds.
+    pub fn passed(&self) -> bool {
+        self.recovered_after.is_some() && self.verdicts.hold()
+    }
+}
+
+/// What the fault did, for the frame.
+struct Injected {
+    fault: String,
+    /// When the fault ended (a service back, a repair done).
+    ended: Instant,
+    /// Detection the injection itself observed (verification finding the damage).
+    detected_after: Option<Duration>,
+    parked: Vec<ExpectedParked>,
+}
+
+/// Runs one experiment on `stack` (which must be up).
+pub async fn run(stack: &Stack, experiment: Experiment, opts: &ChaosOptions) -> Result<Outcome> {
+    let cfg = stack.config().clone();
+    let mut settings = Settings::local(cfg.clone());
+    // The lag monitor is not part of what is tested; its reads would only add load.
+    settings.monitor = None;
+    settings.worker_id = format!("chaos-{}-{}", experiment.name(), std::process::id());
+    let running = Application::build(settings).await?.start().await?;
+    let clients = running.clients().clone();
+    let before = baseline(&cfg, &clients).await?;
+    let base = format!("http://{}", running.addr());
+    let http = load::client();
+    load::seed_menu(&http, &base).await.context("publishing the menu")?;
+    let stop_load = CancellationToken::new();
+    let load = tokio::spawn({
+        let (http, base, stop, rate) = (http.clone(), base.clone(), stop_load.clone(), opts.rate);
+        async move { load::orders(&http, &base, rate, 256, stop.cancelled_owned()).await }
+    });
+    tokio::time::sleep(opts.warm_up).await;
+
+    let metrics = running.consumer_metrics().clone();
+    let affected = experiment.affected();
+    let at_injection = Counters::read(&metrics, &affected);
+    let injected_at = Instant::now();
+    let stop_watching = CancellationToken::new();
+    let watcher = tokio::spawn(first_sign(
+        metrics.clone(),
+        affected.clone(),
+        at_injection,
+        stop_watching.clone(),
+    ));
+    let injected = inject(stack, &running, experiment, opts).await;
+    let injected = match injected {
+        Ok(i) => i,
+        Err(e) => {
+            stop_load.cancel();
+            let _ = load.await;
+            let _ = running.stop(Duration::from_secs(20)).await;
+            return Err(e.context(format!("injecting {}", experiment.name())));
+        }
+    };
+    let recovered_after = caught_up(&metrics, &affected, opts.patience)
+        .await
+        .map(|at| at.saturating_duration_since(injected.ended));
+    stop_watching.cancel();
+    let seen = watcher.await.context("the detection watcher")?;
+    let detected_after = injected
+        .detected_after
+        .or(seen.map(|at| at.saturating_duration_since(injected_at)));
+    let events_during = Counters::read(&metrics, &affected).records - at_injection.records;
+    tokio::time::sleep(opts.after).await;
+    stop_load.cancel();
+    let report = load.await.context("the load task")?;
+    running.quiet(opts.patience).await?;
+    let stopped = running.stop(Duration::from_secs(30)).await?;
+    if !stopped.undone.is_empty() {
+        bail!("the pipeline did not stop cleanly: {:?}", stopped.undone);
+    }
+    let expected = Expected {
+        parked: before
+            .parked
+            .iter()
+            .map(|(app, n)| {
+                let injected = injected.parked.iter().find(|p| &p.application == app);
+                ExpectedParked {
+                    application: app.clone(),
+                    count: n + injected.map_or(0, |p| p.count),
+                    reason: injected.map_or_else(String::new, |p| p.reason.clone()),
+                }
+            })
+            .collect(),
+        dead_letters: before.dead_letters,
+        processes: Vec::new(),
+    };
+    let verdicts = invariants::check(&cfg, &clients, &expected).await?;
+    Ok(Outcome {
+        experiment,
+        fault: injected.fault,
+        detected_after,
+        recovered_after,
+        events_during,
+        orders_accepted: report.accepted.len(),
+        orders_refused: report.refused.len(),
+        verdicts,
+    })
+}
+
+/// What was parked and dead-lettered before the experiment: not its doing.
+struct Baseline {
+    parked: BTreeMap<String, usize>,
+    dead_letters: u64,
+}
+
+async fn baseline(cfg: &cafe_localstack::StackConfig, clients: &crate::pipeline::Clients) -> Result<Baseline> {
+    let lot = cafe_consumers::parking::DynamoParkingLot::new(clients.dynamodb.clone(), &cfg.names.parked_table);
+    let mut parked = BTreeMap::new();
+    for app in crate::dashboard::applications() {
+        parked.insert(
+            app.clone(),
+            lot.list(&app).await.context("listing parked records")?.len(),
+        );
+    }
+    let dlq = crate::payments::queue_url(&clients.sqs, &cfg.names.payments_dlq).await?;
+    Ok(Baseline {
+        parked,
+        dead_letters: crate::payments::depth(&clients.sqs, &dlq).await?,
+    })
+}
+
+/// Sums over the affected applications' shards.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    records: u64,
+    retries: u64,
+    parked: u64,
+}
+
+impl Counters {
+    fn read(metrics: &Metrics, apps: &[String]) -> Counters {
+        metrics
+            .snapshot()
+            .shards
+            .iter()
+            .filter(|s| apps.contains(&s.application))
+            .fold(Counters::default(), |c, s| Counters {
+                records: c.records + s.records,
+                retries: c.retries + s.retries,
+                parked: c.parked + s.parked,
+            })
+    }
+}
+
+/// When the affected consumers first counted a retried batch or a parked record after
+/// `then` (polled every 20 ms until `stop`).
+async fn first_sign(metrics: Metrics, apps: Vec<String>, then: Counters, stop: CancellationToken) -> Option<Instant> {
+    while !stop.is_cancelled() {
+        let now = Counters::read(&metrics, &apps);
+        if now.retries > then.retries || now.parked > then.parked {
+            return Some(Instant::now());
+        }
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+    None
+}
+
+/// When every affected shard's projection lag is under a second (None after `patience`).
+async fn caught_up(metrics: &Metrics, apps: &[String], patience: Duration) -> Option<Instant> {
+    let started = Instant::now();
+    while started.elapsed() < patience {
+        let s = metrics.snapshot();
+        let shards: Vec<_> = s.shards.iter().filter(|x| apps.contains(&x.application)).collect();
+        if !shards.is_empty() && shards.iter().all(|x| x.projection_lag_seconds.is_some_and(|l| l < 1.0)) {
+            return Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    None
+}
+
+async fn inject(
+    stack: &Stack,
+    running: &crate::Running,
+    experiment: Experiment,
+    opts: &ChaosOptions,
+) -> Result<Injected> {
+    let cfg = stack.config();
+    let clients = running.clients();
+    match experiment {
+        Experiment::Poison => {
+            let entries = (0..opts.records)
+                .map(|i| {
+                    aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                        .partition_key(format!("poison-{i}"))
+                        .data(aws_sdk_kinesis::primitives::Blob::new(format!(
+                            "chaos poison {i}: not an envelope"
+                        )))
+                        .build()
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            put_all(&clients.kinesis, &cfg.names.stream, entries).await?;
+            Ok(Injected {
+                fault: format!("{} undecodable records put on the stream", opts.records),
+                ended: Instant::now(),
+                detected_after: None,
+                parked: crate::dashboard::applications()
+                    .into_iter()
+                    .map(|application| ExpectedParked {
+                        application,
+                        count: opts.records,
+                        reason: "undecodable envelope".to_owned(),
+                    })
+                    .collect(),
+            })
+        }
+        Experiment::Duplicates => {
+            let again = recent_records(&clients.kinesis, &cfg.names.stream, opts.records).await?;
+            let n = again.len();
+            put_all(&clients.kinesis, &cfg.names.stream, again).await?;
+            Ok(Injected {
+                fault: format!("{n} records already on the stream put on it again"),
+                ended: Instant::now(),
+                detected_after: None,
+                parked: Vec::new(),
+            })
+        }
+        Experiment::RedisFlush => {
+            let started = Instant::now();
+            let flushed = flush_cache(&cfg.redis_url()).await?;
+            // Found the way an operator finds it: a rebuild compared with the live copy.
+            let replayer = crate::read_side::replayer(cfg, clients)?;
+            let meta = replayer
+                .create(
+                    Params {
+                        source: Source::EventStore,
+                        models: vec![ReadModel::Cache.name().to_owned()],
+                        filter: Filter::default(),
+                        segments: 4,
+                        page_size: 1000,
+                        max_rate: None,
+                        slo: None,
+                    },
+                    None,
+                )
+                .await?;
+            replayer
+                .run(&meta.id, CancellationToken::new(), false, Duration::from_secs(3600))
+                .await?;
+            let buckets = cafe_projections::verify::Buckets::new(256)?;
+            let reports = replayer.verify(&meta.id, buckets, 5).await?;
+            let detected = reports
+                .iter()
+                .any(|(_, r)| r.verdict() == cafe_projections::verify::Verdict::Differs)
+                .then(|| started.elapsed());
+            // The live copy is damaged, so the verification refuses the swap: forced,
+            // which is the repair.
+            replayer.swap(&meta.id, true).await?;
+            Ok(Injected {
+                fault: format!("{flushed} cache keys deleted; rebuilt and swapped in"),
+                ended: Instant::now(),
+                detected_after: detected,
+                parked: Vec::new(),
+            })
+        }
+        Experiment::PostgresRestart | Experiment::MemorydbRestart | Experiment::DocdbRestart => {
+            let service = match experiment {
+                Experiment::PostgresRestart => Service::Postgres,
+                Experiment::MemorydbRestart => Service::Redis,
+                _ => Service::Mongo,
+            };
+            stack.stop_one(service).await?;
+            tokio::time::sleep(opts.outage).await;
+            stack.up_only(&[service]).await?;
+            Ok(Injected {
+                fault: format!(
+                    "{} stopped for {}",
+                    service.name(),
+                    humantime::format_duration(opts.outage)
+                ),
+                ended: Instant::now(),
+                detected_after: None,
+                parked: Vec::new(),
+            })
+        }
+    }
+}
+
+/// Puts `entries` on the stream, 500 to a call, until every one is accepted.
+async fn put_all(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    entries: Vec<aws_sdk_kinesis::types::PutRecordsRequestEntry>,
+) -> Result<()> {
+    for chunk in entries.chunks(500) {
+        let mut left = chunk.to_vec();
+        for _ in 0..10 {
+            let out = kinesis
+                .put_records()
+                .stream_name(stream)
+                .set_records(Some(left.clone()))
+                .send()
+                .await
+                .context("PutRecords")?;
+            left = out
+                .records()
+                .iter()
+                .zip(left)
+                .filter(|(r, _)| r.error_code().is_some())
+                .map(|(_, e)| e)
+                .collect();
+            if left.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if !left.is_empty() {
+            bail!("{} records not accepted after 10 attempts", left.len());
+        }
+    }
+    Ok(())
+}
+
+/// Up to `n` records from the start of every shard, as entries to put again (their
+/// partition keys kept, so each lands on its shard again after the original).
+async fn recent_records(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    n: usize,
+) -> Result<Vec<aws_sdk_kinesis::types::PutRecordsRequestEntry>> {
+    let shards = kinesis
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .context("ListShards")?;
+    let mut out = Vec::new();
+    for shard in shards.shards() {
+        let iterator = kinesis
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard.shard_id())
+            .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .context("GetShardIterator")?
+            .shard_iterator;
+        let Some(iterator) = iterator else { continue };
+        let records = kinesis
+            .get_records()
+            .shard_iterator(iterator)
+            .limit(i32::try_from(n).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .context("GetRecords")?;
+        for r in records.records() {
+            out.push(
+                aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                    .partition_key(r.partition_key())
+                    .data(r.data().clone())
+                    .build()?,
+            );
+        }
+    }
+    out.truncate(n);
+    Ok(out)
+}
+
+/// Deletes the cache model's live keys (what a flush of the cache cluster does to it);
+/// answers how many.
+async fn flush_cache(url: &str) -> Result<usize> {
+    let client = redis::Client::open(url)?;
+    let mut con = client.get_multiplexed_async_connection().await?;
+    let keys: Vec<String> = redis::cmd("KEYS").arg("cache:*").query_async(&mut con).await?;
+    for chunk in keys.chunks(500) {
+        let _: () = redis::cmd("DEL").arg(chunk).query_async(&mut con).await?;
+    }
+    Ok(keys.len())
+}
+
+/// The experiment's table row, for people.
+pub fn print(o: &Outcome) {
+    let secs = |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
+    println!("chaos {}: {}", o.experiment.name(), o.fault);
+    println!(
+        "  detected after {}, recovered after {}, {} events processed meanwhile; {} orders accepted, {} refused",
+        secs(o.detected_after),
+        secs(o.recovered_after),
+        o.events_during,
+        o.orders_accepted,
+        o.orders_refused
+    );
+    print!("{}", o.verdicts);
+    println!("  {}", if o.passed() { "PASSED" } else { "FAILED" });
+}
