@@ -16,6 +16,9 @@ use cafe_consumers::metrics::{self, Metrics};
 use cafe_consumers::parking::DynamoParkingLot;
 use cafe_consumers::{BatchContext, Outcome, Processor, Record, Worker, WorkerConfig};
 use cafe_localstack::StackConfig;
+use cafe_projections::Projector;
+use cafe_projections::catalog::ReadModel;
+use cafe_projections::serving::{Following, LiveSide};
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::Clients;
@@ -30,6 +33,9 @@ pub enum Sink {
     /// The saga's first step: a payment request on SQS `payments` per `OrderPlaced`
     /// (how it runs as its own service, e.g. on ECS).
     PaymentRequests,
+    /// One read model's projector, following the serving pointers like the main job's
+    /// (how a projector runs as its own service; what `cafe chaos consumer-kill` kills).
+    Projector(ReadModel),
 }
 
 impl std::str::FromStr for Sink {
@@ -40,8 +46,9 @@ impl std::str::FromStr for Sink {
             None if s == "discard" => Ok(Sink::Discard),
             None if s == "payment-requests" => Ok(Sink::PaymentRequests),
             Some(("jsonl", path)) if !path.is_empty() => Ok(Sink::Jsonl(PathBuf::from(path))),
+            Some(("projector", model)) => model.parse().map(Sink::Projector).map_err(|e| format!("{e}")),
             _ => Err(format!(
-                "expected `discard`, `jsonl:<path>` or `payment-requests`, got {s:?}"
+                "expected `discard`, `jsonl:<path>`, `payment-requests` or `projector:<read model>`, got {s:?}"
             )),
         }
     }
@@ -67,7 +74,8 @@ pub struct ConsumeArgs {
     /// The stream (default: the configured events stream).
     #[arg(long)]
     pub stream: Option<String>,
-    /// `discard`, `jsonl:<path>` or `payment-requests` (to SQS `payments`).
+    /// `discard`, `jsonl:<path>`, `payment-requests` (to SQS `payments`) or
+    /// `projector:<read model>` (orders, active_orders, documents, cache, inventory, analytics).
     #[arg(long, default_value = "discard")]
     pub sink: Sink,
     /// This worker's id (default: host, pid and a random suffix).
@@ -212,6 +220,14 @@ pub async fn run(cfg: &StackConfig, args: ConsumeArgs, shutdown: impl Future<Out
             let queue = crate::payments::queue_url(&clients.sqs, &cfg.names.payments_queue).await?;
             let sink = cafe_lambda_payment::requests::PaymentRequests::new(clients.sqs.clone(), queue);
             drive(parts, Arc::new(sink), &stop, shutdown).await
+        }
+        Sink::Projector(model) => {
+            let at = crate::read_side::endpoints(cfg, &clients)?;
+            let live = LiveSide::Serving(crate::read_side::pointers(cfg, &clients));
+            let projection = Following::connect(*model, at, live)
+                .await
+                .with_context(|| format!("connecting the {model} read model ({})", model.store()))?;
+            drive(parts, Arc::new(Projector::new(projection)), &stop, shutdown).await
         }
         Sink::Jsonl(path) => {
             let file = std::fs::OpenOptions::new()

@@ -65,6 +65,12 @@ impl Stack {
         Stack { cfg, emulator_exe }
     }
 
+    /// The `cafe` binary it runs the embedded emulators with (also what experiments
+    /// start worker processes from).
+    pub fn exe(&self) -> &std::path::Path {
+        &self.emulator_exe
+    }
+
     /// Its configuration.
     pub fn config(&self) -> &StackConfig {
         &self.cfg
