@@ -375,7 +375,8 @@ impl Running {
     }
 
     /// Waits until the pipeline is quiet: the outbox settled, every projector's read
-    /// finding nothing more (projection lag zero on every shard, twice in a row), and,
+    /// finding nothing more (projection lag zero on every shard, twice in a row; when
+    /// the consumers run as their own processes, their checkpoints at the tip), and,
     /// where the saga runs, its queue empty. What the invariant checker needs before it
     /// compares, and what a scenario's "caught up after N s" measures. Fails after
     /// `deadline`, naming what was still moving.
@@ -385,18 +386,36 @@ impl Running {
         loop {
             self.service.settled().await;
             let snapshot = self.consumer_metrics.snapshot();
-            let behind: Vec<String> = snapshot
-                .shards
-                .iter()
-                .filter(|s| s.projection_lag_seconds != Some(0.0))
-                .map(|s| format!("{} {}", s.application, s.shard))
-                .collect();
+            let behind: Vec<String> = if self.read_side.is_some() {
+                let mut behind: Vec<String> = snapshot
+                    .shards
+                    .iter()
+                    .filter(|s| s.projection_lag_seconds != Some(0.0))
+                    .map(|s| format!("{} {}", s.application, s.shard))
+                    .collect();
+                if snapshot.shards.is_empty() {
+                    behind.push("no shard read yet".to_owned());
+                }
+                behind
+            } else {
+                // The consumers run elsewhere (their own processes): read their progress
+                // from their checkpoints.
+                let probe = crate::read_side::lag_probe(&self.settings.stack, &self.clients, dashboard::applications());
+                probe
+                    .per_application()
+                    .await
+                    .context("reading the consumers' lag")?
+                    .into_iter()
+                    .filter(|(_, lag)| !lag.is_zero())
+                    .map(|(app, lag)| format!("{app} {lag:?}"))
+                    .collect()
+            };
             let queue = if self.runs_saga() {
                 payments::counts(&self.clients.sqs, &self.payments_queue).await?
             } else {
                 (0, 0)
             };
-            let still = snapshot.shards.is_empty() || !behind.is_empty() || queue != (0, 0);
+            let still = !behind.is_empty() || queue != (0, 0);
             calm = if still { 0 } else { calm + 1 };
             if calm >= 2 {
                 return Ok(started.elapsed());

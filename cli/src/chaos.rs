@@ -48,17 +48,22 @@ pub enum Experiment {
     MemorydbRestart,
     /// The DocumentDB stand-in stopped and started again.
     DocdbRestart,
+    /// kill -9 of projector workers running as their own processes, one read model
+    /// after another (`--kills` times), each replaced at once by a new process that
+    /// takes the dead one's leases after the failover time.
+    ConsumerKill,
 }
 
 impl Experiment {
     /// Every experiment, in the order `cafe chaos all` runs them.
-    pub const ALL: [Experiment; 6] = [
+    pub const ALL: [Experiment; 7] = [
         Experiment::Poison,
         Experiment::Duplicates,
         Experiment::RedisFlush,
         Experiment::PostgresRestart,
         Experiment::MemorydbRestart,
         Experiment::DocdbRestart,
+        Experiment::ConsumerKill,
     ];
 
     /// The command-line name.
@@ -70,6 +75,7 @@ impl Experiment {
             Experiment::PostgresRestart => "postgres-restart",
             Experiment::MemorydbRestart => "memorydb-restart",
             Experiment::DocdbRestart => "docdb-restart",
+            Experiment::ConsumerKill => "consumer-kill",
         }
     }
 
@@ -77,7 +83,7 @@ impl Experiment {
     /// timed).
     fn affected(self) -> Vec<String> {
         let models: &[ReadModel] = match self {
-            Experiment::Poison | Experiment::Duplicates => &ReadModel::ALL,
+            Experiment::Poison | Experiment::Duplicates | Experiment::ConsumerKill => &ReadModel::ALL,
             Experiment::RedisFlush => &[ReadModel::Cache],
             // Aurora and the warehouse share the one PostgreSQL here.
             Experiment::PostgresRestart => &[ReadModel::Orders, ReadModel::Analytics],
@@ -101,6 +107,10 @@ pub struct ChaosOptions {
     pub after: Duration,
     /// Records a poison or duplicates experiment puts on the stream.
     pub records: usize,
+    /// Workers `consumer-kill` kills, one after another.
+    pub kills: usize,
+    /// The lease failover time of the workers `consumer-kill` runs.
+    pub failover: Duration,
     /// Longest wait for recovery and for the pipeline to go quiet.
     pub patience: Duration,
 }
@@ -113,6 +123,8 @@ impl Default for ChaosOptions {
             outage: Duration::from_secs(5),
             after: Duration::from_secs(10),
             records: 20,
+            kills: 3,
+            failover: Duration::from_secs(3),
             patience: Duration::from_secs(120),
         }
     }
@@ -129,8 +141,11 @@ pub struct Outcome {
     pub detected_after: Option<Duration>,
     /// From the end of the fault to the affected consumers caught up (None: never).
     pub recovered_after: Option<Duration>,
-    /// User records the consumers processed from the injection to recovery.
-    pub events_during: u64,
+    /// Orders the API accepted from the injection to recovery (the traffic the fault
+    /// met).
+    pub orders_during: u64,
+    /// Per kill of `consumer-kill`: the worker's read model, detection and recovery.
+    pub rounds: Vec<Round>,
     /// Orders the API accepted over the whole experiment.
     pub orders_accepted: usize,
     /// Orders it refused (a 503 under a fault is allowed; nothing accepted is lost).
@@ -146,6 +161,18 @@ impl Outcome {
     }
 }
 
+/// One kill of `consumer-kill`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Round {
+    /// The read model whose worker was killed.
+    pub read_model: String,
+    /// From the kill to its lag passing two seconds.
+    pub detected_after: Option<Duration>,
+    /// From the kill to its lag back under a second (a new worker took the lease and
+    /// caught up).
+    pub recovered_after: Option<Duration>,
+}
+
 /// What the fault did, for the frame.
 struct Injected {
     fault: String,
@@ -158,6 +185,9 @@ struct Injected {
 
 /// Runs one experiment on `stack` (which must be up).
 pub async fn run(stack: &Stack, experiment: Experiment, opts: &ChaosOptions) -> Result<Outcome> {
+    if experiment == Experiment::ConsumerKill {
+        return consumer_kill(stack, opts).await;
+    }
     let cfg = stack.config().clone();
     let mut settings = Settings::local(cfg.clone());
     // The lag monitor is not part of what is tested; its reads would only add load.
@@ -178,6 +208,7 @@ pub async fn run(stack: &Stack, experiment: Experiment, opts: &ChaosOptions) -> 
 
     let metrics = running.consumer_metrics().clone();
     let affected = experiment.affected();
+    let accepted_at_injection = accepted(&running);
     let at_injection = Counters::read(&metrics, &affected);
     let injected_at = Instant::now();
     let stop_watching = CancellationToken::new();
@@ -205,7 +236,7 @@ pub async fn run(stack: &Stack, experiment: Experiment, opts: &ChaosOptions) -> 
     let detected_after = injected
         .detected_after
         .or(seen.map(|at| at.saturating_duration_since(injected_at)));
-    let events_during = Counters::read(&metrics, &affected).records - at_injection.records;
+    let orders_during = accepted(&running) - accepted_at_injection;
     tokio::time::sleep(opts.after).await;
     stop_load.cancel();
     let report = load.await.context("the load task")?;
@@ -236,7 +267,8 @@ pub async fn run(stack: &Stack, experiment: Experiment, opts: &ChaosOptions) -> 
         fault: injected.fault,
         detected_after,
         recovered_after,
-        events_during,
+        orders_during,
+        rounds: Vec::new(),
         orders_accepted: report.accepted.len(),
         orders_refused: report.refused.len(),
         verdicts,
@@ -265,10 +297,14 @@ async fn baseline(cfg: &cafe_localstack::StackConfig, clients: &crate::pipeline:
     })
 }
 
+/// Orders the API accepted so far.
+fn accepted(running: &crate::Running) -> u64 {
+    running.http_metrics().count("/v1/orders", "POST", 201)
+}
+
 /// Sums over the affected applications' shards.
 #[derive(Debug, Clone, Copy, Default)]
 struct Counters {
-    records: u64,
     retries: u64,
     parked: u64,
 }
@@ -281,7 +317,6 @@ impl Counters {
             .iter()
             .filter(|s| apps.contains(&s.application))
             .fold(Counters::default(), |c, s| Counters {
-                records: c.records + s.records,
                 retries: c.retries + s.retries,
                 parked: c.parked + s.parked,
             })
@@ -289,11 +324,17 @@ impl Counters {
 }
 
 /// When the affected consumers first counted a retried batch or a parked record after
-/// `then` (polled every 20 ms until `stop`).
+/// `then`, or one of their shards fell two seconds behind (a driver that waits for its
+/// server instead of failing shows only that); polled every 20 ms until `stop`.
 async fn first_sign(metrics: Metrics, apps: Vec<String>, then: Counters, stop: CancellationToken) -> Option<Instant> {
     while !stop.is_cancelled() {
         let now = Counters::read(&metrics, &apps);
-        if now.retries > then.retries || now.parked > then.parked {
+        let behind = metrics
+            .snapshot()
+            .shards
+            .iter()
+            .any(|s| apps.contains(&s.application) && s.projection_lag_seconds.is_some_and(|l| l > 2.0));
+        if now.retries > then.retries || now.parked > then.parked || behind {
             return Some(Instant::now());
         }
         tokio::select! {
@@ -402,6 +443,7 @@ async fn inject(
                 parked: Vec::new(),
             })
         }
+        Experiment::ConsumerKill => bail!("consumer-kill runs its own frame"),
         Experiment::PostgresRestart | Experiment::MemorydbRestart | Experiment::DocdbRestart => {
             let service = match experiment {
                 Experiment::PostgresRestart => Service::Postgres,
@@ -522,13 +564,215 @@ pub fn print(o: &Outcome) {
     let secs = |d: Option<Duration>| d.map_or("-".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()));
     println!("chaos {}: {}", o.experiment.name(), o.fault);
     println!(
-        "  detected after {}, recovered after {}, {} events processed meanwhile; {} orders accepted, {} refused",
+        "  detected after {}, recovered after {}, {} orders accepted meanwhile; {} orders accepted, {} refused in all",
         secs(o.detected_after),
         secs(o.recovered_after),
-        o.events_during,
+        o.orders_during,
         o.orders_accepted,
         o.orders_refused
     );
+    for r in &o.rounds {
+        println!(
+            "    kill -9 {:<14} detected after {}, recovered after {}",
+            r.read_model,
+            secs(r.detected_after),
+            secs(r.recovered_after)
+        );
+    }
     print!("{}", o.verdicts);
     println!("  {}", if o.passed() { "PASSED" } else { "FAILED" });
+}
+
+/// The consumers as their own processes: one `cafe consume` per read model and one for
+/// the payment requests.
+struct Workers {
+    exe: std::path::PathBuf,
+    failover: Duration,
+    running: BTreeMap<String, tokio::process::Child>,
+    /// Every process started, for the "none left behind" check.
+    started: Vec<u32>,
+}
+
+impl Workers {
+    fn start(stack: &Stack, failover: Duration) -> Result<Workers> {
+        let mut w = Workers {
+            exe: stack.exe().to_owned(),
+            failover,
+            running: BTreeMap::new(),
+            started: Vec::new(),
+        };
+        for app in crate::dashboard::applications() {
+            w.spawn(&app)?;
+        }
+        Ok(w)
+    }
+
+    fn spawn(&mut self, application: &str) -> Result<()> {
+        let sink = if application == cafe_lambda_payment::requests::APPLICATION {
+            "payment-requests".to_owned()
+        } else {
+            format!("projector:{application}")
+        };
+        let child = tokio::process::Command::new(&self.exe)
+            .args(["consume", "--application", application, "--sink", &sink])
+            .args(["--failover", &humantime::format_duration(self.failover).to_string()])
+            .args(["--idle-poll", "200ms", "--checkpoint-interval", "200ms"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting a {application} worker"))?;
+        if let Some(pid) = child.id() {
+            self.started.push(pid);
+        }
+        self.running.insert(application.to_owned(), child);
+        Ok(())
+    }
+
+    /// kill -9 of `application`'s worker, reaped.
+    async fn kill(&mut self, application: &str) -> Result<()> {
+        let mut child = self
+            .running
+            .remove(application)
+            .with_context(|| format!("no {application} worker runs"))?;
+        child.start_kill().context("kill -9")?;
+        child.wait().await.context("reaping the killed worker")?;
+        Ok(())
+    }
+
+    /// SIGTERM to every worker, each given `deadline` to drain and exit.
+    async fn stop(&mut self, deadline: Duration) -> Result<()> {
+        for child in self.running.values() {
+            if let Some(pid) = child.id() {
+                let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            }
+        }
+        for (app, mut child) in std::mem::take(&mut self.running) {
+            match tokio::time::timeout(deadline, child.wait()).await {
+                Ok(status) => {
+                    status.with_context(|| format!("waiting for the {app} worker"))?;
+                }
+                Err(_) => bail!(
+                    "the {app} worker did not drain within {}",
+                    humantime::format_duration(deadline)
+                ),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `application`'s worst shard lag from its checkpoints.
+async fn lag_of(probe: &cafe_consumers::lag::LagProbe, application: &str) -> Result<Duration> {
+    Ok(probe
+        .per_application()
+        .await?
+        .into_iter()
+        .find(|(app, _)| app == application)
+        .map_or(Duration::ZERO, |(_, lag)| lag))
+}
+
+/// Polls until `done` holds for `application`'s lag, at most `patience`; when it did.
+async fn lag_until(
+    probe: &cafe_consumers::lag::LagProbe,
+    application: &str,
+    patience: Duration,
+    done: impl Fn(Duration) -> bool,
+) -> Result<Option<Instant>> {
+    let started = Instant::now();
+    while started.elapsed() < patience {
+        if done(lag_of(probe, application).await?) {
+            return Ok(Some(Instant::now()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(None)
+}
+
+async fn consumer_kill(stack: &Stack, opts: &ChaosOptions) -> Result<Outcome> {
+    let cfg = stack.config().clone();
+    let mut settings = Settings::local(cfg.clone());
+    settings.monitor = None;
+    // The projectors run as their own processes, to be killed.
+    settings.projectors = false;
+    settings.worker_id = format!("chaos-consumer-kill-{}", std::process::id());
+    let running = Application::build(settings).await?.start().await?;
+    let clients = running.clients().clone();
+    let before = baseline(&cfg, &clients).await?;
+    let mut workers = Workers::start(stack, opts.failover)?;
+    let base = format!("http://{}", running.addr());
+    let http = load::client();
+    load::seed_menu(&http, &base).await.context("publishing the menu")?;
+    let stop_load = CancellationToken::new();
+    let load = tokio::spawn({
+        let (http, base, stop, rate) = (http.clone(), base.clone(), stop_load.clone(), opts.rate);
+        async move { load::orders(&http, &base, rate, 256, stop.cancelled_owned()).await }
+    });
+    tokio::time::sleep(opts.warm_up).await;
+    let probe = crate::read_side::lag_probe(&cfg, &clients, crate::dashboard::applications());
+    let accepted_before = accepted(&running);
+    let mut rounds = Vec::new();
+    for k in 0..opts.kills {
+        let model = ReadModel::ALL[k % ReadModel::ALL.len()].name();
+        // Each kill meets a worker that is caught up and busy, so mid-batch under load.
+        lag_until(&probe, model, opts.patience, |lag| lag < Duration::from_secs(1)).await?;
+        let killed = Instant::now();
+        workers.kill(model).await?;
+        workers.spawn(model)?;
+        let detected = lag_until(&probe, model, opts.patience, |lag| lag > Duration::from_secs(2)).await?;
+        let recovered = lag_until(&probe, model, opts.patience, |lag| lag < Duration::from_secs(1)).await?;
+        rounds.push(Round {
+            read_model: model.to_owned(),
+            detected_after: detected.map(|t| t.saturating_duration_since(killed)),
+            recovered_after: recovered.map(|t| t.saturating_duration_since(killed)),
+        });
+    }
+    let orders_during = accepted(&running) - accepted_before;
+    tokio::time::sleep(opts.after).await;
+    stop_load.cancel();
+    let report = load.await.context("the load task")?;
+    running.quiet(opts.patience).await?;
+    workers.stop(Duration::from_secs(30)).await?;
+    let stopped = running.stop(Duration::from_secs(30)).await?;
+    if !stopped.undone.is_empty() {
+        bail!("the pipeline did not stop cleanly: {:?}", stopped.undone);
+    }
+    let expected = Expected {
+        parked: before
+            .parked
+            .iter()
+            .map(|(app, n)| ExpectedParked {
+                application: app.clone(),
+                count: *n,
+                reason: String::new(),
+            })
+            .collect(),
+        dead_letters: before.dead_letters,
+        processes: workers.started.clone(),
+    };
+    let verdicts = invariants::check(&cfg, &clients, &expected).await?;
+    let worst = |f: fn(&Round) -> Option<Duration>| -> Option<Duration> {
+        rounds
+            .iter()
+            .map(f)
+            .collect::<Option<Vec<_>>>()
+            .and_then(|v| v.into_iter().max())
+    };
+    Ok(Outcome {
+        experiment: Experiment::ConsumerKill,
+        fault: format!(
+            "{} projector workers killed with SIGKILL under load, one after another, each replaced (failover {})",
+            opts.kills,
+            humantime::format_duration(opts.failover)
+        ),
+        detected_after: worst(|r| r.detected_after),
+        recovered_after: worst(|r| r.recovered_after),
+        orders_during,
+        rounds,
+        orders_accepted: report.accepted.len(),
+        orders_refused: report.refused.len(),
+        verdicts,
+    })
 }

@@ -153,6 +153,12 @@ enum Command {
         /// Records a poison or duplicates experiment puts on the stream.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         records: u32,
+        /// Workers consumer-kill kills with SIGKILL, one after another.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+        kills: u32,
+        /// Lease failover time of consumer-kill's workers.
+        #[arg(long, default_value = "3s", value_parser = positive_duration)]
+        failover: Duration,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -477,6 +483,8 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
             outage,
             after,
             records,
+            kills,
+            failover,
             json,
         } => {
             up(&stack, false).await?;
@@ -486,6 +494,8 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
                 outage,
                 after,
                 records: records as usize,
+                kills: kills as usize,
+                failover,
                 ..cafe_app::chaos::ChaosOptions::default()
             };
             let experiments = match name {

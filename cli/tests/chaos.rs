@@ -48,7 +48,8 @@ fn every_experiment_recovers_and_keeps_every_invariant() {
             "redis-flush",
             "postgres-restart",
             "memorydb-restart",
-            "docdb-restart"
+            "docdb-restart",
+            "consumer-kill"
         ]
     );
     let of = |name: &str| outcomes.iter().find(|o| o["experiment"] == name).unwrap();

@@ -214,6 +214,11 @@ fn bad_arguments_exit_2_with_a_message() {
         &["lag", "--from", "http://127.0.0.1:1"],
         &["lag", "serve", "--listen", "nowhere"],
         &["cloudwatch", "render", "--bogus"],
+        &["chaos", "nothing"],
+        &["chaos", "poison", "--rate", "0"],
+        &["chaos", "consumer-kill", "--kills", "0"],
+        &["chaos", "postgres-restart", "--outage", "0s"],
+        &["consume", "--application", "orders", "--sink", "projector:nothing"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_cafe")).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
