@@ -196,15 +196,7 @@ pub async fn run(stack: &Stack, experiment: Experiment, opts: &ChaosOptions) -> 
     let running = Application::build(settings).await?.start().await?;
     let clients = running.clients().clone();
     let before = baseline(&cfg, &clients).await?;
-    let base = format!("http://{}", running.addr());
-    let http = load::client();
-    load::seed_menu(&http, &base).await.context("publishing the menu")?;
-    let stop_load = CancellationToken::new();
-    let load = tokio::spawn({
-        let (http, base, stop, rate) = (http.clone(), base.clone(), stop_load.clone(), opts.rate);
-        async move { load::orders(&http, &base, rate, 256, stop.cancelled_owned()).await }
-    });
-    tokio::time::sleep(opts.warm_up).await;
+    let (stop_load, load) = start_load(&running, opts).await?;
 
     let metrics = running.consumer_metrics().clone();
     let affected = experiment.affected();
@@ -245,22 +237,7 @@ pub async fn run(stack: &Stack, experiment: Experiment, opts: &ChaosOptions) -> 
     if !stopped.undone.is_empty() {
         bail!("the pipeline did not stop cleanly: {:?}", stopped.undone);
     }
-    let expected = Expected {
-        parked: before
-            .parked
-            .iter()
-            .map(|(app, n)| {
-                let injected = injected.parked.iter().find(|p| &p.application == app);
-                ExpectedParked {
-                    application: app.clone(),
-                    count: n + injected.map_or(0, |p| p.count),
-                    reason: injected.map_or_else(String::new, |p| p.reason.clone()),
-                }
-            })
-            .collect(),
-        dead_letters: before.dead_letters,
-        processes: Vec::new(),
-    };
+    let expected = before.plus(&injected.parked, Vec::new());
     let verdicts = invariants::check(&cfg, &clients, &expected).await?;
     Ok(Outcome {
         experiment,
@@ -275,10 +252,51 @@ pub async fn run(stack: &Stack, experiment: Experiment, opts: &ChaosOptions) -> 
     })
 }
 
+/// Publishes the menu, starts the open-loop order load and lets it warm up; cancel the
+/// token to stop it, and the task answers what it sent.
+async fn start_load(
+    running: &crate::Running,
+    opts: &ChaosOptions,
+) -> Result<(CancellationToken, tokio::task::JoinHandle<load::LoadReport>)> {
+    let base = format!("http://{}", running.addr());
+    let http = load::client();
+    load::seed_menu(&http, &base).await.context("publishing the menu")?;
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let (stop, rate) = (stop.clone(), opts.rate);
+        async move { load::orders(&http, &base, rate, 256, stop.cancelled_owned()).await }
+    });
+    tokio::time::sleep(opts.warm_up).await;
+    Ok((stop, task))
+}
+
 /// What was parked and dead-lettered before the experiment: not its doing.
 struct Baseline {
     parked: BTreeMap<String, usize>,
     dead_letters: u64,
+}
+
+impl Baseline {
+    /// What the checker must find: this baseline, plus the poison parked on purpose,
+    /// with the processes started.
+    fn plus(&self, parked: &[ExpectedParked], processes: Vec<u32>) -> Expected {
+        Expected {
+            parked: self
+                .parked
+                .iter()
+                .map(|(app, n)| {
+                    let injected = parked.iter().find(|p| &p.application == app);
+                    ExpectedParked {
+                        application: app.clone(),
+                        count: n + injected.map_or(0, |p| p.count),
+                        reason: injected.map_or_else(String::new, |p| p.reason.clone()),
+                    }
+                })
+                .collect(),
+            dead_letters: self.dead_letters,
+            processes,
+        }
+    }
 }
 
 async fn baseline(cfg: &cafe_localstack::StackConfig, clients: &crate::pipeline::Clients) -> Result<Baseline> {
@@ -509,23 +527,9 @@ async fn recent_records(
     stream: &str,
     n: usize,
 ) -> Result<Vec<aws_sdk_kinesis::types::PutRecordsRequestEntry>> {
-    let shards = kinesis
-        .list_shards()
-        .stream_name(stream)
-        .send()
-        .await
-        .context("ListShards")?;
     let mut out = Vec::new();
-    for shard in shards.shards() {
-        let iterator = kinesis
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(shard.shard_id())
-            .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .context("GetShardIterator")?
-            .shard_iterator;
+    let shards = load::shard_iterators(kinesis, stream, aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon).await?;
+    for (_, iterator) in shards {
         let Some(iterator) = iterator else { continue };
         let records = kinesis
             .get_records()
@@ -702,15 +706,7 @@ async fn consumer_kill(stack: &Stack, opts: &ChaosOptions) -> Result<Outcome> {
     let clients = running.clients().clone();
     let before = baseline(&cfg, &clients).await?;
     let mut workers = Workers::start(stack, opts.failover)?;
-    let base = format!("http://{}", running.addr());
-    let http = load::client();
-    load::seed_menu(&http, &base).await.context("publishing the menu")?;
-    let stop_load = CancellationToken::new();
-    let load = tokio::spawn({
-        let (http, base, stop, rate) = (http.clone(), base.clone(), stop_load.clone(), opts.rate);
-        async move { load::orders(&http, &base, rate, 256, stop.cancelled_owned()).await }
-    });
-    tokio::time::sleep(opts.warm_up).await;
+    let (stop_load, load) = start_load(&running, opts).await?;
     let probe = crate::read_side::lag_probe(&cfg, &clients, crate::dashboard::applications());
     let accepted_before = accepted(&running);
     let mut rounds = Vec::new();
@@ -739,19 +735,7 @@ async fn consumer_kill(stack: &Stack, opts: &ChaosOptions) -> Result<Outcome> {
     if !stopped.undone.is_empty() {
         bail!("the pipeline did not stop cleanly: {:?}", stopped.undone);
     }
-    let expected = Expected {
-        parked: before
-            .parked
-            .iter()
-            .map(|(app, n)| ExpectedParked {
-                application: app.clone(),
-                count: *n,
-                reason: String::new(),
-            })
-            .collect(),
-        dead_letters: before.dead_letters,
-        processes: workers.started.clone(),
-    };
+    let expected = before.plus(&[], workers.started.clone());
     let verdicts = invariants::check(&cfg, &clients, &expected).await?;
     let worst = |f: fn(&Round) -> Option<Duration>| -> Option<Duration> {
         rounds

@@ -329,27 +329,41 @@ pub struct StreamTap {
     pub undecodable: u64,
 }
 
+/// Every shard of `stream` with an iterator of `kind` (None where the stand-in gave none).
+pub async fn shard_iterators(
+    kinesis: &aws_sdk_kinesis::Client,
+    stream: &str,
+    kind: ShardIteratorType,
+) -> Result<Vec<(String, Option<String>)>> {
+    let shards = kinesis
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .context("ListShards")?;
+    let mut out = Vec::new();
+    for s in shards.shards() {
+        let it = kinesis
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(s.shard_id())
+            .shard_iterator_type(kind.clone())
+            .send()
+            .await
+            .context("GetShardIterator")?;
+        out.push((s.shard_id().to_owned(), it.shard_iterator));
+    }
+    Ok(out)
+}
+
 impl StreamTap {
     /// Taps every shard at LATEST.
     pub async fn new(kinesis: aws_sdk_kinesis::Client, stream: &str) -> Result<StreamTap> {
-        let shards = kinesis
-            .list_shards()
-            .stream_name(stream)
-            .send()
-            .await
-            .context("ListShards")?;
-        let mut tapped = Vec::new();
-        for s in shards.shards() {
-            let it = kinesis
-                .get_shard_iterator()
-                .stream_name(stream)
-                .shard_id(s.shard_id())
-                .shard_iterator_type(ShardIteratorType::Latest)
-                .send()
-                .await
-                .context("GetShardIterator")?;
-            tapped.push((s.shard_id().to_owned(), it.shard_iterator, ShardLog::default()));
-        }
+        let tapped = shard_iterators(&kinesis, stream, ShardIteratorType::Latest)
+            .await?
+            .into_iter()
+            .map(|(shard, it)| (shard, it, ShardLog::default()))
+            .collect();
         Ok(StreamTap {
             kinesis,
             shards: tapped,
