@@ -79,6 +79,17 @@ impl Experiment {
         }
     }
 
+    /// Whether the consumers themselves show the fault (a park, a retry, lag): then
+    /// recovery is timed once they have. Not a Redis restart: its client queues
+    /// commands and reconnects, so a short outage raises no error and, with the batch
+    /// waiting inside the store call, no visible lag either.
+    fn shows_in_consumers(self) -> bool {
+        matches!(
+            self,
+            Experiment::Poison | Experiment::PostgresRestart | Experiment::DocdbRestart
+        )
+    }
+
     /// The consumer applications the fault reaches (whose detection and recovery are
     /// timed).
     fn affected(self) -> Vec<String> {
@@ -214,17 +225,30 @@ pub async fn run(stack: &Stack, experiment: Experiment, opts: &ChaosOptions) -> 
     let injected = match injected {
         Ok(i) => i,
         Err(e) => {
+            stop_watching.cancel();
             stop_load.cancel();
             let _ = load.await;
             let _ = running.stop(Duration::from_secs(20)).await;
             return Err(e.context(format!("injecting {}", experiment.name())));
         }
     };
+    // A fault the consumers must meet first (poison still on its way to them, a
+    // restart they may not have hit yet) is waited for, so "caught up" is not measured
+    // before they even saw it.
+    let seen = if experiment.shows_in_consumers() {
+        let seen = tokio::time::timeout(opts.patience, watcher).await;
+        stop_watching.cancel();
+        match seen {
+            Ok(seen) => seen.context("the detection watcher")?,
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
     let recovered_after = caught_up(&metrics, &affected, opts.patience)
         .await
         .map(|at| at.saturating_duration_since(injected.ended));
     stop_watching.cancel();
-    let seen = watcher.await.context("the detection watcher")?;
     let detected_after = injected
         .detected_after
         .or(seen.map(|at| at.saturating_duration_since(injected_at)));
