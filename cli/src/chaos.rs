@@ -7,11 +7,16 @@
 //! [`crate::invariants`] checked with what the experiment did on purpose (the poison
 //! it injected) told apart from damage.
 //!
-//! - **Detected**: the first sign the affected consumers saw the fault (a batch retried
-//!   or a record parked), measured from the injection.
+//! `consumer-kill` has a frame of its own: the consumers run as separate `cafe consume`
+//! processes (so they can be killed with SIGKILL), and their progress is read from
+//! their checkpoints instead of the in-process metrics.
+//!
+//! - **Detected**: the first sign the affected consumers saw the fault (a batch retried,
+//!   a record parked, a shard two seconds behind), measured from the injection.
 //! - **Recovered**: the affected consumers caught up again (projection lag under a
 //!   second on every shard) while the load still runs, measured from the end of the
-//!   fault (a service back up; a flushed cache rebuilt and swapped in).
+//!   fault (a service back up; a flushed cache rebuilt and swapped in), and only once
+//!   they met it.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
