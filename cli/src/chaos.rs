@@ -620,6 +620,7 @@ pub fn print(o: &Outcome) {
 /// the payment requests.
 struct Workers {
     exe: std::path::PathBuf,
+    log_dir: std::path::PathBuf,
     failover: Duration,
     running: BTreeMap<String, tokio::process::Child>,
     /// Every process started, for the "none left behind" check.
@@ -628,8 +629,11 @@ struct Workers {
 
 impl Workers {
     fn start(stack: &Stack, failover: Duration) -> Result<Workers> {
+        let log_dir = stack.config().log_dir();
+        std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
         let mut w = Workers {
             exe: stack.exe().to_owned(),
+            log_dir,
             failover,
             running: BTreeMap::new(),
             started: Vec::new(),
@@ -646,13 +650,19 @@ impl Workers {
         } else {
             format!("projector:{application}")
         };
+        // Each worker's log is kept (`<log dir>/chaos-<application>-<n>.log`): a failed
+        // invariant is diagnosed from what the killed worker and its replacement did.
+        let path = self
+            .log_dir
+            .join(format!("chaos-{application}-{}.log", self.started.len()));
+        let log = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
         let child = tokio::process::Command::new(&self.exe)
             .args(["consume", "--application", application, "--sink", &sink])
             .args(["--failover", &humantime::format_duration(self.failover).to_string()])
             .args(["--idle-poll", "200ms", "--checkpoint-interval", "200ms"])
             .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stdout(log.try_clone().context("duplicating the log file")?)
+            .stderr(log)
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting a {application} worker"))?;
