@@ -31,7 +31,7 @@ use cafe_replay::{Filter, Params};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::invariants::{self, Expected, ExpectedParked, Verdicts};
+use crate::invariants::{self, Expected, Verdicts};
 use crate::{Application, Settings, load};
 
 /// The experiments.
@@ -196,7 +196,8 @@ struct Injected {
     ended: Instant,
     /// Detection the injection itself observed (verification finding the damage).
     detected_after: Option<Duration>,
-    parked: Vec<ExpectedParked>,
+    /// Records every consumer must park on purpose, and the reason they give.
+    poison: Option<(usize, &'static str)>,
 }
 
 /// Runs one experiment on `stack` (which must be up).
@@ -211,7 +212,7 @@ pub async fn run(stack: &Stack, experiment: Experiment, opts: &ChaosOptions) -> 
     settings.worker_id = format!("chaos-{}-{}", experiment.name(), std::process::id());
     let running = Application::build(settings).await?.start().await?;
     let clients = running.clients().clone();
-    let before = baseline(&cfg, &clients).await?;
+    let before = Expected::before(&cfg, &clients).await?;
     let (stop_load, load) = start_load(&running, opts).await?;
 
     let metrics = running.consumer_metrics().clone();
@@ -220,12 +221,14 @@ pub async fn run(stack: &Stack, experiment: Experiment, opts: &ChaosOptions) -> 
     let at_injection = Counters::read(&metrics, &affected);
     let injected_at = Instant::now();
     let stop_watching = CancellationToken::new();
-    let watcher = tokio::spawn(first_sign(
-        metrics.clone(),
-        affected.clone(),
-        at_injection,
-        stop_watching.clone(),
-    ));
+    let watcher = experiment.shows_in_consumers().then(|| {
+        tokio::spawn(first_sign(
+            metrics.clone(),
+            affected.clone(),
+            at_injection,
+            stop_watching.clone(),
+        ))
+    });
     let injected = inject(stack, &running, experiment, opts).await;
     let injected = match injected {
         Ok(i) => i,
@@ -240,20 +243,20 @@ pub async fn run(stack: &Stack, experiment: Experiment, opts: &ChaosOptions) -> 
     // A fault the consumers must meet first (poison still on its way to them, a
     // restart they may not have hit yet) is waited for, so "caught up" is not measured
     // before they even saw it.
-    let seen = if experiment.shows_in_consumers() {
-        let seen = tokio::time::timeout(opts.patience, watcher).await;
-        stop_watching.cancel();
-        match seen {
-            Ok(seen) => seen.context("the detection watcher")?,
-            Err(_) => None,
+    let seen = match watcher {
+        Some(watcher) => {
+            let seen = tokio::time::timeout(opts.patience, watcher).await;
+            stop_watching.cancel();
+            match seen {
+                Ok(seen) => seen.context("the detection watcher")?,
+                Err(_) => None,
+            }
         }
-    } else {
-        None
+        None => None,
     };
     let recovered_after = caught_up(&metrics, &affected, opts.patience)
         .await
         .map(|at| at.saturating_duration_since(injected.ended));
-    stop_watching.cancel();
     let detected_after = injected
         .detected_after
         .or(seen.map(|at| at.saturating_duration_since(injected_at)));
@@ -266,7 +269,10 @@ pub async fn run(stack: &Stack, experiment: Experiment, opts: &ChaosOptions) -> 
     if !stopped.undone.is_empty() {
         bail!("the pipeline did not stop cleanly: {:?}", stopped.undone);
     }
-    let expected = before.plus(&injected.parked, Vec::new());
+    let expected = match &injected.poison {
+        Some((count, reason)) => before.with_poison(&crate::dashboard::applications(), *count, reason),
+        None => before,
+    };
     let verdicts = invariants::check(&cfg, &clients, &expected).await?;
     Ok(Outcome {
         experiment,
@@ -299,61 +305,19 @@ async fn start_load(
     Ok((stop, task))
 }
 
-/// What was parked and dead-lettered before the experiment: not its doing.
-struct Baseline {
-    parked: BTreeMap<String, usize>,
-    dead_letters: u64,
-}
-
-impl Baseline {
-    /// What the checker must find: this baseline, plus the poison parked on purpose,
-    /// with the processes started.
-    fn plus(&self, parked: &[ExpectedParked], processes: Vec<u32>) -> Expected {
-        Expected {
-            parked: self
-                .parked
-                .iter()
-                .map(|(app, n)| {
-                    let injected = parked.iter().find(|p| &p.application == app);
-                    ExpectedParked {
-                        application: app.clone(),
-                        count: n + injected.map_or(0, |p| p.count),
-                        reason: injected.map_or_else(String::new, |p| p.reason.clone()),
-                    }
-                })
-                .collect(),
-            dead_letters: self.dead_letters,
-            processes,
-        }
-    }
-}
-
-async fn baseline(cfg: &cafe_localstack::StackConfig, clients: &crate::pipeline::Clients) -> Result<Baseline> {
-    let lot = cafe_consumers::parking::DynamoParkingLot::new(clients.dynamodb.clone(), &cfg.names.parked_table);
-    let mut parked = BTreeMap::new();
-    for app in crate::dashboard::applications() {
-        parked.insert(
-            app.clone(),
-            lot.list(&app).await.context("listing parked records")?.len(),
-        );
-    }
-    let dlq = crate::payments::queue_url(&clients.sqs, &cfg.names.payments_dlq).await?;
-    Ok(Baseline {
-        parked,
-        dead_letters: crate::payments::depth(&clients.sqs, &dlq).await?,
-    })
-}
-
 /// Orders the API accepted so far.
 fn accepted(running: &crate::Running) -> u64 {
     running.http_metrics().count("/v1/orders", "POST", 201)
 }
 
-/// Sums over the affected applications' shards.
+/// The affected applications' shards, summed: retries, parks, and whether one is two
+/// seconds behind (a driver that waits for its server instead of failing shows only
+/// that).
 #[derive(Debug, Clone, Copy, Default)]
 struct Counters {
     retries: u64,
     parked: u64,
+    behind: bool,
 }
 
 impl Counters {
@@ -366,22 +330,17 @@ impl Counters {
             .fold(Counters::default(), |c, s| Counters {
                 retries: c.retries + s.retries,
                 parked: c.parked + s.parked,
+                behind: c.behind || s.projection_lag_seconds.is_some_and(|l| l > 2.0),
             })
     }
 }
 
-/// When the affected consumers first counted a retried batch or a parked record after
-/// `then`, or one of their shards fell two seconds behind (a driver that waits for its
-/// server instead of failing shows only that); polled every 20 ms until `stop`.
+/// When the affected consumers first showed the fault after `then`: a retried batch, a
+/// parked record, a shard behind; polled every 20 ms until `stop`.
 async fn first_sign(metrics: Metrics, apps: Vec<String>, then: Counters, stop: CancellationToken) -> Option<Instant> {
     while !stop.is_cancelled() {
         let now = Counters::read(&metrics, &apps);
-        let behind = metrics
-            .snapshot()
-            .shards
-            .iter()
-            .any(|s| apps.contains(&s.application) && s.projection_lag_seconds.is_some_and(|l| l > 2.0));
-        if now.retries > then.retries || now.parked > then.parked || behind {
+        if now.retries > then.retries || now.parked > then.parked || now.behind {
             return Some(Instant::now());
         }
         tokio::select! {
@@ -431,14 +390,7 @@ async fn inject(
                 fault: format!("{} undecodable records put on the stream", opts.records),
                 ended: Instant::now(),
                 detected_after: None,
-                parked: crate::dashboard::applications()
-                    .into_iter()
-                    .map(|application| ExpectedParked {
-                        application,
-                        count: opts.records,
-                        reason: "undecodable envelope".to_owned(),
-                    })
-                    .collect(),
+                poison: Some((opts.records, "undecodable envelope")),
             })
         }
         Experiment::Duplicates => {
@@ -449,12 +401,16 @@ async fn inject(
                 fault: format!("{n} records already on the stream put on it again"),
                 ended: Instant::now(),
                 detected_after: None,
-                parked: Vec::new(),
+                poison: None,
             })
         }
         Experiment::RedisFlush => {
             let started = Instant::now();
-            let flushed = flush_cache(&cfg.redis_url()).await?;
+            // The copy that serves (a swap may have moved it), deleted the way the
+            // catalog deletes any copy.
+            let at = crate::read_side::endpoints(cfg, clients)?;
+            let serving = crate::read_side::pointers(cfg, clients).get(ReadModel::Cache).await?;
+            let flushed = at.cache(&serving).await?.delete_all().await?;
             // Found the way an operator finds it: a rebuild compared with the live copy.
             let replayer = crate::read_side::replayer(cfg, clients)?;
             let meta = replayer
@@ -487,7 +443,7 @@ async fn inject(
                 fault: format!("{flushed} cache keys deleted; rebuilt and swapped in"),
                 ended: Instant::now(),
                 detected_after: detected,
-                parked: Vec::new(),
+                poison: None,
             })
         }
         Experiment::ConsumerKill => bail!("consumer-kill runs its own frame"),
@@ -508,7 +464,7 @@ async fn inject(
                 ),
                 ended: Instant::now(),
                 detected_after: None,
-                parked: Vec::new(),
+                poison: None,
             })
         }
     }
@@ -578,18 +534,6 @@ async fn recent_records(
     }
     out.truncate(n);
     Ok(out)
-}
-
-/// Deletes the cache model's live keys (what a flush of the cache cluster does to it);
-/// answers how many.
-async fn flush_cache(url: &str) -> Result<usize> {
-    let client = redis::Client::open(url)?;
-    let mut con = client.get_multiplexed_async_connection().await?;
-    let keys: Vec<String> = redis::cmd("KEYS").arg("cache:*").query_async(&mut con).await?;
-    for chunk in keys.chunks(500) {
-        let _: () = redis::cmd("DEL").arg(chunk).query_async(&mut con).await?;
-    }
-    Ok(keys.len())
 }
 
 /// The experiment's table row, for people.
@@ -743,7 +687,7 @@ async fn consumer_kill(stack: &Stack, opts: &ChaosOptions) -> Result<Outcome> {
     settings.worker_id = format!("chaos-consumer-kill-{}", std::process::id());
     let running = Application::build(settings).await?.start().await?;
     let clients = running.clients().clone();
-    let before = baseline(&cfg, &clients).await?;
+    let before = Expected::before(&cfg, &clients).await?;
     let mut workers = Workers::start(stack, opts.failover)?;
     let (stop_load, load) = start_load(&running, opts).await?;
     let probe = crate::read_side::lag_probe(&cfg, &clients, crate::dashboard::applications());
@@ -774,7 +718,10 @@ async fn consumer_kill(stack: &Stack, opts: &ChaosOptions) -> Result<Outcome> {
     if !stopped.undone.is_empty() {
         bail!("the pipeline did not stop cleanly: {:?}", stopped.undone);
     }
-    let expected = before.plus(&[], workers.started.clone());
+    let expected = Expected {
+        processes: workers.started.clone(),
+        ..before
+    };
     let verdicts = invariants::check(&cfg, &clients, &expected).await?;
     let worst = |f: fn(&Round) -> Option<Duration>| -> Option<Duration> {
         rounds

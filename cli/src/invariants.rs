@@ -35,24 +35,27 @@ use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::Clients;
 
-/// Poison an experiment injected into one consumer application: it must be parked,
-/// each record with a reason naming why.
+/// What one consumer application's parking lot must hold: what was there before the
+/// experiment, plus the poison it injected, each with a reason naming why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ExpectedParked {
     /// The consumer application.
     pub application: String,
-    /// How many records.
+    /// Parked before the experiment (not its doing; any reason).
+    pub already: usize,
+    /// Injected on purpose.
     pub count: usize,
-    /// Text every one of their reasons contains.
+    /// Text the injected records' reasons contain.
     pub reason: String,
 }
 
 /// What the experiment did on purpose, so the checker can tell it from damage.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Expected {
-    /// Poison parked on purpose (an application not named must have parked nothing).
+    /// Per application, what its parking lot must hold (an application not named must
+    /// have parked nothing).
     pub parked: Vec<ExpectedParked>,
-    /// Messages dead-lettered on purpose.
+    /// Messages the payment DLQ must hold (there before, or dead-lettered on purpose).
     pub dead_letters: u64,
     /// Processes the experiment started, which must all have exited.
     pub processes: Vec<u32>,
@@ -104,6 +107,48 @@ impl std::fmt::Display for Verdicts {
         }
         Ok(())
     }
+}
+
+impl Expected {
+    /// The stack as it is now (parked records, dead letters): what an experiment about
+    /// to start must not be blamed for.
+    pub async fn before(cfg: &StackConfig, clients: &Clients) -> Result<Expected> {
+        let lot = DynamoParkingLot::new(clients.dynamodb.clone(), &cfg.names.parked_table);
+        let mut parked = Vec::new();
+        for application in crate::dashboard::applications() {
+            parked.push(ExpectedParked {
+                already: parked_now(&lot, &application).await?.len(),
+                application,
+                count: 0,
+                reason: String::new(),
+            });
+        }
+        Ok(Expected {
+            parked,
+            dead_letters: dlq_depth(cfg, clients).await?,
+            processes: Vec::new(),
+        })
+    }
+
+    /// Adds `count` records parked on purpose by every application in `applications`.
+    pub fn with_poison(mut self, applications: &[String], count: usize, reason: &str) -> Expected {
+        for p in self.parked.iter_mut().filter(|p| applications.contains(&p.application)) {
+            p.count += count;
+            reason.clone_into(&mut p.reason);
+        }
+        self
+    }
+}
+
+async fn parked_now(lot: &DynamoParkingLot, application: &str) -> Result<Vec<cafe_consumers::parking::Parked>> {
+    lot.list(application)
+        .await
+        .with_context(|| format!("listing {application}'s parked records"))
+}
+
+async fn dlq_depth(cfg: &StackConfig, clients: &Clients) -> Result<u64> {
+    let dlq = crate::payments::queue_url(&clients.sqs, &cfg.names.payments_dlq).await?;
+    crate::payments::depth(&clients.sqs, &dlq).await
 }
 
 /// Names of the invariants, as reported.
@@ -245,25 +290,31 @@ async fn payments(cfg: &StackConfig, clients: &Clients, v: &mut Verdicts) -> Res
 async fn parked(cfg: &StackConfig, clients: &Clients, expected: &Expected, v: &mut Verdicts) -> Result<()> {
     let lot = DynamoParkingLot::new(clients.dynamodb.clone(), &cfg.names.parked_table);
     for application in crate::dashboard::applications() {
-        let parked = lot
-            .list(&application)
-            .await
-            .with_context(|| format!("listing {application}'s parked records"))?;
+        let parked = parked_now(&lot, &application).await?;
         let want = expected.parked.iter().find(|p| p.application == application);
-        let count = want.map_or(0, |w| w.count);
-        let unexplained: Vec<&str> = parked
-            .iter()
-            .filter(|p| want.is_none_or(|w| !p.reason.contains(&w.reason)))
-            .map(|p| p.reason.as_str())
-            .collect();
-        let holds = parked.len() == count && unexplained.is_empty();
+        let (already, count) = want.map_or((0, 0), |w| (w.already, w.count));
+        let injected =
+            |p: &&cafe_consumers::parking::Parked| want.is_some_and(|w| count > 0 && p.reason.contains(&w.reason));
+        let matching = parked.iter().filter(injected).count();
+        let holds = parked.len() == already + count && matching >= count;
         let detail = if holds {
-            format!("{application}: {count} parked, as injected")
+            let before = if already > 0 {
+                format!(" ({already} from before)")
+            } else {
+                String::new()
+            };
+            format!("{application}: {count} parked, as injected{before}")
         } else {
+            let others: Vec<&str> = parked
+                .iter()
+                .filter(|p| !injected(p))
+                .map(|p| p.reason.as_str())
+                .take(3)
+                .collect();
             format!(
-                "{application}: {} parked, {count} injected; unexplained reasons: {}",
+                "{application}: {} parked, {count} injected, {already} from before; other reasons: {}",
                 parked.len(),
-                unexplained.iter().take(3).copied().collect::<Vec<_>>().join(" | ")
+                others.join(" | ")
             )
         };
         v.push(PARKED, holds, detail);
@@ -272,12 +323,11 @@ async fn parked(cfg: &StackConfig, clients: &Clients, expected: &Expected, v: &m
 }
 
 async fn dead_letters(cfg: &StackConfig, clients: &Clients, expected: &Expected, v: &mut Verdicts) -> Result<()> {
-    let dlq = crate::payments::queue_url(&clients.sqs, &cfg.names.payments_dlq).await?;
-    let depth = crate::payments::depth(&clients.sqs, &dlq).await?;
+    let depth = dlq_depth(cfg, clients).await?;
     v.push(
         DEAD_LETTERS,
         depth == expected.dead_letters,
-        format!("{depth} in the payment DLQ, {} injected", expected.dead_letters),
+        format!("{depth} in the payment DLQ, {} expected", expected.dead_letters),
     );
     Ok(())
 }

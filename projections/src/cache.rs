@@ -198,10 +198,10 @@ impl RedisCache {
         })
     }
 
-    /// Deletes every key of this copy (a shadow or scratch copy being dropped).
-    pub async fn delete_all(&self) -> Result<(), ProjectionError> {
-        redis_scripts::delete_prefixed(&mut self.con.clone(), &self.prefix).await?;
-        Ok(())
+    /// Deletes every key of this copy (a shadow or scratch copy being dropped, or a
+    /// chaos experiment's flush); answers how many.
+    pub async fn delete_all(&self) -> Result<usize, ProjectionError> {
+        redis_scripts::delete_prefixed(&mut self.con.clone(), &self.prefix).await
     }
 
     /// Other lifetimes for items/accounts and for listings.

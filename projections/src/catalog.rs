@@ -159,7 +159,9 @@ impl ReadModel {
                 DynamoActiveOrders::delete_table(client, &table).await?;
             }
             ReadModel::Documents => at.documents(ns).await?.drop_database().await?,
-            ReadModel::Cache => at.cache(ns).await?.delete_all().await?,
+            ReadModel::Cache => {
+                at.cache(ns).await?.delete_all().await?;
+            }
             ReadModel::Inventory => at.inventory(ns).await?.delete_all().await?,
             ReadModel::Analytics => {
                 let facts = at.analytics(ns).await?;
