@@ -45,10 +45,45 @@ pub async fn serve_kinesis(
         ..StoreOptions::default()
     };
     let (app, _store) = ferrokinesis::create_app(options);
+    let app = one_put_at_a_time(app);
     let listener = TcpListener::bind((LOOPBACK, cfg.ports.kinesis)).await?;
     // axum::serve negotiates HTTP/1.1 and h2c, which SubscribeToShard needs.
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
     Ok(())
+}
+
+/// Serializes PutRecord and PutRecords: one runs at a time, to the end of its response.
+///
+/// ferrokinesis 0.7 numbers a put's records first and stores them later, so two
+/// concurrent puts can become visible out of sequence order: a reader at the tip that
+/// sees the later put continues after it and skips the earlier one for good. Kinesis
+/// never does that, and a consumer that resumes after its last record is right to trust
+/// it (a projector lost updates to this, one run in four of the consumer-kill
+/// experiment). Under concurrent puts on one stream it can also deadlock: a read holds
+/// a blocking map guard across an await while puts block every runtime thread waiting
+/// for that map. One put at a time removes both: numbering and storing become one step,
+/// and at most one thread ever waits on the map. Puts are in-memory and short, so the
+/// pipeline's rates are far below what one at a time allows (see the README's figures).
+fn one_put_at_a_time(app: axum::Router) -> axum::Router {
+    let turn = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+    app.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let turn = turn.clone();
+            async move {
+                let put = req
+                    .headers()
+                    .get("x-amz-target")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|t| t.ends_with(".PutRecords") || t.ends_with(".PutRecord"));
+                if put {
+                    let _turn = turn.lock().await;
+                    next.run(req).await
+                } else {
+                    next.run(req).await
+                }
+            }
+        },
+    ))
 }
 
 /// Runs the DynamoDB emulator until `shutdown` resolves, backed by one SQLite file.
