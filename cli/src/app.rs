@@ -15,6 +15,7 @@ use cafe_consumers::cloudwatch::{CloudWatchConfig, CloudWatchPublisher};
 use cafe_consumers::metrics::Metrics;
 use cafe_consumers::monitor::MonitorConfig;
 use cafe_localstack::StackConfig;
+use cafe_localstack::faults::FaultInjector;
 use cafe_producers::relay::{RelayConfig, RelayStats};
 use cafe_producers::service::ServiceConfig;
 use cafe_projections::catalog::Endpoints;
@@ -61,6 +62,9 @@ pub struct Settings {
     pub cloudwatch: Option<CloudWatchConfig>,
     /// How the projectors read the stream (polling interval, or enhanced fan-out).
     pub reading: Reading,
+    /// Faults injected into the Kinesis and DynamoDB clients (off unless configured with
+    /// `CAFE__FAULTS__*`, or armed by a chaos experiment).
+    pub faults: FaultInjector,
 }
 
 impl Settings {
@@ -79,6 +83,7 @@ impl Settings {
             monitor: Some(MonitorConfig::default()),
             cloudwatch: None,
             reading: Reading::default(),
+            faults: FaultInjector::off(),
         }
     }
 }
@@ -125,7 +130,7 @@ impl Application {
     /// connecting to, when a part of the stack is unreachable.
     pub async fn build(settings: Settings) -> Result<Application> {
         let cfg = &settings.stack;
-        let clients = Clients::new(cfg, settings.aws).await;
+        let clients = Clients::new(cfg, settings.aws).await.with_faults(&settings.faults);
         let service = pipeline::service(cfg, &clients, settings.service.clone());
         let endpoints = read_side::endpoints(cfg, &clients)?;
         let reads = if settings.queries {

@@ -164,7 +164,8 @@ pub async fn run(cfg: &StackConfig, args: ConsumeArgs, shutdown: impl Future<Out
         Start::Latest => Checkpoint::Latest,
         Start::TrimHorizon => Checkpoint::TrimHorizon,
     };
-    let clients = Clients::new(cfg, args.aws).await;
+    let faults = cafe_localstack::faults::FaultInjector::from_env()?;
+    let clients = Clients::new(cfg, args.aws).await.with_faults(&faults);
     let mut worker_cfg = WorkerConfig::new(
         args.application.clone(),
         args.stream.clone().unwrap_or_else(|| cfg.names.stream.clone()),

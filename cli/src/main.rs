@@ -672,6 +672,7 @@ async fn api(cfg: &StackConfig, listen: SocketAddr, aws: bool) -> Result<std::pr
     settings.aws = aws;
     settings.listen = listen;
     settings.service = service_config()?;
+    settings.faults = cafe_localstack::faults::FaultInjector::from_env()?;
     settings.projectors = false;
     settings.saga = false;
     let app = cafe_app::Application::build(settings).await?;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use cafe_localstack::StackConfig;
+use cafe_localstack::faults::FaultInjector;
 use cafe_producers::publish::{KinesisSink, Publisher, PublisherConfig};
 use cafe_producers::relay::{self, RelayConfig, RelayStats};
 use cafe_producers::service::{CommandService, ServiceConfig};
@@ -52,6 +53,19 @@ impl Clients {
                 redshift: aws_sdk_redshiftdata::Client::new(&sdk),
                 cloudwatch: cafe_localstack::aws::cloudwatch(&sdk, cfg),
             }
+        }
+    }
+}
+
+impl Clients {
+    /// These clients with `faults` injected into their Kinesis and DynamoDB calls (the
+    /// same clients when the injector is off).
+    #[must_use]
+    pub fn with_faults(self, faults: &FaultInjector) -> Clients {
+        Clients {
+            kinesis: faults.kinesis(&self.kinesis),
+            dynamodb: faults.dynamodb(&self.dynamodb),
+            ..self
         }
     }
 }

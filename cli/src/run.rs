@@ -117,6 +117,7 @@ pub async fn run(stack: &Stack, args: RunArgs) -> Result<std::process::ExitCode>
     settings.aws = args.aws;
     settings.listen = args.listen;
     settings.service = cafe_app::app::service_config_from_env()?;
+    settings.faults = cafe_localstack::faults::FaultInjector::from_env()?;
     // In AWS the payment function and its event source mapping are deployed; here they
     // run under the Lambda emulator.
     settings.saga = !args.aws;

@@ -20,6 +20,7 @@ pub mod aws;
 pub mod config;
 pub mod emulators;
 pub mod error;
+pub mod faults;
 pub mod health;
 pub mod lambda;
 pub mod provision;

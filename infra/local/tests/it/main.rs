@@ -10,6 +10,7 @@ mod helpers;
 
 mod cloudwatch;
 mod dynamodb;
+mod faults;
 mod kinesis;
 mod mongo;
 mod postgres;
