@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use cafe_consumers::metrics::Metrics;
 use cafe_localstack::Service;
+use cafe_localstack::faults::{FaultInjector, Faults};
 use cafe_localstack::supervisor::Stack;
 use cafe_projections::catalog::ReadModel;
 use cafe_replay::record::Source;
@@ -53,22 +54,36 @@ pub enum Experiment {
     MemorydbRestart,
     /// The DocumentDB stand-in stopped and started again.
     DocdbRestart,
+    /// A share (`--throttle`) of the pipeline's Kinesis data requests answered with
+    /// the service's throttling error for `--outage`, in the SDK clients it really
+    /// uses: the SDK retries, what is left reaches our code.
+    KinesisThrottle,
+    /// The same for its DynamoDB item requests (event store, outbox, leases,
+    /// checkpoints, the DynamoDB read models).
+    DynamodbThrottle,
     /// kill -9 of projector workers running as their own processes, one read model
     /// after another (`--kills` times), each replaced at once by a new process that
     /// takes the dead one's leases after the failover time.
     ConsumerKill,
+    /// A rolling restart: each consumer worker (own process) in turn sent SIGTERM,
+    /// left to drain, checkpoint and release its leases, and replaced (`--kills`
+    /// restarts).
+    WorkerRestart,
 }
 
 impl Experiment {
     /// Every experiment, in the order `cafe chaos all` runs them.
-    pub const ALL: [Experiment; 7] = [
+    pub const ALL: [Experiment; 10] = [
         Experiment::Poison,
         Experiment::Duplicates,
         Experiment::RedisFlush,
         Experiment::PostgresRestart,
         Experiment::MemorydbRestart,
         Experiment::DocdbRestart,
+        Experiment::KinesisThrottle,
+        Experiment::DynamodbThrottle,
         Experiment::ConsumerKill,
+        Experiment::WorkerRestart,
     ];
 
     /// The command-line name.
@@ -80,7 +95,10 @@ impl Experiment {
             Experiment::PostgresRestart => "postgres-restart",
             Experiment::MemorydbRestart => "memorydb-restart",
             Experiment::DocdbRestart => "docdb-restart",
+            Experiment::KinesisThrottle => "kinesis-throttle",
+            Experiment::DynamodbThrottle => "dynamodb-throttle",
             Experiment::ConsumerKill => "consumer-kill",
+            Experiment::WorkerRestart => "worker-restart",
         }
     }
 
@@ -92,14 +110,29 @@ impl Experiment {
         matches!(
             self,
             Experiment::Poison | Experiment::PostgresRestart | Experiment::DocdbRestart
-        )
+        ) || self.is_throttle()
+    }
+
+    /// Throttling: the SDK's retries may absorb all of it, so a sign is looked for
+    /// only during the fault and shortly after, not waited for.
+    fn is_throttle(self) -> bool {
+        matches!(self, Experiment::KinesisThrottle | Experiment::DynamodbThrottle)
     }
 
     /// The consumer applications the fault reaches (whose detection and recovery are
     /// timed).
     fn affected(self) -> Vec<String> {
+        if self.is_throttle() {
+            // Every consumer reads the stream and keeps its leases in DynamoDB.
+            return crate::dashboard::applications();
+        }
         let models: &[ReadModel] = match self {
-            Experiment::Poison | Experiment::Duplicates | Experiment::ConsumerKill => &ReadModel::ALL,
+            Experiment::Poison
+            | Experiment::Duplicates
+            | Experiment::ConsumerKill
+            | Experiment::WorkerRestart
+            | Experiment::KinesisThrottle
+            | Experiment::DynamodbThrottle => &ReadModel::ALL,
             Experiment::RedisFlush => &[ReadModel::Cache],
             // Aurora and the warehouse share the one PostgreSQL here.
             Experiment::PostgresRestart => &[ReadModel::Orders, ReadModel::Analytics],
@@ -117,8 +150,10 @@ pub struct ChaosOptions {
     pub rate: u32,
     /// Load before the fault.
     pub warm_up: Duration,
-    /// How long a stopped service stays down.
+    /// How long a stopped service stays down, or a throttle stays on.
     pub outage: Duration,
+    /// The share of requests a throttle experiment refuses.
+    pub throttle: f64,
     /// Load after the fault ends.
     pub after: Duration,
     /// Records a poison or duplicates experiment puts on the stream.
@@ -137,6 +172,7 @@ impl Default for ChaosOptions {
             rate: 50,
             warm_up: Duration::from_secs(5),
             outage: Duration::from_secs(5),
+            throttle: 0.2,
             after: Duration::from_secs(10),
             records: 20,
             kills: 3,
@@ -160,7 +196,8 @@ pub struct Outcome {
     /// Orders the API accepted from the injection to recovery (the traffic the fault
     /// met).
     pub orders_during: u64,
-    /// Per kill of `consumer-kill`: the worker's read model, detection and recovery.
+    /// Per stopped worker of `consumer-kill` and `worker-restart`: its application,
+    /// detection and recovery.
     pub rounds: Vec<Round>,
     /// Orders the API accepted over the whole experiment.
     pub orders_accepted: usize,
@@ -177,15 +214,16 @@ impl Outcome {
     }
 }
 
-/// One kill of `consumer-kill`.
+/// One stopped worker of `consumer-kill` or `worker-restart`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Round {
-    /// The read model whose worker was killed.
-    pub read_model: String,
-    /// From the kill to its lag passing two seconds.
+    /// The consumer application whose worker was stopped.
+    pub application: String,
+    /// From the kill to its lag passing two seconds (None for a restart: a drained
+    /// worker hands over without a failover wait).
     pub detected_after: Option<Duration>,
-    /// From the kill to its lag back under a second (a new worker took the lease and
-    /// caught up).
+    /// From the stop to its lag back under a second (a new worker took the lease and
+    /// caught up; for a restart, once the replacement holds every lease).
     pub recovered_after: Option<Duration>,
 }
 
@@ -202,11 +240,15 @@ struct Injected {
 
 /// Runs one experiment on `stack` (which must be up).
 pub async fn run(stack: &Stack, experiment: Experiment, opts: &ChaosOptions) -> Result<Outcome> {
-    if experiment == Experiment::ConsumerKill {
-        return consumer_kill(stack, opts).await;
+    if matches!(experiment, Experiment::ConsumerKill | Experiment::WorkerRestart) {
+        return worker_rounds(stack, experiment, opts).await;
     }
     let cfg = stack.config().clone();
     let mut settings = Settings::local(cfg.clone());
+    // Armed for every experiment (only the throttles set a share): the clients are the
+    // same in each, so the experiments differ only in their fault.
+    let faults = FaultInjector::armed(Faults::default());
+    settings.faults = faults.clone();
     // The lag monitor is not part of what is tested; its reads would only add load.
     settings.monitor = None;
     settings.worker_id = format!("chaos-{}-{}", experiment.name(), std::process::id());
@@ -229,7 +271,7 @@ pub async fn run(stack: &Stack, experiment: Experiment, opts: &ChaosOptions) -> 
             stop_watching.clone(),
         ))
     });
-    let injected = inject(stack, &running, experiment, opts).await;
+    let injected = inject(stack, &running, &faults, experiment, opts).await;
     let injected = match injected {
         Ok(i) => i,
         Err(e) => {
@@ -245,7 +287,12 @@ pub async fn run(stack: &Stack, experiment: Experiment, opts: &ChaosOptions) -> 
     // before they even saw it.
     let seen = match watcher {
         Some(watcher) => {
-            let seen = tokio::time::timeout(opts.patience, watcher).await;
+            let look = if experiment.is_throttle() {
+                Duration::from_secs(2)
+            } else {
+                opts.patience
+            };
+            let seen = tokio::time::timeout(look, watcher).await;
             stop_watching.cancel();
             match seen {
                 Ok(seen) => seen.context("the detection watcher")?,
@@ -368,6 +415,7 @@ async fn caught_up(metrics: &Metrics, apps: &[String], patience: Duration) -> Op
 async fn inject(
     stack: &Stack,
     running: &crate::Running,
+    faults: &FaultInjector,
     experiment: Experiment,
     opts: &ChaosOptions,
 ) -> Result<Injected> {
@@ -446,7 +494,42 @@ async fn inject(
                 poison: None,
             })
         }
-        Experiment::ConsumerKill => bail!("consumer-kill runs its own frame"),
+        Experiment::KinesisThrottle | Experiment::DynamodbThrottle => {
+            let (seen, throttled) = (faults.counts().seen(), faults.counts().throttled());
+            let (service, on) = if experiment == Experiment::KinesisThrottle {
+                (
+                    "Kinesis data",
+                    Faults {
+                        kinesis_throttle: opts.throttle,
+                        ..Faults::default()
+                    },
+                )
+            } else {
+                (
+                    "DynamoDB item",
+                    Faults {
+                        dynamodb_throttle: opts.throttle,
+                        ..Faults::default()
+                    },
+                )
+            };
+            faults.set(on);
+            tokio::time::sleep(opts.outage).await;
+            faults.set(Faults::default());
+            let seen = faults.counts().seen() - seen;
+            let throttled = faults.counts().throttled() - throttled;
+            Ok(Injected {
+                fault: format!(
+                    "{:.0} % of {service} requests throttled for {}: {throttled} of {seen} refused",
+                    opts.throttle * 100.0,
+                    humantime::format_duration(opts.outage)
+                ),
+                ended: Instant::now(),
+                detected_after: None,
+                poison: None,
+            })
+        }
+        Experiment::ConsumerKill | Experiment::WorkerRestart => bail!("worker experiments run their own frame"),
         Experiment::PostgresRestart | Experiment::MemorydbRestart | Experiment::DocdbRestart => {
             let service = match experiment {
                 Experiment::PostgresRestart => Service::Postgres,
@@ -548,10 +631,15 @@ pub fn print(o: &Outcome) {
         o.orders_accepted,
         o.orders_refused
     );
+    let stop = if o.experiment == Experiment::WorkerRestart {
+        "SIGTERM"
+    } else {
+        "kill -9"
+    };
     for r in &o.rounds {
         println!(
-            "    kill -9 {:<14} detected after {}, recovered after {}",
-            r.read_model,
+            "    {stop} {:<16} detected after {}, recovered after {}",
+            r.application,
             secs(r.detected_after),
             secs(r.recovered_after)
         );
@@ -588,7 +676,8 @@ impl Workers {
         Ok(w)
     }
 
-    fn spawn(&mut self, application: &str) -> Result<()> {
+    /// Starts a worker for `application`; its worker id (unique per process started).
+    fn spawn(&mut self, application: &str) -> Result<String> {
         let sink = if application == cafe_lambda_payment::requests::APPLICATION {
             "payment-requests".to_owned()
         } else {
@@ -596,12 +685,13 @@ impl Workers {
         };
         // Each worker's log is kept (`<log dir>/chaos-<application>-<n>.log`): a failed
         // invariant is diagnosed from what the killed worker and its replacement did.
-        let path = self
-            .log_dir
-            .join(format!("chaos-{application}-{}.log", self.started.len()));
+        let n = self.started.len();
+        let path = self.log_dir.join(format!("chaos-{application}-{n}.log"));
+        let worker_id = format!("chaos-{application}-{}-{n}", std::process::id());
         let log = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
         let child = tokio::process::Command::new(&self.exe)
             .args(["consume", "--application", application, "--sink", &sink])
+            .args(["--worker-id", &worker_id])
             .args(["--failover", &humantime::format_duration(self.failover).to_string()])
             .args(["--idle-poll", "200ms", "--checkpoint-interval", "200ms"])
             .stdin(std::process::Stdio::null())
@@ -614,7 +704,7 @@ impl Workers {
             self.started.push(pid);
         }
         self.running.insert(application.to_owned(), child);
-        Ok(())
+        Ok(worker_id)
     }
 
     /// kill -9 of `application`'s worker, reaped.
@@ -628,13 +718,29 @@ impl Workers {
         Ok(())
     }
 
+    /// SIGTERM to `application`'s worker, given `deadline` to drain, checkpoint,
+    /// release its leases and exit; whether it exited successfully.
+    async fn terminate(&mut self, application: &str, deadline: Duration) -> Result<bool> {
+        let mut child = self
+            .running
+            .remove(application)
+            .with_context(|| format!("no {application} worker runs"))?;
+        sigterm(&child);
+        match tokio::time::timeout(deadline, child.wait()).await {
+            Ok(status) => Ok(status
+                .with_context(|| format!("waiting for the {application} worker"))?
+                .success()),
+            Err(_) => bail!(
+                "the {application} worker did not drain within {}",
+                humantime::format_duration(deadline)
+            ),
+        }
+    }
+
     /// SIGTERM to every worker, each given `deadline` to drain and exit.
     async fn stop(&mut self, deadline: Duration) -> Result<()> {
         for child in self.running.values() {
-            if let Some(pid) = child.id() {
-                let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            }
+            sigterm(child);
         }
         for (app, mut child) in std::mem::take(&mut self.running) {
             match tokio::time::timeout(deadline, child.wait()).await {
@@ -649,6 +755,48 @@ impl Workers {
         }
         Ok(())
     }
+}
+
+fn sigterm(child: &tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    }
+}
+
+/// Polls until `worker` holds every lease of `application` and its lag is under a
+/// second, at most `patience`; when it did. A graceful handoff leaves the shards
+/// unheld for a moment, and unheld shards show no lag, so lag alone would call a
+/// restart recovered before the replacement even started.
+async fn taken_over(
+    probe: &cafe_consumers::lag::LagProbe,
+    application: &str,
+    worker: &str,
+    patience: Duration,
+) -> Result<Option<Instant>> {
+    let started = Instant::now();
+    while started.elapsed() < patience {
+        let samples = probe.samples().await?;
+        let shards = samples
+            .iter()
+            .find(|(app, _)| app == application)
+            .map(|(_, shards)| shards.as_slice())
+            .unwrap_or_default();
+        // A closed shard's lease (after a reshard) stays unheld for good.
+        let open: Vec<_> = shards
+            .iter()
+            .filter(|(_, s)| !matches!(s.checkpoint, cafe_consumers::lease::Checkpoint::ShardEnd))
+            .collect();
+        let held = !open.is_empty()
+            && open
+                .iter()
+                .all(|(_, s)| s.owner.as_deref() == Some(worker) && s.lag < Duration::from_secs(1));
+        if held {
+            return Ok(Some(Instant::now()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(None)
 }
 
 /// `application`'s worst shard lag from its checkpoints.
@@ -678,13 +826,15 @@ async fn lag_until(
     Ok(None)
 }
 
-async fn consumer_kill(stack: &Stack, opts: &ChaosOptions) -> Result<Outcome> {
+/// `consumer-kill` and `worker-restart`: the consumers as their own processes, one
+/// stopped and replaced per round while the load runs.
+async fn worker_rounds(stack: &Stack, experiment: Experiment, opts: &ChaosOptions) -> Result<Outcome> {
     let cfg = stack.config().clone();
     let mut settings = Settings::local(cfg.clone());
     settings.monitor = None;
-    // The projectors run as their own processes, to be killed.
+    // The consumers run as their own processes, to be stopped.
     settings.projectors = false;
-    settings.worker_id = format!("chaos-consumer-kill-{}", std::process::id());
+    settings.worker_id = format!("chaos-{}-{}", experiment.name(), std::process::id());
     let running = Application::build(settings).await?.start().await?;
     let clients = running.clients().clone();
     let before = Expected::before(&cfg, &clients).await?;
@@ -692,20 +842,37 @@ async fn consumer_kill(stack: &Stack, opts: &ChaosOptions) -> Result<Outcome> {
     let (stop_load, load) = start_load(&running, opts).await?;
     let probe = crate::read_side::lag_probe(&cfg, &clients, crate::dashboard::applications());
     let accepted_before = accepted(&running);
+    let applications = crate::dashboard::applications();
     let mut rounds = Vec::new();
+    let mut unclean = Vec::new();
     for k in 0..opts.kills {
-        let model = ReadModel::ALL[k % ReadModel::ALL.len()].name();
-        // Each kill meets a worker that is caught up and busy, so mid-batch under load.
-        lag_until(&probe, model, opts.patience, |lag| lag < Duration::from_secs(1)).await?;
-        let killed = Instant::now();
-        workers.kill(model).await?;
-        workers.spawn(model)?;
-        let detected = lag_until(&probe, model, opts.patience, |lag| lag > Duration::from_secs(2)).await?;
-        let recovered = lag_until(&probe, model, opts.patience, |lag| lag < Duration::from_secs(1)).await?;
+        let app = match experiment {
+            // The projectors: the payment-requests consumer's output is a queue, not a
+            // read model the checker can compare with a rebuild.
+            Experiment::ConsumerKill => ReadModel::ALL[k % ReadModel::ALL.len()].name().to_owned(),
+            _ => applications[k % applications.len()].clone(),
+        };
+        // Each stop meets a worker that is caught up and busy, so mid-batch under load.
+        lag_until(&probe, &app, opts.patience, |lag| lag < Duration::from_secs(1)).await?;
+        let stopped = Instant::now();
+        let (detected, recovered) = if experiment == Experiment::ConsumerKill {
+            workers.kill(&app).await?;
+            workers.spawn(&app)?;
+            let detected = lag_until(&probe, &app, opts.patience, |lag| lag > Duration::from_secs(2)).await?;
+            let recovered = lag_until(&probe, &app, opts.patience, |lag| lag < Duration::from_secs(1)).await?;
+            (detected, recovered)
+        } else {
+            // A drained worker hands over without a failover wait: nothing to detect.
+            if !workers.terminate(&app, Duration::from_secs(30)).await? {
+                unclean.push(app.clone());
+            }
+            let replacement = workers.spawn(&app)?;
+            (None, taken_over(&probe, &app, &replacement, opts.patience).await?)
+        };
         rounds.push(Round {
-            read_model: model.to_owned(),
-            detected_after: detected.map(|t| t.saturating_duration_since(killed)),
-            recovered_after: recovered.map(|t| t.saturating_duration_since(killed)),
+            application: app,
+            detected_after: detected.map(|t| t.saturating_duration_since(stopped)),
+            recovered_after: recovered.map(|t| t.saturating_duration_since(stopped)),
         });
     }
     let orders_during = accepted(&running) - accepted_before;
@@ -722,7 +889,18 @@ async fn consumer_kill(stack: &Stack, opts: &ChaosOptions) -> Result<Outcome> {
         processes: workers.started.clone(),
         ..before
     };
-    let verdicts = invariants::check(&cfg, &clients, &expected).await?;
+    let mut verdicts = invariants::check(&cfg, &clients, &expected).await?;
+    if experiment == Experiment::WorkerRestart {
+        verdicts.checks.push(invariants::Check {
+            name: "SIGTERM drains cleanly",
+            holds: unclean.is_empty(),
+            detail: if unclean.is_empty() {
+                format!("all {} workers sent SIGTERM exited successfully", rounds.len())
+            } else {
+                format!("exited with failure after SIGTERM: {}", unclean.join(", "))
+            },
+        });
+    }
     let worst = |f: fn(&Round) -> Option<Duration>| -> Option<Duration> {
         rounds
             .iter()
@@ -730,13 +908,21 @@ async fn consumer_kill(stack: &Stack, opts: &ChaosOptions) -> Result<Outcome> {
             .collect::<Option<Vec<_>>>()
             .and_then(|v| v.into_iter().max())
     };
-    Ok(Outcome {
-        experiment: Experiment::ConsumerKill,
-        fault: format!(
+    let fault = if experiment == Experiment::ConsumerKill {
+        format!(
             "{} projector workers killed with SIGKILL under load, one after another, each replaced (failover {})",
             opts.kills,
             humantime::format_duration(opts.failover)
-        ),
+        )
+    } else {
+        format!(
+            "{} consumer workers restarted with SIGTERM under load, one after another (rolling)",
+            opts.kills
+        )
+    };
+    Ok(Outcome {
+        experiment,
+        fault,
         detected_after: worst(|r| r.detected_after),
         recovered_after: worst(|r| r.recovered_after),
         orders_during,

@@ -144,16 +144,20 @@ enum Command {
         /// Load before the fault.
         #[arg(long, default_value = "5s", value_parser = positive_duration)]
         warm_up: Duration,
-        /// How long a stopped service stays down.
+        /// How long a stopped service stays down, or a throttle stays on.
         #[arg(long, default_value = "5s", value_parser = positive_duration)]
         outage: Duration,
+        /// The share of requests kinesis-throttle and dynamodb-throttle refuse (0 to 1).
+        #[arg(long, default_value_t = 0.2, value_parser = share)]
+        throttle: f64,
         /// Load after the fault.
         #[arg(long, default_value = "10s", value_parser = positive_duration)]
         after: Duration,
         /// Records a poison or duplicates experiment puts on the stream.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         records: u32,
-        /// Workers consumer-kill kills with SIGKILL, one after another.
+        /// Workers consumer-kill kills with SIGKILL (worker-restart restarts with
+        /// SIGTERM), one after another.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1_000))]
         kills: u32,
         /// Lease failover time of consumer-kill's workers.
@@ -360,6 +364,18 @@ fn main() -> std::process::ExitCode {
     } else {
         logs.init();
     }
+    // A configuration mistake is bad input: said before anything starts, exit code 2.
+    let cfg = match StackConfig::load() {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("error: loading configuration: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if let Err(e) = cafe_localstack::faults::Faults::from_env() {
+        eprintln!("error: loading configuration: {e}");
+        return std::process::ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -367,7 +383,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    match runtime.block_on(dispatch(cli, cfg)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -376,8 +392,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
-    let cfg = StackConfig::load().context("loading configuration")?;
+async fn dispatch(cli: Cli, cfg: StackConfig) -> Result<std::process::ExitCode> {
     let exe = std::env::current_exe().context("locating the cafe binary")?;
     let stack = Stack::new(cfg.clone(), exe);
     match cli.command {
@@ -481,6 +496,7 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
             rate,
             warm_up,
             outage,
+            throttle,
             after,
             records,
             kills,
@@ -492,6 +508,7 @@ async fn dispatch(cli: Cli) -> Result<std::process::ExitCode> {
                 rate,
                 warm_up,
                 outage,
+                throttle,
                 after,
                 records: records as usize,
                 kills: kills as usize,
@@ -723,6 +740,15 @@ fn chaos_name(s: &str) -> Result<ChaosName, String> {
                 names.join(", ")
             )
         })
+}
+
+/// A share of requests: a number from 0 to 1.
+fn share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+        Ok(x) => Err(format!("must be between 0 and 1, not {x}")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 pub(crate) fn positive_duration(s: &str) -> Result<Duration, String> {

@@ -1,5 +1,6 @@
-//! `cafe analytics` argument handling (the reports themselves are tested in
-//! `cafe-projections` against the local warehouse).
+//! Usage errors that need no stack: `cafe analytics` arguments (the reports
+//! themselves are tested in `cafe-projections` against the local warehouse), and a
+//! bad configuration, refused by every command before it starts anything.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,4 +15,25 @@ fn a_bad_from_is_a_usage_error_with_a_message() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--from") && stderr.contains("RFC 3339"), "{stderr}");
+}
+
+#[test]
+fn a_bad_configuration_is_a_usage_error_before_anything_starts() {
+    for (key, value, named) in [
+        ("CAFE__FAULTS__KINESIS_THROTTLE", "1.5", "faults.kinesis_throttle"),
+        ("CAFE__FAULTS__DYNAMODB_THROTLE", "0.2", "dynamodb_throtle"),
+        ("CAFE__STACK__PORTZ__KINESIS", "1", "portz"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_cafe"))
+            .args(["consume", "--application", "never-started"])
+            .env(key, value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{key}: {stderr}");
+        assert!(
+            stderr.contains("configuration") && stderr.contains(named),
+            "{key}: {stderr}"
+        );
+    }
 }

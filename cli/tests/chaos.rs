@@ -49,7 +49,10 @@ fn every_experiment_recovers_and_keeps_every_invariant() {
             "postgres-restart",
             "memorydb-restart",
             "docdb-restart",
-            "consumer-kill"
+            "kinesis-throttle",
+            "dynamodb-throttle",
+            "consumer-kill",
+            "worker-restart"
         ]
     );
     let of = |name: &str| outcomes.iter().find(|o| o["experiment"] == name).unwrap();
@@ -86,5 +89,31 @@ fn every_experiment_recovers_and_keeps_every_invariant() {
         !of("postgres-restart")["detected_after"].is_null(),
         "{}",
         of("postgres-restart")
+    );
+    // The throttles refused requests of the pipeline's own clients (a throttle that
+    // never bit would pass without proving anything).
+    for name in ["kinesis-throttle", "dynamodb-throttle"] {
+        let fault = of(name)["fault"].as_str().unwrap().to_owned();
+        let refused: u64 = fault
+            .split(": ")
+            .nth(1)
+            .and_then(|t| t.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no refused count in {fault:?}"));
+        assert!(refused > 0, "{fault}");
+    }
+    // Every restarted worker drained and exited cleanly, and its replacement took over.
+    let restart = of("worker-restart");
+    assert_eq!(restart["rounds"].as_array().unwrap().len(), 3, "{restart}");
+    for r in restart["rounds"].as_array().unwrap() {
+        assert!(!r["recovered_after"].is_null(), "{r}");
+    }
+    assert!(
+        restart["verdicts"]["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "SIGTERM drains cleanly" && c["holds"] == true),
+        "{restart}"
     );
 }
