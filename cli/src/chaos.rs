@@ -65,6 +65,10 @@ pub enum Experiment {
     /// after another (`--kills` times), each replaced at once by a new process that
     /// takes the dead one's leases after the failover time.
     ConsumerKill,
+    /// kill -9 of the API, running as its own process, while appends wait before
+    /// their publish; started again after `--outage`. A relay must republish what the
+    /// dead process appended, and every order it had accepted must be in the store.
+    ApiKill,
     /// A rolling restart: each consumer worker (own process) in turn sent SIGTERM,
     /// left to drain, checkpoint and release its leases, and replaced (`--kills`
     /// restarts).
@@ -73,7 +77,7 @@ pub enum Experiment {
 
 impl Experiment {
     /// Every experiment, in the order `cafe chaos all` runs them.
-    pub const ALL: [Experiment; 10] = [
+    pub const ALL: [Experiment; 11] = [
         Experiment::Poison,
         Experiment::Duplicates,
         Experiment::RedisFlush,
@@ -83,6 +87,7 @@ impl Experiment {
         Experiment::KinesisThrottle,
         Experiment::DynamodbThrottle,
         Experiment::ConsumerKill,
+        Experiment::ApiKill,
         Experiment::WorkerRestart,
     ];
 
@@ -98,6 +103,7 @@ impl Experiment {
             Experiment::KinesisThrottle => "kinesis-throttle",
             Experiment::DynamodbThrottle => "dynamodb-throttle",
             Experiment::ConsumerKill => "consumer-kill",
+            Experiment::ApiKill => "api-kill",
             Experiment::WorkerRestart => "worker-restart",
         }
     }
@@ -130,6 +136,7 @@ impl Experiment {
             Experiment::Poison
             | Experiment::Duplicates
             | Experiment::ConsumerKill
+            | Experiment::ApiKill
             | Experiment::WorkerRestart
             | Experiment::KinesisThrottle
             | Experiment::DynamodbThrottle => &ReadModel::ALL,
@@ -194,8 +201,8 @@ pub struct Outcome {
     /// From the end of the fault to the affected consumers caught up (None: never).
     pub recovered_after: Option<Duration>,
     /// Orders the API accepted from the injection to recovery (the traffic the fault
-    /// met).
-    pub orders_during: u64,
+    /// met); None where the API is not this process's to count (`api-kill`).
+    pub orders_during: Option<u64>,
     /// Per stopped worker of `consumer-kill` and `worker-restart`: its application,
     /// detection and recovery.
     pub rounds: Vec<Round>,
@@ -242,6 +249,9 @@ struct Injected {
 pub async fn run(stack: &Stack, experiment: Experiment, opts: &ChaosOptions) -> Result<Outcome> {
     if matches!(experiment, Experiment::ConsumerKill | Experiment::WorkerRestart) {
         return worker_rounds(stack, experiment, opts).await;
+    }
+    if experiment == Experiment::ApiKill {
+        return api_kill(stack, opts).await;
     }
     let cfg = stack.config().clone();
     let mut settings = Settings::local(cfg.clone());
@@ -307,7 +317,7 @@ pub async fn run(stack: &Stack, experiment: Experiment, opts: &ChaosOptions) -> 
     let detected_after = injected
         .detected_after
         .or(seen.map(|at| at.saturating_duration_since(injected_at)));
-    let orders_during = accepted(&running) - accepted_at_injection;
+    let orders_during = Some(accepted(&running) - accepted_at_injection);
     tokio::time::sleep(opts.after).await;
     stop_load.cancel();
     let report = load.await.context("the load task")?;
@@ -529,7 +539,9 @@ async fn inject(
                 poison: None,
             })
         }
-        Experiment::ConsumerKill | Experiment::WorkerRestart => bail!("worker experiments run their own frame"),
+        Experiment::ConsumerKill | Experiment::WorkerRestart | Experiment::ApiKill => {
+            bail!("{} runs its own frame", experiment.name())
+        }
         Experiment::PostgresRestart | Experiment::MemorydbRestart | Experiment::DocdbRestart => {
             let service = match experiment {
                 Experiment::PostgresRestart => Service::Postgres,
@@ -627,7 +639,7 @@ pub fn print(o: &Outcome) {
         "  detected after {}, recovered after {}, {} orders accepted meanwhile; {} orders accepted, {} refused in all",
         secs(o.detected_after),
         secs(o.recovered_after),
-        o.orders_during,
+        o.orders_during.map_or("-".to_owned(), |n| n.to_string()),
         o.orders_accepted,
         o.orders_refused
     );
@@ -875,7 +887,7 @@ async fn worker_rounds(stack: &Stack, experiment: Experiment, opts: &ChaosOption
             recovered_after: recovered.map(|t| t.saturating_duration_since(stopped)),
         });
     }
-    let orders_during = accepted(&running) - accepted_before;
+    let orders_during = Some(accepted(&running) - accepted_before);
     tokio::time::sleep(opts.after).await;
     stop_load.cancel();
     let report = load.await.context("the load task")?;
@@ -927,6 +939,158 @@ async fn worker_rounds(stack: &Stack, experiment: Experiment, opts: &ChaosOption
         recovered_after: worst(|r| r.recovered_after),
         orders_during,
         rounds,
+        orders_accepted: report.accepted.len(),
+        orders_refused: report.refused.len(),
+        verdicts,
+    })
+}
+
+/// The API as its own `cafe api` process, each append held back before its publish
+/// (`CAFE_FAULT_PAUSE_AFTER_APPEND_MS`) so a kill lands between the two.
+struct ApiProcess {
+    child: tokio::process::Child,
+    base: String,
+}
+
+impl ApiProcess {
+    async fn start(stack: &Stack, addr: std::net::SocketAddr, pause: Duration, n: usize) -> Result<ApiProcess> {
+        use tokio::io::AsyncBufReadExt;
+        let log_dir = stack.config().log_dir();
+        std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
+        let path = log_dir.join(format!("chaos-api-{n}.log"));
+        let log = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        let mut child = tokio::process::Command::new(stack.exe())
+            .args(["api", "--listen", &addr.to_string()])
+            .env("CAFE_FAULT_PAUSE_AFTER_APPEND_MS", pause.as_millis().to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting cafe api")?;
+        let stdout = child.stdout.take().context("the API's stdout")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        // It prints its address once it listens.
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .context("cafe api did not start listening within 30 s")?
+            .context("reading cafe api's stdout")?
+            .with_context(|| format!("cafe api exited before listening (log: {})", path.display()))?;
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .with_context(|| format!("unexpected first line from cafe api: {line:?}"))?
+            .to_owned();
+        // Kept open and read: a closed pipe would fail the process's next print.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(ApiProcess { child, base })
+    }
+}
+
+/// Events appended at least `age` ago and still marked pending (not yet on the stream).
+async fn pending_for(
+    cfg: &cafe_localstack::StackConfig,
+    clients: &crate::pipeline::Clients,
+    age: Duration,
+) -> Result<usize> {
+    use cafe_producers::store::EventStore;
+    let store = cafe_producers::store::DynamoEventStore::new(
+        clients.dynamodb.clone(),
+        &cfg.names.events_table,
+        &cfg.names.idempotency_table,
+    );
+    Ok(store
+        .pending(age, 10_000)
+        .await
+        .context("reading the pending markers")?
+        .len())
+}
+
+/// `api-kill`: the API killed with SIGKILL under load while appends wait before their
+/// publish, started again after `--outage`; its relay must republish what the dead
+/// process appended and never published.
+async fn api_kill(stack: &Stack, opts: &ChaosOptions) -> Result<Outcome> {
+    let cfg = stack.config().clone();
+    let mut settings = Settings::local(cfg.clone());
+    settings.monitor = None;
+    settings.worker_id = format!("chaos-api-kill-{}", std::process::id());
+    // The consumers and the saga run here; the load goes to the API process, not to
+    // this application's own server.
+    let running = Application::build(settings).await?.start().await?;
+    let clients = running.clients().clone();
+    let before = Expected::before(&cfg, &clients).await?;
+    let addr = {
+        let probe = std::net::TcpListener::bind(("127.0.0.1", 0)).context("finding a free port")?;
+        probe.local_addr()?
+    };
+    let pause = Duration::from_millis(500);
+    let mut started = Vec::new();
+    let api = ApiProcess::start(stack, addr, pause, 0).await?;
+    started.extend(api.child.id());
+    let http = load::client();
+    load::seed_menu(&http, &api.base).await.context("publishing the menu")?;
+    let stop_load = CancellationToken::new();
+    let load = tokio::spawn({
+        let (stop, rate, base, http) = (stop_load.clone(), opts.rate, api.base.clone(), http.clone());
+        async move { load::orders(&http, &base, rate, 256, stop.cancelled_owned()).await }
+    });
+    tokio::time::sleep(opts.warm_up).await;
+
+    let mut child = api.child;
+    let killed = Instant::now();
+    child.start_kill().context("kill -9 of the API")?;
+    child.wait().await.context("reaping the killed API")?;
+    // Appended by the dead process and never published (nothing else appends now).
+    let stranded = pending_for(&cfg, &clients, Duration::ZERO).await?;
+    tokio::time::sleep(opts.outage).await;
+    let again = ApiProcess::start(stack, addr, pause, 1).await?;
+    started.extend(again.child.id());
+    let back = Instant::now();
+    // Recovered: nothing appended before the kill is still pending, and the consumers
+    // have caught up with what the relay republished.
+    let mut republished = None;
+    while back.elapsed() < opts.patience {
+        if pending_for(&cfg, &clients, killed.elapsed()).await? == 0 {
+            republished = Some(Instant::now());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let affected: Vec<String> = ReadModel::ALL.iter().map(|m| m.name().to_owned()).collect();
+    let caught = match republished {
+        Some(_) => caught_up(running.consumer_metrics(), &affected, opts.patience).await,
+        None => None,
+    };
+    tokio::time::sleep(opts.after).await;
+    stop_load.cancel();
+    let report = load.await.context("the load task")?;
+    let mut child = again.child;
+    sigterm(&child);
+    let drained = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    if !matches!(drained, Ok(Ok(status)) if status.success()) {
+        bail!("the restarted API did not drain and exit cleanly: {drained:?}");
+    }
+    running.quiet(opts.patience).await?;
+    let stopped = running.stop(Duration::from_secs(30)).await?;
+    if !stopped.undone.is_empty() {
+        bail!("the pipeline did not stop cleanly: {:?}", stopped.undone);
+    }
+    let expected = Expected {
+        processes: started,
+        accepted: report.accepted.iter().cloned().collect(),
+        ..before
+    };
+    let verdicts = invariants::check(&cfg, &clients, &expected).await?;
+    Ok(Outcome {
+        experiment: Experiment::ApiKill,
+        fault: format!(
+            "the API process killed with SIGKILL under load ({stranded} events appended and not yet on the stream at the kill), restarted after {}",
+            humantime::format_duration(opts.outage)
+        ),
+        detected_after: None,
+        recovered_after: caught.map(|t| t.saturating_duration_since(back)),
+        orders_during: None,
+        rounds: Vec::new(),
         orders_accepted: report.accepted.len(),
         orders_refused: report.refused.len(),
         verdicts,

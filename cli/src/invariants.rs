@@ -14,6 +14,8 @@
 //! - **Parked and dead-lettered are exactly the injected poison**: per consumer
 //!   application, the parked records' count and reasons; the payment DLQ's depth.
 //! - **No process left behind**: every process the experiment started has exited.
+//! - **Every accepted order stored** (where the experiment hurts the API itself): each
+//!   order answered 201 has its events in the event store.
 //!
 //! The checker reads; it changes nothing live (the shadows it builds are dropped).
 
@@ -59,6 +61,9 @@ pub struct Expected {
     pub dead_letters: u64,
     /// Processes the experiment started, which must all have exited.
     pub processes: Vec<u32>,
+    /// Orders an API answered 201 for, which must all be in the event store (checked
+    /// where the experiment hurts the API itself: one query per order).
+    pub accepted: Vec<String>,
 }
 
 /// One invariant's result.
@@ -127,6 +132,7 @@ impl Expected {
             parked,
             dead_letters: dlq_depth(cfg, clients).await?,
             processes: Vec::new(),
+            accepted: Vec::new(),
         })
     }
 
@@ -163,6 +169,8 @@ pub const PARKED: &str = "parked = injected poison";
 pub const DEAD_LETTERS: &str = "DLQ = injected poison";
 /// See [`READ_MODELS`].
 pub const PROCESSES: &str = "no process left behind";
+/// See [`READ_MODELS`].
+pub const ACCEPTED: &str = "every accepted order stored";
 
 /// Checks every invariant on the stack. Call it once the pipeline is quiet (the load
 /// stopped, the projectors caught up, the saga's queue empty): it waits out the
@@ -176,7 +184,39 @@ pub async fn check(cfg: &StackConfig, clients: &Clients, expected: &Expected) ->
     parked(cfg, clients, expected, &mut v).await?;
     dead_letters(cfg, clients, expected, &mut v).await?;
     processes(expected, &mut v);
+    accepted(cfg, clients, expected, &mut v).await?;
     Ok(v)
+}
+
+/// Every order an API answered 201 for has its events in the store: a crash after the
+/// answer must not take back what it promised.
+async fn accepted(cfg: &StackConfig, clients: &Clients, expected: &Expected, v: &mut Verdicts) -> Result<()> {
+    if expected.accepted.is_empty() {
+        return Ok(());
+    }
+    let store = store(cfg, clients);
+    let mut missing = Vec::new();
+    for order in &expected.accepted {
+        let history = store
+            .history_of(order)
+            .await
+            .with_context(|| format!("reading order {order}"))?;
+        if history.is_empty() {
+            missing.push(order.as_str());
+        }
+    }
+    let detail = if missing.is_empty() {
+        format!("all {} accepted orders are in the event store", expected.accepted.len())
+    } else {
+        format!(
+            "{} of {} accepted orders are not in the event store: {}",
+            missing.len(),
+            expected.accepted.len(),
+            missing.iter().take(5).copied().collect::<Vec<_>>().join(", ")
+        )
+    };
+    v.push(ACCEPTED, missing.is_empty(), detail);
+    Ok(())
 }
 
 async fn read_models(cfg: &StackConfig, clients: &Clients, v: &mut Verdicts) -> Result<()> {

@@ -52,6 +52,7 @@ fn every_experiment_recovers_and_keeps_every_invariant() {
             "kinesis-throttle",
             "dynamodb-throttle",
             "consumer-kill",
+            "api-kill",
             "worker-restart"
         ]
     );
@@ -102,6 +103,28 @@ fn every_experiment_recovers_and_keeps_every_invariant() {
             .unwrap_or_else(|| panic!("no refused count in {fault:?}"));
         assert!(refused > 0, "{fault}");
     }
+    // The API died with events appended and not yet published, a relay published
+    // them (the outbox invariant), and every order it had accepted is stored.
+    let api = of("api-kill");
+    let fault = api["fault"].as_str().unwrap();
+    let stranded: u64 = fault
+        .split(" under load (")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no stranded count in {fault:?}"));
+    assert!(
+        stranded > 0,
+        "the kill met no event between append and publish: {fault}"
+    );
+    assert!(
+        api["verdicts"]["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "every accepted order stored" && c["holds"] == true),
+        "{api}"
+    );
     // Every restarted worker drained and exited cleanly, and its replacement took over.
     let restart = of("worker-restart");
     assert_eq!(restart["rounds"].as_array().unwrap().len(), 3, "{restart}");

@@ -1,7 +1,8 @@
 //! The invariant checker every scenario and chaos experiment ends with: it passes a
 //! clean run, and names each invariant a deliberate breakage violates (a row dropped
 //! from a read model, a row corrupted, a payment decided twice, an unexplained parked
-//! record, a dead letter nobody injected, a process left running).
+//! record, a dead letter nobody injected, a process left running, an accepted order
+//! missing from the store).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -34,9 +35,20 @@ async fn the_checker_passes_a_clean_run_and_names_each_broken_invariant() {
     let stopped = running.stop(Duration::from_secs(20)).await.unwrap();
     assert!(stopped.undone.is_empty(), "{:?}", stopped.undone);
 
-    let clean = invariants::check(&cfg, &clients, &Expected::default()).await.unwrap();
+    let accepted: Vec<String> = report.accepted.iter().cloned().collect();
+    assert!(!accepted.is_empty());
+    let clean = invariants::check(
+        &cfg,
+        &clients,
+        &Expected {
+            accepted,
+            ..Expected::default()
+        },
+    )
+    .await
+    .unwrap();
     assert!(clean.hold(), "a clean run breaks nothing:\n{clean}");
-    assert_eq!(clean.checks.len(), 6 + 1 + 1 + 7 + 1 + 1, "{clean}");
+    assert_eq!(clean.checks.len(), 6 + 1 + 1 + 7 + 1 + 1 + 1, "{clean}");
 
     // Break one thing per invariant.
     // A row dropped from the orders model (PostgreSQL) and one corrupted in the cache.
@@ -122,6 +134,8 @@ async fn the_checker_passes_a_clean_run_and_names_each_broken_invariant() {
 
     let expected = Expected {
         processes: vec![sleeper.id()],
+        // An order an API said it accepted, which the store does not have.
+        accepted: vec!["o-accepted-then-lost-1".to_owned()],
         ..Expected::default()
     };
     let broken = invariants::check(&cfg, &clients, &expected).await.unwrap();
@@ -147,4 +161,11 @@ async fn the_checker_passes_a_clean_run_and_names_each_broken_invariant() {
         "{broken}"
     );
     assert!(detail(invariants::PROCESSES, "still running"), "{broken}");
+    assert!(
+        detail(
+            invariants::ACCEPTED,
+            "1 of 1 accepted orders are not in the event store: o-accepted-then-lost-1"
+        ),
+        "{broken}"
+    );
 }
