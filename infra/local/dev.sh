@@ -142,6 +142,10 @@ case "$cmd" in
     else
       cargo test --workspace --no-fail-fast
     fi
+    # A short run of every fuzz target (nightly + cargo-fuzz, installed if missing);
+    # the long runs are FUZZ_SECONDS=600 events/fuzz/run.sh (docs/fuzzing.md).
+    rustfmt --edition 2024 --check events/fuzz/fuzz_targets/*.rs
+    FUZZ_SECONDS=${FUZZ_SECONDS:-60} events/fuzz/run.sh
     say "all checks passed in $(( $(date +%s) - started )) s"
     ;;
   *)
