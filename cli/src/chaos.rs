@@ -128,18 +128,14 @@ impl Experiment {
     /// The consumer applications the fault reaches (whose detection and recovery are
     /// timed).
     fn affected(self) -> Vec<String> {
-        if self.is_throttle() {
-            // Every consumer reads the stream and keeps its leases in DynamoDB.
-            return crate::dashboard::applications();
-        }
         let models: &[ReadModel] = match self {
+            // Every consumer reads the stream and keeps its leases in DynamoDB.
+            Experiment::KinesisThrottle | Experiment::DynamodbThrottle => return crate::dashboard::applications(),
             Experiment::Poison
             | Experiment::Duplicates
             | Experiment::ConsumerKill
             | Experiment::ApiKill
-            | Experiment::WorkerRestart
-            | Experiment::KinesisThrottle
-            | Experiment::DynamodbThrottle => &ReadModel::ALL,
+            | Experiment::WorkerRestart => &ReadModel::ALL,
             Experiment::RedisFlush => &[ReadModel::Cache],
             // Aurora and the warehouse share the one PostgreSQL here.
             Experiment::PostgresRestart => &[ReadModel::Orders, ReadModel::Analytics],
@@ -255,9 +251,13 @@ pub async fn run(stack: &Stack, experiment: Experiment, opts: &ChaosOptions) -> 
     }
     let cfg = stack.config().clone();
     let mut settings = Settings::local(cfg.clone());
-    // Armed for every experiment (only the throttles set a share): the clients are the
-    // same in each, so the experiments differ only in their fault.
-    let faults = FaultInjector::armed(Faults::default());
+    // Only the throttles wrap the clients; every other experiment runs the SDK's own
+    // HTTP client untouched, as production does.
+    let faults = if experiment.is_throttle() {
+        FaultInjector::armed(Faults::default())
+    } else {
+        FaultInjector::off()
+    };
     settings.faults = faults.clone();
     // The lag monitor is not part of what is tested; its reads would only add load.
     settings.monitor = None;
@@ -738,15 +738,7 @@ impl Workers {
             .remove(application)
             .with_context(|| format!("no {application} worker runs"))?;
         sigterm(&child);
-        match tokio::time::timeout(deadline, child.wait()).await {
-            Ok(status) => Ok(status
-                .with_context(|| format!("waiting for the {application} worker"))?
-                .success()),
-            Err(_) => bail!(
-                "the {application} worker did not drain within {}",
-                humantime::format_duration(deadline)
-            ),
-        }
+        drained(&mut child, &format!("the {application} worker"), deadline).await
     }
 
     /// SIGTERM to every worker, each given `deadline` to drain and exit.
@@ -755,15 +747,7 @@ impl Workers {
             sigterm(child);
         }
         for (app, mut child) in std::mem::take(&mut self.running) {
-            match tokio::time::timeout(deadline, child.wait()).await {
-                Ok(status) => {
-                    status.with_context(|| format!("waiting for the {app} worker"))?;
-                }
-                Err(_) => bail!(
-                    "the {app} worker did not drain within {}",
-                    humantime::format_duration(deadline)
-                ),
-            }
+            drained(&mut child, &format!("the {app} worker"), deadline).await?;
         }
         Ok(())
     }
@@ -773,6 +757,16 @@ fn sigterm(child: &tokio::process::Child) {
     if let Some(pid) = child.id() {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    }
+}
+
+/// Waits for `child` (already signalled) to exit, at most `deadline`; whether it
+/// exited successfully. Not exiting in time is an error: a drain that hangs is the
+/// failure these experiments look for.
+async fn drained(child: &mut tokio::process::Child, what: &str, deadline: Duration) -> Result<bool> {
+    match tokio::time::timeout(deadline, child.wait()).await {
+        Ok(status) => Ok(status.with_context(|| format!("waiting for {what}"))?.success()),
+        Err(_) => bail!("{what} did not drain within {}", humantime::format_duration(deadline)),
     }
 }
 
@@ -994,12 +988,7 @@ async fn pending_for(
     age: Duration,
 ) -> Result<usize> {
     use cafe_producers::store::EventStore;
-    let store = cafe_producers::store::DynamoEventStore::new(
-        clients.dynamodb.clone(),
-        &cfg.names.events_table,
-        &cfg.names.idempotency_table,
-    );
-    Ok(store
+    Ok(invariants::store(cfg, clients)
         .pending(age, 10_000)
         .await
         .context("reading the pending markers")?
@@ -1048,27 +1037,30 @@ async fn api_kill(stack: &Stack, opts: &ChaosOptions) -> Result<Outcome> {
     let back = Instant::now();
     // Recovered: nothing appended before the kill is still pending, and the consumers
     // have caught up with what the relay republished.
-    let mut republished = None;
-    while back.elapsed() < opts.patience {
-        if pending_for(&cfg, &clients, killed.elapsed()).await? == 0 {
-            republished = Some(Instant::now());
-            break;
+    let mut republished = false;
+    while !republished && back.elapsed() < opts.patience {
+        republished = pending_for(&cfg, &clients, killed.elapsed()).await? == 0;
+        if !republished {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let affected: Vec<String> = ReadModel::ALL.iter().map(|m| m.name().to_owned()).collect();
-    let caught = match republished {
-        Some(_) => caught_up(running.consumer_metrics(), &affected, opts.patience).await,
-        None => None,
+    let caught = if republished {
+        caught_up(
+            running.consumer_metrics(),
+            &Experiment::ApiKill.affected(),
+            opts.patience,
+        )
+        .await
+    } else {
+        None
     };
     tokio::time::sleep(opts.after).await;
     stop_load.cancel();
     let report = load.await.context("the load task")?;
     let mut child = again.child;
     sigterm(&child);
-    let drained = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
-    if !matches!(drained, Ok(Ok(status)) if status.success()) {
-        bail!("the restarted API did not drain and exit cleanly: {drained:?}");
+    if !drained(&mut child, "the restarted API", Duration::from_secs(30)).await? {
+        bail!("the restarted API exited with a failure after SIGTERM");
     }
     running.quiet(opts.patience).await?;
     let stopped = running.stop(Duration::from_secs(30)).await?;

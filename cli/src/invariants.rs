@@ -398,7 +398,8 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(true)
 }
 
-fn store(cfg: &StackConfig, clients: &Clients) -> cafe_producers::store::DynamoEventStore {
+/// The event store the pipeline writes, as the checker reads it.
+pub(crate) fn store(cfg: &StackConfig, clients: &Clients) -> cafe_producers::store::DynamoEventStore {
     cafe_producers::store::DynamoEventStore::new(
         clients.dynamodb.clone(),
         &cfg.names.events_table,

@@ -9,6 +9,16 @@ mod common;
 
 use common::Sandbox;
 
+/// The number that follows `marker` in an outcome's fault line.
+fn count_after(fault: &str, marker: &str) -> u64 {
+    fault
+        .split(marker)
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count after {marker:?} in {fault:?}"))
+}
+
 #[test]
 fn every_experiment_recovers_and_keeps_every_invariant() {
     let sandbox = Sandbox::new();
@@ -95,26 +105,14 @@ fn every_experiment_recovers_and_keeps_every_invariant() {
     // never bit would pass without proving anything).
     for name in ["kinesis-throttle", "dynamodb-throttle"] {
         let fault = of(name)["fault"].as_str().unwrap().to_owned();
-        let refused: u64 = fault
-            .split(": ")
-            .nth(1)
-            .and_then(|t| t.split(' ').next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no refused count in {fault:?}"));
-        assert!(refused > 0, "{fault}");
+        assert!(count_after(&fault, ": ") > 0, "{fault}");
     }
     // The API died with events appended and not yet published, a relay published
     // them (the outbox invariant), and every order it had accepted is stored.
     let api = of("api-kill");
     let fault = api["fault"].as_str().unwrap();
-    let stranded: u64 = fault
-        .split(" under load (")
-        .nth(1)
-        .and_then(|t| t.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no stranded count in {fault:?}"));
     assert!(
-        stranded > 0,
+        count_after(fault, " under load (") > 0,
         "the kill met no event between append and publish: {fault}"
     );
     assert!(

@@ -132,22 +132,24 @@ impl FaultInjector {
 
     /// `client`, its data requests throttled at the Kinesis share (itself when off).
     pub fn kinesis(&self, client: &aws_sdk_kinesis::Client) -> aws_sdk_kinesis::Client {
-        if !self.armed {
-            return client.clone();
+        match self.throttle(&self.kinesis, KINESIS) {
+            Some(t) => aws_sdk_kinesis::Client::from_conf(client.config().to_builder().http_client(t).build()),
+            None => client.clone(),
         }
-        let throttle = Throttle::new(self.kinesis.clone(), KINESIS, self.counts.clone());
-        let conf = client.config().to_builder().http_client(throttle).build();
-        aws_sdk_kinesis::Client::from_conf(conf)
     }
 
     /// `client`, its item requests throttled at the DynamoDB share (itself when off).
     pub fn dynamodb(&self, client: &aws_sdk_dynamodb::Client) -> aws_sdk_dynamodb::Client {
-        if !self.armed {
-            return client.clone();
+        match self.throttle(&self.dynamodb, DYNAMODB) {
+            Some(t) => aws_sdk_dynamodb::Client::from_conf(client.config().to_builder().http_client(t).build()),
+            None => client.clone(),
         }
-        let throttle = Throttle::new(self.dynamodb.clone(), DYNAMODB, self.counts.clone());
-        let conf = client.config().to_builder().http_client(throttle).build();
-        aws_sdk_dynamodb::Client::from_conf(conf)
+    }
+
+    /// The HTTP client a wrapped client of `service` gets (None when not armed).
+    fn throttle(&self, share: &Arc<AtomicU64>, service: &'static ServiceFault) -> Option<Throttle> {
+        self.armed
+            .then(|| Throttle::new(share.clone(), service, self.counts.clone()))
     }
 }
 
