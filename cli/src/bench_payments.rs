@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use cafe_events::payment::PaymentRequest;
 use cafe_events::proto::orders::v1::PaymentAuthorized;
 use cafe_events::{AggregateId, DomainEvent, EventEnvelope, EventId};
 use cafe_lambda_payment::gateway::{Charge, SimulatedGateway};
 use cafe_lambda_payment::handler::Payments;
 use cafe_lambda_payment::idempotency::Idempotency;
-use cafe_lambda_payment::message::PaymentRequest;
 use cafe_localstack::aws::CallCounter;
 use cafe_localstack::{StackConfig, provision};
 use cafe_producers::publish::{KinesisSink, Publisher, PublisherConfig, RecordSink};

@@ -13,6 +13,7 @@
 //! - [`upcast`]: lifts payloads written with older layouts to the current one.
 //! - [`envelope`]: [`EventEnvelope`] and the record codec.
 //! - [`kpl`]: KPL-compatible aggregation of many records into one Kinesis record.
+//! - [`payment`]: the payment request the saga puts on SQS, and its parser.
 //! - [`error`]: the codec's error type, [`DecodeError`].
 //!
 //! # Compatibility rules
@@ -27,6 +28,7 @@ pub mod event;
 pub mod ids;
 pub mod kpl;
 pub mod money;
+pub mod payment;
 pub mod proto;
 pub mod samples;
 pub mod upcast;

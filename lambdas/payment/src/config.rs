@@ -143,7 +143,7 @@ mod tests {
         use crate::gateway::{Charge, Gateway};
         let gateway = &cfg.gateway;
         let charge = async |customer: &str, key: &str| {
-            let request = crate::message::PaymentRequest {
+            let request = cafe_events::payment::PaymentRequest {
                 order_id: "o-1".into(),
                 customer_id: customer.into(),
                 amount_cents: 500,

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-use crate::message::PaymentRequest;
+use cafe_events::payment::PaymentRequest;
 
 /// What the gateway decided (stored as the outcome of an idempotency record).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -29,7 +29,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::gateway::{Charge, Gateway, Transient};
 use crate::idempotency::{Claim, Idempotency, StoreFailure, payload_hash};
-use crate::message::{BadMessage, PaymentRequest};
+use cafe_events::payment::{BadMessage, PaymentRequest};
 
 /// What became of a message that succeeded.
 #[derive(Debug, Clone, PartialEq, Eq)]

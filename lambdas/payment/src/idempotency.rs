@@ -21,7 +21,7 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::gateway::Charge;
-use crate::message::PaymentRequest;
+use cafe_events::payment::PaymentRequest;
 
 /// Key prefix of payment records in the shared table.
 const PREFIX: &str = "payment:";

@@ -8,8 +8,9 @@
 //!                                                                       PaymentDeclined → order
 //! ```
 //!
-//! - [`message`]: the payment request on the queue, and the checks that decide whether a
-//!   message is a request at all (a bad one becomes a batch item failure, never a crash);
+//! - the payment request on the queue, and the checks that decide whether a message is
+//!   a request at all (a bad one becomes a batch item failure, never a crash), are
+//!   [`cafe_events::payment`]: a contract the saga's consumer and the function share;
 //! - [`gateway`]: the payment-gateway port and its deterministic simulation;
 //! - [`idempotency`]: one charge per payment over at-least-once delivery;
 //! - [`handler`]: a batch in, `batchItemFailures` out;
@@ -20,5 +21,4 @@ pub mod config;
 pub mod gateway;
 pub mod handler;
 pub mod idempotency;
-pub mod message;
 pub mod requests;

@@ -21,7 +21,7 @@ use cafe_consumers::{BatchContext, Outcome, Processor, Record};
 use cafe_events::{DomainEvent, EventEnvelope};
 use tracing::{Instrument, info_span, warn};
 
-use crate::message::PaymentRequest;
+use cafe_events::payment::PaymentRequest;
 
 /// Entries per SendMessageBatch call (an SQS limit).
 const SEND_BATCH_MAX: usize = 10;

@@ -12,10 +12,12 @@
 //! outbox relay finds anything appended but never published, e.g. after a crash between
 //! append and publish.
 
+#[cfg(feature = "aws")]
 mod dynamo;
 mod faulty;
 mod group;
 
+#[cfg(feature = "aws")]
 pub use dynamo::{DynamoEventStore, PENDING_INDEX};
 pub use faulty::FaultyStore;
 pub use group::{GroupCommit, GroupStats};

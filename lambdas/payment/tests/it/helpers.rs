@@ -3,12 +3,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use cafe_events::payment::PaymentRequest;
 use cafe_events::proto::orders::v1::OrderStatus;
 use cafe_events::{AggregateId, Cents, CustomerId, DomainEvent, ItemId, OrderId, StoreId};
 use cafe_lambda_payment::gateway::SimulatedGateway;
 use cafe_lambda_payment::handler::Payments;
 use cafe_lambda_payment::idempotency::Idempotency;
-use cafe_lambda_payment::message::PaymentRequest;
 use cafe_localstack::lambda::{Invoke, InvokeError};
 use cafe_localstack::{Service, StackConfig, aws, health, provision};
 use cafe_producers::domain::order::{LineRequest, Order, OrderCommand, PlaceOrder};

@@ -1,6 +1,6 @@
 //! Payment requests read from an SQS event exactly as Lambda delivers it.
 
-use cafe_lambda_payment::message::{BadMessage, PaymentRequest};
+use cafe_events::payment::{BadMessage, PaymentRequest};
 
 use crate::helpers::fixture;
 

@@ -1,5 +1,8 @@
 //! The payment request: JSON on SQS `payments`, one per placed order (and per retry of
-//! the saga, which bumps `attempt` but keeps the idempotency key).
+//! the saga, which bumps `attempt` but keeps the idempotency key). Not an event, but a
+//! contract between two services all the same (the saga's consumer writes it, the
+//! payment function reads it), so it lives with the other contracts, where the fuzz
+//! target for its parser builds without the function's AWS dependencies.
 
 use serde::{Deserialize, Serialize};
 
@@ -40,7 +43,7 @@ pub enum BadMessage {
     },
     /// The order id is not one the event model accepts.
     #[error("order_id: {0}")]
-    OrderId(#[from] cafe_events::IdError),
+    OrderId(#[from] crate::IdError),
 }
 
 impl PaymentRequest {
@@ -65,7 +68,7 @@ impl PaymentRequest {
                 return bad(field, "longer than 255 bytes");
             }
         }
-        cafe_events::OrderId::parse(self.order_id.as_str())?;
+        crate::OrderId::parse(self.order_id.as_str())?;
         if self.amount_cents <= 0 {
             return bad("amount_cents", "must be positive");
         }
