@@ -1,12 +1,13 @@
 //! Writes the fuzzers' starting corpus: valid records to mutate from, so libFuzzer
 //! starts inside the envelope and aggregate formats instead of finding their framing
-//! byte by byte. `events/fuzz/run.sh` runs it when a corpus is empty:
+//! byte by byte. `.ci/fuzz` runs it when a corpus is empty:
 //! `cargo run -p cafe-events --example fuzz_seeds -- <corpus dir>` writes
-//! `<dir>/envelope/*` and `<dir>/kpl/*`.
+//! `<dir>/envelope/*`, `<dir>/kpl/*` and `<dir>/payment_message/*`.
 
 use std::path::PathBuf;
 
 use cafe_events::kpl::{self, UserRecord};
+use cafe_events::payment::PaymentRequest;
 use cafe_events::samples;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -35,6 +36,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(dir.join("kpl").join("aggregate-3"), kpl::aggregate(&users))?;
     std::fs::write(dir.join("kpl").join("aggregate-1"), kpl::aggregate(&users[..1]))?;
     std::fs::write(dir.join("kpl").join("plain"), &records[0])?;
+    // Payment requests as the saga's consumer writes them: a first attempt and a retry.
+    std::fs::create_dir_all(dir.join("payment_message"))?;
+    for attempt in [1, 3] {
+        let request = PaymentRequest {
+            order_id: "o-run-42".into(),
+            customer_id: "cust-42".into(),
+            amount_cents: 890,
+            currency: "USD".into(),
+            attempt,
+            idempotency_key: "o-run-42:payment".into(),
+        };
+        std::fs::write(
+            dir.join("payment_message").join(format!("attempt-{attempt}")),
+            serde_json::to_vec(&request)?,
+        )?;
+    }
     println!("seeds written under {}", dir.display());
     Ok(())
 }

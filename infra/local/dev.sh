@@ -143,9 +143,9 @@ case "$cmd" in
       cargo test --workspace --no-fail-fast
     fi
     # A short run of every fuzz target (nightly + cargo-fuzz, installed if missing);
-    # the long runs are FUZZ_SECONDS=600 events/fuzz/run.sh (docs/fuzzing.md).
-    rustfmt --edition 2024 --check events/fuzz/fuzz_targets/*.rs
-    FUZZ_SECONDS=${FUZZ_SECONDS:-60} events/fuzz/run.sh
+    # the long runs are FUZZ_SECONDS=600 .ci/fuzz (docs/fuzzing.md).
+    rustfmt --edition 2024 --check events/fuzz/fuzz_targets/*.rs producers/fuzz/fuzz_targets/*.rs
+    FUZZ_SECONDS=${FUZZ_SECONDS:-60} .ci/fuzz
     say "all checks passed in $(( $(date +%s) - started )) s"
     ;;
   *)
