@@ -11,6 +11,9 @@
 //! - **No payment decided twice.** No order holds more than one payment decision
 //!   (authorized or declined) in the event store: the function's idempotency must keep
 //!   a redelivered or concurrently retried request from deciding again.
+//! - **The gateway charged each payment once.** The simulated gateway's own books (its
+//!   ledger, a line per decision) hold no payment decided twice, and every charge it
+//!   authorised is recorded on its order (money taken is never unknown to the order).
 //! - **Parked and dead-lettered are exactly the injected poison**: per consumer
 //!   application, the parked records' count and reasons; the payment DLQ's depth.
 //! - **No process left behind**: every process the experiment started has exited.
@@ -25,6 +28,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use cafe_consumers::parking::DynamoParkingLot;
 use cafe_events::DomainEvent;
+use cafe_lambda_payment::gateway::{Charge, Ledger, LedgerEntry};
 use cafe_localstack::StackConfig;
 use cafe_producers::store::{EventStore, HistoryReader};
 use cafe_projections::catalog::ReadModel;
@@ -164,6 +168,8 @@ pub const OUTBOX: &str = "every event on the stream";
 /// See [`READ_MODELS`].
 pub const PAYMENTS: &str = "no payment decided twice";
 /// See [`READ_MODELS`].
+pub const GATEWAY: &str = "gateway charged each once";
+/// See [`READ_MODELS`].
 pub const PARKED: &str = "parked = injected poison";
 /// See [`READ_MODELS`].
 pub const DEAD_LETTERS: &str = "DLQ = injected poison";
@@ -298,17 +304,27 @@ async fn outbox(cfg: &StackConfig, clients: &Clients, v: &mut Verdicts) -> Resul
 async fn payments(cfg: &StackConfig, clients: &Clients, v: &mut Verdicts) -> Result<()> {
     let store = store(cfg, clients);
     let mut decisions: BTreeMap<String, u32> = BTreeMap::new();
+    let mut authorized: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut pages = std::pin::pin!(store.read_all(4, 1000));
     while let Some(page) = pages.next().await {
         for e in page.context("reading the event store")? {
-            if matches!(
-                e.event,
-                DomainEvent::PaymentAuthorized(_) | DomainEvent::PaymentDeclined(_)
-            ) {
-                *decisions.entry(e.aggregate_id.to_string()).or_default() += 1;
+            match &e.event {
+                DomainEvent::PaymentAuthorized(paid) => {
+                    authorized
+                        .entry(e.aggregate_id.to_string())
+                        .or_default()
+                        .push(paid.payment_id.clone());
+                }
+                DomainEvent::PaymentDeclined(_) => {}
+                _ => continue,
             }
+            *decisions.entry(e.aggregate_id.to_string()).or_default() += 1;
         }
     }
+    let path = cfg.gateway_ledger();
+    let ledger = Ledger::read(&path).with_context(|| format!("reading the gateway ledger {}", path.display()))?;
+    let (holds, detail) = books(&ledger, &authorized);
+    v.push(GATEWAY, holds, detail);
     let twice: Vec<String> = decisions
         .iter()
         .filter(|(_, n)| **n > 1)
@@ -325,6 +341,60 @@ async fn payments(cfg: &StackConfig, clients: &Clients, v: &mut Verdicts) -> Res
     };
     v.push(PAYMENTS, twice.is_empty(), detail);
     Ok(())
+}
+
+/// The gateway's books against the event store's payments (`authorized`: per order, the
+/// payment ids its `PaymentAuthorized` events carry). Only one way: a payment decided by
+/// a gateway that keeps no books (a test's own) is not the ledger's to vouch for.
+fn books(ledger: &[LedgerEntry], authorized: &BTreeMap<String, Vec<String>>) -> (bool, String) {
+    let mut per_key: BTreeMap<&str, u32> = BTreeMap::new();
+    for entry in ledger {
+        *per_key.entry(&entry.idempotency_key).or_default() += 1;
+    }
+    let twice: Vec<String> = per_key
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(key, n)| format!("{key} ×{n}"))
+        .collect();
+    let unrecorded: Vec<String> = ledger
+        .iter()
+        .filter_map(|e| match &e.charge {
+            Charge::Authorized { payment_id }
+                if !authorized.get(&e.order_id).is_some_and(|ids| ids.contains(payment_id)) =>
+            {
+                Some(format!("{} ({payment_id})", e.order_id))
+            }
+            _ => None,
+        })
+        .collect();
+    let first = |v: &[String]| v.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    match (twice.is_empty(), unrecorded.is_empty()) {
+        (true, true) => (
+            true,
+            format!(
+                "{} decisions in the gateway's ledger, one per payment, each on its order",
+                ledger.len()
+            ),
+        ),
+        _ => {
+            let mut problems = Vec::new();
+            if !twice.is_empty() {
+                problems.push(format!(
+                    "{} payments decided more than once: {}",
+                    twice.len(),
+                    first(&twice)
+                ));
+            }
+            if !unrecorded.is_empty() {
+                problems.push(format!(
+                    "{} charges not recorded on their order: {}",
+                    unrecorded.len(),
+                    first(&unrecorded)
+                ));
+            }
+            (false, problems.join("; "))
+        }
+    }
 }
 
 async fn parked(cfg: &StackConfig, clients: &Clients, expected: &Expected, v: &mut Verdicts) -> Result<()> {
@@ -405,4 +475,46 @@ pub(crate) fn store(cfg: &StackConfig, clients: &Clients) -> cafe_producers::sto
         &cfg.names.events_table,
         &cfg.names.idempotency_table,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: &str, order: &str, charge: Charge) -> LedgerEntry {
+        LedgerEntry {
+            idempotency_key: key.into(),
+            order_id: order.into(),
+            amount_cents: 445,
+            charge,
+        }
+    }
+
+    fn paid(id: &str) -> Charge {
+        Charge::Authorized { payment_id: id.into() }
+    }
+
+    #[test]
+    fn the_books_break_on_a_payment_decided_twice_or_a_charge_its_order_never_saw() {
+        let declined = Charge::Declined {
+            reason: "customer_blocked".into(),
+        };
+        let store: BTreeMap<String, Vec<String>> = [("order-o-1".to_owned(), vec!["pay-k1".to_owned()])].into();
+        let fine = [
+            entry("k1", "order-o-1", paid("pay-k1")),
+            entry("k2", "order-o-2", declined.clone()),
+        ];
+        assert!(books(&fine, &store).0, "{}", books(&fine, &store).1);
+
+        let twice = [
+            entry("k2", "order-o-2", declined.clone()),
+            entry("k2", "order-o-2", declined),
+        ];
+        let (holds, detail) = books(&twice, &store);
+        assert!(!holds && detail.contains("k2 ×2"), "{detail}");
+
+        let unknown = [entry("k3", "order-o-3", paid("pay-k3"))];
+        let (holds, detail) = books(&unknown, &store);
+        assert!(!holds && detail.contains("order-o-3 (pay-k3)"), "{detail}");
+    }
 }

@@ -144,6 +144,10 @@ impl Saga {
         let mut env = function_env(cfg);
         env.extend(GATEWAY_RULES.map(|(k, v)| (k.to_owned(), v.to_owned())));
         env.push((
+            "CAFE_GATEWAY_LEDGER".to_owned(),
+            cfg.gateway_ledger().to_string_lossy().into_owned(),
+        ));
+        env.push((
             "RUST_LOG".to_owned(),
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info,aws=warn".to_owned()),
         ));

@@ -1,6 +1,7 @@
 //! The invariant checker every scenario and chaos experiment ends with: it passes a
 //! clean run, and names each invariant a deliberate breakage violates (a row dropped
-//! from a read model, a row corrupted, a payment decided twice, an unexplained parked
+//! from a read model, a row corrupted, a payment decided twice, the gateway's books
+//! showing a payment charged twice, an unexplained parked
 //! record, a dead letter nobody injected, a process left running, an accepted order
 //! missing from the store).
 
@@ -48,7 +49,14 @@ async fn the_checker_passes_a_clean_run_and_names_each_broken_invariant() {
     .await
     .unwrap();
     assert!(clean.hold(), "a clean run breaks nothing:\n{clean}");
-    assert_eq!(clean.checks.len(), 6 + 1 + 1 + 7 + 1 + 1 + 1, "{clean}");
+    assert_eq!(clean.checks.len(), 6 + 1 + 1 + 1 + 7 + 1 + 1 + 1, "{clean}");
+    assert!(
+        clean
+            .checks
+            .iter()
+            .any(|c| c.name == invariants::GATEWAY && !c.detail.starts_with("0 decisions")),
+        "the saga's gateway kept books:\n{clean}"
+    );
 
     // Break one thing per invariant.
     // A row dropped from the orders model (PostgreSQL) and one corrupted in the cache.
@@ -101,6 +109,21 @@ async fn the_checker_passes_a_clean_run_and_names_each_broken_invariant() {
     }
     let doubled = doubled.expect("some order was paid");
 
+    // The gateway's books showing one payment decided a second time.
+    let ledger = cfg.gateway_ledger();
+    let first = std::fs::read_to_string(&ledger)
+        .unwrap()
+        .lines()
+        .next()
+        .expect("the gateway decided something")
+        .to_owned();
+    let charged_twice = serde_json::from_str::<serde_json::Value>(&first).unwrap()["idempotency_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut books = std::fs::OpenOptions::new().append(true).open(&ledger).unwrap();
+    std::io::Write::write_all(&mut books, format!("{first}\n").as_bytes()).unwrap();
+
     // A parked record nobody injected, a dead letter nobody injected, and a process
     // the experiment "started" that is still running.
     let lot = DynamoParkingLot::new(clients.dynamodb.clone(), &cfg.names.parked_table);
@@ -152,6 +175,7 @@ async fn the_checker_passes_a_clean_run_and_names_each_broken_invariant() {
     assert!(model("cache", ""), "{broken}");
     assert!(detail(invariants::PAYMENTS, &doubled), "{broken}");
     assert!(detail(invariants::OUTBOX, &doubled), "{broken}");
+    assert!(detail(invariants::GATEWAY, &format!("{charged_twice} ×2")), "{broken}");
     assert!(
         detail(invariants::PARKED, "inventory: 1 parked, 0 injected, 0 from before"),
         "{broken}"

@@ -266,6 +266,12 @@ impl StackConfig {
         self.state_dir.join("data")
     }
 
+    /// The simulated payment gateway's ledger: the gateway's own books, kept with the
+    /// stack's data (so `up --fresh` clears it with the event store it must agree with).
+    pub fn gateway_ledger(&self) -> PathBuf {
+        self.data_dir().join("payment-gateway").join("ledger.jsonl")
+    }
+
     /// Log files, one per service.
     pub fn log_dir(&self) -> PathBuf {
         self.state_dir.join("logs")

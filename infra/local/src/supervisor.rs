@@ -85,6 +85,9 @@ impl Stack {
             for s in Service::ALL {
                 remove_dir_if_exists(&s.data_dir(&self.cfg))?;
             }
+            if let Some(gateway) = self.cfg.gateway_ledger().parent() {
+                remove_dir_if_exists(gateway)?;
+            }
         }
         self.up_only(&Service::ALL).await
     }

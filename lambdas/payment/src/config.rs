@@ -9,11 +9,12 @@
 //! - the simulated gateway's rules: `CAFE_GATEWAY_LIMIT_CENTS` (default 50000),
 //!   `CAFE_GATEWAY_BLOCKED` (customer ids, comma-separated), `CAFE_GATEWAY_FLAKY`
 //!   (`customer:failures`, comma-separated), `CAFE_GATEWAY_LATENCY_MS` (how long each
-//!   charge takes, default 0).
+//!   charge takes, default 0), `CAFE_GATEWAY_LEDGER` (a file the gateway appends each
+//!   decision to, for the charge-twice audit; none by default).
 
 use std::time::Duration;
 
-use crate::gateway::SimulatedGateway;
+use crate::gateway::{Ledger, SimulatedGateway};
 
 /// A setting that is missing or unreadable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -75,6 +76,13 @@ impl PaymentConfig {
             var: "CAFE_GATEWAY_LATENCY_MS",
             reason: "must not be negative".into(),
         })?);
+        if let Some(path) = var("CAFE_GATEWAY_LEDGER").filter(|v| !v.trim().is_empty()) {
+            let ledger = Ledger::open(std::path::Path::new(&path)).map_err(|e| ConfigError::Invalid {
+                var: "CAFE_GATEWAY_LEDGER",
+                reason: format!("{path}: {e}"),
+            })?;
+            gateway = gateway.with_ledger(ledger);
+        }
         for customer in list(var("CAFE_GATEWAY_BLOCKED")) {
             gateway = gateway.block(customer);
         }

@@ -8,8 +8,15 @@
 //! - anything else is authorised, with a payment id derived from the idempotency key, so
 //!   a repeated charge of one key answers the same payment, as real gateways do with their
 //!   own idempotency keys.
+//!
+//! A real gateway's own records are what a charge-twice audit reconciles against; the
+//! simulation keeps them in a [`Ledger`] file when given one (`CAFE_GATEWAY_LEDGER`), a
+//! JSON line per decision, appended by every function process, so the invariant checker
+//! can count decisions per payment from outside the function.
 
 use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::Path;
 use std::sync::Mutex;
 
 use cafe_events::payment::PaymentRequest;
@@ -41,6 +48,60 @@ pub trait Gateway: Send + Sync {
     fn charge(&self, request: &PaymentRequest) -> impl Future<Output = Result<Charge, Transient>> + Send;
 }
 
+/// One decision in the gateway's ledger.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LedgerEntry {
+    /// The payment's idempotency key.
+    pub idempotency_key: String,
+    /// The order it pays.
+    pub order_id: String,
+    /// The amount charged (or refused).
+    pub amount_cents: i64,
+    /// What was decided.
+    #[serde(flatten)]
+    pub charge: Charge,
+}
+
+/// The gateway's record of its decisions: a file of [`LedgerEntry`] lines, opened for
+/// appending, so the several function processes of a run share one.
+#[derive(Debug)]
+pub struct Ledger(std::fs::File);
+
+impl Ledger {
+    /// Opens (or creates) the ledger at `path`, and its directory.
+    pub fn open(path: &Path) -> std::io::Result<Ledger> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map(Ledger)
+    }
+
+    /// Appends one decision as one `write` (an `O_APPEND` write of a line this short
+    /// lands whole, whichever process wrote before it).
+    fn record(&mut self, entry: &LedgerEntry) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        self.0.write_all(&line)
+    }
+
+    /// Reads a ledger file; a missing file is an empty ledger.
+    pub fn read(path: &Path) -> std::io::Result<Vec<LedgerEntry>> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).map_err(std::io::Error::other))
+            .collect()
+    }
+}
+
 /// The simulation (see the module documentation for its rules).
 #[derive(Debug)]
 pub struct SimulatedGateway {
@@ -62,6 +123,8 @@ struct State {
     /// Calls that reached a decision (authorised or declined), repeats included: what
     /// our own idempotency must keep at one per payment.
     decisions: usize,
+    /// Where decisions are recorded, if anywhere.
+    ledger: Option<Ledger>,
 }
 
 impl Default for SimulatedGateway {
@@ -94,6 +157,14 @@ impl SimulatedGateway {
         self
     }
 
+    /// Records every decision in `ledger` from now on.
+    pub fn with_ledger(self, ledger: Ledger) -> Self {
+        if let Ok(mut state) = self.state.lock() {
+            state.ledger = Some(ledger);
+        }
+        self
+    }
+
     /// Distinct payments authorised (a key charged twice counts once).
     pub fn authorizations(&self) -> usize {
         self.state.lock().map(|s| s.authorized.len()).unwrap_or_default()
@@ -110,6 +181,23 @@ impl SimulatedGateway {
             .state
             .lock()
             .map_err(|_| Transient("simulated gateway state poisoned".into()))?;
+        let charge = self.rule(&mut state, request)?;
+        if let Some(ledger) = &mut state.ledger {
+            let entry = LedgerEntry {
+                idempotency_key: request.idempotency_key.clone(),
+                order_id: request.order_id.clone(),
+                amount_cents: request.amount_cents,
+                charge: charge.clone(),
+            };
+            // A real gateway that cannot keep its books does not answer: nor does this one.
+            ledger
+                .record(&entry)
+                .map_err(|e| Transient(format!("gateway ledger: {e}")))?;
+        }
+        Ok(charge)
+    }
+
+    fn rule(&self, state: &mut State, request: &PaymentRequest) -> Result<Charge, Transient> {
         let calls = state.calls.entry(request.idempotency_key.clone()).or_default();
         *calls += 1;
         if let Some(&failures) = self.flaky.get(&request.customer_id)
@@ -196,6 +284,38 @@ mod tests {
             4,
             "two authorised, two declined; outages are no decision"
         );
+    }
+
+    #[test]
+    fn every_decision_and_only_decisions_reach_the_ledger() {
+        let dir = std::env::temp_dir().join(format!("cafe-ledger-{}", std::process::id()));
+        let path = dir.join("ledger.jsonl");
+        let _ = std::fs::remove_file(&path);
+        let g = SimulatedGateway::new(1_000)
+            .flaky("flaky", 1)
+            .with_ledger(Ledger::open(&path).unwrap());
+        let _ = g.decide(&request("alice", 500, "k1"));
+        let _ = g.decide(&request("alice", 5_000, "k2"));
+        let _ = g.decide(&request("flaky", 100, "k3"));
+        let _ = g.decide(&request("flaky", 100, "k3"));
+        let _ = g.decide(&request("alice", 500, "k1"));
+        let keys: Vec<(String, bool)> = Ledger::read(&path)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.idempotency_key, matches!(e.charge, Charge::Authorized { .. })))
+            .collect();
+        let owned = |k: &str, ok| (k.to_owned(), ok);
+        assert_eq!(
+            keys,
+            [
+                owned("k1", true),
+                owned("k2", false),
+                owned("k3", true),
+                owned("k1", true)
+            ],
+            "the outage is no decision; the repeat of k1 is one more"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
