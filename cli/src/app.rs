@@ -203,7 +203,7 @@ impl Application {
             None
         };
         let saga = if settings.saga && !settings.aws {
-            Some(Saga::start(cfg, &clients.sqs).await?)
+            Some(Saga::start(cfg, &clients.sqs, &settings.faults).await?)
         } else {
             None
         };
@@ -350,6 +350,11 @@ impl Running {
     /// Whether the payment function runs here.
     pub fn runs_saga(&self) -> bool {
         self.saga.is_some()
+    }
+
+    /// The payments event source mapping's counters, where the saga runs here.
+    pub fn saga_mapping(&self) -> Option<Arc<cafe_localstack::lambda::MappingStats>> {
+        self.saga.as_ref().map(Saga::mapping)
     }
 
     /// The consumer applications running, sorted.

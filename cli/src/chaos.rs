@@ -25,6 +25,7 @@ use anyhow::{Context, Result, bail};
 use cafe_consumers::metrics::Metrics;
 use cafe_localstack::Service;
 use cafe_localstack::faults::{FaultInjector, Faults};
+use cafe_localstack::lambda::MappingStats;
 use cafe_localstack::supervisor::Stack;
 use cafe_projections::catalog::ReadModel;
 use cafe_replay::record::Source;
@@ -73,11 +74,16 @@ pub enum Experiment {
     /// left to drain, checkpoint and release its leases, and replaced (`--kills`
     /// restarts).
     WorkerRestart,
+    /// The payments mapping holds each batch past its visibility timeout before
+    /// invoking the function (AWS's does while the function is throttled) for
+    /// `--outage`: the messages of a batch still on its way are delivered again by
+    /// another poller, and every payment must still be decided exactly once.
+    SqsRedelivery,
 }
 
 impl Experiment {
     /// Every experiment, in the order `cafe chaos all` runs them.
-    pub const ALL: [Experiment; 11] = [
+    pub const ALL: [Experiment; 12] = [
         Experiment::Poison,
         Experiment::Duplicates,
         Experiment::RedisFlush,
@@ -89,6 +95,7 @@ impl Experiment {
         Experiment::ConsumerKill,
         Experiment::ApiKill,
         Experiment::WorkerRestart,
+        Experiment::SqsRedelivery,
     ];
 
     /// The command-line name.
@@ -105,6 +112,7 @@ impl Experiment {
             Experiment::ConsumerKill => "consumer-kill",
             Experiment::ApiKill => "api-kill",
             Experiment::WorkerRestart => "worker-restart",
+            Experiment::SqsRedelivery => "sqs-redelivery",
         }
     }
 
@@ -141,6 +149,9 @@ impl Experiment {
             Experiment::PostgresRestart => &[ReadModel::Orders, ReadModel::Analytics],
             Experiment::MemorydbRestart => &[ReadModel::Cache, ReadModel::Inventory],
             Experiment::DocdbRestart => &[ReadModel::Documents],
+            // Held batches fill the queue to its bound, which holds back the consumer
+            // that feeds it.
+            Experiment::SqsRedelivery => return vec![cafe_lambda_payment::requests::APPLICATION.to_owned()],
         };
         models.iter().map(|m| m.name().to_owned()).collect()
     }
@@ -311,9 +322,13 @@ pub async fn run(stack: &Stack, experiment: Experiment, opts: &ChaosOptions) -> 
         }
         None => None,
     };
-    let recovered_after = caught_up(&metrics, &affected, opts.patience)
-        .await
-        .map(|at| at.saturating_duration_since(injected.ended));
+    let mut recovered_at = caught_up(&metrics, &affected, opts.patience).await;
+    if let (Some(_), Some(mapping)) = (recovered_at, running.saga_mapping())
+        && experiment == Experiment::SqsRedelivery
+    {
+        recovered_at = saga_caught_up(&mapping, opts.patience).await;
+    }
+    let recovered_after = recovered_at.map(|at| at.saturating_duration_since(injected.ended));
     let detected_after = injected
         .detected_after
         .or(seen.map(|at| at.saturating_duration_since(injected_at)));
@@ -404,6 +419,19 @@ async fn first_sign(metrics: Metrics, apps: Vec<String>, then: Counters, stop: C
             () = stop.cancelled() => break,
             () = tokio::time::sleep(Duration::from_millis(20)) => {}
         }
+    }
+    None
+}
+
+/// When the payment function is back to fresh messages: the oldest message of a
+/// receive under a second old (None after `patience`).
+async fn saga_caught_up(mapping: &MappingStats, patience: Duration) -> Option<Instant> {
+    let started = Instant::now();
+    while started.elapsed() < patience {
+        if mapping.oldest_age_ms.load(std::sync::atomic::Ordering::Relaxed) < 1000 {
+            return Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     None
 }
@@ -536,6 +564,52 @@ async fn inject(
                 ),
                 ended: Instant::now(),
                 detected_after: None,
+                poison: None,
+            })
+        }
+        Experiment::SqsRedelivery => {
+            let mapping = running
+                .saga_mapping()
+                .context("sqs-redelivery needs the payment saga running")?;
+            let before = mapping.counts();
+            let delay = crate::payments::VISIBILITY_TIMEOUT + Duration::from_secs(1);
+            faults.set(Faults {
+                invoke_delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                ..Faults::default()
+            });
+            let started = Instant::now();
+            // The first message delivered again: a batch received at the end of the
+            // window shows it a visibility timeout later, so the look goes on past it.
+            let look = opts.outage + delay + crate::payments::VISIBILITY_TIMEOUT;
+            let (mut detected, mut ended) = (None, None);
+            let ended = loop {
+                let now = started.elapsed();
+                if detected.is_none() && mapping.counts().redelivered > before.redelivered {
+                    detected = Some(now);
+                }
+                if ended.is_none() && now >= opts.outage {
+                    faults.set(Faults::default());
+                    ended = Some(Instant::now());
+                }
+                if let Some(ended) = ended
+                    && (detected.is_some() || now >= look)
+                {
+                    break ended;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            let after = mapping.counts();
+            Ok(Injected {
+                fault: format!(
+                    "payment batches held {} before invoking (visibility timeout {}) for {}: {} batches held, {} messages delivered again by the end",
+                    humantime::format_duration(delay),
+                    humantime::format_duration(crate::payments::VISIBILITY_TIMEOUT),
+                    humantime::format_duration(opts.outage),
+                    after.held - before.held,
+                    after.redelivered - before.redelivered,
+                ),
+                ended,
+                detected_after: detected,
                 poison: None,
             })
         }

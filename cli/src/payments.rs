@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use cafe_localstack::StackConfig;
+use cafe_localstack::faults::FaultInjector;
 use cafe_localstack::lambda::{
     EmulatorInvoker, EventSourceMapping, MappingConfig, MappingCounts, MappingStats, spawn_function,
 };
@@ -20,6 +21,10 @@ pub const FUNCTION: &str = "cafe-lambda-payment";
 /// The simulated gateway's rules in a local run, so a run shows every outcome: one
 /// customer of the load is always declined, one fails once and is retried.
 const GATEWAY_RULES: [(&str, &str); 2] = [("CAFE_GATEWAY_BLOCKED", "cust-7"), ("CAFE_GATEWAY_FLAKY", "cust-11:1")];
+
+/// The payments mapping's visibility timeout: short, so a failed payment comes back
+/// within a local run.
+pub const VISIBILITY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often the queues' depths are read for the metrics: AWS/SQS publishes its
 /// own once a minute; a local run wants to see a backlog form within seconds.
@@ -138,8 +143,9 @@ pub fn function_env(cfg: &StackConfig) -> Vec<(String, String)> {
 }
 
 impl Saga {
-    /// Starts the function process and the mapping.
-    pub async fn start(cfg: &StackConfig, sqs: &aws_sdk_sqs::Client) -> Result<Saga> {
+    /// Starts the function process and the mapping (which reads its injected fault, if
+    /// any, from `faults`).
+    pub async fn start(cfg: &StackConfig, sqs: &aws_sdk_sqs::Client, faults: &FaultInjector) -> Result<Saga> {
         let names = &cfg.names;
         let mut env = function_env(cfg);
         env.extend(GATEWAY_RULES.map(|(k, v)| (k.to_owned(), v.to_owned())));
@@ -162,15 +168,18 @@ impl Saga {
             &queue,
             EmulatorInvoker::new(cfg, FUNCTION, Duration::from_secs(30)),
             MappingConfig {
-                // Short, so a failed payment comes back within a local run.
-                visibility_timeout: Duration::from_secs(5),
-                // One invocation in flight per function instance.
-                pollers: instances,
+                visibility_timeout: VISIBILITY_TIMEOUT,
+                // One poller more than there are instances, as AWS's pollers (five at
+                // least) outnumber a small function's concurrency: the next batch fills
+                // while the function runs, and a message whose visibility runs out
+                // mid-batch has a poller to deliver it again.
+                pollers: instances + 1,
                 ..MappingConfig::default()
             },
         )
         .await
-        .context("setting up the payments event source mapping")?;
+        .context("setting up the payments event source mapping")?
+        .with_faults(faults.clone());
         let gauges = Arc::new(SagaGauges::new(mapping.stats()));
         let (stop, stopped) = watch::channel(false);
         let dlq = queue_url(sqs, &names.payments_dlq).await?;
@@ -199,6 +208,11 @@ impl Saga {
     /// The saga's figures, for the process's metrics.
     pub fn gauges(&self) -> Arc<SagaGauges> {
         self.gauges.clone()
+    }
+
+    /// The event source mapping's counters.
+    pub fn mapping(&self) -> Arc<MappingStats> {
+        self.gauges.stats.clone()
     }
 
     /// Stops polling, lets the invocation in flight finish, then stops the function.

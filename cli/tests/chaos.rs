@@ -63,7 +63,8 @@ fn every_experiment_recovers_and_keeps_every_invariant() {
             "dynamodb-throttle",
             "consumer-kill",
             "api-kill",
-            "worker-restart"
+            "worker-restart",
+            "sqs-redelivery"
         ]
     );
     let of = |name: &str| outcomes.iter().find(|o| o["experiment"] == name).unwrap();
@@ -122,6 +123,25 @@ fn every_experiment_recovers_and_keeps_every_invariant() {
             .iter()
             .any(|c| c["name"] == "every accepted order stored" && c["holds"] == true),
         "{api}"
+    );
+    // Payment messages were delivered again while their first delivery was held, and
+    // the gateway's books still hold one decision per payment.
+    let redelivery = of("sqs-redelivery");
+    let fault = redelivery["fault"].as_str().unwrap();
+    assert!(
+        count_after(fault, " held, ") > 0,
+        "nothing was delivered again: {fault}"
+    );
+    assert!(!redelivery["detected_after"].is_null(), "{redelivery}");
+    assert!(
+        redelivery["verdicts"]["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "gateway charged each once"
+                && c["holds"] == true
+                && !c["detail"].as_str().unwrap().starts_with("0 decisions")),
+        "{redelivery}"
     );
     // Every restarted worker drained and exited cleanly, and its replacement took over.
     let restart = of("worker-restart");

@@ -1,6 +1,8 @@
-//! Throttling injected into the SDK clients the pipeline really uses, for chaos
-//! experiments and game days: a share of Kinesis or DynamoDB data requests is answered
-//! with the service's own throttling error instead of reaching the service.
+//! Faults injected into the parts the pipeline really uses, for chaos experiments and
+//! game days: a share of Kinesis or DynamoDB data requests answered with the service's
+//! own throttling error instead of reaching the service; and the payments event source
+//! mapping holding each batch before invoking the function, as AWS's does while the
+//! function's invocations are throttled ([`crate::lambda`] reads it).
 //!
 //! It sits where the service would answer (the client's HTTP layer), so everything
 //! above it runs as it would against a throttled service: the SDK parses the error,
@@ -9,8 +11,9 @@
 //! higher layer (our store or sink traits) would skip exactly the parts that must be
 //! proven: the SDK's retry configuration and our handling of its final error.
 //!
-//! Off unless configured: `CAFE__FAULTS__KINESIS_THROTTLE=0.2` (a share, 0 to 1) and
-//! `CAFE__FAULTS__DYNAMODB_THROTTLE`, or a [`FaultInjector`] given to the application.
+//! Off unless configured: `CAFE__FAULTS__KINESIS_THROTTLE=0.2` (a share, 0 to 1),
+//! `CAFE__FAULTS__DYNAMODB_THROTTLE`, `CAFE__FAULTS__INVOKE_DELAY_MS`, or a
+//! [`FaultInjector`] given to the application.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +40,10 @@ pub struct Faults {
     /// Share of DynamoDB item requests (gets, puts, updates, queries, scans, batches,
     /// transactions) answered with `ProvisionedThroughputExceededException`.
     pub dynamodb_throttle: f64,
+    /// Milliseconds the payments mapping holds each received batch before invoking the
+    /// function. Longer than the mapping's visibility timeout, the batch's messages
+    /// become visible again while it waits, and another poller delivers them again.
+    pub invoke_delay_ms: u64,
 }
 
 impl Faults {
@@ -67,7 +74,7 @@ impl Faults {
 
     /// Whether any fault is on.
     pub fn any(&self) -> bool {
-        self.kinesis_throttle > 0.0 || self.dynamodb_throttle > 0.0
+        self.kinesis_throttle > 0.0 || self.dynamodb_throttle > 0.0 || self.invoke_delay_ms > 0
     }
 }
 
@@ -81,11 +88,14 @@ pub struct FaultInjector {
     armed: bool,
     kinesis: Arc<AtomicU64>,
     dynamodb: Arc<AtomicU64>,
+    invoke_delay_ms: Arc<AtomicU64>,
     counts: FaultCounts,
 }
 
 impl FaultInjector {
-    /// Injects nothing and wraps nothing.
+    /// Injects nothing and wraps no client. The invoke delay needs no wrapped client,
+    /// so an experiment may still [`FaultInjector::set`] one on it; a throttle set on
+    /// it has no client to act on.
     pub fn off() -> FaultInjector {
         FaultInjector::default()
     }
@@ -115,6 +125,7 @@ impl FaultInjector {
         self.kinesis.store(faults.kinesis_throttle.to_bits(), Ordering::Relaxed);
         self.dynamodb
             .store(faults.dynamodb_throttle.to_bits(), Ordering::Relaxed);
+        self.invoke_delay_ms.store(faults.invoke_delay_ms, Ordering::Relaxed);
     }
 
     /// The shares now.
@@ -122,7 +133,13 @@ impl FaultInjector {
         Faults {
             kinesis_throttle: f64::from_bits(self.kinesis.load(Ordering::Relaxed)),
             dynamodb_throttle: f64::from_bits(self.dynamodb.load(Ordering::Relaxed)),
+            invoke_delay_ms: self.invoke_delay_ms.load(Ordering::Relaxed),
         }
+    }
+
+    /// How long the payments mapping holds a batch before invoking, now (zero when off).
+    pub fn invoke_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.invoke_delay_ms.load(Ordering::Relaxed))
     }
 
     /// What the throttles saw and refused so far.

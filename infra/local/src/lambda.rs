@@ -10,6 +10,11 @@
 //!   when the invocation itself failed or its answer is not a valid batch response;
 //! - leaves failures in flight: they reappear after the visibility timeout, and the
 //!   queue's redrive policy moves one to the DLQ after `maxReceiveCount` receives.
+//!
+//! A [`FaultInjector`] given with [`EventSourceMapping::with_faults`] can make it hold
+//! each batch before invoking, as AWS's mapping does while the function is throttled:
+//! held past the visibility timeout, the batch's messages are delivered again by
+//! another poller while the first still holds them.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -24,6 +29,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::config::StackConfig;
+use crate::faults::FaultInjector;
 
 /// Why an invocation gave no usable answer; the whole batch is retried.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +173,12 @@ pub struct MappingStats {
     pub deleted: AtomicU64,
     /// Messages the function reported as failed.
     pub reported_failures: AtomicU64,
+    /// Messages received that had been received before (`ApproximateReceiveCount` over
+    /// 1): a failure's retry, or a visibility timeout that ran out while a batch was
+    /// still on its way through the function.
+    pub redelivered: AtomicU64,
+    /// Batches held before their invocation by an injected fault.
+    pub held: AtomicU64,
     /// Age in milliseconds of the oldest message the last receive returned, 0 when it
     /// found the queue empty: the mapping's view of AWS/SQS's
     /// ApproximateAgeOfOldestMessage, which says whether the function keeps up.
@@ -186,6 +198,10 @@ pub struct MappingCounts {
     pub deleted: u64,
     /// Messages the function reported as failed.
     pub reported_failures: u64,
+    /// Messages received again.
+    pub redelivered: u64,
+    /// Batches held by an injected fault.
+    pub held: u64,
 }
 
 impl MappingStats {
@@ -198,6 +214,8 @@ impl MappingStats {
             received: get(&self.received),
             deleted: get(&self.deleted),
             reported_failures: get(&self.reported_failures),
+            redelivered: get(&self.redelivered),
+            held: get(&self.held),
         }
     }
 }
@@ -212,6 +230,7 @@ pub struct EventSourceMapping<I> {
     invoker: I,
     cfg: MappingConfig,
     stats: Arc<MappingStats>,
+    faults: FaultInjector,
 }
 
 impl<I: Invoke> EventSourceMapping<I> {
@@ -242,7 +261,14 @@ impl<I: Invoke> EventSourceMapping<I> {
             invoker,
             cfg,
             stats: Arc::default(),
+            faults: FaultInjector::off(),
         })
+    }
+
+    /// Reads its fault (an invoke delay) from `faults` before each invocation.
+    pub fn with_faults(mut self, faults: FaultInjector) -> Self {
+        self.faults = faults;
+        self
     }
 
     /// The shared counters.
@@ -324,6 +350,18 @@ impl<I: Invoke> EventSourceMapping<I> {
     /// One invocation; deletes what succeeded.
     async fn deliver(&self, messages: Vec<aws_sdk_sqs::types::Message>) {
         let event = self.event(&messages);
+        let again = messages.iter().filter(|m| receive_count(m) > 1).count();
+        self.stats.redelivered.fetch_add(again as u64, Ordering::Relaxed);
+        let delay = self.faults.invoke_delay();
+        if !delay.is_zero() {
+            self.stats.held.fetch_add(1, Ordering::Relaxed);
+            debug!(
+                messages = messages.len(),
+                delay_ms = delay.as_millis() as u64,
+                "holding the batch (injected)"
+            );
+            tokio::time::sleep(delay).await;
+        }
         self.stats.invocations.fetch_add(1, Ordering::Relaxed);
         self.stats.received.fetch_add(messages.len() as u64, Ordering::Relaxed);
         let response = match self.invoker.invoke(&event).await {
@@ -479,6 +517,15 @@ pub fn spawn_function(
         .stderr(log)
         .kill_on_drop(true)
         .spawn()
+}
+
+/// How many times SQS has handed out `message`, this receive included (1 when unknown).
+fn receive_count(message: &aws_sdk_sqs::types::Message) -> u64 {
+    message
+        .attributes()
+        .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
 }
 
 #[cfg(test)]

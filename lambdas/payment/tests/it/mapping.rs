@@ -174,3 +174,91 @@ async fn the_queue_age_is_the_oldest_wait_and_zero_once_the_queue_is_empty() {
     stop.send(true).unwrap();
     running.await.unwrap();
 }
+
+/// A batch held past its visibility timeout before its invocation (an injected invoke
+/// delay, as while AWS throttles the function) is delivered again by the other poller
+/// while the first still holds it: both copies reach the handler, and the gateway's
+/// books still show one decision per payment.
+#[tokio::test]
+async fn a_batch_held_past_its_visibility_timeout_is_delivered_again_and_charged_once() {
+    use cafe_lambda_payment::gateway::{Ledger, SimulatedGateway};
+    use cafe_localstack::faults::{FaultInjector, Faults};
+
+    let world = World::new().await;
+    let (queue, dlq) = world.queue().await;
+    let ids: Vec<String> = (0..5).map(|i| unique(&format!("o-held-{i}"))).collect();
+    for id in &ids {
+        world.place(id, "c-1", 1).await;
+        let body = serde_json::to_string(&request(id, "c-1", 1)).unwrap();
+        world
+            .sqs
+            .send_message()
+            .queue_url(&queue)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+    let ledger_path = std::env::temp_dir().join(unique("it-pay-ledger")).join("ledger.jsonl");
+    let gateway = SimulatedGateway::default().with_ledger(Ledger::open(&ledger_path).unwrap());
+    let faults = FaultInjector::off();
+    faults.set(Faults {
+        invoke_delay_ms: 1_500,
+        ..Faults::default()
+    });
+    let mapping = EventSourceMapping::new(
+        world.sqs.clone(),
+        &queue,
+        InProcess(world.handler(gateway)),
+        MappingConfig {
+            batch_size: 10,
+            batching_window: Duration::from_millis(300),
+            visibility_timeout: Duration::from_secs(1),
+            pollers: 2,
+        },
+    )
+    .await
+    .unwrap()
+    .with_faults(faults.clone());
+    let stats = mapping.stats();
+    let (stop, stopped) = watch::channel(false);
+    let running = tokio::spawn(mapping.run(stopped));
+    eventually("a held message delivered again", Duration::from_secs(30), async || {
+        stats.counts().redelivered > 0
+    })
+    .await;
+    faults.set(Faults::default());
+    for id in &ids {
+        eventually("every order paid", Duration::from_secs(60), async || {
+            world.status(id).await == Some(OrderStatus::Paid)
+        })
+        .await;
+    }
+    eventually("the queue empty", Duration::from_secs(60), async || {
+        cafe_lambda_payment::requests::queue_counts(&world.sqs, &queue).await == Ok((0, 0))
+    })
+    .await;
+    stop.send(true).unwrap();
+    running.await.unwrap();
+
+    let counts = stats.counts();
+    assert!(counts.held >= 1 && counts.redelivered >= 1, "{counts:?}");
+    assert!(
+        counts.received > ids.len() as u64,
+        "some payment reached the handler twice: {counts:?}"
+    );
+    let books = Ledger::read(&ledger_path).unwrap();
+    let mut keys: Vec<&str> = books.iter().map(|e| e.idempotency_key.as_str()).collect();
+    keys.sort_unstable();
+    let mut expected: Vec<String> = ids.iter().map(|id| format!("{id}:payment")).collect();
+    expected.sort();
+    assert_eq!(keys, expected, "one decision per payment in the gateway's books");
+    for id in &ids {
+        assert_eq!(world.payment_events(id).await, 1, "{id}");
+    }
+    assert!(
+        drain(&world.sqs, &dlq, Duration::from_secs(30)).await.is_empty(),
+        "nothing dead-lettered"
+    );
+    std::fs::remove_dir_all(ledger_path.parent().unwrap()).unwrap();
+}
