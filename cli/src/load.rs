@@ -86,11 +86,11 @@ pub async fn seed_menu(http: &Http, base: &str) -> Result<()> {
 /// What the load saw.
 #[derive(Debug, Default)]
 pub struct LoadReport {
-    /// Orders sent.
+    /// Commands sent.
     pub sent: u64,
-    /// Orders answered 201.
+    /// Ids of the commands answered with a 2xx (for orders: the order ids).
     pub accepted: HashSet<String>,
-    /// Orders answered otherwise (status, count).
+    /// The statuses of the commands answered otherwise (0: no answer).
     pub refused: Vec<u16>,
     /// Latency of every answered request.
     pub latencies: Vec<Duration>,
@@ -103,7 +103,7 @@ impl LoadReport {
     fn record(&mut self, order_id: String, status: Result<u16>, elapsed: Duration) {
         self.sent += 1;
         match status {
-            Ok(201) => {
+            Ok(200..=299) => {
                 self.accepted.insert(order_id);
                 self.latencies.push(elapsed);
             }
@@ -135,7 +135,7 @@ impl LoadReport {
 }
 
 /// The `n`-th order of a run: 1–3 lines over the menu, spread over stores and customers.
-fn order(run: &str, n: u64) -> (String, serde_json::Value) {
+pub fn order_body(run: &str, n: u64) -> (String, serde_json::Value) {
     let order_id = format!("o-{run}-{n}");
     let lines: Vec<_> = (0..=(n % 3))
         .map(|i| {
@@ -170,7 +170,7 @@ pub async fn orders_closed_loop(http: &Http, base: &str, concurrency: usize, dur
                 let mut r = LoadReport::default();
                 while started.elapsed() < duration {
                     let n = seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let (order_id, body) = order(&run, n);
+                    let (order_id, body) = order_body(&run, n);
                     let t = Instant::now();
                     let status = post(&http, &base, "/v1/orders", &order_id, body).await;
                     r.record(order_id, status, t.elapsed());
@@ -268,41 +268,113 @@ pub async fn orders(
     concurrency: usize,
     stop: impl Future<Output = ()>,
 ) -> LoadReport {
+    let run = run_tag();
+    let make = move |n: u64| {
+        let (order_id, body) = order_body(&run, n);
+        Command {
+            id: order_id,
+            path: "/v1/orders".to_owned(),
+            body,
+        }
+    };
+    commands(
+        http,
+        base,
+        Profile::Constant(f64::from(rate)),
+        concurrency,
+        None,
+        make,
+        stop,
+    )
+    .await
+}
+
+/// One command of a load: its id (also its idempotency key), endpoint and body.
+#[derive(Debug, Clone)]
+pub struct Command {
+    /// Reported in [`LoadReport::accepted`] when answered with a 2xx.
+    pub id: String,
+    /// The endpoint.
+    pub path: String,
+    /// The JSON body.
+    pub body: serde_json::Value,
+}
+
+/// An arrival rate over time, in commands per second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Profile {
+    /// The same rate throughout.
+    Constant(f64),
+    /// From one rate to another, linearly over `over`, then the second rate.
+    Ramp {
+        /// Rate at the start.
+        from: f64,
+        /// Rate at the end of the ramp and after it.
+        to: f64,
+        /// How long the ramp takes.
+        over: Duration,
+    },
+}
+
+impl Profile {
+    /// Commands due by `t` since the start: the rate's integral.
+    pub fn due(&self, t: Duration) -> u64 {
+        let t = t.as_secs_f64();
+        let n = match *self {
+            Profile::Constant(rate) => rate * t,
+            Profile::Ramp { from, to, over } => {
+                let over = over.as_secs_f64().max(f64::EPSILON);
+                let ramp = t.min(over);
+                from * ramp + (to - from) * ramp * ramp / (2.0 * over) + to * (t - over).max(0.0)
+            }
+        };
+        n.max(0.0) as u64
+    }
+}
+
+/// Sends `make(1)`, `make(2)`, … on the schedule `profile` sets (at most `concurrency`
+/// in flight) until `stop` resolves or `total` were sent.
+pub async fn commands(
+    http: &Http,
+    base: &str,
+    profile: Profile,
+    concurrency: usize,
+    total: Option<u64>,
+    make: impl Fn(u64) -> Command,
+    stop: impl Future<Output = ()>,
+) -> LoadReport {
     let report = Arc::new(Mutex::new(LoadReport::default()));
     let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let started = Instant::now();
-    // Ticks of 10 ms; each sends what the schedule owes by then (rate × elapsed, so a
-    // rate that is not a multiple of 100 is kept, not rounded down per tick).
+    // Ticks of 10 ms; each sends what the schedule owes by then (the rate's integral,
+    // so a rate that is not a multiple of 100 is kept, not rounded down per tick).
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     // Open loop: a tick that came late (a busy machine) is made up at once, so the
     // arrival schedule holds and a slow API shows as latency, not as fewer requests.
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let run = run_tag();
-    let run = run.as_str();
+    let total = total.unwrap_or(u64::MAX);
     let mut n = 0u64;
-    let mut ticks = 0u64;
     tokio::pin!(stop);
-    loop {
+    while n < total {
         tokio::select! {
             _ = &mut stop => break,
             _ = tick.tick() => {}
         }
-        ticks += 1;
-        let due = ticks * u64::from(rate) / 100;
+        let due = profile.due(started.elapsed()).min(total);
         while n < due {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
             };
             n += 1;
-            let (order_id, body) = order(run, n);
+            let command = make(n);
             let (http, base, report) = (http.clone(), base.to_owned(), report.clone());
             tokio::spawn(async move {
                 let t = Instant::now();
-                let status = post(&http, &base, "/v1/orders", &order_id, body).await;
+                let status = post(&http, &base, &command.path, &command.id, command.body).await;
                 report
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .record(order_id, status, t.elapsed());
+                    .record(command.id, status, t.elapsed());
                 drop(permit);
             });
         }
@@ -407,5 +479,29 @@ impl StreamTap {
     /// What was seen on each shard, by shard id.
     pub fn logs(&self) -> impl Iterator<Item = (&str, &ShardLog)> {
         self.shards.iter().map(|(id, _, log)| (id.as_str(), log))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ramp_sends_its_area_then_the_peak_rate() {
+        let ramp = Profile::Ramp {
+            from: 10.0,
+            to: 110.0,
+            over: Duration::from_secs(10),
+        };
+        assert_eq!(ramp.due(Duration::ZERO), 0);
+        // Half way: 10/s for 5 s plus a triangle of 5 s × 50/s / 2.
+        assert_eq!(ramp.due(Duration::from_secs(5)), 50 + 125);
+        assert_eq!(ramp.due(Duration::from_secs(10)), 100 + 500);
+        assert_eq!(
+            ramp.due(Duration::from_secs(12)),
+            600 + 220,
+            "the peak rate after the ramp"
+        );
+        assert_eq!(Profile::Constant(580.0).due(Duration::from_millis(1500)), 870);
     }
 }
