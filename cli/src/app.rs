@@ -385,8 +385,9 @@ impl Running {
     }
 
     /// Waits until the pipeline is quiet: the outbox settled, every projector's read
-    /// finding nothing more (projection lag zero on every shard, twice in a row; when
-    /// the consumers run as their own processes, their checkpoints at the tip), and,
+    /// finding nothing more (projection lag zero on every shard of this process's
+    /// workers, and every application's checkpoints at the stream's tip, twice in a
+    /// row), and,
     /// where the saga runs, its queue empty. What the invariant checker needs before it
     /// compares, and what a scenario's "caught up after N s" measures. Fails after
     /// `deadline`, naming what was still moving.
@@ -396,30 +397,32 @@ impl Running {
         loop {
             self.service.settled().await;
             let snapshot = self.consumer_metrics.snapshot();
-            let behind: Vec<String> = if self.read_side.is_some() {
-                let mut behind: Vec<String> = snapshot
-                    .shards
-                    .iter()
-                    .filter(|s| s.projection_lag_seconds != Some(0.0))
-                    .map(|s| format!("{} {}", s.application, s.shard))
-                    .collect();
+            let mut behind: Vec<String> = Vec::new();
+            if self.read_side.is_some() {
+                behind.extend(
+                    snapshot
+                        .shards
+                        .iter()
+                        .filter(|s| s.projection_lag_seconds != Some(0.0))
+                        .map(|s| format!("{} {}", s.application, s.shard)),
+                );
                 if snapshot.shards.is_empty() {
                     behind.push("no shard read yet".to_owned());
                 }
-                behind
-            } else {
-                // The consumers run elsewhere (their own processes): read their progress
-                // from their checkpoints.
-                let probe = crate::read_side::lag_probe(&self.settings.stack, &self.clients, dashboard::applications());
+            }
+            // The checkpoints against the stream itself, wherever the consumers run: a
+            // worker's own lag is as of its last read, so a record put after it (the
+            // last commands of a short load) looks caught up until the next one.
+            let probe = crate::read_side::lag_probe(&self.settings.stack, &self.clients, dashboard::applications());
+            behind.extend(
                 probe
                     .per_application()
                     .await
                     .context("reading the consumers' lag")?
                     .into_iter()
                     .filter(|(_, lag)| !lag.is_zero())
-                    .map(|(app, lag)| format!("{app} {lag:?}"))
-                    .collect()
-            };
+                    .map(|(app, lag)| format!("{app} {lag:?} behind its checkpoint")),
+            );
             let queue = if self.runs_saga() {
                 payments::counts(&self.clients.sqs, &self.payments_queue).await?
             } else {
