@@ -18,5 +18,6 @@ pub mod observability;
 pub mod payments;
 pub mod pipeline;
 pub mod read_side;
+pub mod scenario;
 
 pub use app::{Application, Running, Settings, Stopped};

@@ -167,6 +167,47 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run one of the seed's stress stories against the pipeline, print its figures,
+    /// and check that nothing was lost (exit 1 if an invariant breaks).
+    Scenario {
+        /// The story.
+        #[arg(value_enum)]
+        name: cafe_app::scenario::Scenario,
+        /// morning-rush: orders per second before the rush.
+        #[arg(long, default_value_t = 58, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        base: u32,
+        /// morning-rush: orders per second at the peak.
+        #[arg(long, default_value_t = 580, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        peak: u32,
+        /// morning-rush: how long the rate climbs.
+        #[arg(long, default_value = "30s", value_parser = positive_duration)]
+        ramp: Duration,
+        /// morning-rush: how long the peak lasts.
+        #[arg(long, default_value = "60s", value_parser = positive_duration)]
+        hold: Duration,
+        /// restock-storm: stores restocking at once.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        stores: u32,
+        /// restock-storm: SKUs each store restocks.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        skus: u32,
+        /// loyalty-batch: customers whose points are recalculated.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+        customers: u32,
+        /// Commands per second (restock-storm, loyalty-batch) or orders per second of
+        /// the history load (query-storm).
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        rate: u32,
+        /// query-storm: how long the history load runs.
+        #[arg(long, default_value = "10s", value_parser = positive_duration)]
+        history: Duration,
+        /// query-storm: concurrent analysts.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        clients: u32,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The CloudWatch dashboard and alarms, generated from the metric catalogue.
     Cloudwatch {
         #[command(subcommand)]
@@ -531,6 +572,46 @@ async fn dispatch(cli: Cli, cfg: StackConfig) -> Result<std::process::ExitCode> 
                 println!("{}", serde_json::to_string_pretty(&outcomes)?);
             }
             Ok(if outcomes.iter().all(cafe_app::chaos::Outcome::passed) {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            })
+        }
+        Command::Scenario {
+            name,
+            base,
+            peak,
+            ramp,
+            hold,
+            stores,
+            skus,
+            customers,
+            rate,
+            history,
+            clients,
+            json,
+        } => {
+            up(&stack, false).await?;
+            let opts = cafe_app::scenario::ScenarioOptions {
+                base,
+                peak,
+                ramp,
+                hold,
+                stores,
+                skus,
+                customers,
+                rate,
+                history,
+                clients,
+                ..cafe_app::scenario::ScenarioOptions::default()
+            };
+            let report = cafe_app::scenario::run(&stack, name, &opts).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                cafe_app::scenario::print(&report);
+            }
+            Ok(if report.passed() {
                 std::process::ExitCode::SUCCESS
             } else {
                 std::process::ExitCode::FAILURE

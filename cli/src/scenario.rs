@@ -1,0 +1,494 @@
+//! `cafe scenario NAME`: the seed's stress stories as load profiles against the local
+//! pipeline, each printing its figures and ending with the invariant checker, so a
+//! scenario that went fast but lost something fails.
+//!
+//! Every scenario runs the same frame as a chaos experiment: the application
+//! in-process (API, relay, projectors, saga), the story's commands through the HTTP
+//! API on an open-loop schedule (a fixed arrival rate, so an API that cannot keep up
+//! shows as latency and refusals, not as a load generator that slowed down), then the
+//! pipeline left to go quiet and [`crate::invariants`] checked.
+//!
+//! End-to-end latency per read model is each event's `occurred_at` to its projector's
+//! store write, from the workers' own histogram
+//! ([`cafe_consumers::metrics::END_TO_END_SECONDS`]), over the scenario's events only.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use cafe_consumers::metrics::{LatencyCounts, Metrics};
+use cafe_localstack::supervisor::Stack;
+use cafe_projections::catalog::{Namespace, ReadModel};
+use cafe_replay::storm::Storm;
+use cafe_replay::{Filter, Params};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::invariants::{self, Expected, Verdicts};
+use crate::load::{self, Command, LoadReport, Profile};
+use crate::{Application, Settings};
+
+/// The stories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// 7:45 AM: orders ramp from `--base` to `--peak` per second over `--ramp` and
+    /// hold the peak for `--hold` (the seed's 5M orders a day at 10× is 580/s).
+    MorningRush,
+    /// Every store restocks its SKUs at once: `--stores` × `--skus` restock commands
+    /// at `--rate` per second.
+    RestockStorm,
+    /// The hourly loyalty recalculation: points earned by `--customers` customers at
+    /// `--rate` per second, some of them crossing a tier.
+    LoyaltyBatch,
+    /// Analysts' reports on the warehouse while a replay rebuilds it: the replay's
+    /// query storm (`cafe replay storm`) with `--clients`, after an order load that
+    /// gives it a history.
+    QueryStorm,
+}
+
+impl Scenario {
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::MorningRush => "morning-rush",
+            Scenario::RestockStorm => "restock-storm",
+            Scenario::LoyaltyBatch => "loyalty-batch",
+            Scenario::QueryStorm => "query-storm",
+        }
+    }
+}
+
+/// The stories' sizes.
+#[derive(Debug, Clone)]
+pub struct ScenarioOptions {
+    /// morning-rush: orders per second before the rush.
+    pub base: u32,
+    /// morning-rush: orders per second at the peak.
+    pub peak: u32,
+    /// morning-rush: how long the rate takes to climb.
+    pub ramp: Duration,
+    /// morning-rush: how long the peak lasts.
+    pub hold: Duration,
+    /// restock-storm: stores restocking.
+    pub stores: u32,
+    /// restock-storm: SKUs each store restocks.
+    pub skus: u32,
+    /// loyalty-batch: customers whose points are recalculated.
+    pub customers: u32,
+    /// restock-storm and loyalty-batch: commands per second; query-storm: orders per
+    /// second of the load that makes the history.
+    pub rate: u32,
+    /// query-storm: how long the history load runs.
+    pub history: Duration,
+    /// query-storm: concurrent analysts.
+    pub clients: u32,
+    /// Requests in flight at most.
+    pub concurrency: usize,
+    /// Longest wait for the pipeline to go quiet afterwards.
+    pub patience: Duration,
+}
+
+impl Default for ScenarioOptions {
+    fn default() -> Self {
+        ScenarioOptions {
+            base: 58,
+            peak: 580,
+            ramp: Duration::from_secs(30),
+            hold: Duration::from_secs(60),
+            stores: 100,
+            skus: 50,
+            customers: 10_000,
+            rate: 500,
+            history: Duration::from_secs(10),
+            clients: 50,
+            concurrency: 512,
+            patience: Duration::from_secs(180),
+        }
+    }
+}
+
+/// One figure of a scenario's table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    /// What.
+    pub name: String,
+    /// Its value, with its unit.
+    pub value: String,
+}
+
+/// What a scenario measured and found.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioReport {
+    /// Which.
+    pub scenario: Scenario,
+    /// The figures, in the order printed.
+    pub figures: Vec<Figure>,
+    /// The invariants afterwards.
+    pub verdicts: Verdicts,
+}
+
+impl ScenarioReport {
+    /// Whether every invariant holds.
+    pub fn passed(&self) -> bool {
+        self.verdicts.hold()
+    }
+}
+
+/// Figures, in order.
+#[derive(Default)]
+struct Table(Vec<Figure>);
+
+impl Table {
+    fn add(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.0.push(Figure {
+            name: name.into(),
+            value: value.into(),
+        });
+    }
+
+    /// Latency of a load's answered requests.
+    fn api(&mut self, what: &str, r: &LoadReport) {
+        self.add(
+            format!("API latency p50 / p99 ({what})"),
+            format!("{} / {}", ms(r.quantile(0.5)), ms(r.quantile(0.99))),
+        );
+    }
+
+    /// Sent, accepted and refused (503s apart: the API's own backpressure).
+    fn outcome(&mut self, what: &str, r: &LoadReport) {
+        let busy = r.refused.iter().filter(|s| **s == 503).count();
+        self.add(
+            format!("{what} sent / accepted / 503 / other refused"),
+            format!(
+                "{} / {} / {busy} / {}",
+                r.sent,
+                r.accepted.len(),
+                r.refused.len() - busy
+            ),
+        );
+    }
+
+    /// End to end per application, over what was added since `before`.
+    fn end_to_end(&mut self, metrics: &Metrics, before: &BTreeMap<String, LatencyCounts>) {
+        for (app, now) in metrics.snapshot().end_to_end {
+            let added = before.get(&app).map_or(now.clone(), |b| now.since(b));
+            if added.count() == 0 {
+                continue;
+            }
+            let q = |p: f64| {
+                added
+                    .quantile(p)
+                    .map_or("-".to_owned(), |s| format!("{:.0} ms", s * 1000.0))
+            };
+            self.add(
+                format!("end to end p50 / p99: {app}"),
+                format!("{} / {} ({} events)", q(0.5), q(0.99), added.count()),
+            );
+        }
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn per_second(n: usize, d: Duration) -> String {
+    format!("{:.0}/s", n as f64 / d.as_secs_f64().max(1e-3))
+}
+
+/// Runs one scenario on `stack` (which must be up).
+pub async fn run(stack: &Stack, scenario: Scenario, opts: &ScenarioOptions) -> Result<ScenarioReport> {
+    let cfg = stack.config().clone();
+    let mut settings = Settings::local(cfg.clone());
+    // The lag monitor is not part of what is measured; its reads would only add load.
+    settings.monitor = None;
+    settings.worker_id = format!("scenario-{}-{}", scenario.name(), std::process::id());
+    let running = Application::build(settings).await?.start().await?;
+    let clients = running.clients().clone();
+    let before = Expected::before(&cfg, &clients).await?;
+    let base = format!("http://{}", running.addr());
+    let http = load::client();
+    load::seed_menu(&http, &base).await.context("publishing the menu")?;
+    let metrics = running.consumer_metrics().clone();
+    let e2e_before: BTreeMap<String, LatencyCounts> = metrics.snapshot().end_to_end.into_iter().collect();
+    let totals = running.service().publisher().totals();
+    let (events_before, records_before) = (
+        totals.events.load(std::sync::atomic::Ordering::Relaxed),
+        totals.kinesis_records.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    let run_tag = load::run_tag();
+    let mut table = Table::default();
+    let never = std::future::pending::<()>();
+
+    let caught_up_models: Vec<String> = match scenario {
+        Scenario::MorningRush => {
+            let ramp = load::commands(
+                &http,
+                &base,
+                Profile::Ramp {
+                    from: f64::from(opts.base),
+                    to: f64::from(opts.peak),
+                    over: opts.ramp,
+                },
+                opts.concurrency,
+                None,
+                |n| order(&run_tag, "r", n),
+                tokio::time::sleep(opts.ramp),
+            )
+            .await;
+            let peak = load::commands(
+                &http,
+                &base,
+                Profile::Constant(f64::from(opts.peak)),
+                opts.concurrency,
+                None,
+                |n| order(&run_tag, "p", n),
+                tokio::time::sleep(opts.hold),
+            )
+            .await;
+            table.add(
+                "schedule",
+                format!(
+                    "{}/s to {}/s over {}, then {}/s for {}",
+                    opts.base,
+                    opts.peak,
+                    humantime::format_duration(opts.ramp),
+                    opts.peak,
+                    humantime::format_duration(opts.hold)
+                ),
+            );
+            table.outcome("orders (ramp)", &ramp);
+            table.outcome("orders (peak)", &peak);
+            table.add("accepted at the peak", per_second(peak.accepted.len(), peak.elapsed));
+            table.api("ramp", &ramp);
+            table.api("peak", &peak);
+            crate::dashboard::applications()
+        }
+        Scenario::RestockStorm => {
+            let total = u64::from(opts.stores) * u64::from(opts.skus);
+            let skus = u64::from(opts.skus.max(1));
+            let started = Instant::now();
+            let report = load::commands(
+                &http,
+                &base,
+                Profile::Constant(f64::from(opts.rate)),
+                opts.concurrency,
+                Some(total),
+                |n| {
+                    let (store, sku) = ((n - 1) / skus, (n - 1) % skus);
+                    Command {
+                        id: format!("restock-{run_tag}-{n}"),
+                        path: format!("/v1/stores/store-{store:05}/inventory/sku-{run_tag}-{sku:05}/restock"),
+                        body: serde_json::json!({ "quantity": 10 + n % 90 }),
+                    }
+                },
+                never,
+            )
+            .await;
+            let took = started.elapsed();
+            table.add(
+                "storm",
+                format!("{} stores × {} SKUs at {}/s", opts.stores, opts.skus, opts.rate),
+            );
+            table.outcome("restocks", &report);
+            table.add("restocks accepted", per_second(report.accepted.len(), took));
+            table.api("storm", &report);
+            vec![ReadModel::Inventory.name().to_owned()]
+        }
+        Scenario::LoyaltyBatch => {
+            let started = Instant::now();
+            let report = load::commands(
+                &http,
+                &base,
+                Profile::Constant(f64::from(opts.rate)),
+                opts.concurrency,
+                Some(u64::from(opts.customers)),
+                |n| Command {
+                    id: format!("earn-{run_tag}-{n}"),
+                    path: format!("/v1/loyalty/lb-{run_tag}-{n}/earn"),
+                    // 100 to 790 points: about a third of the accounts reach gold.
+                    body: serde_json::json!({ "points": 100 + (n * 37) % 700 }),
+                },
+                never,
+            )
+            .await;
+            let took = started.elapsed();
+            table.add("batch", format!("{} customers at {}/s", opts.customers, opts.rate));
+            table.outcome("earn commands", &report);
+            table.add("commands accepted", per_second(report.accepted.len(), took));
+            table.api("batch", &report);
+            vec![ReadModel::Orders.name().to_owned()]
+        }
+        Scenario::QueryStorm => {
+            let report = load::orders(
+                &http,
+                &base,
+                opts.rate,
+                opts.concurrency,
+                tokio::time::sleep(opts.history),
+            )
+            .await;
+            table.outcome("history orders", &report);
+            running.quiet(opts.patience).await?;
+            let replayer = crate::read_side::replayer(&cfg, &clients)?;
+            let estimate = replayer.history().approximate_count().await;
+            let params = Params {
+                source: cafe_replay::record::Source::EventStore,
+                models: vec![ReadModel::Analytics.name().to_owned()],
+                filter: Filter::default(),
+                segments: 4,
+                page_size: 1000,
+                max_rate: None,
+                slo: None,
+            };
+            let storm = Storm {
+                clients: opts.clients as usize,
+                slots: 5,
+                keep: false,
+            };
+            let r = replayer
+                .storm(storm, params, estimate, CancellationToken::new())
+                .await
+                .context("the query storm")?;
+            table.add("analysts / warehouse slots", format!("{} / {}", r.clients, r.slots));
+            table.add("queries answered / failed", format!("{} / {}", r.queries, r.errors));
+            table.add(
+                "query latency p50 / p99 / max",
+                format!(
+                    "{:.0} ms / {:.0} ms / {:.0} ms",
+                    r.latency.p50_ms, r.latency.p99_ms, r.latency.max_ms
+                ),
+            );
+            table.add("slot wait p99", format!("{:.0} ms", r.queue_wait.p99_ms));
+            table.add(
+                "replay",
+                format!(
+                    "{} events in {:.1} s ({:.0}/s), finished: {}",
+                    r.events_applied, r.replay_secs, r.events_per_sec, r.replay_finished
+                ),
+            );
+            table.add(
+                "live projectors' lag p99 / max",
+                format!("{} ms / {} ms", r.live_lag_p99_ms, r.max_live_lag_ms),
+            );
+            if r.errors > 0 {
+                bail!("the query storm's queries failed: {:?}", r.first_error);
+            }
+            Vec::new()
+        }
+    };
+
+    // From the last answer to the models the story writes being caught up.
+    let load_ended = Instant::now();
+    if !caught_up_models.is_empty() {
+        let caught = caught_up(&cfg, &clients, &caught_up_models, opts.patience).await?;
+        table.add(
+            format!("caught up after the load ({})", caught_up_models.join(", ")),
+            caught.map_or("not within the patience".to_owned(), |at| {
+                format!("{:.1} s", at.saturating_duration_since(load_ended).as_secs_f64())
+            }),
+        );
+    }
+    let events = totals.events.load(std::sync::atomic::Ordering::Relaxed) - events_before;
+    let records = totals.kinesis_records.load(std::sync::atomic::Ordering::Relaxed) - records_before;
+    if events > 0 {
+        table.add(
+            "events published / Kinesis records (aggregated; one per event without)",
+            format!(
+                "{events} / {records} ({:.1} events per record)",
+                events as f64 / records.max(1) as f64
+            ),
+        );
+    }
+    running.quiet(opts.patience).await?;
+    table.end_to_end(&metrics, &e2e_before);
+    if scenario == Scenario::LoyaltyBatch {
+        let tiers = tiers(&cfg, &clients, &format!("lb-{run_tag}-")).await?;
+        let counts: Vec<String> = tiers.iter().map(|(tier, n)| format!("{tier} {n}")).collect();
+        table.add("accounts per tier in the read model", counts.join(", "));
+    }
+    let stopped = running.stop(Duration::from_secs(30)).await?;
+    if !stopped.undone.is_empty() {
+        bail!("the pipeline did not stop cleanly: {:?}", stopped.undone);
+    }
+    let verdicts = invariants::check(&cfg, &clients, &before).await?;
+    Ok(ScenarioReport {
+        scenario,
+        figures: table.0,
+        verdicts,
+    })
+}
+
+/// The `n`-th order of a scenario's phase.
+fn order(run: &str, phase: &str, n: u64) -> Command {
+    let (_, body) = load::order_body(&format!("{run}{phase}"), n);
+    Command {
+        id: body["order_id"].as_str().unwrap_or_default().to_owned(),
+        path: "/v1/orders".to_owned(),
+        body,
+    }
+}
+
+/// When every one of `apps` has its checkpoints at the stream's tip, read against the
+/// stream itself (a worker's own lag is as of its last read, which may predate the
+/// load's last records); None after `patience`.
+async fn caught_up(
+    cfg: &cafe_localstack::StackConfig,
+    clients: &crate::pipeline::Clients,
+    apps: &[String],
+    patience: Duration,
+) -> Result<Option<Instant>> {
+    let probe = crate::read_side::lag_probe(cfg, clients, apps.to_vec());
+    let started = Instant::now();
+    while started.elapsed() < patience {
+        let lags = probe.per_application().await.context("reading the consumers' lag")?;
+        if !lags.is_empty() && lags.iter().all(|(_, lag)| lag.is_zero()) {
+            return Ok(Some(Instant::now()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(None)
+}
+
+/// Accounts per tier among the customers whose id starts with `prefix`, as the serving
+/// copy of the loyalty model (PostgreSQL, the orders read model) holds them.
+async fn tiers(
+    cfg: &cafe_localstack::StackConfig,
+    clients: &crate::pipeline::Clients,
+    prefix: &str,
+) -> Result<BTreeMap<String, i64>> {
+    let serving = crate::read_side::pointers(cfg, clients).get(ReadModel::Orders).await?;
+    let schema = match serving {
+        Namespace::Live => "public".to_owned(),
+        Namespace::Shadow(name) => name,
+    };
+    let (pg, conn) = tokio_postgres::connect(&cfg.postgres_url(&cfg.names.orders_database), tokio_postgres::NoTls)
+        .await
+        .context("connecting to the loyalty model")?;
+    let conn = tokio::spawn(conn);
+    let rows = pg
+        .query(
+            &format!("SELECT tier, count(*) FROM {schema}.loyalty_accounts WHERE customer_id LIKE $1 GROUP BY tier"),
+            &[&format!("{prefix}%")],
+        )
+        .await
+        .context("counting the accounts per tier")?;
+    drop(pg);
+    let _ = conn.await;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+        .collect())
+}
+
+/// The report, for people.
+pub fn print(r: &ScenarioReport) {
+    println!("scenario {}", r.scenario.name());
+    let width = r.figures.iter().map(|f| f.name.len()).max().unwrap_or(0);
+    for f in &r.figures {
+        println!("  {:<width$}  {}", f.name, f.value);
+    }
+    print!("{}", r.verdicts);
+    println!("  {}", if r.passed() { "PASSED" } else { "FAILED" });
+}

@@ -1,0 +1,108 @@
+//! Every `cafe scenario` in its short form, on a stack of its own: each runs its story
+//! through the API, prints its figures, and passes the invariant checker; the figures
+//! say the story happened (every command answered, the accounts in the read model).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::Sandbox;
+
+/// Runs `cafe scenario <args> --json` and answers its report.
+fn scenario(sandbox: &Sandbox, args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cafe"))
+        .arg("scenario")
+        .args(args)
+        .arg("--json")
+        .envs(sandbox.env())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{args:?}\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    for c in report["verdicts"]["checks"].as_array().unwrap() {
+        assert_eq!(c["holds"], true, "{args:?}: {c}");
+    }
+    report
+}
+
+/// The value of the figure whose name starts with `name`.
+fn figure<'a>(report: &'a serde_json::Value, name: &str) -> &'a str {
+    report["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"].as_str().unwrap().starts_with(name))
+        .unwrap_or_else(|| panic!("no figure {name:?} in {report}"))["value"]
+        .as_str()
+        .unwrap()
+}
+
+/// "sent / accepted / 503 / other" as numbers.
+fn outcome(value: &str) -> Vec<u64> {
+    value.split(" / ").map(|n| n.parse().unwrap()).collect()
+}
+
+#[test]
+fn every_scenario_runs_its_story_and_keeps_every_invariant() {
+    let sandbox = Sandbox::new();
+    sandbox.cafe(&["stack", "up"]);
+
+    let rush = scenario(
+        &sandbox,
+        &[
+            "morning-rush",
+            "--base",
+            "5",
+            "--peak",
+            "30",
+            "--ramp",
+            "2s",
+            "--hold",
+            "2s",
+        ],
+    );
+    let ramp = outcome(figure(&rush, "orders (ramp)"));
+    let peak = outcome(figure(&rush, "orders (peak)"));
+    // 5/s rising to 30/s over 2 s is 35 orders; 30/s for 2 s is 60 (the last tick of
+    // each phase may fall just before its end).
+    assert!((33..=35).contains(&ramp[0]) && (58..=60).contains(&peak[0]), "{rush}");
+    assert_eq!((ramp[1], peak[1]), (ramp[0], peak[0]), "every order accepted: {rush}");
+    assert!(figure(&rush, "end to end p50 / p99: orders").contains("events"));
+
+    let restock = scenario(
+        &sandbox,
+        &["restock-storm", "--stores", "4", "--skus", "10", "--rate", "200"],
+    );
+    assert_eq!(outcome(figure(&restock, "restocks sent")), [40, 40, 0, 0], "{restock}");
+    assert!(figure(&restock, "caught up after the load (inventory)").ends_with(" s"));
+
+    let loyalty = scenario(&sandbox, &["loyalty-batch", "--customers", "120", "--rate", "200"]);
+    assert_eq!(
+        outcome(figure(&loyalty, "earn commands")),
+        [120, 120, 0, 0],
+        "{loyalty}"
+    );
+    // 100 + (37 n mod 700) points: the accounts of 500 or more are gold.
+    let gold = (1..=120u64).filter(|n| 100 + (n * 37) % 700 >= 500).count();
+    assert_eq!(
+        figure(&loyalty, "accounts per tier"),
+        format!("gold {gold}, green {}", 120 - gold),
+        "every account in the read model, in its tier"
+    );
+
+    let storm = scenario(
+        &sandbox,
+        &["query-storm", "--rate", "20", "--history", "2s", "--clients", "4"],
+    );
+    let answered: Vec<u64> = figure(&storm, "queries answered")
+        .split(" / ")
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert!(answered[0] > 0 && answered[1] == 0, "{storm}");
+    assert!(figure(&storm, "replay").ends_with("finished: true"), "{storm}");
+}
