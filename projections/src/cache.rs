@@ -17,9 +17,11 @@
 //! stored, so a fill that read the source before a change can never overwrite the
 //! change. Listings carry no version; their fill only lands if `#gen` is still the token
 //! the reader saw before it read the source, so a listing read before an invalidation
-//! is dropped instead of resurrecting the old menu. (The source itself is another
-//! consumer and may lag this one by a moment; the listing TTL is kept short to bound
-//! that.)
+//! is dropped instead of resurrecting the old menu. The source itself is another
+//! consumer (the documents model) and may lag this one: a listing filled after an
+//! invalidation from a source that has not yet applied the change is stale, and the gen
+//! check cannot see it. The listings' TTL ([`LIST_TTL`], counted from the last menu
+//! change) bounds that: a listing is at most that much older than the source.
 //!
 //! # Loyalty events carry half an account
 //! `PointsEarned`/`PointsRedeemed` carry the balance but no tier, `TierChanged` the tier
@@ -87,6 +89,11 @@ redis.call('HSET', KEYS[1], 'v', ARGV[2], 'customer_id', ARGV[5], 'balance', bal
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 return 1
 ";
+
+/// How long cached listings live after the last menu change (or their first fill): the
+/// bound on how stale a listing filled from a lagging documents model can be. Short,
+/// since a refill is one query per listing and menus change a few times a day.
+pub const LIST_TTL: Duration = Duration::from_secs(5);
 
 /// KEYS[1] the listings hash; ARGV: new token, ttl. Drops every listing at once.
 const INVALIDATE_LISTS: &str = r"
@@ -184,13 +191,13 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<String, ProjectionError> {
 
 impl RedisCache {
     /// Connects to `url`; every key starts with `prefix`. Items and accounts live an hour
-    /// past their last write, listings a minute (see the module notes).
+    /// past their last write, listings [`LIST_TTL`] (see the module notes).
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, ProjectionError> {
         Ok(RedisCache {
             con: redis_scripts::connect(url).await?,
             prefix: prefix.to_owned(),
             ttl: Duration::from_secs(3600),
-            list_ttl: Duration::from_secs(60),
+            list_ttl: LIST_TTL,
             set_newer: Script::new(SET_NEWER),
             loyalty: Script::new(LOYALTY),
             invalidate_lists: Script::new(INVALIDATE_LISTS),
