@@ -65,6 +65,26 @@ pub async fn get_bytes(http: &Http, base: &str, path: &str) -> Result<(u16, Byte
     Ok((status, body))
 }
 
+/// GETs a resource from the query API; returns the status, whether the cache answered
+/// (its `X-Cache` header: None when absent), and the body's bytes.
+pub async fn get_cached(http: &Http, base: &str, path: &str) -> Result<(u16, Option<bool>, Bytes)> {
+    let req = hyper::Request::get(format!("{base}{path}")).body(Full::new(Bytes::new()))?;
+    let resp = http.request(req).await.context("GET")?;
+    let status = resp.status().as_u16();
+    let hit = resp
+        .headers()
+        .get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v == "hit");
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .context("reading a response")?
+        .to_bytes();
+    Ok((status, hit, body))
+}
+
 /// GETs a JSON resource; returns the status and the parsed body (null if not JSON).
 pub async fn get(http: &Http, base: &str, path: &str) -> Result<(u16, serde_json::Value)> {
     let (status, body) = get_bytes(http, base, path).await?;

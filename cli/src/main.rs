@@ -194,8 +194,14 @@ enum Command {
         /// loyalty-batch: customers whose points are recalculated.
         #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
         customers: u32,
-        /// Commands per second (restock-storm, loyalty-batch) or orders per second of
-        /// the history load (query-storm).
+        /// menu-sync-storm: menu items published.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        items: u32,
+        /// menu-sync-storm: clients reading the menu listings meanwhile.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+        readers: u32,
+        /// Commands per second (restock-storm, loyalty-batch, menu-sync-storm) or
+        /// orders per second of the history load (query-storm).
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         rate: u32,
         /// query-storm: how long the history load runs.
@@ -586,6 +592,8 @@ async fn dispatch(cli: Cli, cfg: StackConfig) -> Result<std::process::ExitCode> 
             stores,
             skus,
             customers,
+            items,
+            readers,
             rate,
             history,
             clients,
@@ -600,6 +608,8 @@ async fn dispatch(cli: Cli, cfg: StackConfig) -> Result<std::process::ExitCode> 
                 stores,
                 skus,
                 customers,
+                items,
+                readers,
                 rate,
                 history,
                 clients,

@@ -24,7 +24,7 @@ use cafe_replay::{Filter, Params};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::invariants::{self, Expected, Verdicts};
+use crate::invariants::{self, Check, Expected, Verdicts};
 use crate::load::{self, Command, LoadReport, Profile};
 use crate::{Application, Settings};
 
@@ -41,6 +41,10 @@ pub enum Scenario {
     /// The hourly loyalty recalculation: points earned by `--customers` customers at
     /// `--rate` per second, some of them crossing a tier.
     LoyaltyBatch,
+    /// Marketing publishes `--items` menu items at `--rate` per second while
+    /// `--readers` clients read the category listings: the cache's hit rate, the reads
+    /// that reached DocumentDB, and no stale listing once the changes are projected.
+    MenuSyncStorm,
     /// Analysts' reports on the warehouse while a replay rebuilds it: the replay's
     /// query storm (`cafe replay storm`) with `--clients`, after an order load that
     /// gives it a history.
@@ -54,6 +58,7 @@ impl Scenario {
             Scenario::MorningRush => "morning-rush",
             Scenario::RestockStorm => "restock-storm",
             Scenario::LoyaltyBatch => "loyalty-batch",
+            Scenario::MenuSyncStorm => "menu-sync-storm",
             Scenario::QueryStorm => "query-storm",
         }
     }
@@ -76,8 +81,12 @@ pub struct ScenarioOptions {
     pub skus: u32,
     /// loyalty-batch: customers whose points are recalculated.
     pub customers: u32,
-    /// restock-storm and loyalty-batch: commands per second; query-storm: orders per
-    /// second of the load that makes the history.
+    /// menu-sync-storm: menu items published.
+    pub items: u32,
+    /// menu-sync-storm: clients reading the listings meanwhile.
+    pub readers: u32,
+    /// restock-storm, loyalty-batch and menu-sync-storm: commands per second;
+    /// query-storm: orders per second of the load that makes the history.
     pub rate: u32,
     /// query-storm: how long the history load runs.
     pub history: Duration,
@@ -99,6 +108,8 @@ impl Default for ScenarioOptions {
             stores: 100,
             skus: 50,
             customers: 10_000,
+            items: 10_000,
+            readers: 8,
             rate: 500,
             history: Duration::from_secs(10),
             clients: 50,
@@ -220,6 +231,8 @@ pub async fn run(stack: &Stack, scenario: Scenario, opts: &ScenarioOptions) -> R
     let run_tag = load::run_tag();
     let mut table = Table::default();
     let never = std::future::pending::<()>();
+    // Checks of the story's own, added to the invariants' verdicts.
+    let mut own: Vec<Check> = Vec::new();
 
     let caught_up_models: Vec<String> = match scenario {
         Scenario::MorningRush => {
@@ -320,6 +333,13 @@ pub async fn run(stack: &Stack, scenario: Scenario, opts: &ScenarioOptions) -> R
             table.api("batch", &report);
             vec![ReadModel::Orders.name().to_owned()]
         }
+        Scenario::MenuSyncStorm => {
+            own.push(menu_sync_storm(&running, &http, &base, &run_tag, opts, &mut table).await?);
+            vec![
+                ReadModel::Documents.name().to_owned(),
+                ReadModel::Cache.name().to_owned(),
+            ]
+        }
         Scenario::QueryStorm => {
             let report = load::orders(
                 &http,
@@ -412,13 +432,224 @@ pub async fn run(stack: &Stack, scenario: Scenario, opts: &ScenarioOptions) -> R
     if !stopped.undone.is_empty() {
         bail!("the pipeline did not stop cleanly: {:?}", stopped.undone);
     }
-    let verdicts = invariants::check(&cfg, &clients, &before).await?;
+    let mut verdicts = invariants::check(&cfg, &clients, &before).await?;
+    verdicts.checks.extend(own);
     Ok(ScenarioReport {
         scenario,
         figures: table.0,
         verdicts,
     })
 }
+
+/// Categories the synced items spread over (each a listing the readers ask for).
+const MENU_CATEGORIES: u64 = 10;
+
+/// What one menu read saw: when (since the start), whether the cache answered, how long.
+struct MenuRead {
+    at: Duration,
+    hit: bool,
+    took: Duration,
+}
+
+/// The `n`-th item of a menu sync: its id, category and price.
+fn synced_item(run: &str, n: u64) -> (String, String, i64) {
+    (
+        format!("ms-{run}-{n:05}"),
+        format!("sync-{run}-{}", n % MENU_CATEGORIES),
+        300 + (n % 400) as i64,
+    )
+}
+
+/// Publishes `opts.items` menu items while `opts.readers` clients read the category
+/// listings, then, once the pipeline is quiet (every change projected and the cached
+/// listings invalidated), reads every listing again and counts stale answers: an item
+/// missing or at another price than published.
+async fn menu_sync_storm(
+    running: &crate::Running,
+    http: &load::Http,
+    base: &str,
+    run: &str,
+    opts: &ScenarioOptions,
+    table: &mut Table,
+) -> Result<Check> {
+    let started = Instant::now();
+    let stop = CancellationToken::new();
+    let readers: Vec<_> = (0..opts.readers.max(1))
+        .map(|r| {
+            let (http, base, run, stop) = (http.clone(), base.to_owned(), run.to_owned(), stop.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut errors = 0u64;
+                let mut k = u64::from(r);
+                while !stop.is_cancelled() {
+                    let path = format!("/v1/menu/items?category=sync-{run}-{}", k % MENU_CATEGORIES);
+                    k += 1;
+                    let t = Instant::now();
+                    match load::get_cached(&http, &base, &path).await {
+                        Ok((200, hit, _)) => seen.push(MenuRead {
+                            at: started.elapsed(),
+                            hit: hit == Some(true),
+                            took: t.elapsed(),
+                        }),
+                        _ => errors += 1,
+                    }
+                }
+                (seen, errors)
+            })
+        })
+        .collect();
+    let report = load::commands(
+        http,
+        base,
+        Profile::Constant(f64::from(opts.rate)),
+        opts.concurrency,
+        Some(u64::from(opts.items)),
+        |n| {
+            let (item_id, category, price) = synced_item(run, n);
+            Command {
+                id: format!("menu-{item_id}"),
+                path: "/v1/menu/items".to_owned(),
+                body: serde_json::json!({
+                    "item_id": item_id, "name": format!("Seasonal {n}"), "category": category,
+                    "price_cents": price, "tags": ["seasonal"],
+                }),
+            }
+        },
+        std::future::pending::<()>(),
+    )
+    .await;
+    let published_at = started.elapsed();
+    running.quiet(opts.patience).await?;
+    let quiet_at = started.elapsed();
+    // A few more seconds of reads after the invalidation, then the readers stop.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    let readers_stopped = started.elapsed();
+    let mut reads = Vec::new();
+    let mut errors = 0;
+    for r in readers {
+        let (seen, e) = r.await.context("a menu reader")?;
+        reads.extend(seen);
+        errors += e;
+    }
+
+    // Every listing against what was published: once right away (a listing filled
+    // while the documents model still lagged the cache's invalidation may be stale until
+    // the listings' TTL), then twice once the TTL has passed (a miss, then the cache's
+    // copy), when none may be.
+    let mut expected: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for n in 1..=u64::from(opts.items) {
+        let (item_id, category, price) = synced_item(run, n);
+        expected.entry(category).or_default().insert(item_id, price);
+    }
+    let early = stale_listings(http, base, &expected).await?;
+    tokio::time::sleep(cafe_projections::cache::LIST_TTL + Duration::from_secs(1)).await;
+    let mut stale = stale_listings(http, base, &expected).await?;
+    stale.extend(stale_listings(http, base, &expected).await?);
+    let checked = 2 * expected.len();
+
+    table.add(
+        "sync",
+        format!(
+            "{} items at {}/s while {} clients read the listings",
+            opts.items, opts.rate, opts.readers
+        ),
+    );
+    table.outcome("menu items", &report);
+    table.add("items published", per_second(report.accepted.len(), published_at));
+    table.api("publishing", &report);
+    let hit_rate = |rs: &[&MenuRead]| {
+        if rs.is_empty() {
+            "-".to_owned()
+        } else {
+            format!(
+                "{:.0} %",
+                100.0 * rs.iter().filter(|r| r.hit).count() as f64 / rs.len() as f64
+            )
+        }
+    };
+    let during: Vec<&MenuRead> = reads.iter().filter(|r| r.at <= published_at).collect();
+    let after: Vec<&MenuRead> = reads.iter().filter(|r| r.at >= quiet_at).collect();
+    table.add("listing reads (failed)", format!("{} ({errors})", reads.len()));
+    table.add(
+        "cache hit rate while publishing / once quiet",
+        format!("{} / {}", hit_rate(&during), hit_rate(&after)),
+    );
+    // Over time, in windows of a fifth of the run (at least a second).
+    let end = readers_stopped;
+    let window = (end / 5).max(Duration::from_secs(1));
+    let series: Vec<String> = (0..)
+        .map(|i| window * i)
+        .take_while(|from| *from < end)
+        .map(|from| {
+            let rs: Vec<&MenuRead> = reads.iter().filter(|r| r.at >= from && r.at < from + window).collect();
+            format!("{:.0}s {}", from.as_secs_f64(), hit_rate(&rs))
+        })
+        .collect();
+    table.add("cache hit rate over time", series.join(", "));
+    let misses_during = during.iter().filter(|r| !r.hit).count();
+    table.add(
+        "listing reads that reached DocumentDB while publishing",
+        format!("{misses_during} ({})", per_second(misses_during, published_at)),
+    );
+    let mut took: Vec<Duration> = reads.iter().map(|r| r.took).collect();
+    took.sort();
+    let q = |p: f64| {
+        took.get(((took.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    table.add("listing read p50 / p99", format!("{} / {}", ms(q(0.5)), ms(q(0.99))));
+    table.add(
+        "stale listings as soon as the pipeline is quiet (within the listings' TTL)",
+        format!("{} of {}", early.len(), expected.len()),
+    );
+    let detail = if stale.is_empty() {
+        format!(
+            "0 of {checked} listings read once the listings' TTL ({}) had passed",
+            humantime::format_duration(cafe_projections::cache::LIST_TTL)
+        )
+    } else {
+        format!("{} of {checked}: {}", stale.len(), stale.join("; "))
+    };
+    table.add("stale listings after the TTL", detail.clone());
+    Ok(Check {
+        name: STALE_MENU,
+        holds: stale.is_empty(),
+        detail,
+    })
+}
+
+/// The listings of `expected` (category → item → price) that do not hold exactly those
+/// items at those prices, each described.
+async fn stale_listings(
+    http: &load::Http,
+    base: &str,
+    expected: &BTreeMap<String, BTreeMap<String, i64>>,
+) -> Result<Vec<String>> {
+    let mut stale = Vec::new();
+    for (category, items) in expected {
+        let (status, _, body) = load::get_cached(http, base, &format!("/v1/menu/items?category={category}")).await?;
+        let listing: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let got: BTreeMap<String, i64> = listing["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|i| Some((i["item_id"].as_str()?.to_owned(), i["price_cents"].as_i64()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if status != 200 || &got != items {
+            let fresh = items.iter().filter(|(id, p)| got.get(*id) == Some(*p)).count();
+            stale.push(format!("{category}: {fresh} of {} items as published", items.len()));
+        }
+    }
+    Ok(stale)
+}
+
+/// The menu sync's own check, reported with the invariants.
+pub const STALE_MENU: &str = "no stale menu after sync";
 
 /// The `n`-th order of a scenario's phase.
 fn order(run: &str, phase: &str, n: u64) -> Command {

@@ -95,6 +95,31 @@ fn every_scenario_runs_its_story_and_keeps_every_invariant() {
         "every account in the read model, in its tier"
     );
 
+    let menu = scenario(
+        &sandbox,
+        &["menu-sync-storm", "--items", "60", "--rate", "100", "--readers", "3"],
+    );
+    assert_eq!(outcome(figure(&menu, "menu items")), [60, 60, 0, 0], "{menu}");
+    assert_eq!(
+        figure(&menu, "stale listings after the TTL"),
+        "0 of 20 listings read once the listings' TTL (5s) had passed"
+    );
+    assert!(
+        menu["verdicts"]["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "no stale menu after sync" && c["holds"] == true),
+        "{menu}"
+    );
+    let reads: u64 = figure(&menu, "listing reads")
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(reads > 0, "{menu}");
+
     let storm = scenario(
         &sandbox,
         &["query-storm", "--rate", "20", "--history", "2s", "--clients", "4"],
