@@ -53,15 +53,7 @@ pub async fn post(http: &Http, base: &str, path: &str, key: &str, body: serde_js
 
 /// GETs a resource; returns the status and the body's bytes.
 pub async fn get_bytes(http: &Http, base: &str, path: &str) -> Result<(u16, Bytes)> {
-    let req = hyper::Request::get(format!("{base}{path}")).body(Full::new(Bytes::new()))?;
-    let resp = http.request(req).await.context("GET")?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .context("reading a response")?
-        .to_bytes();
+    let (status, _, body) = get_cached(http, base, path).await?;
     Ok((status, body))
 }
 

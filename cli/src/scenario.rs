@@ -230,7 +230,6 @@ pub async fn run(stack: &Stack, scenario: Scenario, opts: &ScenarioOptions) -> R
     );
     let run_tag = load::run_tag();
     let mut table = Table::default();
-    let never = std::future::pending::<()>();
     // Checks of the story's own, added to the invariants' verdicts.
     let mut own: Vec<Check> = Vec::new();
 
@@ -281,25 +280,15 @@ pub async fn run(stack: &Stack, scenario: Scenario, opts: &ScenarioOptions) -> R
         Scenario::RestockStorm => {
             let total = u64::from(opts.stores) * u64::from(opts.skus);
             let skus = u64::from(opts.skus.max(1));
-            let started = Instant::now();
-            let report = load::commands(
-                &http,
-                &base,
-                Profile::Constant(f64::from(opts.rate)),
-                opts.concurrency,
-                Some(total),
-                |n| {
-                    let (store, sku) = ((n - 1) / skus, (n - 1) % skus);
-                    Command {
-                        id: format!("restock-{run_tag}-{n}"),
-                        path: format!("/v1/stores/store-{store:05}/inventory/sku-{run_tag}-{sku:05}/restock"),
-                        body: serde_json::json!({ "quantity": 10 + n % 90 }),
-                    }
-                },
-                never,
-            )
+            let (report, took) = batch(&http, &base, opts, total, |n| {
+                let (store, sku) = ((n - 1) / skus, (n - 1) % skus);
+                Command {
+                    id: format!("restock-{run_tag}-{n}"),
+                    path: format!("/v1/stores/store-{store:05}/inventory/sku-{run_tag}-{sku:05}/restock"),
+                    body: serde_json::json!({ "quantity": 10 + n % 90 }),
+                }
+            })
             .await;
-            let took = started.elapsed();
             table.add(
                 "storm",
                 format!("{} stores × {} SKUs at {}/s", opts.stores, opts.skus, opts.rate),
@@ -310,23 +299,13 @@ pub async fn run(stack: &Stack, scenario: Scenario, opts: &ScenarioOptions) -> R
             vec![ReadModel::Inventory.name().to_owned()]
         }
         Scenario::LoyaltyBatch => {
-            let started = Instant::now();
-            let report = load::commands(
-                &http,
-                &base,
-                Profile::Constant(f64::from(opts.rate)),
-                opts.concurrency,
-                Some(u64::from(opts.customers)),
-                |n| Command {
-                    id: format!("earn-{run_tag}-{n}"),
-                    path: format!("/v1/loyalty/lb-{run_tag}-{n}/earn"),
-                    // 100 to 790 points: about a third of the accounts reach gold.
-                    body: serde_json::json!({ "points": 100 + (n * 37) % 700 }),
-                },
-                never,
-            )
+            let (report, took) = batch(&http, &base, opts, u64::from(opts.customers), |n| Command {
+                id: format!("earn-{run_tag}-{n}"),
+                path: format!("/v1/loyalty/lb-{run_tag}-{n}/earn"),
+                // 100 to 790 points: about a third of the accounts reach gold.
+                body: serde_json::json!({ "points": 100 + (n * 37) % 700 }),
+            })
             .await;
-            let took = started.elapsed();
             table.add("batch", format!("{} customers at {}/s", opts.customers, opts.rate));
             table.outcome("earn commands", &report);
             table.add("commands accepted", per_second(report.accepted.len(), took));
@@ -498,25 +477,17 @@ async fn menu_sync_storm(
             })
         })
         .collect();
-    let report = load::commands(
-        http,
-        base,
-        Profile::Constant(f64::from(opts.rate)),
-        opts.concurrency,
-        Some(u64::from(opts.items)),
-        |n| {
-            let (item_id, category, price) = synced_item(run, n);
-            Command {
-                id: format!("menu-{item_id}"),
-                path: "/v1/menu/items".to_owned(),
-                body: serde_json::json!({
-                    "item_id": item_id, "name": format!("Seasonal {n}"), "category": category,
-                    "price_cents": price, "tags": ["seasonal"],
-                }),
-            }
-        },
-        std::future::pending::<()>(),
-    )
+    let (report, _) = batch(http, base, opts, u64::from(opts.items), |n| {
+        let (item_id, category, price) = synced_item(run, n);
+        Command {
+            id: format!("menu-{item_id}"),
+            path: "/v1/menu/items".to_owned(),
+            body: serde_json::json!({
+                "item_id": item_id, "name": format!("Seasonal {n}"), "category": category,
+                "price_cents": price, "tags": ["seasonal"],
+            }),
+        }
+    })
     .await;
     let published_at = started.elapsed();
     running.quiet(opts.patience).await?;
@@ -650,6 +621,22 @@ async fn stale_listings(
 
 /// The menu sync's own check, reported with the invariants.
 pub const STALE_MENU: &str = "no stale menu after sync";
+
+/// `total` commands at the story's rate, all of them (no other end); with the time
+/// until the last was answered.
+async fn batch(
+    http: &load::Http,
+    base: &str,
+    opts: &ScenarioOptions,
+    total: u64,
+    make: impl Fn(u64) -> Command,
+) -> (LoadReport, Duration) {
+    let started = Instant::now();
+    let profile = Profile::Constant(f64::from(opts.rate));
+    let never = std::future::pending::<()>();
+    let report = load::commands(http, base, profile, opts.concurrency, Some(total), make, never).await;
+    (report, started.elapsed())
+}
 
 /// The `n`-th order of a scenario's phase.
 fn order(run: &str, phase: &str, n: u64) -> Command {
