@@ -28,8 +28,7 @@ use cafe_localstack::faults::{FaultInjector, Faults};
 use cafe_localstack::lambda::MappingStats;
 use cafe_localstack::supervisor::Stack;
 use cafe_projections::catalog::ReadModel;
-use cafe_replay::record::Source;
-use cafe_replay::{Filter, Params};
+use cafe_replay::Params;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -323,8 +322,10 @@ pub async fn run(stack: &Stack, experiment: Experiment, opts: &ChaosOptions) -> 
         None => None,
     };
     let mut recovered_at = caught_up(&metrics, &affected, opts.patience).await;
-    if let (Some(_), Some(mapping)) = (recovered_at, running.saga_mapping())
-        && experiment == Experiment::SqsRedelivery
+    // The function's backlog waits in its queue, which no consumer's lag shows.
+    if experiment == Experiment::SqsRedelivery
+        && recovered_at.is_some()
+        && let Some(mapping) = running.saga_mapping()
     {
         recovered_at = saga_caught_up(&mapping, opts.patience).await;
     }
@@ -499,20 +500,7 @@ async fn inject(
             let flushed = at.cache(&serving).await?.delete_all().await?;
             // Found the way an operator finds it: a rebuild compared with the live copy.
             let replayer = crate::read_side::replayer(cfg, clients)?;
-            let meta = replayer
-                .create(
-                    Params {
-                        source: Source::EventStore,
-                        models: vec![ReadModel::Cache.name().to_owned()],
-                        filter: Filter::default(),
-                        segments: 4,
-                        page_size: 1000,
-                        max_rate: None,
-                        slo: None,
-                    },
-                    None,
-                )
-                .await?;
+            let meta = replayer.create(Params::full_rebuild(&[ReadModel::Cache]), None).await?;
             replayer
                 .run(&meta.id, CancellationToken::new(), false, Duration::from_secs(3600))
                 .await?;
@@ -581,22 +569,20 @@ async fn inject(
             // The first message delivered again: a batch received at the end of the
             // window shows it a visibility timeout later, so the look goes on past it.
             let look = opts.outage + delay + crate::payments::VISIBILITY_TIMEOUT;
-            let (mut detected, mut ended) = (None, None);
+            let (mut detected, mut off_at) = (None, None);
             let ended = loop {
                 let now = started.elapsed();
                 if detected.is_none() && mapping.counts().redelivered > before.redelivered {
                     detected = Some(now);
                 }
-                if ended.is_none() && now >= opts.outage {
+                if off_at.is_none() && now >= opts.outage {
                     faults.set(Faults::default());
-                    ended = Some(Instant::now());
+                    off_at = Some(Instant::now());
                 }
-                if let Some(ended) = ended
-                    && (detected.is_some() || now >= look)
-                {
-                    break ended;
+                match off_at {
+                    Some(at) if detected.is_some() || now >= look => break at,
+                    _ => tokio::time::sleep(Duration::from_millis(20)).await,
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
             };
             let after = mapping.counts();
             Ok(Injected {

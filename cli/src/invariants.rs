@@ -33,8 +33,7 @@ use cafe_localstack::StackConfig;
 use cafe_producers::store::{EventStore, HistoryReader};
 use cafe_projections::catalog::ReadModel;
 use cafe_projections::verify::{Buckets, Verdict};
-use cafe_replay::record::Source;
-use cafe_replay::{Filter, Params};
+use cafe_replay::Params;
 use futures::StreamExt;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -227,15 +226,7 @@ async fn accepted(cfg: &StackConfig, clients: &Clients, expected: &Expected, v: 
 
 async fn read_models(cfg: &StackConfig, clients: &Clients, v: &mut Verdicts) -> Result<()> {
     let replayer = crate::read_side::replayer(cfg, clients)?;
-    let params = Params {
-        source: Source::EventStore,
-        models: ReadModel::ALL.iter().map(|m| m.name().to_owned()).collect(),
-        filter: Filter::default(),
-        segments: 4,
-        page_size: 1000,
-        max_rate: None,
-        slo: None,
-    };
+    let params = Params::full_rebuild(&ReadModel::ALL);
     let meta = replayer
         .create(params, None)
         .await
@@ -368,32 +359,29 @@ fn books(ledger: &[LedgerEntry], authorized: &BTreeMap<String, Vec<String>>) -> 
         })
         .collect();
     let first = |v: &[String]| v.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
-    match (twice.is_empty(), unrecorded.is_empty()) {
-        (true, true) => (
-            true,
-            format!(
-                "{} decisions in the gateway's ledger, one per payment, each on its order",
-                ledger.len()
-            ),
-        ),
-        _ => {
-            let mut problems = Vec::new();
-            if !twice.is_empty() {
-                problems.push(format!(
-                    "{} payments decided more than once: {}",
-                    twice.len(),
-                    first(&twice)
-                ));
-            }
-            if !unrecorded.is_empty() {
-                problems.push(format!(
-                    "{} charges not recorded on their order: {}",
-                    unrecorded.len(),
-                    first(&unrecorded)
-                ));
-            }
-            (false, problems.join("; "))
-        }
+    let mut problems = Vec::new();
+    if !twice.is_empty() {
+        problems.push(format!(
+            "{} payments decided more than once: {}",
+            twice.len(),
+            first(&twice)
+        ));
+    }
+    if !unrecorded.is_empty() {
+        problems.push(format!(
+            "{} charges not recorded on their order: {}",
+            unrecorded.len(),
+            first(&unrecorded)
+        ));
+    }
+    if problems.is_empty() {
+        let detail = format!(
+            "{} decisions in the gateway's ledger, one per payment, each on its order",
+            ledger.len()
+        );
+        (true, detail)
+    } else {
+        (false, problems.join("; "))
     }
 }
 

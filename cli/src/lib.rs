@@ -21,3 +21,12 @@ pub mod read_side;
 pub mod scenario;
 
 pub use app::{Application, Running, Settings, Stopped};
+
+/// A command-line duration (`humantime`: `30s`, `2m`) that must be longer than zero.
+pub fn positive_duration(s: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("must be longer than zero".to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}

@@ -173,43 +173,8 @@ enum Command {
         /// The story.
         #[arg(value_enum)]
         name: cafe_app::scenario::Scenario,
-        /// morning-rush: orders per second before the rush.
-        #[arg(long, default_value_t = 58, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-        base: u32,
-        /// morning-rush: orders per second at the peak.
-        #[arg(long, default_value_t = 580, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-        peak: u32,
-        /// morning-rush: how long the rate climbs.
-        #[arg(long, default_value = "30s", value_parser = positive_duration)]
-        ramp: Duration,
-        /// morning-rush: how long the peak lasts.
-        #[arg(long, default_value = "60s", value_parser = positive_duration)]
-        hold: Duration,
-        /// restock-storm: stores restocking at once.
-        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-        stores: u32,
-        /// restock-storm: SKUs each store restocks.
-        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-        skus: u32,
-        /// loyalty-batch: customers whose points are recalculated.
-        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
-        customers: u32,
-        /// menu-sync-storm: menu items published.
-        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-        items: u32,
-        /// menu-sync-storm: clients reading the menu listings meanwhile.
-        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1_000))]
-        readers: u32,
-        /// Commands per second (restock-storm, loyalty-batch, menu-sync-storm) or
-        /// orders per second of the history load (query-storm).
-        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-        rate: u32,
-        /// query-storm: how long the history load runs.
-        #[arg(long, default_value = "10s", value_parser = positive_duration)]
-        history: Duration,
-        /// query-storm: concurrent analysts.
-        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-        clients: u32,
+        #[command(flatten)]
+        opts: cafe_app::scenario::ScenarioOptions,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -583,38 +548,8 @@ async fn dispatch(cli: Cli, cfg: StackConfig) -> Result<std::process::ExitCode> 
                 std::process::ExitCode::FAILURE
             })
         }
-        Command::Scenario {
-            name,
-            base,
-            peak,
-            ramp,
-            hold,
-            stores,
-            skus,
-            customers,
-            items,
-            readers,
-            rate,
-            history,
-            clients,
-            json,
-        } => {
+        Command::Scenario { name, opts, json } => {
             up(&stack, false).await?;
-            let opts = cafe_app::scenario::ScenarioOptions {
-                base,
-                peak,
-                ramp,
-                hold,
-                stores,
-                skus,
-                customers,
-                items,
-                readers,
-                rate,
-                history,
-                clients,
-                ..cafe_app::scenario::ScenarioOptions::default()
-            };
             let report = cafe_app::scenario::run(&stack, name, &opts).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -842,13 +777,7 @@ fn share(s: &str) -> Result<f64, String> {
     }
 }
 
-pub(crate) fn positive_duration(s: &str) -> Result<Duration, String> {
-    match humantime::parse_duration(s) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err("must be longer than zero".to_owned()),
-        Err(e) => Err(e.to_string()),
-    }
-}
+pub(crate) use cafe_app::positive_duration;
 
 /// A path argument that must name a file (a typo is an argument error, exit code 2).
 fn existing_file(s: &str) -> Result<std::path::PathBuf, String> {

@@ -23,32 +23,22 @@ fn count_after(fault: &str, marker: &str) -> u64 {
 fn every_experiment_recovers_and_keeps_every_invariant() {
     let sandbox = Sandbox::new();
     sandbox.cafe(&["stack", "up"]);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cafe"))
-        .args([
-            "chaos",
-            "all",
-            "--rate",
-            "20",
-            "--warm-up",
-            "3s",
-            "--outage",
-            "2s",
-            "--after",
-            "3s",
-            "--records",
-            "5",
-            "--json",
-        ])
-        .envs(sandbox.env())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let outcomes: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
+    let out = sandbox.cafe(&[
+        "chaos",
+        "all",
+        "--rate",
+        "20",
+        "--warm-up",
+        "3s",
+        "--outage",
+        "2s",
+        "--after",
+        "3s",
+        "--records",
+        "5",
+        "--json",
+    ]);
+    let outcomes: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     let names: Vec<&str> = outcomes.iter().map(|o| o["experiment"].as_str().unwrap()).collect();
     assert_eq!(
         names,

@@ -8,22 +8,16 @@ mod common;
 
 use common::Sandbox;
 
-/// Runs `cafe scenario <args> --json` and answers its report.
+/// Runs `cafe scenario <args> --json` (which must succeed) and answers its report,
+/// every invariant of which must hold.
 fn scenario(sandbox: &Sandbox, args: &[&str]) -> serde_json::Value {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cafe"))
-        .arg("scenario")
-        .args(args)
-        .arg("--json")
-        .envs(sandbox.env())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{args:?}\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let args: Vec<&str> = ["scenario"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .chain(["--json"])
+        .collect();
+    let out = sandbox.cafe(&args);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for c in report["verdicts"]["checks"].as_array().unwrap() {
         assert_eq!(c["holds"], true, "{args:?}: {c}");
     }

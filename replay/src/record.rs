@@ -198,6 +198,21 @@ pub struct Params {
 }
 
 impl Params {
+    /// Every event of the event store into `models`, four Scan segments of a thousand,
+    /// unpaced: the rebuild the invariant checker, a chaos repair and the query storm
+    /// run, where nothing but the rebuild itself is being asked for.
+    pub fn full_rebuild(models: &[ReadModel]) -> Params {
+        Params {
+            source: Source::EventStore,
+            models: models.iter().map(|m| m.name().to_owned()).collect(),
+            filter: Filter::default(),
+            segments: 4,
+            page_size: 1000,
+            max_rate: None,
+            slo: None,
+        }
+    }
+
     /// The read models, parsed.
     pub fn read_models(&self) -> Result<Vec<ReadModel>, ReplayError> {
         self.models

@@ -72,9 +72,10 @@ impl Faults {
         Ok(())
     }
 
-    /// Whether any fault is on.
-    pub fn any(&self) -> bool {
-        self.kinesis_throttle > 0.0 || self.dynamodb_throttle > 0.0 || self.invoke_delay_ms > 0
+    /// Whether a throttle is on: what makes an injector wrap the SDK clients (the
+    /// invoke delay needs no wrapping).
+    pub fn throttles(&self) -> bool {
+        self.kinesis_throttle > 0.0 || self.dynamodb_throttle > 0.0
     }
 }
 
@@ -110,14 +111,20 @@ impl FaultInjector {
         injector
     }
 
-    /// Armed with the `CAFE__FAULTS__*` configuration when it sets any; off otherwise.
+    /// The `CAFE__FAULTS__*` configuration: armed when it sets a throttle, so only
+    /// then are the clients wrapped; an invoke delay alone is set on an unarmed one.
     pub fn from_env() -> Result<FaultInjector, StackError> {
-        let faults = Faults::from_env()?;
-        Ok(if faults.any() {
-            FaultInjector::armed(faults)
-        } else {
-            FaultInjector::off()
-        })
+        Ok(FaultInjector::of(Faults::from_env()?))
+    }
+
+    /// An injector for `faults`, armed only if they throttle.
+    fn of(faults: Faults) -> FaultInjector {
+        let injector = FaultInjector {
+            armed: faults.throttles(),
+            ..FaultInjector::default()
+        };
+        injector.set(faults);
+        injector
     }
 
     /// Changes the shares for every client this injector wrapped, from the next request.
@@ -318,7 +325,25 @@ mod tests {
         };
         assert!(bad.validate().is_err());
         assert!(Faults::default().validate().is_ok());
-        assert!(!Faults::default().any());
+        assert!(!Faults::default().throttles());
+    }
+
+    #[test]
+    fn only_a_throttle_arms_the_injector_and_the_delay_is_kept_either_way() {
+        let delay = Faults {
+            invoke_delay_ms: 6_000,
+            ..Faults::default()
+        };
+        let injector = FaultInjector::of(delay);
+        assert!(!injector.armed, "an invoke delay wraps no client");
+        assert_eq!(injector.invoke_delay(), std::time::Duration::from_secs(6));
+        let both = FaultInjector::of(Faults {
+            kinesis_throttle: 0.2,
+            ..delay
+        });
+        assert!(both.armed);
+        assert_eq!(both.invoke_delay(), std::time::Duration::from_secs(6));
+        assert!(!FaultInjector::of(Faults::default()).armed);
     }
 
     #[test]

@@ -187,6 +187,17 @@ impl World {
         tokio::spawn(worker.run(stop.clone()))
     }
 
+    /// Sends `body` to the queue at `url`.
+    pub async fn send(&self, url: &str, body: &str) {
+        self.sqs
+            .send_message()
+            .queue_url(url)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+
     /// A queue with its DLQ (after 5 receives), both uniquely named.
     pub async fn queue(&self) -> (String, String) {
         let name = unique("it-pay");

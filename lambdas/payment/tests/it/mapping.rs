@@ -20,14 +20,7 @@ async fn run_until_dead_lettered(
 ) -> (Vec<aws_sdk_sqs::types::Message>, MappingCounts) {
     let (queue, dlq) = world.queue().await;
     for body in bodies {
-        world
-            .sqs
-            .send_message()
-            .queue_url(&queue)
-            .message_body(body)
-            .send()
-            .await
-            .unwrap();
+        world.send(&queue, body).await;
     }
     let payments = world.handler(SimulatedGateway::default());
     // The visibility timeout is well above a batch's processing time even on a loaded
@@ -131,14 +124,7 @@ async fn the_queue_age_is_the_oldest_wait_and_zero_once_the_queue_is_empty() {
     let (queue, _dlq) = world.queue().await;
     world.place("o-age", "c-1", 1).await;
     let body = serde_json::to_string(&request("o-age", "c-1", 1)).unwrap();
-    world
-        .sqs
-        .send_message()
-        .queue_url(&queue)
-        .message_body(body)
-        .send()
-        .await
-        .unwrap();
+    world.send(&queue, &body).await;
     let waited = Duration::from_millis(1_500);
     tokio::time::sleep(waited).await;
     let mapping = EventSourceMapping::new(
@@ -189,15 +175,9 @@ async fn a_batch_held_past_its_visibility_timeout_is_delivered_again_and_charged
     let ids: Vec<String> = (0..5).map(|i| unique(&format!("o-held-{i}"))).collect();
     for id in &ids {
         world.place(id, "c-1", 1).await;
-        let body = serde_json::to_string(&request(id, "c-1", 1)).unwrap();
         world
-            .sqs
-            .send_message()
-            .queue_url(&queue)
-            .message_body(body)
-            .send()
-            .await
-            .unwrap();
+            .send(&queue, &serde_json::to_string(&request(id, "c-1", 1)).unwrap())
+            .await;
     }
     let ledger_path = std::env::temp_dir().join(unique("it-pay-ledger")).join("ledger.jsonl");
     let gateway = SimulatedGateway::default().with_ledger(Ledger::open(&ledger_path).unwrap());
