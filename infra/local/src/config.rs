@@ -131,12 +131,10 @@ pub struct StackConfig {
     /// The workspace's `Cargo.toml`: the Lambda emulator names functions after its
     /// binaries (default: the workspace root's, found like `state_dir`).
     pub workspace_manifest: PathBuf,
-    /// Invocations of one function the Lambda emulator runs at once (AWS would run as
-    /// many instances). The main job starts as many function processes, one per
-    /// event-source-mapping poller. Default 1: above it, cargo-lambda 1.9.2 starts extra
-    /// instances of its own with `cargo run` whenever ours are all busy, although
-    /// `--only-lambda-apis` says it starts none, and that build then competes with the
-    /// pipeline for the CPU (seen in a main-job run that then fell behind).
+    /// Instances of the payment function the main job starts (AWS's concurrency): as
+    /// many processes, each taking the next invocation the emulator holds, with one
+    /// event-source-mapping poller more. Default 1, which keeps up with the main job's
+    /// load; `cafe scenario cold-start-avalanche` starts many at once.
     pub lambda_concurrency: u32,
     /// Loopback ports.
     pub ports: Ports,

@@ -184,9 +184,11 @@ impl Service {
                 ])
                 .arg("--manifest-path")
                 .arg(&cfg.workspace_manifest);
-                if cfg.lambda_concurrency > 1 {
-                    c.arg("--concurrency").arg(cfg.lambda_concurrency.to_string());
-                }
+                // No `--concurrency`: the function processes we start all ask the one
+                // queue of invocations for the next, so they already run side by side.
+                // Above 1, cargo-lambda 1.9.2's instance monitor starts instances of its
+                // own with `cargo run` whenever none of *its* instances is idle (ours are
+                // not in its pool), despite `--only-lambda-apis`.
                 c
             }
             Service::Redis => {
