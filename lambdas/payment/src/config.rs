@@ -150,7 +150,7 @@ mod tests {
         // fails twice, and anyone else is authorised.
         use crate::gateway::{Charge, Gateway};
         let gateway = &cfg.gateway;
-        let charge = async |customer: &str, key: &str| {
+        let charge = async |customer: &str, key: &str, delivery: u32| {
             let request = cafe_events::payment::PaymentRequest {
                 order_id: "o-1".into(),
                 customer_id: customer.into(),
@@ -159,15 +159,15 @@ mod tests {
                 attempt: 1,
                 idempotency_key: key.into(),
             };
-            gateway.charge(&request).await
+            gateway.charge(&request, delivery).await
         };
         for blocked in ["c-9", "c-8"] {
-            assert!(matches!(charge(blocked, blocked).await, Ok(Charge::Declined { .. })));
+            assert!(matches!(charge(blocked, blocked, 1).await, Ok(Charge::Declined { .. })));
         }
-        assert!(charge("c-7", "k7").await.is_err());
-        assert!(charge("c-7", "k7").await.is_err());
-        assert!(matches!(charge("c-7", "k7").await, Ok(Charge::Authorized { .. })));
-        assert!(matches!(charge("c-1", "k1").await, Ok(Charge::Authorized { .. })));
+        assert!(charge("c-7", "k7", 1).await.is_err());
+        assert!(charge("c-7", "k7", 2).await.is_err());
+        assert!(matches!(charge("c-7", "k7", 3).await, Ok(Charge::Authorized { .. })));
+        assert!(matches!(charge("c-1", "k1", 1).await, Ok(Charge::Authorized { .. })));
     }
 
     #[test]

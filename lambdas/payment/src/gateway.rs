@@ -3,8 +3,11 @@
 //! The simulation's rules (so tests and the local saga can choose an outcome):
 //! - an amount above [`SimulatedGateway::limit_cents`] is declined (`amount_over_limit`);
 //! - a customer in the blocked set is declined (`customer_blocked`);
-//! - a customer marked flaky with `n` fails transiently on the first `n` charges of each
-//!   idempotency key, then behaves normally (a retried delivery succeeds);
+//! - a customer marked flaky with `n` fails transiently on the first `n` deliveries of
+//!   each payment request, then behaves normally (a retried delivery succeeds). It
+//!   counts deliveries (SQS's receive count), not its own calls: a real gateway is one
+//!   service, and a count kept in each function process would fail a retry again on
+//!   every instance it lands on, into the DLQ once there are five;
 //! - anything else is authorised, with a payment id derived from the idempotency key, so
 //!   a repeated charge of one key answers the same payment, as real gateways do with their
 //!   own idempotency keys.
@@ -44,8 +47,11 @@ pub struct Transient(pub String);
 
 /// A payment gateway.
 pub trait Gateway: Send + Sync {
-    /// Charges `request` (idempotent by its key on the gateway's side).
-    fn charge(&self, request: &PaymentRequest) -> impl Future<Output = Result<Charge, Transient>> + Send;
+    /// Charges `request` (idempotent by its key on the gateway's side). `delivery` is
+    /// 1 for the request's first delivery and counts its redeliveries (what a client
+    /// would send as a retry header); the simulation's outages count on it.
+    fn charge(&self, request: &PaymentRequest, delivery: u32)
+    -> impl Future<Output = Result<Charge, Transient>> + Send;
 }
 
 /// One decision in the gateway's ledger.
@@ -116,8 +122,6 @@ pub struct SimulatedGateway {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Charge calls per idempotency key (failed ones included).
-    calls: HashMap<String, u32>,
     /// Authorisations made, by key; a repeat of a key is not a second charge.
     authorized: HashSet<String>,
     /// Calls that reached a decision (authorised or declined), repeats included: what
@@ -151,7 +155,8 @@ impl SimulatedGateway {
         self
     }
 
-    /// Fails the first `failures` charges of each of `customer`'s keys transiently.
+    /// Fails the first `failures` deliveries of each of `customer`'s requests
+    /// transiently.
     pub fn flaky(mut self, customer: impl Into<String>, failures: u32) -> Self {
         self.flaky.insert(customer.into(), failures);
         self
@@ -176,12 +181,12 @@ impl SimulatedGateway {
         self.state.lock().map(|s| s.decisions).unwrap_or_default()
     }
 
-    fn decide(&self, request: &PaymentRequest) -> Result<Charge, Transient> {
+    fn decide(&self, request: &PaymentRequest, delivery: u32) -> Result<Charge, Transient> {
         let mut state = self
             .state
             .lock()
             .map_err(|_| Transient("simulated gateway state poisoned".into()))?;
-        let charge = self.rule(&mut state, request)?;
+        let charge = self.rule(&mut state, request, delivery)?;
         if let Some(ledger) = &mut state.ledger {
             let entry = LedgerEntry {
                 idempotency_key: request.idempotency_key.clone(),
@@ -197,13 +202,11 @@ impl SimulatedGateway {
         Ok(charge)
     }
 
-    fn rule(&self, state: &mut State, request: &PaymentRequest) -> Result<Charge, Transient> {
-        let calls = state.calls.entry(request.idempotency_key.clone()).or_default();
-        *calls += 1;
+    fn rule(&self, state: &mut State, request: &PaymentRequest, delivery: u32) -> Result<Charge, Transient> {
         if let Some(&failures) = self.flaky.get(&request.customer_id)
-            && *calls <= failures
+            && delivery <= failures
         {
-            return Err(Transient(format!("simulated outage ({calls} of {failures})")));
+            return Err(Transient(format!("simulated outage ({delivery} of {failures})")));
         }
         state.decisions += 1;
         if self.blocked.contains(&request.customer_id) {
@@ -224,11 +227,11 @@ impl SimulatedGateway {
 }
 
 impl Gateway for SimulatedGateway {
-    async fn charge(&self, request: &PaymentRequest) -> Result<Charge, Transient> {
+    async fn charge(&self, request: &PaymentRequest, delivery: u32) -> Result<Charge, Transient> {
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
         }
-        self.decide(request)
+        self.decide(request, delivery)
     }
 }
 
@@ -251,33 +254,40 @@ mod tests {
     fn the_rules_decide_as_documented() {
         let g = SimulatedGateway::new(10_000).block("mallory").flaky("flaky", 2);
         assert_eq!(
-            g.decide(&request("alice", 10_000, "k1")),
+            g.decide(&request("alice", 10_000, "k1"), 1),
             Ok(Charge::Authorized {
                 payment_id: "pay-k1".into()
             })
         );
         assert_eq!(
-            g.decide(&request("alice", 10_001, "k2")),
+            g.decide(&request("alice", 10_001, "k2"), 1),
             Ok(Charge::Declined {
                 reason: "amount_over_limit".into()
             })
         );
         assert_eq!(
-            g.decide(&request("mallory", 100, "k3")),
+            g.decide(&request("mallory", 100, "k3"), 1),
             Ok(Charge::Declined {
                 reason: "customer_blocked".into()
             })
         );
-        assert!(g.decide(&request("flaky", 100, "k4")).is_err());
-        assert!(g.decide(&request("flaky", 100, "k4")).is_err());
+        assert!(g.decide(&request("flaky", 100, "k4"), 1).is_err());
+        assert!(g.decide(&request("flaky", 100, "k4"), 2).is_err());
         assert_eq!(
-            g.decide(&request("flaky", 100, "k4")),
+            g.decide(&request("flaky", 100, "k4"), 3),
             Ok(Charge::Authorized {
                 payment_id: "pay-k4".into()
             })
         );
-        // Each key of a flaky customer fails its own first charges.
-        assert!(g.decide(&request("flaky", 100, "k5")).is_err());
+        // Each request of a flaky customer fails its own first deliveries, whoever saw
+        // the earlier ones (another instance of the function).
+        assert!(g.decide(&request("flaky", 100, "k5"), 1).is_err());
+        assert!(
+            SimulatedGateway::new(10_000)
+                .flaky("flaky", 2)
+                .decide(&request("flaky", 100, "k5"), 3)
+                .is_ok()
+        );
         assert_eq!(g.authorizations(), 2);
         assert_eq!(
             g.decisions(),
@@ -294,11 +304,11 @@ mod tests {
         let g = SimulatedGateway::new(1_000)
             .flaky("flaky", 1)
             .with_ledger(Ledger::open(&path).unwrap());
-        let _ = g.decide(&request("alice", 500, "k1"));
-        let _ = g.decide(&request("alice", 5_000, "k2"));
-        let _ = g.decide(&request("flaky", 100, "k3"));
-        let _ = g.decide(&request("flaky", 100, "k3"));
-        let _ = g.decide(&request("alice", 500, "k1"));
+        let _ = g.decide(&request("alice", 500, "k1"), 1);
+        let _ = g.decide(&request("alice", 5_000, "k2"), 1);
+        let _ = g.decide(&request("flaky", 100, "k3"), 1);
+        let _ = g.decide(&request("flaky", 100, "k3"), 2);
+        let _ = g.decide(&request("alice", 500, "k1"), 1);
         let keys: Vec<(String, bool)> = Ledger::read(&path)
             .unwrap()
             .into_iter()
@@ -321,8 +331,8 @@ mod tests {
     #[test]
     fn a_key_charged_again_is_the_same_payment() {
         let g = SimulatedGateway::default();
-        let first = g.decide(&request("alice", 500, "k"));
-        assert_eq!(g.decide(&request("alice", 500, "k")), first);
+        let first = g.decide(&request("alice", 500, "k"), 1);
+        assert_eq!(g.decide(&request("alice", 500, "k"), 1), first);
         assert_eq!(g.authorizations(), 1);
         assert_eq!(g.decisions(), 2, "but both calls were decided");
     }

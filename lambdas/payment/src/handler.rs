@@ -98,6 +98,16 @@ impl Failed {
     }
 }
 
+/// Which delivery of its message this is: SQS's `ApproximateReceiveCount` (1 when the
+/// event does not say).
+fn delivery(message: &SqsMessage) -> u32 {
+    message
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1)
+}
+
 /// Whether an order took the charge.
 enum Payable {
     /// Charged, with the order and its version as the charge found them.
@@ -216,7 +226,10 @@ impl<G: Gateway, S: EventStore, K: RecordSink> Payments<G, S, K> {
             Claim::Completed(charge) => charge,
             Claim::InProgress => return Err(Failed::InProgress(request.idempotency_key)),
             Claim::Mismatch => return Err(Failed::KeyReused(request.idempotency_key)),
-            Claim::Acquired => match self.charge_if_payable(&order_id, &request, &hash).await {
+            Claim::Acquired => match self
+                .charge_if_payable(&order_id, &request, &hash, delivery(message))
+                .await
+            {
                 Ok(Payable::Charged(charge, order)) => {
                     return self.append(order_id, Some(order), &request, &hash, &charge).await;
                 }
@@ -242,6 +255,7 @@ impl<G: Gateway, S: EventStore, K: RecordSink> Payments<G, S, K> {
         order_id: &OrderId,
         request: &PaymentRequest,
         hash: &str,
+        delivery: u32,
     ) -> Result<Payable, Failed> {
         let (order, version) = self
             .orders
@@ -263,7 +277,7 @@ impl<G: Gateway, S: EventStore, K: RecordSink> Payments<G, S, K> {
                 request.amount_cents
             )));
         }
-        let charge = self.gateway.charge(request).await?;
+        let charge = self.gateway.charge(request, delivery).await?;
         self.idempotency.complete(request, hash, &charge).await?;
         Ok(Payable::Charged(charge, (order, version)))
     }

@@ -239,6 +239,14 @@ pub fn message(message_id: &str, body: &str) -> SqsMessage {
     m
 }
 
+/// `message` as SQS hands it out the `n`-th time.
+pub fn delivered(mut message: SqsMessage, n: u32) -> SqsMessage {
+    message
+        .attributes
+        .insert("ApproximateReceiveCount".into(), n.to_string());
+    message
+}
+
 pub fn event(messages: Vec<SqsMessage>) -> SqsEvent {
     let mut e = SqsEvent::default();
     e.records = messages;
