@@ -17,7 +17,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use cafe_localstack::StackConfig;
 use cafe_localstack::lambda::{EmulatorInvoker, Invoke, spawn_function};
 
-use crate::payments::{FUNCTION, function_env};
+use crate::payments::{FUNCTION, INVOKE_TIMEOUT, function_env};
 
 /// Where `cargo lambda build --release` puts the deployable binary.
 fn default_binary(cfg: &StackConfig) -> Option<PathBuf> {
@@ -60,7 +60,7 @@ pub async fn cold_start(cfg: &StackConfig, binary: Option<PathBuf>, runs: u32) -
         .len();
     let mut env = function_env(cfg);
     env.push(("RUST_LOG".to_owned(), "warn".to_owned()));
-    let invoker = EmulatorInvoker::new(cfg, FUNCTION, Duration::from_secs(30));
+    let invoker = EmulatorInvoker::new(cfg, FUNCTION, INVOKE_TIMEOUT);
     let empty = SqsEvent::default();
     // One throw-away run: the first exec of a binary also pays for reading it from disk.
     let (mut cold, mut warm, mut rss) = (Vec::new(), Vec::new(), Vec::new());

@@ -138,12 +138,17 @@ impl LoadReport {
 
     /// The `q`-quantile latency (0.5, 0.99).
     pub fn quantile(&self, q: f64) -> Duration {
-        let mut l = self.latencies.clone();
-        l.sort();
-        l.get(((l.len() as f64 - 1.0) * q).round() as usize)
-            .copied()
-            .unwrap_or_default()
+        quantile(&self.latencies, q)
     }
+}
+
+/// The `q`-quantile (0.5, 0.99; 1.0 is the largest) of `values` (zero when empty).
+pub fn quantile(values: &[Duration], q: f64) -> Duration {
+    let mut l = values.to_vec();
+    l.sort();
+    l.get(((l.len() as f64 - 1.0) * q).round() as usize)
+        .copied()
+        .unwrap_or_default()
 }
 
 /// The `n`-th order of a run: 1–3 lines over the menu, spread over stores and customers.

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use cafe_localstack::StackConfig;
 use cafe_localstack::faults::FaultInjector;
 use cafe_localstack::lambda::{
-    EmulatorInvoker, EventSourceMapping, MappingConfig, MappingCounts, MappingStats, spawn_function,
+    EmulatorInvoker, EventSourceMapping, Invoke, MappingConfig, MappingCounts, MappingStats, spawn_function,
 };
 use tokio::sync::watch;
 
@@ -25,6 +25,9 @@ const GATEWAY_RULES: [(&str, &str); 2] = [("CAFE_GATEWAY_BLOCKED", "cust-7"), ("
 /// The payments mapping's visibility timeout: short, so a failed payment comes back
 /// within a local run.
 pub const VISIBILITY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The function's timeout: an invocation without an answer by then counts as failed.
+pub const INVOKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How often the queues' depths are read for the metrics: AWS/SQS publishes its
 /// own once a minute; a local run wants to see a backlog form within seconds.
@@ -143,9 +146,23 @@ pub fn function_env(cfg: &StackConfig) -> Vec<(String, String)> {
 }
 
 impl Saga {
-    /// Starts the function process and the mapping (which reads its injected fault, if
-    /// any, from `faults`).
+    /// Starts the function's instances (`lambda_concurrency`) and the mapping (which
+    /// reads its injected fault, if any, from `faults`).
     pub async fn start(cfg: &StackConfig, sqs: &aws_sdk_sqs::Client, faults: &FaultInjector) -> Result<Saga> {
+        let invoker = EmulatorInvoker::new(cfg, FUNCTION, INVOKE_TIMEOUT);
+        Saga::start_with(cfg, sqs, faults, cfg.lambda_concurrency.max(1) as usize, invoker).await
+    }
+
+    /// Starts `instances` function processes at once, all cold, and the mapping,
+    /// invoking through `invoker` (the emulator's Invoke API, or something around it
+    /// that watches the invocations).
+    pub async fn start_with<I: Invoke>(
+        cfg: &StackConfig,
+        sqs: &aws_sdk_sqs::Client,
+        faults: &FaultInjector,
+        instances: usize,
+        invoker: I,
+    ) -> Result<Saga> {
         let names = &cfg.names;
         let mut env = function_env(cfg);
         env.extend(GATEWAY_RULES.map(|(k, v)| (k.to_owned(), v.to_owned())));
@@ -157,7 +174,7 @@ impl Saga {
             "RUST_LOG".to_owned(),
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info,aws=warn".to_owned()),
         ));
-        let instances = cfg.lambda_concurrency.max(1) as usize;
+        let instances = instances.max(1);
         let binary = function_binary()?;
         let functions = (0..instances)
             .map(|_| spawn_function(cfg, &binary, FUNCTION, &env).with_context(|| format!("starting {FUNCTION}")))
@@ -166,7 +183,7 @@ impl Saga {
         let mapping = EventSourceMapping::new(
             sqs.clone(),
             &queue,
-            EmulatorInvoker::new(cfg, FUNCTION, Duration::from_secs(30)),
+            invoker,
             MappingConfig {
                 visibility_timeout: VISIBILITY_TIMEOUT,
                 // One poller more than there are instances, as AWS's pollers (five at
