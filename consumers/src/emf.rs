@@ -22,11 +22,18 @@ pub const PAYMENTS_RETRIED: &str = "payments_retried";
 /// Payment messages refused for good (they end in the DLQ).
 pub const PAYMENTS_REFUSED: &str = "payments_refused";
 
+/// How long an instance of the function took from its process's start to being ready
+/// for its first invocation (its init phase, which AWS reports as the REPORT line's
+/// Init Duration), sent once, with the instance's first batch: the Lambda emulator
+/// here reports no init phase, and a cold-start avalanche is measured in it.
+pub const INIT_DURATION: &str = "init_duration";
+
 /// The Lambda-only metrics: (name, unit).
 pub const LAMBDA_METRICS: &[(&str, Unit)] = &[
     (PAYMENTS_SETTLED, Unit::Count),
     (PAYMENTS_RETRIED, Unit::Count),
     (PAYMENTS_REFUSED, Unit::Count),
+    (INIT_DURATION, Unit::Milliseconds),
 ];
 
 /// One metric's value(s) in a line.
@@ -78,6 +85,27 @@ pub fn line(
         }),
     );
     Value::Object(root).to_string()
+}
+
+/// The values of `metric` in `line` when it is a valid EMF line whose directives name
+/// that metric: what CloudWatch would take from it (so a local run can read a
+/// function's metrics back from its log). None for any other line.
+pub fn values(line: &str, metric: &str) -> Option<Vec<f64>> {
+    validate(line).ok()?;
+    let root: Value = serde_json::from_str(line).ok()?;
+    let declared = root["_aws"]["CloudWatchMetrics"]
+        .as_array()?
+        .iter()
+        .filter_map(|d| d["Metrics"].as_array())
+        .flatten()
+        .any(|m| m["Name"] == metric);
+    if !declared {
+        return None;
+    }
+    match root.get(metric)? {
+        Value::Array(vs) => vs.iter().map(Value::as_f64).collect(),
+        v => Some(vec![v.as_f64()?]),
+    }
 }
 
 /// Why a line is not valid EMF.
@@ -210,6 +238,26 @@ mod tests {
         assert_eq!(v[PAYMENTS_SETTLED], 9.0);
         assert_eq!(v["end_to_end_seconds"].as_array().unwrap().len(), MAX_VALUES);
         assert_eq!(v["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0][0], "FunctionName");
+    }
+
+    #[test]
+    fn a_metric_is_read_back_only_from_a_line_that_declares_it() {
+        let l = line(
+            "CloudCafe",
+            &[("FunctionName", "f")],
+            &[
+                (INIT_DURATION, Unit::Milliseconds, Observed::One(12.5)),
+                ("latency", Unit::Seconds, Observed::Many(vec![1.0, 2.0])),
+            ],
+            1,
+        );
+        assert_eq!(values(&l, INIT_DURATION), Some(vec![12.5]));
+        assert_eq!(values(&l, "latency"), Some(vec![1.0, 2.0]));
+        assert_eq!(values(&l, PAYMENTS_SETTLED), None, "not in the line");
+        // A root field the directives do not name is no metric; a log line is no EMF.
+        let undeclared = l.replacen("{", r#"{"other":3,"#, 1);
+        assert_eq!(values(&undeclared, "other"), None);
+        assert_eq!(values("INFO handled a batch init_duration=3", INIT_DURATION), None);
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //!    after a crash between 4 and 5 appends nothing twice.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use cafe_events::proto::orders::v1::OrderStatus;
@@ -129,20 +130,24 @@ pub struct BatchCounts {
 
 impl BatchCounts {
     /// The batch as one EMF log line (CloudWatch Logs turns it into metrics; no API
-    /// call on the invoke path), in `namespace`, dimension `FunctionName`.
-    pub fn emf(&self, namespace: &str, function: &str, timestamp_ms: i64) -> String {
+    /// call on the invoke path), in `namespace`, dimension `FunctionName`; with the
+    /// instance's `init` duration on its first batch.
+    pub fn emf(&self, namespace: &str, function: &str, timestamp_ms: i64, init: Option<Duration>) -> String {
         use cafe_consumers::emf::{self, Observed};
         use cafe_consumers::metrics::Unit;
-        emf::line(
-            namespace,
-            &[("FunctionName", function)],
-            &[
-                (emf::PAYMENTS_SETTLED, Unit::Count, Observed::One(self.settled as f64)),
-                (emf::PAYMENTS_RETRIED, Unit::Count, Observed::One(self.retried as f64)),
-                (emf::PAYMENTS_REFUSED, Unit::Count, Observed::One(self.refused as f64)),
-            ],
-            timestamp_ms,
-        )
+        let mut metrics = vec![
+            (emf::PAYMENTS_SETTLED, Unit::Count, Observed::One(self.settled as f64)),
+            (emf::PAYMENTS_RETRIED, Unit::Count, Observed::One(self.retried as f64)),
+            (emf::PAYMENTS_REFUSED, Unit::Count, Observed::One(self.refused as f64)),
+        ];
+        if let Some(init) = init {
+            metrics.push((
+                emf::INIT_DURATION,
+                Unit::Milliseconds,
+                Observed::One(init.as_secs_f64() * 1000.0),
+            ));
+        }
+        emf::line(namespace, &[("FunctionName", function)], &metrics, timestamp_ms)
     }
 }
 

@@ -1,6 +1,8 @@
 //! The payment function: SQS batches of payment requests (see the library's docs).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use cafe_lambda_payment::config::PaymentConfig;
@@ -13,6 +15,7 @@ use lambda_runtime::{LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
+    let started = Instant::now();
     lambda_runtime::tracing::init_default_subscriber();
     let cfg = PaymentConfig::from_env(|k| std::env::var(k).ok())?;
     // Endpoints, region and credentials from the SDK's default chain: the execution role
@@ -31,12 +34,16 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let payments = &payments;
     let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "cafe-lambda-payment".to_owned());
     let (namespace, function) = (&cfg.metrics_namespace, function.as_str());
+    // The init phase ends here: the runtime asks for the first invocation next.
+    let init = started.elapsed();
+    let first = &AtomicBool::new(true);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         let (response, counts) = payments.handle_counted(event.payload).await;
+        let init = first.swap(false, Ordering::Relaxed).then_some(init);
         // The batch's metrics as an EMF line on stdout (CloudWatch Logs in AWS).
         println!(
             "{}",
-            counts.emf(namespace, function, chrono::Utc::now().timestamp_millis())
+            counts.emf(namespace, function, chrono::Utc::now().timestamp_millis(), init)
         );
         Ok::<_, lambda_runtime::Error>(response)
     }))

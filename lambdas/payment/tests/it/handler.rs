@@ -49,11 +49,21 @@ async fn a_fixture_batch_fails_exactly_its_bad_messages_with_their_reasons_logge
     };
     // The batch's EMF line: valid EMF, one settled, four refused for good.
     assert_eq!((counts.settled, counts.retried, counts.refused), (1, 0, 4));
-    let emf = counts.emf("CloudCafe", "cafe-lambda-payment", 1_800_000_000_000);
+    let emf = counts.emf("CloudCafe", "cafe-lambda-payment", 1_800_000_000_000, None);
     cafe_consumers::emf::validate(&emf).unwrap();
     let v: serde_json::Value = serde_json::from_str(&emf).unwrap();
     assert_eq!(v["FunctionName"], "cafe-lambda-payment");
     assert_eq!(v[cafe_consumers::emf::PAYMENTS_REFUSED], 4.0);
+    assert_eq!(
+        cafe_consumers::emf::values(&emf, cafe_consumers::emf::INIT_DURATION),
+        None
+    );
+    // An instance's first batch also says how long its init took.
+    let first = counts.emf("CloudCafe", "cafe-lambda-payment", 1, Some(Duration::from_millis(42)));
+    assert_eq!(
+        cafe_consumers::emf::values(&first, cafe_consumers::emf::INIT_DURATION),
+        Some(vec![42.0])
+    );
     // Not JSON, a missing amount, a negative amount, a string amount: reported; the
     // good one is charged and its order paid.
     assert_eq!(failed_ids(&response), ids[1..].to_vec());
