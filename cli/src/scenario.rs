@@ -24,6 +24,8 @@ use cafe_replay::storm::Storm;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+mod avalanche;
+
 use crate::invariants::{self, Check, Expected, Verdicts};
 use crate::load::{self, Command, LoadReport, Profile};
 use crate::{Application, Settings};
@@ -45,6 +47,11 @@ pub enum Scenario {
     /// `--readers` clients read the category listings: the cache's hit rate, the reads
     /// that reached DocumentDB, and no stale listing once the changes are projected.
     MenuSyncStorm,
+    /// Black Friday: `--orders` at `--rate` per second while the payment function has
+    /// no instance, then `--concurrency` instances start at once, all cold, and work
+    /// the queue off: their init durations, invocation durations, message ages and
+    /// failures.
+    ColdStartAvalanche,
     /// Analysts' reports on the warehouse while a replay rebuilds it: the replay's
     /// query storm (`cafe replay storm`) with `--clients`, after an order load that
     /// gives it a history.
@@ -59,6 +66,7 @@ impl Scenario {
             Scenario::RestockStorm => "restock-storm",
             Scenario::LoyaltyBatch => "loyalty-batch",
             Scenario::MenuSyncStorm => "menu-sync-storm",
+            Scenario::ColdStartAvalanche => "cold-start-avalanche",
             Scenario::QueryStorm => "query-storm",
         }
     }
@@ -94,8 +102,15 @@ pub struct ScenarioOptions {
     /// menu-sync-storm: clients reading the menu listings meanwhile.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub readers: u32,
-    /// Commands per second (restock-storm, loyalty-batch, menu-sync-storm), or orders
-    /// per second of the history load (query-storm).
+    /// cold-start-avalanche: orders whose payments wait for the function.
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub orders: u32,
+    /// cold-start-avalanche: function instances started at once (AWS's concurrency).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub concurrency: u32,
+    /// Commands per second (restock-storm, loyalty-batch, menu-sync-storm, the
+    /// burst of cold-start-avalanche), or orders per second of the history load
+    /// (query-storm).
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub rate: u32,
     /// query-storm: how long the history load runs.
@@ -106,7 +121,7 @@ pub struct ScenarioOptions {
     pub clients: u32,
     /// Requests in flight at most.
     #[arg(skip = 512_usize)]
-    pub concurrency: usize,
+    pub in_flight: usize,
     /// Longest wait for the pipeline to go quiet afterwards.
     #[arg(skip = Duration::from_secs(180))]
     pub patience: Duration,
@@ -208,6 +223,8 @@ pub async fn run(stack: &Stack, scenario: Scenario, opts: &ScenarioOptions) -> R
     // The lag monitor is not part of what is measured; its reads would only add load.
     settings.monitor = None;
     settings.worker_id = format!("scenario-{}-{}", scenario.name(), std::process::id());
+    // The avalanche starts the function's instances itself, when the backlog is there.
+    settings.saga = scenario != Scenario::ColdStartAvalanche;
     let running = Application::build(settings).await?.start().await?;
     let clients = running.clients().clone();
     let before = Expected::before(&cfg, &clients).await?;
@@ -236,7 +253,7 @@ pub async fn run(stack: &Stack, scenario: Scenario, opts: &ScenarioOptions) -> R
                     to: f64::from(opts.peak),
                     over: opts.ramp,
                 },
-                opts.concurrency,
+                opts.in_flight,
                 None,
                 |n| order(&run_tag, "r", n),
                 tokio::time::sleep(opts.ramp),
@@ -246,7 +263,7 @@ pub async fn run(stack: &Stack, scenario: Scenario, opts: &ScenarioOptions) -> R
                 &http,
                 &base,
                 Profile::Constant(f64::from(opts.peak)),
-                opts.concurrency,
+                opts.in_flight,
                 None,
                 |n| order(&run_tag, "p", n),
                 tokio::time::sleep(opts.hold),
@@ -311,12 +328,16 @@ pub async fn run(stack: &Stack, scenario: Scenario, opts: &ScenarioOptions) -> R
             own.push(menu_sync_storm(&running, &http, &base, &run_tag, opts, &mut table).await?);
             Vec::new()
         }
+        Scenario::ColdStartAvalanche => {
+            own.push(avalanche::run(&running, &cfg, &http, &base, &run_tag, opts, &mut table).await?);
+            Vec::new()
+        }
         Scenario::QueryStorm => {
             let report = load::orders(
                 &http,
                 &base,
                 opts.rate,
-                opts.concurrency,
+                opts.in_flight,
                 tokio::time::sleep(opts.history),
             )
             .await;
@@ -622,7 +643,7 @@ async fn batch(
     let started = Instant::now();
     let profile = Profile::Constant(f64::from(opts.rate));
     let never = std::future::pending::<()>();
-    let report = load::commands(http, base, profile, opts.concurrency, Some(total), make, never).await;
+    let report = load::commands(http, base, profile, opts.in_flight, Some(total), make, never).await;
     (report, started.elapsed())
 }
 

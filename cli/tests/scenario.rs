@@ -114,6 +114,48 @@ fn every_scenario_runs_its_story_and_keeps_every_invariant() {
         .unwrap();
     assert!(reads > 0, "{menu}");
 
+    let avalanche = scenario(
+        &sandbox,
+        &[
+            "cold-start-avalanche",
+            "--orders",
+            "60",
+            "--rate",
+            "100",
+            "--concurrency",
+            "4",
+        ],
+    );
+    assert_eq!(
+        outcome(figure(&avalanche, "orders sent")),
+        [60, 60, 0, 0],
+        "{avalanche}"
+    );
+    assert_eq!(figure(&avalanche, "payment requests waiting"), "60", "{avalanche}");
+    assert_eq!(figure(&avalanche, "instances started at once"), "4");
+    // Every instance that got an invocation reported its init, and at least one did.
+    let reported: u64 = figure(&avalanche, "init duration")
+        .split(" (")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=4).contains(&reported), "{avalanche}");
+    assert!(figure(&avalanche, "backlog taken up").ends_with("/s)"), "{avalanche}");
+    assert!(
+        figure(&avalanche, "backlog drained").ends_with(" started"),
+        "{avalanche}"
+    );
+    assert!(
+        avalanche["verdicts"]["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "the backlog drained after the cold starts" && c["holds"] == true),
+        "{avalanche}"
+    );
+
     let storm = scenario(
         &sandbox,
         &["query-storm", "--rate", "20", "--history", "2s", "--clients", "4"],
