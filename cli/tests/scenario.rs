@@ -131,11 +131,15 @@ fn every_scenario_runs_its_story_and_keeps_every_invariant() {
         [60, 60, 0, 0],
         "{avalanche}"
     );
-    assert_eq!(figure(&avalanche, "payment requests waiting"), "60", "{avalanche}");
+    assert_eq!(
+        figure(&avalanche, "payment requests waiting"),
+        "60 (60 / 0: the consumer's bound is 500)",
+        "{avalanche}"
+    );
     assert_eq!(figure(&avalanche, "instances started at once"), "4");
     // Every instance that got an invocation reported its init, and at least one did.
     let reported: u64 = figure(&avalanche, "init duration")
-        .split(" (")
+        .split("(reported by ")
         .nth(1)
         .and_then(|rest| rest.split(' ').next())
         .unwrap()
