@@ -7,6 +7,7 @@
 //!
 //! # Layout
 //! - [`api`]: the HTTP command API (axum router, JSON errors, edge validation).
+//! - [`auth`]: who may send which command and read what (a pure policy).
 //! - [`domain`]: the [`domain::Aggregate`] trait and the four aggregates:
 //!   [`domain::order`], [`domain::stock`], [`domain::loyalty`], [`domain::menu`].
 //! - [`store`]: the [`store::EventStore`] port, [`store::DynamoEventStore`], and
@@ -17,6 +18,7 @@
 //! - [`service`]: [`service::CommandService`], the path every command takes.
 
 pub mod api;
+pub mod auth;
 pub mod domain;
 pub mod outbox;
 pub mod publish;
