@@ -17,6 +17,11 @@
 //!
 //! and the **operator**, who reads the metrics and the lag dashboard and sends no command.
 //! Anyone with a valid token reads the menu.
+//!
+//! [`token`] turns a bearer token into a [`Caller`].
+
+#[cfg(feature = "jwt")]
+pub mod token;
 
 /// What a verified token says about its bearer.
 #[derive(Debug, Clone, PartialEq, Eq)]
