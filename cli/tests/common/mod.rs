@@ -130,3 +130,16 @@ impl Drop for Sandbox {
             .output();
     }
 }
+
+/// The check called `name` in a command's JSON report (`verdicts.checks`), if any.
+pub fn check<'a>(report: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    report["verdicts"]["checks"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == name)
+}
+
+/// Whether the report has the check `name` and it holds.
+pub fn holds(report: &serde_json::Value, name: &str) -> bool {
+    check(report, name).is_some_and(|c| c["holds"] == true)
+}
