@@ -167,6 +167,22 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a bearer token for a local caller, signed by the local stack's key (kept
+    /// under the state dir, created on first use).
+    Token {
+        /// What the caller is.
+        #[arg(long, value_enum)]
+        role: cafe_app::token::RoleName,
+        /// Who: a customer id for a customer, a person's id otherwise.
+        #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
+        sub: String,
+        /// The store a staff token is for.
+        #[arg(long, required_if_eq("role", "staff"), value_parser = clap::builder::NonEmptyStringValueParser::new())]
+        store: Option<String>,
+        /// How long the token is valid.
+        #[arg(long, default_value = "1h", value_parser = cafe_app::positive_duration)]
+        valid: Duration,
+    },
     /// Run one of the seed's stress stories against the pipeline, print its figures,
     /// and check that nothing was lost (exit 1 if an invariant breaks).
     Scenario {
@@ -547,6 +563,15 @@ async fn dispatch(cli: Cli, cfg: StackConfig) -> Result<std::process::ExitCode> 
             } else {
                 std::process::ExitCode::FAILURE
             })
+        }
+        Command::Token {
+            role,
+            sub,
+            store,
+            valid,
+        } => {
+            println!("{}", cafe_app::token::mint(&cfg, role, &sub, store.as_deref(), valid)?);
+            Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Scenario { name, opts, json } => {
             up(&stack, false).await?;

@@ -270,6 +270,12 @@ impl StackConfig {
         self.data_dir().join("payment-gateway").join("ledger.jsonl")
     }
 
+    /// The local identity provider's signing key and JWKS (kept by `up --fresh`, so
+    /// tokens minted before stay valid).
+    pub fn auth_dir(&self) -> PathBuf {
+        self.state_dir.join("auth")
+    }
+
     /// Log files, one per service.
     pub fn log_dir(&self) -> PathBuf {
         self.state_dir.join("logs")

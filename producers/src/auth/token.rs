@@ -10,6 +10,7 @@
 //! a token's header cannot choose HS256 with the public key as its secret, nor `none`.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet, ThumbprintHash};
@@ -17,6 +18,15 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Map, Value, json};
 
 use super::{Caller, Role};
+
+/// The `iss` of the local stack's tokens.
+pub const LOCAL_ISSUER: &str = "https://auth.cloudcafe.local";
+/// The `aud` of the local stack's tokens: the API.
+pub const LOCAL_AUDIENCE: &str = "cloudcafe-api";
+/// The local issuer's private key (PKCS#8 DER, readable by its owner only).
+const KEY_FILE: &str = "signing-key.p8";
+/// The local issuer's public keys, for a verifier.
+pub const JWKS_FILE: &str = "jwks.json";
 
 /// Clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY: Duration = Duration::from_secs(30);
@@ -49,6 +59,14 @@ pub enum KeyError {
     /// Signing or key generation failed.
     #[error("signing key: {0}")]
     Signing(String),
+    /// The key or the JWKS could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// Which file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Verifies tokens of one issuer for one audience.
@@ -95,6 +113,21 @@ impl Verifier {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
         })
+    }
+
+    /// A verifier of the local issuer's tokens, over the JWKS it keeps in `dir`
+    /// ([`LocalIssuer::open`]).
+    pub fn local(dir: &Path) -> Result<Verifier, KeyError> {
+        let path = dir.join(JWKS_FILE);
+        let text = std::fs::read(&path).map_err(|source| KeyError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let jwks: JwkSet = serde_json::from_slice(&text).map_err(|e| KeyError::Unusable {
+            kid: String::new(),
+            reason: format!("{}: {e}", path.display()),
+        })?;
+        Verifier::new(&jwks, LOCAL_ISSUER, LOCAL_AUDIENCE)
     }
 
     /// The caller `token` was issued to, if it verifies.
@@ -171,6 +204,43 @@ impl LocalIssuer {
         let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
             .map_err(|e| KeyError::Signing(e.to_string()))?;
         LocalIssuer::from_pkcs8(doc.as_ref(), issuer, audience)
+    }
+
+    /// The local stack's issuer, its key kept in `dir`: created on first use, with
+    /// its JWKS ([`JWKS_FILE`]) beside it for whoever verifies, and the same key ever
+    /// after, so tokens minted earlier stay valid.
+    pub fn open(dir: &Path) -> Result<LocalIssuer, KeyError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| KeyError::Io { path, source }
+        };
+        let key_path = dir.join(KEY_FILE);
+        let issuer = match std::fs::read(&key_path) {
+            Ok(der) => LocalIssuer::from_pkcs8(&der, LOCAL_ISSUER, LOCAL_AUDIENCE)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let issuer = LocalIssuer::generate(LOCAL_ISSUER, LOCAL_AUDIENCE)?;
+                std::fs::create_dir_all(dir).map_err(io(dir))?;
+                let created = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&key_path);
+                match created {
+                    Ok(mut file) => file.write_all(issuer.pkcs8()).map_err(io(&key_path))?,
+                    // Another process created it first: theirs is the key.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return LocalIssuer::open(dir),
+                    Err(e) => return Err(io(&key_path)(e)),
+                }
+                issuer
+            }
+            Err(e) => return Err(io(&key_path)(e)),
+        };
+        let jwks_path = dir.join(JWKS_FILE);
+        let jwks = serde_json::to_vec_pretty(issuer.jwks()).map_err(|e| KeyError::Signing(e.to_string()))?;
+        std::fs::write(&jwks_path, jwks).map_err(io(&jwks_path))?;
+        Ok(issuer)
     }
 
     /// The key kept earlier ([`LocalIssuer::pkcs8`]).
@@ -342,6 +412,22 @@ mod tests {
                 "{why}"
             );
         }
+    }
+
+    #[test]
+    fn the_local_issuer_keeps_its_key_and_publishes_its_jwks() {
+        let dir = std::env::temp_dir().join(format!("cafe-auth-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let first = LocalIssuer::open(&dir).unwrap();
+        let token = first.mint(&staff(), Duration::from_secs(60)).unwrap();
+        let again = LocalIssuer::open(&dir).unwrap();
+        assert_eq!(again.kid, first.kid, "the same key the second time");
+        let verifier = Verifier::local(&dir).unwrap();
+        assert_eq!(verifier.verify(&token), Ok(staff()));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join(KEY_FILE)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the private key is its owner's only");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
