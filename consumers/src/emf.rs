@@ -91,8 +91,8 @@ pub fn line(
 /// that metric: what CloudWatch would take from it (so a local run can read a
 /// function's metrics back from its log). None for any other line.
 pub fn values(line: &str, metric: &str) -> Option<Vec<f64>> {
-    validate(line).ok()?;
     let root: Value = serde_json::from_str(line).ok()?;
+    check(&root).ok()?;
     let declared = root["_aws"]["CloudWatchMetrics"]
         .as_array()?
         .iter()
@@ -145,8 +145,13 @@ const UNITS: &[&str] = &[
 
 /// Checks `line` against the EMF specification's rules.
 pub fn validate(line: &str) -> Result<(), EmfError> {
-    let bad = |m: String| Err(EmfError(m));
     let root: Value = serde_json::from_str(line).map_err(|e| EmfError(format!("not JSON: {e}")))?;
+    check(&root)
+}
+
+/// The rules, on a parsed line.
+fn check(root: &Value) -> Result<(), EmfError> {
+    let bad = |m: String| Err(EmfError(m));
     let Some(root) = root.as_object() else {
         return bad("the root is not an object".into());
     };

@@ -44,8 +44,6 @@ struct Seen {
     durations: Vec<Duration>,
     /// How long each message had waited on the queue when its batch was invoked.
     ages: Vec<Duration>,
-    /// Invocations that gave no usable answer.
-    failed: u64,
 }
 
 /// An invoker that times every invocation and the age of every message in it.
@@ -70,7 +68,6 @@ impl<I: Invoke> Invoke for Watched<I> {
         if let Ok(mut seen) = self.seen.lock() {
             seen.durations.push(took);
             seen.ages.extend(ages);
-            seen.failed += u64::from(answer.is_err());
         }
         answer
     }
@@ -212,7 +209,7 @@ pub(super) async fn run(
         "failed invocations / messages reported failed / dead-lettered",
         format!(
             "{} / {} / {}",
-            seen.failed, stopped.counts.reported_failures, stopped.dead_letters
+            stopped.counts.failed_invocations, stopped.counts.reported_failures, stopped.dead_letters
         ),
     );
     Ok(Check {
