@@ -171,8 +171,8 @@ enum Command {
     /// under the state dir, created on first use).
     Token {
         /// What the caller is.
-        #[arg(long, value_enum)]
-        role: cafe_app::token::RoleName,
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(cafe_producers::auth::ROLE_NAMES))]
+        role: String,
         /// Who: a customer id for a customer, a person's id otherwise.
         #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
         sub: String,
@@ -570,7 +570,7 @@ async fn dispatch(cli: Cli, cfg: StackConfig) -> Result<std::process::ExitCode> 
             store,
             valid,
         } => {
-            println!("{}", cafe_app::token::mint(&cfg, role, &sub, store.as_deref(), valid)?);
+            println!("{}", cafe_app::token::mint(&cfg, &role, &sub, store.as_deref(), valid)?);
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Scenario { name, opts, json } => {

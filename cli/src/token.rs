@@ -5,41 +5,21 @@
 use std::time::Duration;
 
 use cafe_localstack::StackConfig;
-use cafe_producers::auth::token::{KeyError, LocalIssuer};
+use cafe_producers::auth::token::LocalIssuer;
 use cafe_producers::auth::{Caller, Role};
 
-/// The roles, as the command line names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum RoleName {
-    /// A customer (`--sub` is their customer id).
-    Customer,
-    /// Staff of `--store`.
-    Staff,
-    /// Headquarters.
-    Hq,
-    /// An operator (metrics, dashboards).
-    Operator,
-}
-
-/// A token for `subject` in `role` (staff: of `store`), valid for `valid_for`.
+/// A token for `subject` in the role called `role` (staff: of `store`), valid for
+/// `valid_for`.
 pub fn mint(
     cfg: &StackConfig,
-    role: RoleName,
+    role: &str,
     subject: &str,
     store: Option<&str>,
     valid_for: Duration,
-) -> Result<String, KeyError> {
-    let role = match role {
-        RoleName::Customer => Role::Customer,
-        RoleName::Staff => Role::Staff {
-            store: store.unwrap_or_default().to_owned(),
-        },
-        RoleName::Hq => Role::Headquarters,
-        RoleName::Operator => Role::Operator,
-    };
+) -> anyhow::Result<String> {
     let caller = Caller {
         subject: subject.to_owned(),
-        role,
+        role: Role::from_name(role, store).map_err(anyhow::Error::msg)?,
     };
-    LocalIssuer::open(&cfg.auth_dir())?.mint(&caller, valid_for)
+    Ok(LocalIssuer::open(&cfg.auth_dir())?.mint(&caller, valid_for)?)
 }

@@ -130,7 +130,27 @@ pub enum Refused {
     },
 }
 
+/// The roles' names, as tokens carry them in the `role` claim.
+pub const ROLE_NAMES: [&str; 4] = ["customer", "staff", "hq", "operator"];
+
 impl Role {
+    /// The role called `name` ([`ROLE_NAMES`]); staff need their `store`. Err says
+    /// what is missing or unknown.
+    pub fn from_name(name: &str, store: Option<&str>) -> Result<Role, String> {
+        Ok(match name {
+            "customer" => Role::Customer,
+            "staff" => Role::Staff {
+                store: store
+                    .filter(|s| !s.is_empty())
+                    .ok_or("no store for a staff caller")?
+                    .to_owned(),
+            },
+            "hq" => Role::Headquarters,
+            "operator" => Role::Operator,
+            other => return Err(format!("unknown role {other:?}")),
+        })
+    }
+
     /// The role's name, as tokens carry it in the `role` claim.
     pub fn name(&self) -> &'static str {
         match self {
@@ -335,6 +355,15 @@ mod tests {
                 assert_eq!(authorize(&who, other).is_ok(), may_other, "{who:?} {other:?}");
             }
         }
+    }
+
+    #[test]
+    fn every_role_name_names_its_role() {
+        for name in ROLE_NAMES {
+            assert_eq!(Role::from_name(name, Some("store-00001")).unwrap().name(), name);
+        }
+        assert!(Role::from_name("staff", None).is_err());
+        assert!(Role::from_name("admin", None).is_err());
     }
 
     #[test]

@@ -156,18 +156,8 @@ impl Verifier {
 pub fn caller_from_claims<'a>(claim: impl Fn(&str) -> Option<&'a str>) -> Result<Caller, Unauthenticated> {
     let missing = |name: &str| Unauthenticated::Claims(format!("no {name}"));
     let subject = claim("sub").filter(|s| !s.is_empty()).ok_or_else(|| missing("sub"))?;
-    let role = match claim("role").ok_or_else(|| missing("role"))? {
-        "customer" => Role::Customer,
-        "staff" => Role::Staff {
-            store: claim("store")
-                .filter(|s| !s.is_empty())
-                .ok_or_else(|| missing("store for a staff token"))?
-                .to_owned(),
-        },
-        "hq" => Role::Headquarters,
-        "operator" => Role::Operator,
-        other => return Err(Unauthenticated::Claims(format!("unknown role {other:?}"))),
-    };
+    let name = claim("role").ok_or_else(|| missing("role"))?;
+    let role = Role::from_name(name, claim("store")).map_err(Unauthenticated::Claims)?;
     Ok(Caller {
         subject: subject.to_owned(),
         role,
