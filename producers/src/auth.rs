@@ -32,6 +32,18 @@ pub struct Caller {
     pub role: Role,
 }
 
+impl Caller {
+    /// Who they are as one string, role and store included, so that the same subject
+    /// in two roles (or at two stores) is two callers: the key of their rate limit and
+    /// the scope of their idempotency keys.
+    pub fn key(&self) -> String {
+        match &self.role {
+            Role::Staff { store } => format!("staff@{store}:{}", self.subject),
+            role => format!("{}:{}", role.name(), self.subject),
+        }
+    }
+}
+
 /// The kinds of caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
@@ -133,6 +145,34 @@ pub enum Refused {
 /// The roles' names, as tokens carry them in the `role` claim.
 pub const ROLE_NAMES: [&str; 4] = ["customer", "staff", "hq", "operator"];
 
+/// Why a request is not authenticated (answered 401 with `WWW-Authenticate`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unauthenticated {
+    /// No bearer token at all.
+    #[error("no bearer token")]
+    Missing,
+    /// A token that does not verify: signature, algorithm, key, issuer, audience, time.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// A verified token whose claims name no caller we know.
+    #[error("token claims: {0}")]
+    Claims(String),
+}
+
+/// The caller a token's claims name: `sub`, `role` (`customer`, `staff`, `hq`,
+/// `operator`) and, for staff, `store`. API Gateway hands its authorizer's claims over
+/// as strings, a decoded token as JSON; both read through `claim`.
+pub fn caller_from_claims<'a>(claim: impl Fn(&str) -> Option<&'a str>) -> Result<Caller, Unauthenticated> {
+    let missing = |name: &str| Unauthenticated::Claims(format!("no {name}"));
+    let subject = claim("sub").filter(|s| !s.is_empty()).ok_or_else(|| missing("sub"))?;
+    let name = claim("role").ok_or_else(|| missing("role"))?;
+    let role = Role::from_name(name, claim("store")).map_err(Unauthenticated::Claims)?;
+    Ok(Caller {
+        subject: subject.to_owned(),
+        role,
+    })
+}
+
 impl Role {
     /// The role called `name` ([`ROLE_NAMES`]); staff need their `store`. Err says
     /// what is missing or unknown.
@@ -179,6 +219,33 @@ impl Action<'_> {
             Action::ReadMenu => "read the menu",
             Action::Observe => "read metrics or dashboards",
         }
+    }
+}
+
+/// Who a tool or a test sends a request as (the load generator, the test clients):
+/// the customer for their orders (`customer` from the body) and points, a store's
+/// staff for its inventory, an operator for the observers' routes, headquarters for
+/// the rest (the menu, order status changes, reads across stores). Not used by the
+/// server: what a caller may do is [`authorize`]'s alone.
+pub fn sender(post: bool, path: &str, customer: Option<&str>) -> Caller {
+    let person = |subject: &str, role: Role| Caller {
+        subject: subject.to_owned(),
+        role,
+    };
+    let segments: Vec<&str> = path.split('?').next().unwrap_or_default().split('/').collect();
+    match (post, segments.as_slice()) {
+        (true, ["", "v1", "orders"]) => person(customer.unwrap_or_default(), Role::Customer),
+        (_, ["", "v1", "loyalty", customer, ..]) | (false, ["", "v1", "customers", customer, "orders"]) => {
+            person(customer, Role::Customer)
+        }
+        (_, ["", "v1", "stores", store, "inventory", ..]) => person(
+            &format!("staff-{store}"),
+            Role::Staff {
+                store: (*store).to_owned(),
+            },
+        ),
+        (false, ["", "metrics"] | ["", "v1", "lag"] | ["", "dashboard", ..]) => person("sre-1", Role::Operator),
+        _ => person("hq-1", Role::Headquarters),
     }
 }
 
@@ -355,6 +422,50 @@ mod tests {
                 assert_eq!(authorize(&who, other).is_ok(), may_other, "{who:?} {other:?}");
             }
         }
+    }
+
+    #[test]
+    fn the_tools_send_each_request_as_a_caller_allowed_to() {
+        let allowed = |post: bool, path: &str, action: Action<'_>| {
+            let who = sender(post, path, Some("cust-1"));
+            assert!(authorize(&who, &action).is_ok(), "{path} as {who:?}");
+        };
+        let order = Action::ReadOrder {
+            customer: "cust-1",
+            store: "store-00001",
+        };
+        allowed(
+            true,
+            "/v1/orders",
+            Action::PlaceOrder {
+                customer: "cust-1",
+                store: "store-00001",
+            },
+        );
+        allowed(true, "/v1/loyalty/cust-1/redeem", Action::Redeem { customer: "cust-1" });
+        allowed(true, "/v1/loyalty/cust-1/earn", Action::Earn { customer: "cust-1" });
+        let restock = "/v1/stores/store-00001/inventory/sku-1/restock";
+        allowed(true, restock, Action::ChangeInventory { store: "store-00001" });
+        allowed(true, "/v1/menu/items", Action::ChangeMenu);
+        let status = Action::ChangeOrder {
+            customer: "cust-1",
+            store: "store-00001",
+            cancel: false,
+        };
+        allowed(true, "/v1/orders/o-1/status", status);
+        allowed(false, "/v1/orders/o-1?min_version=2", order);
+        allowed(
+            false,
+            "/v1/customers/cust-1/orders",
+            Action::ReadCustomer { customer: "cust-1" },
+        );
+        allowed(
+            false,
+            "/v1/stores/store-00001/inventory",
+            Action::ReadInventory { store: "store-00001" },
+        );
+        allowed(false, "/v1/lag", Action::Observe);
+        allowed(false, "/metrics", Action::Observe);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Map, Value, json};
 
-use super::{Caller, Role};
+use super::{Caller, Role, Unauthenticated, caller_from_claims};
 
 /// The `iss` of the local stack's tokens.
 pub const LOCAL_ISSUER: &str = "https://auth.cloudcafe.local";
@@ -30,20 +30,6 @@ pub const JWKS_FILE: &str = "jwks.json";
 
 /// Clock skew tolerated on `exp` and `nbf`.
 pub const LEEWAY: Duration = Duration::from_secs(30);
-
-/// Why a request is not authenticated (answered 401 with `WWW-Authenticate`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Unauthenticated {
-    /// No bearer token at all.
-    #[error("no bearer token")]
-    Missing,
-    /// A token that does not verify: signature, algorithm, key, issuer, audience, time.
-    #[error("invalid token: {0}")]
-    Invalid(String),
-    /// A verified token whose claims name no caller we know.
-    #[error("token claims: {0}")]
-    Claims(String),
-}
 
 /// Why keys cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -148,20 +134,6 @@ impl Verifier {
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &rules).map_err(|e| invalid(&e))?;
         caller_from_claims(|name| data.claims.get(name).and_then(Value::as_str))
     }
-}
-
-/// The caller a token's claims name: `sub`, `role` (`customer`, `staff`, `hq`,
-/// `operator`) and, for staff, `store`. API Gateway hands its authorizer's claims over
-/// as strings, a decoded token as JSON; both read through `claim`.
-pub fn caller_from_claims<'a>(claim: impl Fn(&str) -> Option<&'a str>) -> Result<Caller, Unauthenticated> {
-    let missing = |name: &str| Unauthenticated::Claims(format!("no {name}"));
-    let subject = claim("sub").filter(|s| !s.is_empty()).ok_or_else(|| missing("sub"))?;
-    let name = claim("role").ok_or_else(|| missing("role"))?;
-    let role = Role::from_name(name, claim("store")).map_err(Unauthenticated::Claims)?;
-    Ok(Caller {
-        subject: subject.to_owned(),
-        role,
-    })
 }
 
 /// The local stack's identity provider: an ES256 key (PKCS#8), its public half as a

@@ -31,6 +31,10 @@ pub struct Order {
     pub status: Option<OrderStatus>,
     /// Total in cents.
     pub total: Cents,
+    /// Who placed it (empty until placed): whose order a later command touches.
+    pub customer_id: String,
+    /// Where (empty until placed): whose staff may change it.
+    pub store_id: String,
 }
 
 /// One requested line: what and how many. The price comes from the menu.
@@ -205,6 +209,8 @@ impl Aggregate for Order {
             DomainEvent::OrderPlaced(e) => {
                 self.status = Some(OrderStatus::Placed);
                 self.total = Cents::new(e.total_cents);
+                self.customer_id.clone_from(&e.customer_id);
+                self.store_id.clone_from(&e.store_id);
             }
             DomainEvent::OrderStatusChanged(e) => {
                 self.status = OrderStatus::try_from(e.to).ok().or(self.status);

@@ -37,6 +37,12 @@ impl DynamoEventStore {
             idempotency_table: idempotency_table.into(),
         }
     }
+
+    /// The DynamoDB client and the two tables, (events, idempotency): what a test
+    /// counts to show a refused request wrote nothing.
+    pub fn tables(&self) -> (&Client, &str, &str) {
+        (&self.client, &self.events_table, &self.idempotency_table)
+    }
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
