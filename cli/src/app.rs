@@ -16,6 +16,8 @@ use cafe_consumers::metrics::Metrics;
 use cafe_consumers::monitor::MonitorConfig;
 use cafe_localstack::StackConfig;
 use cafe_localstack::faults::FaultInjector;
+use cafe_producers::api::guard::LocalAuth;
+use cafe_producers::api::{self, Limits};
 use cafe_producers::relay::{RelayConfig, RelayStats};
 use cafe_producers::service::ServiceConfig;
 use cafe_projections::catalog::Endpoints;
@@ -65,6 +67,9 @@ pub struct Settings {
     /// Faults injected into the Kinesis and DynamoDB clients (off unless configured with
     /// `CAFE__FAULTS__*`, or armed by a chaos experiment).
     pub faults: FaultInjector,
+    /// Each caller's token bucket; None: no rate limit (benchmarks that measure the
+    /// pipeline beyond one caller's share).
+    pub limits: Option<Limits>,
 }
 
 impl Settings {
@@ -84,6 +89,7 @@ impl Settings {
             cloudwatch: None,
             reading: Reading::default(),
             faults: FaultInjector::off(),
+            limits: Some(Limits::default()),
         }
     }
 }
@@ -115,6 +121,7 @@ pub struct Application {
     registry: Registry,
     consumer_metrics: Metrics,
     http_metrics: HttpMetrics,
+    auth: LocalAuth,
 }
 
 impl std::fmt::Debug for Application {
@@ -138,6 +145,11 @@ impl Application {
         } else {
             None
         };
+        // The local identity provider: its key made on the first run and kept, its JWKS
+        // beside it, which is what this server trusts (`cafe token` mints from the key).
+        let auth_dir = cfg.auth_dir();
+        let auth =
+            LocalAuth::open(&auth_dir).with_context(|| format!("the local signing key in {}", auth_dir.display()))?;
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("binding the HTTP server to {}", settings.listen))?;
@@ -159,6 +171,7 @@ impl Application {
             registry,
             consumer_metrics,
             http_metrics,
+            auth,
         })
     }
 
@@ -185,6 +198,7 @@ impl Application {
             registry,
             consumer_metrics,
             http_metrics,
+            auth,
         } = self;
         let cfg = &settings.stack;
         let payments_queue = payments::queue_url(&clients.sqs, &cfg.names.payments_queue).await?;
@@ -212,8 +226,8 @@ impl Application {
             app_metrics::register_payments(&mut registry, saga.gauges());
         }
         let registry = Arc::new(registry);
-        let mut router =
-            cafe_producers::api::router(service.clone()).merge(cafe_consumers::metrics::router(registry.clone()));
+        let mut router = cafe_producers::api::router(service.clone())
+            .merge(api::observers_only(cafe_consumers::metrics::router(registry.clone())));
         let background = CancellationToken::new();
         let dashboard = settings.monitor.map(|monitor| {
             Dashboard::start(
@@ -226,7 +240,7 @@ impl Application {
             )
         });
         if let Some(d) = &dashboard {
-            router = router.merge(d.router());
+            router = router.merge(api::observers_only(d.router()));
         }
         let publisher = settings.cloudwatch.clone().map(|cw| {
             let publisher = CloudWatchPublisher::new(clients.cloudwatch.clone(), cw, consumer_metrics.clone());
@@ -235,7 +249,12 @@ impl Application {
         if let Some(reads) = reads.clone() {
             router = router.merge(cafe_projections::query::router(reads));
         }
-        // Every route counted and timed, the dashboard's and /metrics' included.
+        let router = auth.protect(
+            router.method_not_allowed_fallback(api::method_not_allowed),
+            settings.limits,
+        );
+        // Every route counted and timed, the dashboard's and /metrics' included, and
+        // every refusal among them.
         let router = http_metrics.layer(router);
         let (stop, stopped) = watch::channel(false);
         let api = pipeline::start(service.clone(), listener, router, settings.relay.clone(), stopped);

@@ -156,7 +156,7 @@ pub async fn api(cfg: &StackConfig, duration: Duration, concurrency: usize) -> R
     let running = cafe_app::Application::build(settings).await?.start().await?;
     let service = running.service().clone();
     let base = format!("http://{}", running.addr());
-    let http = load::client();
+    let http = load::client(running.config())?;
     load::seed_menu(&http, &base).await.context("publishing the menu")?;
     let slice = duration / ROUNDS;
     let (mut appends, mut append_time) = (0, Duration::ZERO);

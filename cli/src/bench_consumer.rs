@@ -17,7 +17,6 @@ use cafe_consumers::lease::{DynamoLeaseTable, LeaseTable};
 use cafe_consumers::retrieval::{MAX_RECORD_BYTES, get_batch, read_limit, start_iterator};
 use cafe_localstack::{StackConfig, provision};
 use cafe_producers::publish::{KinesisSink, Publisher, PublisherConfig};
-use http_body_util::BodyExt;
 
 use crate::{load, pipeline};
 
@@ -71,8 +70,8 @@ fn spawn_worker(exe: &std::path::Path, application: &str, stream: &str, extra: &
 
 /// Sum of `cafe_consumer_records_total` over all shards.
 async fn records_processed(http: &load::Http, url: &str) -> Result<u64> {
-    let resp = http.get(url.parse()?).await.context("GET /metrics")?;
-    let body = resp.into_body().collect().await?.to_bytes();
+    let base = url.strip_suffix("/metrics").unwrap_or(url);
+    let (_, body) = load::get_bytes(http, base, "/metrics").await?;
     let text = String::from_utf8_lossy(&body);
     let name = format!(
         "{}_{}_total",
@@ -184,7 +183,7 @@ pub async fn consumer(cfg: &StackConfig, shards: u32, events: u32, failover: Dur
         raw = r;
         reads.push(t);
     }
-    let http = load::client();
+    let http = load::client(cfg)?;
     let application = format!("bench-{tag}");
     let worker = spawn_worker(
         &exe,

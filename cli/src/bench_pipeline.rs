@@ -189,7 +189,7 @@ pub async fn pipeline(
         settings.saga = saga;
         let running = Application::build(settings).await?.start().await?;
         let base = format!("http://{}", running.addr());
-        let http = load::client();
+        let http = load::client(running.config())?;
         load::seed_menu(&http, &base).await.context("publishing the menu")?;
         let metrics = running.consumer_metrics().clone();
         // Warm-up: connections, leases, the function's first invocations.

@@ -367,7 +367,7 @@ async fn start_load(
     opts: &ChaosOptions,
 ) -> Result<(CancellationToken, tokio::task::JoinHandle<load::LoadReport>)> {
     let base = format!("http://{}", running.addr());
-    let http = load::client();
+    let http = load::client(running.config())?;
     load::seed_menu(&http, &base).await.context("publishing the menu")?;
     let stop = CancellationToken::new();
     let task = tokio::spawn({
@@ -1076,7 +1076,7 @@ async fn api_kill(stack: &Stack, opts: &ChaosOptions) -> Result<Outcome> {
     let mut started = Vec::new();
     let api = ApiProcess::start(stack, addr, pause, 0).await?;
     started.extend(api.child.id());
-    let http = load::client();
+    let http = load::client(&cfg)?;
     load::seed_menu(&http, &api.base).await.context("publishing the menu")?;
     let stop_load = CancellationToken::new();
     let load = tokio::spawn({

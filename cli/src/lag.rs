@@ -141,7 +141,7 @@ async fn watch(cfg: &StackConfig, args: &LagArgs) -> Result<ExitCode> {
         Some(_) => None,
         None => Some(local_dashboard(cfg, args, args.aws, &stop).await),
     };
-    let http = crate::load::client();
+    let http = crate::load::client(cfg)?;
     let tty = std::io::stdout().is_terminal();
     let mut tick = tokio::time::interval(args.every);
     let signal = crate::shutdown_signal();

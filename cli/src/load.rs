@@ -10,13 +10,53 @@ use aws_sdk_kinesis::types::ShardIteratorType;
 use bytes::Bytes;
 use cafe_consumers::backlog::ShardLog;
 use cafe_events::{DomainEvent, EventEnvelope, kpl};
+use cafe_localstack::StackConfig;
+use cafe_producers::auth::token::LocalIssuer;
+use cafe_producers::auth::{self, Caller};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 
-/// The HTTP client the load generators and benchmarks share.
-pub type Http = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+/// The HTTP client the load generators, benchmarks and tests share. Each request goes
+/// with a bearer token of the caller who would send it ([`auth::sender`]), minted from the
+/// local stack's key ([`LocalIssuer::open`]) once per caller and reused.
+#[derive(Clone)]
+pub struct Http {
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    tokens: Arc<Tokens>,
+}
+
+impl std::fmt::Debug for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Http").finish_non_exhaustive()
+    }
+}
+
+/// Tokens minted so far, by caller.
+struct Tokens {
+    issuer: LocalIssuer,
+    minted: Mutex<std::collections::HashMap<String, (String, Instant)>>,
+}
+
+/// How long a minted token is used before a fresh one replaces it (it is valid for
+/// twice as long, so none expires in flight).
+const TOKEN_REUSE: Duration = Duration::from_secs(30 * 60);
+
+impl Tokens {
+    fn bearer(&self, caller: &Caller) -> Result<String> {
+        let key = caller.key();
+        let mut minted = self.minted.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((token, at)) = minted.get(&key)
+            && at.elapsed() < TOKEN_REUSE
+        {
+            return Ok(format!("Bearer {token}"));
+        }
+        let token = self.issuer.mint(caller, TOKEN_REUSE * 2)?;
+        minted.insert(key, (token.clone(), Instant::now()));
+        Ok(format!("Bearer {token}"))
+    }
+}
 
 /// The menu the load orders from: `(item id, price in cents)`.
 pub const MENU: &[(&str, i64)] = &[
@@ -32,20 +72,43 @@ pub const MENU: &[(&str, i64)] = &[
     ("egg-bites", 525),
 ];
 
-/// An HTTP client for the API.
-pub fn client() -> Http {
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(256)
-        .build_http()
+/// An HTTP client for the API, its tokens minted from the local key under `cfg`'s
+/// state dir (created there if this runs before the server).
+pub fn client(cfg: &StackConfig) -> Result<Http> {
+    let dir = cfg.auth_dir();
+    let issuer = LocalIssuer::open(&dir).with_context(|| format!("the local signing key in {}", dir.display()))?;
+    Ok(Http {
+        client: Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(256)
+            .build_http(),
+        tokens: Arc::new(Tokens {
+            issuer,
+            minted: Mutex::new(std::collections::HashMap::new()),
+        }),
+    })
 }
 
-/// POSTs one JSON command; returns the status.
+impl Http {
+    /// A bearer token (`Bearer …`) of `caller`.
+    pub fn bearer(&self, caller: &Caller) -> Result<String> {
+        self.tokens.bearer(caller)
+    }
+
+    /// Sends `request` as is.
+    pub async fn send(&self, request: hyper::Request<Full<Bytes>>) -> Result<hyper::Response<hyper::body::Incoming>> {
+        Ok(self.client.request(request).await?)
+    }
+}
+
+/// POSTs one JSON command as its [`auth::sender`]; returns the status.
 pub async fn post(http: &Http, base: &str, path: &str, key: &str, body: serde_json::Value) -> Result<u16> {
+    let caller = auth::sender(true, path, body["customer_id"].as_str());
     let req = hyper::Request::post(format!("{base}{path}"))
         .header("content-type", "application/json")
         .header("idempotency-key", key)
+        .header("authorization", http.bearer(&caller)?)
         .body(Full::new(Bytes::from(body.to_string())))?;
-    let resp = http.request(req).await.context("POST")?;
+    let resp = http.send(req).await.context("POST")?;
     let status = resp.status().as_u16();
     let _ = resp.into_body().collect().await;
     Ok(status)
@@ -60,8 +123,11 @@ pub async fn get_bytes(http: &Http, base: &str, path: &str) -> Result<(u16, Byte
 /// GETs a resource from the query API; returns the status, whether the cache answered
 /// (its `X-Cache` header: None when absent), and the body's bytes.
 pub async fn get_cached(http: &Http, base: &str, path: &str) -> Result<(u16, Option<bool>, Bytes)> {
-    let req = hyper::Request::get(format!("{base}{path}")).body(Full::new(Bytes::new()))?;
-    let resp = http.request(req).await.context("GET")?;
+    let caller = auth::sender(false, path, None);
+    let req = hyper::Request::get(format!("{base}{path}"))
+        .header("authorization", http.bearer(&caller)?)
+        .body(Full::new(Bytes::new()))?;
+    let resp = http.send(req).await.context("GET")?;
     let status = resp.status().as_u16();
     let hit = resp
         .headers()

@@ -102,11 +102,16 @@ pub fn start(
     let mut server_stop = shutdown.clone();
     let outbox = service.clone();
     let server = tokio::spawn(async move {
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = server_stop.wait_for(|stop| *stop).await;
-            })
-            .await;
+        // The peer's address is what lets the observers' routes answer this machine
+        // without a token (`observers_only`).
+        let served = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = server_stop.wait_for(|stop| *stop).await;
+        })
+        .await;
         // The last answers went out before their markers were cleared.
         outbox.settled().await;
         served

@@ -154,7 +154,8 @@ pub async fn run(stack: &Stack, args: RunArgs) -> Result<std::process::ExitCode>
     let base = format!("http://{}", running.addr());
     println!("command API (and queries) on {base}; outbox relay and projectors running");
     println!("lag dashboard on {base}/dashboard (its data: {base}/v1/lag; Prometheus: {base}/metrics)");
-    let http = load::client();
+    println!("a bearer token for your own requests: cafe token --role customer --sub cust-1 (or staff --store, hq)");
+    let http = load::client(running.config())?;
     load::seed_menu(&http, &base).await.context("publishing the menu")?;
     let mut tap = load::StreamTap::new(clients.kinesis.clone(), stream).await?;
 

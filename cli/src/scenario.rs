@@ -229,7 +229,7 @@ pub async fn run(stack: &Stack, scenario: Scenario, opts: &ScenarioOptions) -> R
     let clients = running.clients().clone();
     let before = Expected::before(&cfg, &clients).await?;
     let base = format!("http://{}", running.addr());
-    let http = load::client();
+    let http = load::client(running.config())?;
     load::seed_menu(&http, &base).await.context("publishing the menu")?;
     let metrics = running.consumer_metrics().clone();
     let e2e_before: BTreeMap<String, LatencyCounts> = metrics.snapshot().end_to_end.into_iter().collect();

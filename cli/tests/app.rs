@@ -55,7 +55,7 @@ async fn the_application_in_process_serves_commands_queries_and_one_metrics_page
     assert_ne!(addr.port(), 0, "port 0 is resolved at build time");
     let running = app.start().await.unwrap();
     let base = format!("http://{addr}");
-    let http = load::client();
+    let http = load::client(running.config()).unwrap();
     load::seed_menu(&http, &base).await.unwrap();
     let report = load::orders(&http, &base, 20, 16, tokio::time::sleep(Duration::from_secs(2))).await;
     assert!(report.refused.is_empty(), "{:?}", report.refused);

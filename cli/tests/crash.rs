@@ -42,10 +42,13 @@ fn start_api(events_table: &str, pause_ms: Option<u64>) -> (Child, String) {
 }
 
 /// Fire-and-forget POST (the first process never answers: it dies mid-request).
-async fn post_earn(addr: &str, customer: &str) {
+async fn post_earn(cfg: &StackConfig, addr: &str, customer: &str) {
     let body = r#"{"points": 25}"#;
+    let path = format!("/v1/loyalty/{customer}/earn");
+    let auth = cafe_producers::api::guard::LocalAuth::open(&cfg.auth_dir()).unwrap();
+    let bearer = auth.bearer(&cafe_producers::auth::sender(true, &path, None)).unwrap();
     let req = format!(
-        "POST /v1/loyalty/{customer}/earn HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nIdempotency-Key: crash-{customer}\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {bearer}\r\nContent-Type: application/json\r\nIdempotency-Key: crash-{customer}\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -122,7 +125,7 @@ async fn kill_9_between_append_and_publish_loses_nothing() {
 
     // 1. The first process appends, then "hangs" before publishing; we kill it there.
     let (mut first, addr) = start_api(&table, Some(60_000));
-    post_earn(&addr, &customer).await;
+    post_earn(&cfg, &addr, &customer).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while stored_versions(&cfg, &table, &customer).await == 0 {
         assert!(Instant::now() < deadline, "the command was never appended");

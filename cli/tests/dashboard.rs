@@ -131,7 +131,7 @@ async fn the_dashboard_in_chromium_moves_with_the_load_and_shows_a_stalled_proje
     });
     let running = Application::build(settings).await.unwrap().start().await.unwrap();
     let base = format!("http://{}", running.addr());
-    let http = load::client();
+    let http = load::client(running.config()).unwrap();
     load::seed_menu(&http, &base).await.unwrap();
     let stop_load = tokio_util::sync::CancellationToken::new();
     let load_task = {

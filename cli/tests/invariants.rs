@@ -27,7 +27,7 @@ async fn the_checker_passes_a_clean_run_and_names_each_broken_invariant() {
     let cfg = settings.stack.clone();
     let running = Application::build(settings).await.unwrap().start().await.unwrap();
     let base = format!("http://{}", running.addr());
-    let http = load::client();
+    let http = load::client(running.config()).unwrap();
     load::seed_menu(&http, &base).await.unwrap();
     let report = load::orders(&http, &base, 20, 16, tokio::time::sleep(Duration::from_secs(2))).await;
     assert!(report.refused.is_empty(), "{:?}", report.refused);

@@ -20,7 +20,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use cafe_producers::api::{ApiError, FieldError};
+use cafe_producers::api::{ApiError, Authenticated, FieldError};
+use cafe_producers::auth::Action;
 use serde::Serialize;
 use serde_json::json;
 
@@ -187,7 +188,12 @@ fn parsed<T>(raw: &str, name: &str, parse: impl Fn(String) -> Result<T, cafe_eve
     parse(raw.to_owned()).map_err(|e| field(name, e.to_string()))
 }
 
-async fn order(State(reads): Shared, Path(id): Path<String>, Query(params): Params) -> Result<Response, ApiError> {
+async fn order(
+    caller: Authenticated,
+    State(reads): Shared,
+    Path(id): Path<String>,
+    Query(params): Params,
+) -> Result<Response, ApiError> {
     let m = reads.current().await?;
     let id = parsed(&id, "order_id", cafe_events::OrderId::parse)?;
     let min = min_version(&params)?;
@@ -199,6 +205,10 @@ async fn order(State(reads): Shared, Path(id): Path<String>, Query(params): Para
     )
     .await?;
     let order = found.ok_or_else(|| not_found("order", id.as_str()))?;
+    caller.may(&Action::ReadOrder {
+        customer: &order.customer_id,
+        store: &order.store_id,
+    })?;
     Ok(axum::Json(order).into_response())
 }
 
@@ -225,12 +235,16 @@ fn wait_target(params: &HashMap<String, String>) -> Result<(Option<u64>, Option<
 }
 
 async fn customer_orders(
+    caller: Authenticated,
     State(reads): Shared,
     Path(id): Path<String>,
     Query(params): Params,
 ) -> Result<Response, ApiError> {
-    let m = reads.current().await?;
     let customer = parsed(&id, "customer_id", cafe_events::CustomerId::parse)?;
+    caller.may(&Action::ReadCustomer {
+        customer: customer.as_str(),
+    })?;
+    let m = reads.current().await?;
     let limit = limit(&params)?;
     let (min, target) = wait_target(&params)?;
     let items = at_least(
@@ -263,7 +277,8 @@ fn with_cache_header(mut response: Response, hit: bool) -> Response {
     response
 }
 
-async fn menu_items(State(reads): Shared, Query(params): Params) -> Result<Response, ApiError> {
+async fn menu_items(caller: Authenticated, State(reads): Shared, Query(params): Params) -> Result<Response, ApiError> {
+    caller.may(&Action::ReadMenu)?;
     let m = reads.current().await?;
     let category = params.get("category").map(String::as_str);
     let (min, target) = wait_target(&params)?;
@@ -283,12 +298,16 @@ async fn menu_items(State(reads): Shared, Query(params): Params) -> Result<Respo
 }
 
 async fn loyalty(
+    caller: Authenticated,
     State(reads): Shared,
     Path(customer): Path<String>,
     Query(params): Params,
 ) -> Result<Response, ApiError> {
-    let m = reads.current().await?;
     let customer = parsed(&customer, "customer_id", cafe_events::CustomerId::parse)?;
+    caller.may(&Action::ReadCustomer {
+        customer: customer.as_str(),
+    })?;
+    let m = reads.current().await?;
     let min = min_version(&params)?;
     let answer = at_least(
         min,
@@ -305,12 +324,14 @@ async fn loyalty(
 }
 
 async fn inventory(
+    caller: Authenticated,
     State(reads): Shared,
     Path(store): Path<String>,
     Query(params): Params,
 ) -> Result<Response, ApiError> {
-    let m = reads.current().await?;
     let store = parsed(&store, "store_id", cafe_events::StoreId::parse)?;
+    caller.may(&Action::ReadInventory { store: store.as_str() })?;
+    let m = reads.current().await?;
     let (min, target) = wait_target(&params)?;
     let items = at_least(
         min,

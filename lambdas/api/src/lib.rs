@@ -4,15 +4,26 @@
 //! same command service the local server runs; `lambda_http` turns API Gateway events
 //! into HTTP requests for it and its responses back into API Gateway responses.
 //!
+//! Who calls: API Gateway's JWT authorizer has verified the bearer token before the
+//! function is invoked and hands over its claims in the request context; [`caller`]
+//! maps them with the same `caller_from_claims` the local server applies to a token it
+//! verified itself, so both answer every request alike.
+//!
 //! # Layout
 //! - [`Config`]: table and stream names, read once from the environment at cold start.
 //! - [`router`]: the shared router over clients built once.
+//! - [`caller`]: who a request comes from, from the authorizer's claims.
 
 use std::sync::Arc;
 
+use axum::http::request::Parts;
+use cafe_producers::api::{Limits, protect};
+use cafe_producers::auth::{Caller, Unauthenticated, caller_from_claims};
 use cafe_producers::publish::{KinesisSink, Publisher, PublisherConfig};
 use cafe_producers::service::{CommandService, ServiceConfig};
 use cafe_producers::store::DynamoEventStore;
+use lambda_http::RequestExt;
+use lambda_http::request::RequestContext;
 
 /// Why the function cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +65,8 @@ pub fn router(config: &Config, dynamodb: aws_sdk_dynamodb::Client, kinesis: aws_
     // Lambda freezes the process once a response is returned, so here (unlike the
     // local server) a response waits until the markers of its events are cleared;
     // otherwise the relay would find them pending and publish them again.
-    cafe_producers::api::router(service).layer(axum::middleware::from_fn(
+    let routes = protect(cafe_producers::api::router(service), caller, Some(Limits::default()));
+    routes.layer(axum::middleware::from_fn(
         move |request: axum::extract::Request, next: axum::middleware::Next| {
             let service = settled.clone();
             async move {
@@ -64,6 +76,24 @@ pub fn router(config: &Config, dynamodb: aws_sdk_dynamodb::Client, kinesis: aws_
             }
         },
     ))
+}
+
+/// The caller named by the claims API Gateway's JWT authorizer verified. A request
+/// without them came by a route without the authorizer (the public ones), and is
+/// treated as carrying no token.
+pub fn caller(parts: &Parts) -> Result<Caller, Unauthenticated> {
+    let claims = match parts.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(context)) => context
+            .authorizer
+            .as_ref()
+            .and_then(|a| a.jwt.as_ref())
+            .map(|jwt| &jwt.claims),
+        _ => None,
+    };
+    match claims {
+        Some(claims) if !claims.is_empty() => caller_from_claims(|name| claims.get(name).map(String::as_str)),
+        _ => Err(Unauthenticated::Missing),
+    }
 }
 
 #[cfg(test)]

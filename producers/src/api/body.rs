@@ -10,6 +10,11 @@ use super::error::{ApiError, FieldError};
 /// Largest accepted body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Longest a body may take to arrive. A command body is at most 64 KiB, which any
+/// client sends in well under a second; a body trickled in byte by byte (slowloris)
+/// would otherwise hold a connection and a task for as long as the client likes.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A parsed JSON body, plus its raw bytes (hashed for idempotency).
 #[derive(Debug)]
 pub struct JsonBody<T> {
@@ -36,7 +41,15 @@ impl<T: DeserializeOwned, St: Send + Sync> FromRequest<St> for JsonBody<T> {
                 "send the command as Content-Type: application/json",
             ));
         }
-        let raw = Bytes::from_request(req, state).await.map_err(|r| {
+        let arriving = tokio::time::timeout(BODY_TIMEOUT, Bytes::from_request(req, state));
+        let raw = arriving.await.map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("the body did not arrive within {} s", BODY_TIMEOUT.as_secs()),
+            )
+        })?;
+        let raw = raw.map_err(|r| {
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,

@@ -2,14 +2,16 @@
 //! `lambda_http`, behind API Gateway.
 //!
 //! Status codes: 201/200 done; 400 malformed JSON or invalid fields (with their paths);
-//! 404 unknown aggregate; 409 version conflict after internal retries; 413 body over
-//! 64 KiB; 415 not JSON; 422 a business rule or a reused idempotency key; 503 with
+//! 401 no or bad bearer token; 403 not this caller's to do; 404 unknown aggregate; 408
+//! a body that did not arrive within 10 s; 409 version conflict after internal
+//! retries; 413 body over 64 KiB; 415 not JSON; 429 over the caller's rate limit; 422 a business rule or a reused idempotency key; 503 with
 //! `Retry-After` when saturated or the store is unavailable. No 4xx writes anything:
 //! every check runs before the append, and the append is one transaction.
 
 mod body;
 mod dto;
 pub mod error;
+pub mod guard;
 mod openapi;
 
 use std::collections::HashMap;
@@ -25,6 +27,7 @@ use cafe_events::{AggregateId, Cents, DomainEvent, EventEnvelope, ItemId};
 use md5::{Digest, Md5};
 use serde_json::json;
 
+use crate::auth::Action;
 use crate::domain::Aggregate;
 use crate::domain::loyalty::LoyaltyAccount;
 use crate::domain::menu::MenuItem;
@@ -34,9 +37,10 @@ use crate::publish::RecordSink;
 use crate::service::{CommandMeta, CommandService};
 use crate::store::{EventStore, StoredResponse};
 
-pub use body::{JsonBody, MAX_BODY_BYTES};
+pub use body::{BODY_TIMEOUT, JsonBody, MAX_BODY_BYTES};
 use dto::*;
 pub use error::{ApiError, FieldError};
+pub use guard::{Authenticated, Limits, observers_only, protect};
 pub use openapi::document as openapi_document;
 
 /// Header carrying the client's idempotency key.
@@ -117,13 +121,33 @@ pub fn router<S: EventStore + 'static, K: RecordSink + 'static>(service: Arc<Com
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
+        .method_not_allowed_fallback(method_not_allowed)
 }
 
-/// Idempotency and tracing metadata. Creating commands must carry a key.
-fn meta(headers: &HeaderMap, path: &str, raw: &[u8], key_required: bool) -> Result<CommandMeta, ApiError> {
+/// The 405 of every route, JSON like every other error; axum adds the `Allow` header
+/// naming the methods the route has. A router merged with this one's routes gets it
+/// for its own with `Router::method_not_allowed_fallback` once merged.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method; see the Allow header",
+    )
+}
+
+/// Idempotency and tracing metadata. Creating commands must carry a key. A key is the
+/// caller's own: stored under the caller's identity, so one client can neither replay
+/// nor probe (by a 422 for a different body) another's request.
+fn meta(
+    caller: &Authenticated,
+    headers: &HeaderMap,
+    path: &str,
+    raw: &[u8],
+    key_required: bool,
+) -> Result<CommandMeta, ApiError> {
     let key = headers.get(IDEMPOTENCY_KEY).map(|v| v.to_str().map(str::to_owned));
     let key = match key {
-        Some(Ok(k)) if !k.is_empty() && k.len() <= 128 => Some(k),
+        Some(Ok(k)) if !k.is_empty() && k.len() <= 128 => Some(format!("{} {k}", caller.0.key())),
         Some(_) => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -166,12 +190,27 @@ async fn run<A: Aggregate, S: EventStore, K: RecordSink>(
     meta: CommandMeta,
     created: bool,
 ) -> Result<Response, ApiError> {
+    run_from::<A, S, K>(service, id, None, command, context, meta, created).await
+}
+
+/// [`run`] on a state the handler has already loaded.
+async fn run_from<A: Aggregate, S: EventStore, K: RecordSink>(
+    service: &CommandService<S, K>,
+    id: AggregateId,
+    known: Option<(A, u64)>,
+    command: A::Command,
+    context: A::Context,
+    meta: CommandMeta,
+    created: bool,
+) -> Result<Response, ApiError> {
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     let respond = |events: &[EventEnvelope], version: u64| StoredResponse {
         status: status.as_u16(),
         body: response_body(&id, version, events),
     };
-    let done = service.execute::<A>(&id, &command, &context, &meta, respond).await?;
+    let done = service
+        .execute_from::<A>(&id, known, &command, &context, &meta, respond)
+        .await?;
     let status = StatusCode::from_u16(done.response.status).unwrap_or(status);
     let mut response = (status, axum::Json(done.response.body)).into_response();
     if done.replayed {
@@ -233,12 +272,17 @@ fn response_body(id: &AggregateId, version: u64, events: &[EventEnvelope]) -> se
     )
 )]
 async fn place_order<S: EventStore, K: RecordSink>(
+    caller: Authenticated,
     State(svc): Shared<S, K>,
     headers: HeaderMap,
     body: JsonBody<PlaceOrderBody>,
 ) -> Result<Response, ApiError> {
-    let meta = meta(&headers, "/v1/orders", &body.raw, true)?;
+    let meta = meta(&caller, &headers, "/v1/orders", &body.raw, true)?;
     let place = body.value.validate()?;
+    caller.may(&Action::PlaceOrder {
+        customer: place.customer_id.as_str(),
+        store: place.store_id.as_str(),
+    })?;
     // Prices come from the menu (the event store, briefly cached), never from the client.
     let items: std::collections::BTreeSet<ItemId> = place.lines.iter().map(|l| l.item_id.clone()).collect();
     let prices = svc.prices(items.into_iter()).await?;
@@ -259,20 +303,21 @@ async fn place_order<S: EventStore, K: RecordSink>(
     )
 )]
 async fn advance_order<S: EventStore, K: RecordSink>(
+    caller: Authenticated,
     State(svc): Shared<S, K>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: JsonBody<AdvanceBody>,
 ) -> Result<Response, ApiError> {
     let order_id = path_id(&id, "order_id", cafe_events::OrderId::parse)?;
-    let meta = meta(&headers, &format!("/v1/orders/{id}/status"), &body.raw, false)?;
+    let meta = meta(&caller, &headers, &format!("/v1/orders/{id}/status"), &body.raw, false)?;
     let cmd = (
         order_id.clone(),
         OrderCommand::Advance {
             to: body.value.status.into(),
         },
     );
-    run::<Order, _, _>(&svc, AggregateId::Order(order_id), cmd, HashMap::new(), meta, false).await
+    change_order(&svc, &caller, order_id, cmd, meta).await
 }
 
 #[utoipa::path(
@@ -287,16 +332,39 @@ async fn advance_order<S: EventStore, K: RecordSink>(
     )
 )]
 async fn cancel_order<S: EventStore, K: RecordSink>(
+    caller: Authenticated,
     State(svc): Shared<S, K>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: JsonBody<CancelBody>,
 ) -> Result<Response, ApiError> {
     let order_id = path_id(&id, "order_id", cafe_events::OrderId::parse)?;
-    let meta = meta(&headers, &format!("/v1/orders/{id}/cancel"), &body.raw, false)?;
+    let meta = meta(&caller, &headers, &format!("/v1/orders/{id}/cancel"), &body.raw, false)?;
     let reason = body.value.validate()?;
     let cmd = (order_id.clone(), OrderCommand::Cancel { reason });
-    run::<Order, _, _>(&svc, AggregateId::Order(order_id), cmd, HashMap::new(), meta, false).await
+    change_order(&svc, &caller, order_id, cmd, meta).await
+}
+
+/// A command on an existing order: the order is loaded first, since who may change it
+/// depends on its customer and store; the command is then decided on that same state
+/// (no second read). An order that does not exist is the domain's 404 for anyone.
+async fn change_order<S: EventStore, K: RecordSink>(
+    svc: &App<S, K>,
+    caller: &Authenticated,
+    order_id: cafe_events::OrderId,
+    cmd: (cafe_events::OrderId, OrderCommand),
+    meta: CommandMeta,
+) -> Result<Response, ApiError> {
+    let id = AggregateId::Order(order_id);
+    let (order, version) = svc.state::<Order>(&id).await?;
+    if version > 0 {
+        caller.may(&Action::ChangeOrder {
+            customer: &order.customer_id,
+            store: &order.store_id,
+            cancel: matches!(cmd.1, OrderCommand::Cancel { .. }),
+        })?;
+    }
+    run_from::<Order, _, _>(svc, id, Some((order, version)), cmd, HashMap::new(), meta, false).await
 }
 
 #[utoipa::path(
@@ -311,12 +379,13 @@ async fn cancel_order<S: EventStore, K: RecordSink>(
     )
 )]
 async fn restock<S: EventStore, K: RecordSink>(
+    caller: Authenticated,
     State(svc): Shared<S, K>,
     Path((store, sku)): Path<(String, String)>,
     headers: HeaderMap,
     body: JsonBody<RestockBody>,
 ) -> Result<Response, ApiError> {
-    stock(&svc, &store, &sku, "restock", &headers, &body.raw, || {
+    stock(&svc, &caller, &store, &sku, "restock", &headers, &body.raw, || {
         body.value.validate()
     })
     .await
@@ -334,12 +403,13 @@ async fn restock<S: EventStore, K: RecordSink>(
     )
 )]
 async fn adjust<S: EventStore, K: RecordSink>(
+    caller: Authenticated,
     State(svc): Shared<S, K>,
     Path((store, sku)): Path<(String, String)>,
     headers: HeaderMap,
     body: JsonBody<AdjustBody>,
 ) -> Result<Response, ApiError> {
-    stock(&svc, &store, &sku, "adjust", &headers, &body.raw, || {
+    stock(&svc, &caller, &store, &sku, "adjust", &headers, &body.raw, || {
         body.value.validate()
     })
     .await
@@ -357,12 +427,16 @@ async fn adjust<S: EventStore, K: RecordSink>(
     )
 )]
 async fn earn<S: EventStore, K: RecordSink>(
+    caller: Authenticated,
     State(svc): Shared<S, K>,
     Path(customer): Path<String>,
     headers: HeaderMap,
     body: JsonBody<EarnBody>,
 ) -> Result<Response, ApiError> {
-    loyalty(&svc, &customer, "earn", &headers, &body.raw, || body.value.validate()).await
+    loyalty(&svc, &caller, &customer, "earn", &headers, &body.raw, || {
+        body.value.validate()
+    })
+    .await
 }
 
 #[utoipa::path(
@@ -377,12 +451,16 @@ async fn earn<S: EventStore, K: RecordSink>(
     )
 )]
 async fn redeem<S: EventStore, K: RecordSink>(
+    caller: Authenticated,
     State(svc): Shared<S, K>,
     Path(customer): Path<String>,
     headers: HeaderMap,
     body: JsonBody<RedeemBody>,
 ) -> Result<Response, ApiError> {
-    loyalty(&svc, &customer, "redeem", &headers, &body.raw, || body.value.validate()).await
+    loyalty(&svc, &caller, &customer, "redeem", &headers, &body.raw, || {
+        body.value.validate()
+    })
+    .await
 }
 
 #[utoipa::path(
@@ -397,11 +475,13 @@ async fn redeem<S: EventStore, K: RecordSink>(
     )
 )]
 async fn publish_menu_item<S: EventStore, K: RecordSink>(
+    caller: Authenticated,
     State(svc): Shared<S, K>,
     headers: HeaderMap,
     body: JsonBody<MenuItemBody>,
 ) -> Result<Response, ApiError> {
-    let meta = meta(&headers, "/v1/menu/items", &body.raw, true)?;
+    caller.may(&Action::ChangeMenu)?;
+    let meta = meta(&caller, &headers, "/v1/menu/items", &body.raw, true)?;
     let (item_id, cmd) = body.value.validate()?;
     run::<MenuItem, _, _>(
         &svc,
@@ -415,8 +495,10 @@ async fn publish_menu_item<S: EventStore, K: RecordSink>(
 }
 
 /// The shared tail of the two stock endpoints: ids from the path, metadata, command.
+#[allow(clippy::too_many_arguments)]
 async fn stock<S: EventStore, K: RecordSink>(
     svc: &App<S, K>,
+    caller: &Authenticated,
     store: &str,
     sku: &str,
     action: &str,
@@ -425,7 +507,11 @@ async fn stock<S: EventStore, K: RecordSink>(
     command: impl FnOnce() -> Result<crate::domain::stock::StockCommand, ApiError>,
 ) -> Result<Response, ApiError> {
     let (store_id, sku_id) = stock_ids(store, sku)?;
+    caller.may(&Action::ChangeInventory {
+        store: store_id.as_str(),
+    })?;
     let meta = meta(
+        caller,
         headers,
         &format!("/v1/stores/{store}/inventory/{sku}/{action}"),
         raw,
@@ -439,6 +525,7 @@ async fn stock<S: EventStore, K: RecordSink>(
 /// The shared tail of the two loyalty endpoints.
 async fn loyalty<S: EventStore, K: RecordSink>(
     svc: &App<S, K>,
+    caller: &Authenticated,
     customer: &str,
     action: &str,
     headers: &HeaderMap,
@@ -446,7 +533,13 @@ async fn loyalty<S: EventStore, K: RecordSink>(
     command: impl FnOnce() -> Result<crate::domain::loyalty::LoyaltyCommand, ApiError>,
 ) -> Result<Response, ApiError> {
     let customer_id = path_id(customer, "customer_id", cafe_events::CustomerId::parse)?;
-    let meta = meta(headers, &format!("/v1/loyalty/{customer}/{action}"), raw, true)?;
+    let customer = customer_id.as_str();
+    caller.may(&if action == "redeem" {
+        Action::Redeem { customer }
+    } else {
+        Action::Earn { customer }
+    })?;
+    let meta = meta(caller, headers, &format!("/v1/loyalty/{customer}/{action}"), raw, true)?;
     let cmd = command()?;
     let id = AggregateId::LoyaltyAccount(customer_id.clone());
     run::<LoyaltyAccount, _, _>(svc, id, (customer_id, cmd), (), meta, true).await

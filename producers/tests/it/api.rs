@@ -13,7 +13,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use crate::helpers::{fresh_store, fresh_stream, read_stream};
+use crate::helpers::{auth, fresh_store, fresh_stream, read_stream};
 
 struct App {
     router: Router,
@@ -35,7 +35,7 @@ async fn app_with(fail_per_mille: u64, publisher: PublisherConfig, service: Serv
         service,
     ));
     App {
-        router: api::router(service.clone()),
+        router: auth().protect(api::router(service.clone()), None),
         service,
         kinesis,
         stream,
@@ -51,6 +51,13 @@ async fn call(
     body: impl Into<Body>,
 ) -> (StatusCode, Value, bool) {
     let mut req = Request::post(path);
+    // As whoever the tools send it as (the customer of an order: always c-1 here).
+    req = req.header(
+        "authorization",
+        auth()
+            .bearer(&cafe_producers::auth::sender(true, path, Some("c-1")))
+            .unwrap(),
+    );
     if let Some(k) = key {
         req = req.header("idempotency-key", k);
     }
@@ -721,4 +728,19 @@ async fn a_lost_race_answers_409_and_leaves_no_gap() {
         }
     }
     assert!(conflicts > 0, "fifty concurrent commands never collided");
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_a_json_405_naming_the_allowed_ones() {
+    let app = app().await;
+    let resp = app
+        .router
+        .clone()
+        .oneshot(Request::delete("/v1/orders").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(resp.headers()["allow"], "POST");
+    let body: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["error"], "method_not_allowed");
 }

@@ -103,3 +103,9 @@ pub async fn read_stream(client: &aws_sdk_kinesis::Client, stream: &str) -> (usi
     }
     (kinesis_records, per_shard)
 }
+
+/// The tests' identity provider: one key for the whole test binary.
+pub fn auth() -> &'static cafe_producers::api::guard::LocalAuth {
+    static AUTH: std::sync::OnceLock<cafe_producers::api::guard::LocalAuth> = std::sync::OnceLock::new();
+    AUTH.get_or_init(|| cafe_producers::api::guard::LocalAuth::ephemeral().unwrap())
+}

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use cafe_events::DomainEvent;
+use cafe_producers::api::guard::LocalAuth;
+use cafe_producers::auth::{Caller, Role};
 use cafe_projections::cache::CachedReads;
 use cafe_projections::history::{self, HistoryConfig};
 use cafe_projections::query::{ReadModels, Reads, router};
@@ -54,8 +56,29 @@ async fn get_with_headers(
     models: &Arc<ReadModels>,
     uri: &str,
 ) -> (StatusCode, serde_json::Value, axum::http::HeaderMap) {
-    let resp = router(Reads::Fixed(models.clone()))
-        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+    get_as(models, uri, Some(&cafe_producers::auth::sender(false, uri, None))).await
+}
+
+/// The tests' identity provider.
+fn auth() -> &'static LocalAuth {
+    static AUTH: std::sync::OnceLock<LocalAuth> = std::sync::OnceLock::new();
+    AUTH.get_or_init(|| LocalAuth::ephemeral().unwrap())
+}
+
+/// A GET as `caller` (None: without a token).
+async fn get_as(
+    models: &Arc<ReadModels>,
+    uri: &str,
+    caller: Option<&Caller>,
+) -> (StatusCode, serde_json::Value, axum::http::HeaderMap) {
+    let mut request = Request::get(uri);
+    if let Some(caller) = caller {
+        request = request.header("authorization", auth().bearer(caller).unwrap());
+    }
+    let request = request.body(Body::empty()).unwrap();
+    let resp = auth()
+        .protect(router(Reads::Fixed(models.clone())), None)
+        .oneshot(request)
         .await
         .unwrap();
     let status = resp.status();
@@ -208,4 +231,64 @@ async fn menu_loyalty_and_inventory_read_through_their_models() {
         assert_eq!(row["on_hand"], on_hand);
     }
     assert_eq!(stock["version"], row["version"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_query_route_for_every_caller() {
+    let (models, history) = models().await;
+    let (placed, _) = crate::helpers::first_order(&history);
+    let (me, store) = (placed.customer_id.clone(), placed.store_id.clone());
+    let other_store = if store == "store-99999" {
+        "store-99998"
+    } else {
+        "store-99999"
+    };
+    let person = |subject: &str, role: Role| Caller {
+        subject: subject.into(),
+        role,
+    };
+    let staff = |store: &str| person("barista-1", Role::Staff { store: store.into() });
+    let callers = [
+        person(&me, Role::Customer),
+        person("cust-somebody-else", Role::Customer),
+        staff(&store),
+        staff(other_store),
+        person("hq-1", Role::Headquarters),
+        person("sre-1", Role::Operator),
+    ];
+    // Who may, in `callers`' order: the order's customer, another customer, the
+    // order's store's staff, another store's, headquarters, an operator.
+    let routes: [(String, [bool; 6]); 5] = [
+        (
+            format!("/v1/orders/{}", placed.order_id),
+            [true, false, true, false, true, false],
+        ),
+        (
+            format!("/v1/customers/{me}/orders"),
+            [true, false, false, false, true, false],
+        ),
+        (format!("/v1/loyalty/{me}"), [true, false, false, false, true, false]),
+        (
+            format!("/v1/stores/{store}/inventory"),
+            [false, false, true, false, true, false],
+        ),
+        ("/v1/menu/items".to_owned(), [true, true, true, true, true, true]),
+    ];
+    for (uri, allowed) in &routes {
+        for (caller, may) in callers.iter().zip(allowed) {
+            let (status, body, _) = get_as(&models, uri, Some(caller)).await;
+            if *may {
+                // The customer's loyalty account may not exist in this history.
+                assert!(
+                    matches!(status.as_u16(), 200 | 404),
+                    "{uri} as {caller:?}: {status} {body}"
+                );
+            } else {
+                assert_eq!(status, StatusCode::FORBIDDEN, "{uri} as {caller:?}: {body}");
+            }
+        }
+        let (status, body, headers) = get_as(&models, uri, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri} without a token: {body}");
+        assert!(headers.contains_key("www-authenticate"));
+    }
 }

@@ -3,9 +3,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Arc;
+
 use cafe_lambda_api::{Config, router};
 use cafe_localstack::{StackConfig, aws, provision};
+use cafe_producers::api::guard::LocalAuth;
+use cafe_producers::auth::{Caller, Role};
+use cafe_producers::publish::{KinesisSink, Publisher, PublisherConfig};
+use cafe_producers::service::{CommandService, ServiceConfig};
+use cafe_producers::store::DynamoEventStore;
 use http_body_util::BodyExt;
+use serde_json::json;
 use tower::ServiceExt;
 
 async fn app() -> axum::Router {
@@ -54,4 +62,168 @@ async fn bad_input_from_api_gateway_gets_the_same_json_error() {
     .await;
     assert_eq!(status, 415, "{body}");
     assert_eq!(body["error"], "unsupported_media_type");
+}
+
+/// An API Gateway event for `method path` with `body`, carrying the claims of `caller`
+/// as API Gateway's JWT authorizer hands them over (every value a string); None: a
+/// route without the authorizer.
+fn event(method: &str, path: &str, key: &str, body: &serde_json::Value, caller: Option<&Caller>) -> String {
+    let mut event: serde_json::Value =
+        serde_json::from_str(include_str!("../fixtures/apigw-http-place-menu-item.json")).unwrap();
+    event["rawPath"] = path.into();
+    event["requestContext"]["http"]["path"] = path.into();
+    event["requestContext"]["http"]["method"] = method.into();
+    event["headers"]["idempotency-key"] = key.into();
+    event["body"] = body.to_string().into();
+    let claims = &mut event["requestContext"]["authorizer"]["jwt"]["claims"];
+    match caller {
+        Some(caller) => {
+            claims["sub"] = caller.subject.clone().into();
+            claims["role"] = caller.role.name().into();
+            if let Role::Staff { store } = &caller.role {
+                claims["store"] = store.clone().into();
+            }
+        }
+        None => event["requestContext"]
+            .as_object_mut()
+            .unwrap()
+            .remove("authorizer")
+            .map(drop)
+            .unwrap_or_default(),
+    }
+    event.to_string()
+}
+
+/// The local server's router over the same tables and stream, behind tokens it
+/// verifies itself.
+async fn local(auth: &LocalAuth) -> axum::Router {
+    let cfg = StackConfig::load().unwrap();
+    let sdk = aws::sdk_config(&cfg).await;
+    let store = DynamoEventStore::new(
+        aws::dynamodb(&sdk, &cfg),
+        &cfg.names.events_table,
+        &cfg.names.idempotency_table,
+    );
+    let sink = KinesisSink::new(aws::kinesis(&sdk, &cfg), &cfg.names.stream);
+    let service = Arc::new(CommandService::new(
+        store,
+        Publisher::new(sink, PublisherConfig::default()),
+        ServiceConfig::default(),
+    ));
+    auth.protect(cafe_producers::api::router(service), None)
+}
+
+#[tokio::test]
+async fn authorizer_claims_get_the_same_decisions_as_the_local_servers_tokens() {
+    let (lambda, auth) = (app().await, LocalAuth::ephemeral().unwrap());
+    let local = local(&auth).await;
+    let unique = uuid::Uuid::now_v7().simple().to_string();
+    let tail = &unique[unique.len() - 10..];
+    // Each side on ids of its own (customer, menu item, order, SKU), so neither sees
+    // the other's writes.
+    let (gateway, server) = (cases(&format!("{tail}g")), cases(&format!("{tail}l")));
+    for (n, (gw, local_case)) in gateway.into_iter().zip(server).enumerate() {
+        let (who, path, body, expected) = gw;
+        let key = format!("gw-{n}-{tail}");
+        let (status, answer) = invoke(lambda.clone(), &event("POST", &path, &key, &body, who.as_ref())).await;
+        assert_eq!(
+            status, expected,
+            "through API Gateway, case {n}: {who:?} {path}: {answer}"
+        );
+        let (who, path, body, expected) = local_case;
+        let mut request = axum::http::Request::post(&path)
+            .header("content-type", "application/json")
+            .header("idempotency-key", format!("local-{n}-{tail}"));
+        if let Some(who) = &who {
+            request = request.header("authorization", auth.bearer(who).unwrap());
+        }
+        let response = local
+            .clone()
+            .oneshot(request.body(axum::body::Body::from(body.to_string())).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status().as_u16(),
+            expected,
+            "to the local server, case {n}: {who:?} {path}"
+        );
+    }
+}
+
+/// The requests of the comparison, on ids ending in `tail`: (who, path, body, status).
+fn cases(tail: &str) -> Vec<(Option<Caller>, String, serde_json::Value, u16)> {
+    let person = |subject: &str, role: Role| Caller {
+        subject: subject.into(),
+        role,
+    };
+    let (me, hq) = (format!("cust-{tail}"), person("hq-1", Role::Headquarters));
+    let customer = person(&me, Role::Customer);
+    let staff = |store: &str| person("barista-1", Role::Staff { store: store.into() });
+    let menu = |item: &str| json!({"item_id": item, "name": "Flat white", "category": "espresso", "price_cents": 450});
+    let order = |id: &str, customer: &str| {
+        json!({"order_id": id, "customer_id": customer, "store_id": "store-00001",
+               "lines": [{"item_id": format!("fw-{tail}"), "quantity": 1}]})
+    };
+    let restock = |store: &str| format!("/v1/stores/{store}/inventory/sku-{tail}/restock");
+    let five = json!({"quantity": 5});
+    vec![
+        (
+            Some(hq.clone()),
+            "/v1/menu/items".into(),
+            menu(&format!("fw-{tail}")),
+            201,
+        ),
+        (
+            Some(customer.clone()),
+            "/v1/menu/items".into(),
+            menu(&format!("x-{tail}")),
+            403,
+        ),
+        (None, "/v1/menu/items".into(), menu(&format!("y-{tail}")), 401),
+        (
+            Some(customer.clone()),
+            "/v1/orders".into(),
+            order(&format!("o1-{tail}"), &me),
+            201,
+        ),
+        (
+            Some(customer.clone()),
+            "/v1/orders".into(),
+            order(&format!("o2-{tail}"), "cust-other"),
+            403,
+        ),
+        (
+            Some(hq.clone()),
+            "/v1/orders".into(),
+            order(&format!("o3-{tail}"), &me),
+            403,
+        ),
+        (
+            Some(hq),
+            format!("/v1/orders/o1-{tail}/cancel"),
+            json!({"reason": "wrong size"}),
+            200,
+        ),
+        (
+            Some(staff("store-00002")),
+            format!("/v1/orders/o1-{tail}/status"),
+            json!({"status": "preparing"}),
+            403,
+        ),
+        (Some(staff("store-00001")), restock("store-00001"), five.clone(), 201),
+        (Some(staff("store-00001")), restock("store-00002"), five.clone(), 403),
+        (Some(person("sre-1", Role::Operator)), restock("store-00001"), five, 403),
+        (
+            Some(customer.clone()),
+            format!("/v1/loyalty/{me}/earn"),
+            json!({"points": 5}),
+            201,
+        ),
+        (
+            Some(customer),
+            "/v1/loyalty/cust-other/redeem".into(),
+            json!({"points": 5}),
+            403,
+        ),
+    ]
 }

@@ -30,12 +30,19 @@ use crate::helpers::*;
 const FUNCTION: &str = "cafe-lambda-payment";
 
 async fn post(router: &axum::Router, path: &str, key: &str, body: serde_json::Value) -> u16 {
+    let who = cafe_producers::auth::sender(true, path, body["customer_id"].as_str());
     let request = axum::http::Request::post(path)
+        .header("authorization", auth().bearer(&who).unwrap())
         .header("content-type", "application/json")
         .header("idempotency-key", key)
         .body(Body::from(body.to_string()))
         .unwrap();
     router.clone().oneshot(request).await.unwrap().status().as_u16()
+}
+
+fn auth() -> &'static cafe_producers::api::guard::LocalAuth {
+    static AUTH: std::sync::OnceLock<cafe_producers::api::guard::LocalAuth> = std::sync::OnceLock::new();
+    AUTH.get_or_init(|| cafe_producers::api::guard::LocalAuth::ephemeral().unwrap())
 }
 
 #[tokio::test]
@@ -102,7 +109,7 @@ async fn placed_orders_end_paid_declined_or_paid_after_a_retry() {
     let mapping = tokio::spawn(mapping.run(stopped));
 
     // Clients order through the command API.
-    let router = cafe_producers::api::router(world.orders.clone());
+    let router = auth().protect(cafe_producers::api::router(world.orders.clone()), None);
     let menu = serde_json::json!({"item_id": "latte", "name": "latte", "category": "coffee", "price_cents": PRICE});
     assert_eq!(post(&router, "/v1/menu/items", "menu-latte", menu).await, 201);
     for (order, customer) in [("o-paid", "c-1"), ("o-declined", "c-blocked"), ("o-retried", "c-flaky")] {
