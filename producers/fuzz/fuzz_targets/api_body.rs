@@ -16,7 +16,8 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Method, StatusCode};
 use cafe_events::{AggregateId, EventEnvelope};
-use cafe_producers::api::{IDEMPOTENCY_KEY, REPLAYED, router};
+use cafe_producers::api::{IDEMPOTENCY_KEY, REPLAYED, protect, router};
+use cafe_producers::auth::sender;
 use cafe_producers::publish::{Entry, EntryOutcome, Publisher, PublisherConfig, RecordSink, ShardRange, SinkError};
 use cafe_producers::service::{CommandService, ServiceConfig};
 use cafe_producers::store::{Append, EventStore, IdempotencyClaim, IdempotencyRecord, StoreError};
@@ -215,13 +216,22 @@ async fn send(app: &axum::Router, r: &Request) -> Answer {
     Answer { status, replayed, body }
 }
 
+/// The router behind the gate, every request from the caller the tools would send it
+/// as (placing orders as `cust-1`, whose orders the seeds place): the bodies get past
+/// authentication to validation, the policy and the store, which is what is fuzzed
+/// here; who may call is the table test's (producers/tests/it/auth.rs).
 fn service(store: MemoryStore) -> axum::Router {
     let publisher = Publisher::new(Stream, PublisherConfig::default());
-    router(Arc::new(CommandService::new(
+    let routes = router(Arc::new(CommandService::new(
         store,
         publisher,
         ServiceConfig::default(),
-    )))
+    )));
+    protect(
+        routes,
+        |parts: &axum::http::request::Parts| Ok(sender(true, parts.uri.path(), Some(CUSTOMER[0]))),
+        None,
+    )
 }
 
 static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
