@@ -67,6 +67,8 @@ pub struct Settings {
     /// Faults injected into the Kinesis and DynamoDB clients (off unless configured with
     /// `CAFE__FAULTS__*`, or armed by a chaos experiment).
     pub faults: FaultInjector,
+    /// Longest a query with `?min_version=` waits for its read model before its 503.
+    pub read_wait: Duration,
     /// Each caller's token bucket; None: no rate limit (benchmarks that measure the
     /// pipeline beyond one caller's share).
     pub limits: Option<Limits>,
@@ -90,6 +92,7 @@ impl Settings {
             reading: Reading::default(),
             faults: FaultInjector::off(),
             limits: Some(Limits::default()),
+            read_wait: read_side::READ_WAIT,
         }
     }
 }
@@ -141,7 +144,7 @@ impl Application {
         let service = pipeline::service(cfg, &clients, settings.service.clone());
         let endpoints = read_side::endpoints(cfg, &clients)?;
         let reads = if settings.queries {
-            Some(read_side::models(&endpoints, &read_side::pointers(cfg, &clients)).await?)
+            Some(read_side::models(&endpoints, &read_side::pointers(cfg, &clients), settings.read_wait).await?)
         } else {
             None
         };
@@ -226,7 +229,12 @@ impl Application {
             app_metrics::register_payments(&mut registry, saga.gauges());
         }
         let registry = Arc::new(registry);
-        let mut router = cafe_producers::api::router(service.clone())
+        // One document for everything served: the commands', and the queries' when served.
+        let mut doc = api::openapi_document();
+        if reads.is_some() {
+            doc.merge(cafe_projections::query::openapi());
+        }
+        let mut router = api::router_documented(service.clone(), doc)
             .merge(api::observers_only(cafe_consumers::metrics::router(registry.clone())));
         let background = CancellationToken::new();
         let dashboard = settings.monitor.map(|monitor| {

@@ -116,8 +116,8 @@ pub fn pointers(cfg: &StackConfig, clients: &Clients) -> Pointers {
 }
 
 /// The read models the queries read: the serving copies, followed across swaps.
-pub async fn models(at: &Endpoints, pointers: &Pointers) -> Result<Reads> {
-    let reads = ServingReads::connect(at.clone(), LiveSide::Serving(pointers.clone()), READ_WAIT)
+pub async fn models(at: &Endpoints, pointers: &Pointers, wait: Duration) -> Result<Reads> {
+    let reads = ServingReads::connect(at.clone(), LiveSide::Serving(pointers.clone()), wait)
         .await
         .context("connecting the read models the queries read")?;
     Ok(Reads::Serving(Arc::new(reads)))

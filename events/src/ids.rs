@@ -28,6 +28,14 @@ pub enum IdError {
         /// The length found.
         len: usize,
     },
+    /// The id does not start with a letter or a digit (`.`, `..`, `-x`): a client
+    /// could not put it in a URL path, where `.` and `..` are dot-segments that
+    /// clients and proxies resolve away.
+    #[error("{kind} must start with a letter or a digit")]
+    NotAddressable {
+        /// Which id kind was being parsed.
+        kind: &'static str,
+    },
     /// The id has a character outside `[A-Za-z0-9_.:-]`.
     #[error("{kind} may only contain letters, digits, '-', '_', '.' and ':' (found {found:?})")]
     BadChar {
@@ -67,6 +75,18 @@ macro_rules! id_type {
                 let s = s.into();
                 check($kind, &s)?;
                 Ok(Self(s))
+            }
+
+            /// [`Self::parse`], and the id must start with a letter or a digit: what
+            /// the API accepts for a new id, so every id it creates can be addressed
+            /// in a URL path. Ids already in events are read with `parse`.
+            pub fn parse_addressable(s: impl Into<String>) -> Result<Self, IdError> {
+                let id = Self::parse(s)?;
+                if id.0.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+                    Ok(id)
+                } else {
+                    Err(IdError::NotAddressable { kind: $kind })
+                }
             }
 
             /// The id as text.
@@ -202,6 +222,22 @@ mod tests {
         );
         assert!(ItemId::parse("caffè").is_err());
         assert!(CustomerId::parse("a b").is_err());
+    }
+
+    #[test]
+    fn a_new_id_from_a_client_must_be_addressable_in_a_path() {
+        for bad in [".", "..", "...", "-o", "_o", ":o", ".hidden"] {
+            assert_eq!(
+                OrderId::parse_addressable(bad),
+                Err(IdError::NotAddressable { kind: "order_id" }),
+                "{bad}"
+            );
+            // Already in an event, it still reads.
+            assert!(OrderId::parse(bad).is_ok(), "{bad}");
+        }
+        for ok in ["o-1", "0", "A.b", "sku.latte.12oz"] {
+            assert!(OrderId::parse_addressable(ok).is_ok(), "{ok}");
+        }
     }
 
     #[test]

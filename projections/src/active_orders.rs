@@ -41,7 +41,7 @@ pub struct DynamoActiveOrders {
 }
 
 /// An order in flight, as `GET /v1/customers/{id}/orders` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ActiveOrderView {
     /// The order.
     pub order_id: String,

@@ -48,7 +48,7 @@ pub struct MongoDocuments {
 }
 
 /// A menu item as the menu endpoints and the cache show it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MenuItemView {
     /// The item.
     pub item_id: String,

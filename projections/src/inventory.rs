@@ -50,7 +50,7 @@ impl std::fmt::Debug for RedisInventory {
 }
 
 /// One SKU's stock in a store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct StockView {
     /// The SKU.
     pub sku: String,

@@ -16,11 +16,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use cafe_producers::api::{ApiError, Authenticated, FieldError};
+use cafe_producers::api::openapi::{BearerAuth, QueryErrors};
+use cafe_producers::api::{ApiError, Authenticated, FieldError, PathIds, QueryParams};
 use cafe_producers::auth::Action;
 use serde::Serialize;
 use serde_json::json;
@@ -31,7 +32,7 @@ use crate::catalog::{CatalogError, Endpoints, Namespace, ReadModel};
 use crate::documents::{MenuItemView, MongoDocuments};
 use crate::error::ProjectionError;
 use crate::inventory::{RedisInventory, StockView};
-use crate::postgres::orders::PgOrdersView;
+use crate::postgres::orders::{LoyaltyView, OrderLineView, OrderView, PgOrdersView};
 use crate::serving::ServingReads;
 
 /// Longest `?limit=` a list accepts.
@@ -97,6 +98,21 @@ impl Reads {
     }
 }
 
+/// The query endpoints' OpenAPI document (the bearer scheme and error responses are
+/// the command API's), to merge with the command API's.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <QueryDoc as utoipa::OpenApi>::openapi()
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    paths(order, customer_orders, menu_items, loyalty, inventory),
+    components(schemas(OrderView, OrderLineView, ActiveOrderView, MenuItemView, LoyaltyView, StockView))
+)]
+struct QueryDoc;
+
 /// The GET routes, to merge with the command router.
 pub fn router(models: Reads) -> Router {
     Router::new()
@@ -109,7 +125,7 @@ pub fn router(models: Reads) -> Router {
 }
 
 type Shared = State<Reads>;
-type Params = Query<HashMap<String, String>>;
+type Params = QueryParams<HashMap<String, String>>;
 
 fn field(path: &str, message: impl Into<String>) -> ApiError {
     ApiError::fields(vec![FieldError {
@@ -188,14 +204,17 @@ fn parsed<T>(raw: &str, name: &str, parse: impl Fn(String) -> Result<T, cafe_eve
     parse(raw.to_owned()).map_err(|e| field(name, e.to_string()))
 }
 
+#[utoipa::path(get, path = "/v1/orders/{id}", tag = "queries",
+    params(("id" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", min_length = 1, max_length = 64, description = "Order id"), ("min_version" = Option<u64>, Query, minimum = 1, description = "Wait (bounded) until the read model reached this version; 503 if it does not")),
+    responses((status = 200, description = "The order (Aurora)", body = OrderView), QueryErrors))]
 async fn order(
     caller: Authenticated,
     State(reads): Shared,
-    Path(id): Path<String>,
-    Query(params): Params,
+    PathIds(id): PathIds<String>,
+    QueryParams(params): Params,
 ) -> Result<Response, ApiError> {
     let m = reads.current().await?;
-    let id = parsed(&id, "order_id", cafe_events::OrderId::parse)?;
+    let id = parsed(&id, "order_id", cafe_events::OrderId::parse_addressable)?;
     let min = min_version(&params)?;
     let found = at_least(
         min,
@@ -213,7 +232,7 @@ async fn order(
 }
 
 /// A list answer: the version it stands for and its items.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Listing<T> {
     /// The `wait_for` aggregate's version when one was named, else the highest listed.
     pub version: u64,
@@ -234,13 +253,16 @@ fn wait_target(params: &HashMap<String, String>) -> Result<(Option<u64>, Option<
     Ok((min, target))
 }
 
+#[utoipa::path(get, path = "/v1/customers/{id}/orders", tag = "queries",
+    params(("id" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", min_length = 1, max_length = 64, description = "Customer id"), ("limit" = Option<i32>, Query, minimum = 1, maximum = 100, description = "At most this many items (default 20)"), ("min_version" = Option<u64>, Query, minimum = 1, description = "Wait (bounded) until the read model reached this version; 503 if it does not"), ("wait_for" = Option<String>, Query, description = "With min_version on a list: the id of the aggregate the version is about")),
+    responses((status = 200, description = "The customer's orders in flight (DynamoDB)", body = Listing<ActiveOrderView>), QueryErrors))]
 async fn customer_orders(
     caller: Authenticated,
     State(reads): Shared,
-    Path(id): Path<String>,
-    Query(params): Params,
+    PathIds(id): PathIds<String>,
+    QueryParams(params): Params,
 ) -> Result<Response, ApiError> {
-    let customer = parsed(&id, "customer_id", cafe_events::CustomerId::parse)?;
+    let customer = parsed(&id, "customer_id", cafe_events::CustomerId::parse_addressable)?;
     caller.may(&Action::ReadCustomer {
         customer: customer.as_str(),
     })?;
@@ -277,7 +299,14 @@ fn with_cache_header(mut response: Response, hit: bool) -> Response {
     response
 }
 
-async fn menu_items(caller: Authenticated, State(reads): Shared, Query(params): Params) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/v1/menu/items", tag = "queries",
+    params(("category" = Option<String>, Query, description = "Only this category"), ("min_version" = Option<u64>, Query, minimum = 1, description = "Wait (bounded) until the read model reached this version; 503 if it does not"), ("wait_for" = Option<String>, Query, description = "With min_version on a list: the id of the aggregate the version is about")),
+    responses((status = 200, description = "The menu (ElastiCache in front of DocumentDB)", body = Listing<MenuItemView>), QueryErrors))]
+async fn menu_items(
+    caller: Authenticated,
+    State(reads): Shared,
+    QueryParams(params): Params,
+) -> Result<Response, ApiError> {
     caller.may(&Action::ReadMenu)?;
     let m = reads.current().await?;
     let category = params.get("category").map(String::as_str);
@@ -297,13 +326,16 @@ async fn menu_items(caller: Authenticated, State(reads): Shared, Query(params): 
     ))
 }
 
+#[utoipa::path(get, path = "/v1/loyalty/{customer}", tag = "queries",
+    params(("customer" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", min_length = 1, max_length = 64, description = "Customer id"), ("min_version" = Option<u64>, Query, minimum = 1, description = "Wait (bounded) until the read model reached this version; 503 if it does not")),
+    responses((status = 200, description = "The loyalty account (ElastiCache in front of Aurora)", body = LoyaltyView), QueryErrors))]
 async fn loyalty(
     caller: Authenticated,
     State(reads): Shared,
-    Path(customer): Path<String>,
-    Query(params): Params,
+    PathIds(customer): PathIds<String>,
+    QueryParams(params): Params,
 ) -> Result<Response, ApiError> {
-    let customer = parsed(&customer, "customer_id", cafe_events::CustomerId::parse)?;
+    let customer = parsed(&customer, "customer_id", cafe_events::CustomerId::parse_addressable)?;
     caller.may(&Action::ReadCustomer {
         customer: customer.as_str(),
     })?;
@@ -323,13 +355,16 @@ async fn loyalty(
     Ok(with_cache_header(axum::Json(account).into_response(), hit))
 }
 
+#[utoipa::path(get, path = "/v1/stores/{store}/inventory", tag = "queries",
+    params(("store" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", min_length = 1, max_length = 64, description = "Store id"), ("min_version" = Option<u64>, Query, minimum = 1, description = "Wait (bounded) until the read model reached this version; 503 if it does not"), ("wait_for" = Option<String>, Query, description = "With min_version on a list: the id of the aggregate the version is about")),
+    responses((status = 200, description = "The store's stock (MemoryDB)", body = Listing<StockView>), QueryErrors))]
 async fn inventory(
     caller: Authenticated,
     State(reads): Shared,
-    Path(store): Path<String>,
-    Query(params): Params,
+    PathIds(store): PathIds<String>,
+    QueryParams(params): Params,
 ) -> Result<Response, ApiError> {
-    let store = parsed(&store, "store_id", cafe_events::StoreId::parse)?;
+    let store = parsed(&store, "store_id", cafe_events::StoreId::parse_addressable)?;
     caller.may(&Action::ReadInventory { store: store.as_str() })?;
     let m = reads.current().await?;
     let (min, target) = wait_target(&params)?;

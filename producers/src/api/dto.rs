@@ -17,8 +17,14 @@ use crate::domain::menu::{MAX_PRICE, MenuCommand};
 use crate::domain::order::{LineRequest, MAX_LINES, MAX_QUANTITY, PlaceOrder};
 use crate::domain::stock::{MAX_MOVE, StockCommand};
 
-/// Longest free-text field (reasons, names).
-const MAX_TEXT: usize = 200;
+/// Longest free-text field (reasons, names, tags), in characters.
+pub const MAX_TEXT: usize = 200;
+/// Longest menu category, in characters: a dimension for reports, a word or two.
+pub const MAX_CATEGORY: usize = 64;
+/// Most UTF-8 bytes one character takes: the warehouse's `VARCHAR(n)` counts bytes on
+/// Redshift, so a column holds `n / MAX_CHAR_BYTES` characters of any script (a test
+/// holds the warehouse's columns to the limits here).
+pub const MAX_CHAR_BYTES: usize = 4;
 
 #[derive(Default)]
 struct Check(Vec<FieldError>);
@@ -38,11 +44,19 @@ impl Check {
             self.fail(path, format!("must be {lo} to {hi}"));
         }
     }
-    fn text(&mut self, path: &str, v: &str, required: bool) {
+    /// Free text: within `max_chars` characters, and no control characters (NUL,
+    /// which no warehouse `VARCHAR` can hold, newlines, escape sequences a terminal or
+    /// a log would act on).
+    fn text(&mut self, path: &str, v: &str, required: bool, max_chars: usize) {
         if required && v.trim().is_empty() {
             self.fail(path, "must not be empty");
-        } else if v.chars().count() > MAX_TEXT {
-            self.fail(path, format!("at most {MAX_TEXT} characters"));
+        } else if v.chars().count() > max_chars {
+            self.fail(path, format!("at most {max_chars} characters"));
+        } else if let Some(c) = v.chars().find(|c| c.is_control()) {
+            self.fail(
+                path,
+                format!("must not contain control characters (found U+{:04X})", u32::from(c)),
+            );
         }
     }
     fn done<T>(self, value: Option<T>) -> Result<T, ApiError> {
@@ -57,11 +71,20 @@ impl Check {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrderBody {
+    /// Chosen by the client, so a retry names the same order.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
     order_id: String,
+    /// Must be the caller's own (a customer's token).
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
     customer_id: String,
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
     store_id: String,
+    #[serde(deserialize_with = "super::body::objects")]
+    #[schema(min_items = 1, max_items = 50)]
     lines: Vec<LineBody>,
+    /// ISO 4217.
     #[serde(default = "usd")]
+    #[schema(pattern = r"^[A-Z]{3}$", default = "USD")]
     currency: String,
 }
 
@@ -73,16 +96,20 @@ fn usd() -> String {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LineBody {
+    /// A published menu item.
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
     item_id: String,
+    #[schema(minimum = 1, maximum = 20)]
+    #[serde(deserialize_with = "super::body::whole")]
     quantity: u32,
 }
 
 impl PlaceOrderBody {
     pub(super) fn validate(self) -> Result<PlaceOrder, ApiError> {
         let mut c = Check::default();
-        let order_id = c.id("order_id", OrderId::parse(self.order_id));
-        let customer_id = c.id("customer_id", CustomerId::parse(self.customer_id));
-        let store_id = c.id("store_id", StoreId::parse(self.store_id));
+        let order_id = c.id("order_id", OrderId::parse_addressable(self.order_id));
+        let customer_id = c.id("customer_id", CustomerId::parse_addressable(self.customer_id));
+        let store_id = c.id("store_id", StoreId::parse_addressable(self.store_id));
         if self.lines.is_empty() || self.lines.len() > MAX_LINES {
             c.fail("lines", format!("must have 1 to {MAX_LINES} lines"));
         }
@@ -94,7 +121,7 @@ impl PlaceOrderBody {
                 1,
                 i64::from(MAX_QUANTITY),
             );
-            if let Some(item_id) = c.id(&format!("lines[{i}].item_id"), ItemId::parse(l.item_id)) {
+            if let Some(item_id) = c.id(&format!("lines[{i}].item_id"), ItemId::parse_addressable(l.item_id)) {
                 lines.push(LineRequest {
                     item_id,
                     quantity: l.quantity,
@@ -152,13 +179,14 @@ pub struct AdvanceBody {
 #[serde(deny_unknown_fields)]
 pub struct CancelBody {
     #[serde(default)]
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     reason: String,
 }
 
 impl CancelBody {
     pub(super) fn validate(self) -> Result<String, ApiError> {
         let mut c = Check::default();
-        c.text("reason", &self.reason, false);
+        c.text("reason", &self.reason, false, MAX_TEXT);
         c.done(Some(self.reason))
     }
 }
@@ -167,6 +195,8 @@ impl CancelBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestockBody {
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    #[serde(deserialize_with = "super::body::whole")]
     quantity: i64,
 }
 
@@ -184,18 +214,24 @@ impl RestockBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdjustBody {
+    /// Not zero (a zero adjustment is refused as a business rule, 422).
+    #[schema(minimum = -1_000_000, maximum = 1_000_000)]
+    #[serde(deserialize_with = "super::body::whole")]
     delta: i64,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     reason: String,
 }
 
 impl AdjustBody {
     pub(super) fn validate(self) -> Result<StockCommand, ApiError> {
         let mut c = Check::default();
+        // Zero is in range but changes nothing: the aggregate refuses it (422).
         c.range("delta", self.delta, -MAX_MOVE, MAX_MOVE);
-        if self.delta == 0 {
-            c.fail("delta", "must not be zero");
-        }
-        c.text("reason", &self.reason, true);
+        c.text("reason", &self.reason, true, MAX_TEXT);
         c.done(Some(StockCommand::Adjust {
             delta: self.delta,
             reason: self.reason,
@@ -207,8 +243,11 @@ impl AdjustBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EarnBody {
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    #[serde(deserialize_with = "super::body::whole")]
     points: i64,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
     order_id: Option<String>,
 }
 
@@ -217,7 +256,7 @@ impl EarnBody {
         let mut c = Check::default();
         c.range("points", self.points, 1, MAX_POINTS);
         let order_id = match self.order_id {
-            Some(o) => c.id("order_id", OrderId::parse(o)).map(Some),
+            Some(o) => c.id("order_id", OrderId::parse_addressable(o)).map(Some),
             None => Some(None),
         };
         c.done(order_id.map(|order_id| LoyaltyCommand::Earn {
@@ -231,6 +270,8 @@ impl EarnBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedeemBody {
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    #[serde(deserialize_with = "super::body::whole")]
     points: i64,
 }
 
@@ -242,30 +283,55 @@ impl RedeemBody {
     }
 }
 
+/// A menu item's tag, as the document describes it (the field is a `String`).
+#[derive(ToSchema)]
+#[schema(
+    min_length = 1,
+    max_length = 200,
+    pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+)]
+#[allow(dead_code)] // Only its schema is used.
+pub struct Tag(String);
+
 /// `POST /v1/menu/items`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MenuItemBody {
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
     item_id: String,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     name: String,
+    /// A report dimension.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     category: String,
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    #[serde(deserialize_with = "super::body::whole")]
     price_cents: i64,
     #[serde(default)]
+    #[schema(max_items = 20, value_type = Vec<Tag>)]
     tags: Vec<String>,
 }
 
 impl MenuItemBody {
     pub(super) fn validate(self) -> Result<(ItemId, MenuCommand), ApiError> {
         let mut c = Check::default();
-        let item_id = c.id("item_id", ItemId::parse(self.item_id));
-        c.text("name", &self.name, true);
-        c.text("category", &self.category, true);
+        let item_id = c.id("item_id", ItemId::parse_addressable(self.item_id));
+        c.text("name", &self.name, true, MAX_TEXT);
+        c.text("category", &self.category, true, MAX_CATEGORY);
         c.range("price_cents", self.price_cents, 1, MAX_PRICE.get());
         if self.tags.len() > 20 {
             c.fail("tags", "at most 20 tags");
         }
         for (i, t) in self.tags.iter().enumerate() {
-            c.text(&format!("tags[{i}]"), t, true);
+            c.text(&format!("tags[{i}]"), t, true, MAX_TEXT);
         }
         let cmd = MenuCommand::Publish {
             name: self.name,

@@ -12,20 +12,20 @@ mod body;
 mod dto;
 pub mod error;
 pub mod guard;
-mod openapi;
+pub mod openapi;
+mod path;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use cafe_events::{AggregateId, Cents, DomainEvent, EventEnvelope, ItemId};
 use md5::{Digest, Md5};
-use serde_json::json;
 
 use crate::auth::Action;
 use crate::domain::Aggregate;
@@ -39,9 +39,11 @@ use crate::store::{EventStore, StoredResponse};
 
 pub use body::{BODY_TIMEOUT, JsonBody, MAX_BODY_BYTES};
 use dto::*;
+pub use dto::{MAX_CATEGORY, MAX_CHAR_BYTES, MAX_TEXT};
 pub use error::{ApiError, FieldError};
 pub use guard::{Authenticated, Limits, observers_only, protect};
 pub use openapi::document as openapi_document;
+pub use path::{PathIds, QueryParams};
 
 /// Header carrying the client's idempotency key.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -101,15 +103,28 @@ impl<S: EventStore, K: RecordSink> App<S, K> {
 
 type Shared<S, K> = State<Arc<App<S, K>>>;
 
-/// The router over a command service.
+/// The router over a command service, serving the commands' OpenAPI document.
 pub fn router<S: EventStore + 'static, K: RecordSink + 'static>(service: Arc<CommandService<S, K>>) -> Router {
+    router_documented(service, openapi::document())
+}
+
+/// [`router`], serving `doc` at `/openapi.json` (a server that also serves the queries
+/// serves the two documents merged).
+pub fn router_documented<S: EventStore + 'static, K: RecordSink + 'static>(
+    service: Arc<CommandService<S, K>>,
+    doc: utoipa::openapi::OpenApi,
+) -> Router {
     let app = Arc::new(App {
         service,
         menu: Mutex::new(HashMap::new()),
     });
+    let doc = Arc::new(doc);
     Router::new()
-        .route("/healthz", get(|| async { axum::Json(json!({ "status": "ok" })) }))
-        .route("/openapi.json", get(|| async { axum::Json(openapi::document()) }))
+        .route("/healthz", get(openapi::healthz))
+        .route(
+            "/openapi.json",
+            get(move || async move { axum::Json(doc.as_ref().clone()) }),
+        )
         .route("/v1/orders", post(place_order::<S, K>))
         .route("/v1/orders/{id}/status", post(advance_order::<S, K>))
         .route("/v1/orders/{id}/cancel", post(cancel_order::<S, K>))
@@ -135,6 +150,17 @@ pub async fn method_not_allowed() -> ApiError {
     )
 }
 
+/// What a client may use as an `Idempotency-Key` (the OpenAPI document's pattern):
+/// 1 to 128 visible ASCII characters, no spaces, so a key reads the same in any log.
+fn valid_key(key: &str) -> bool {
+    (1..=128).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// An idempotency key as stored: the client's key within its caller's scope.
+pub fn scoped_key(caller: &crate::auth::Caller, key: &str) -> String {
+    format!("{} {key}", caller.key())
+}
+
 /// Idempotency and tracing metadata. Creating commands must carry a key. A key is the
 /// caller's own: stored under the caller's identity, so one client can neither replay
 /// nor probe (by a 422 for a different body) another's request.
@@ -147,12 +173,12 @@ fn meta(
 ) -> Result<CommandMeta, ApiError> {
     let key = headers.get(IDEMPOTENCY_KEY).map(|v| v.to_str().map(str::to_owned));
     let key = match key {
-        Some(Ok(k)) if !k.is_empty() && k.len() <= 128 => Some(format!("{} {k}", caller.0.key())),
+        Some(Ok(k)) if valid_key(&k) => Some(scoped_key(&caller.0, &k)),
         Some(_) => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_idempotency_key",
-                "Idempotency-Key must be 1 to 128 visible characters",
+                "Idempotency-Key must be 1 to 128 visible ASCII characters, no spaces",
             ));
         }
         None if key_required => {
@@ -265,7 +291,7 @@ fn response_body(id: &AggregateId, version: u64, events: &[EventEnvelope]) -> se
     path = "/v1/orders",
     tag = "orders",
     request_body(content = PlaceOrderBody, content_type = "application/json"),
-    params( ("Idempotency-Key" = String, Header, description = "Required: a retry with the same key and body gets the same answer")),
+    params( ("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = r"^[!-~]+$", description = "Required: a retry with the same key and body gets the same answer")),
     responses(
         (status = 201, description = "Done", body = Accepted),
         openapi::CommandErrors,
@@ -296,7 +322,7 @@ async fn place_order<S: EventStore, K: RecordSink>(
     path = "/v1/orders/{id}/status",
     tag = "orders",
     request_body(content = AdvanceBody, content_type = "application/json"),
-    params(("id" = String, Path, description = "Order id"), ("Idempotency-Key" = String, Header, description = "Optional: makes a retry safe")),
+    params(("id" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", min_length = 1, max_length = 64, description = "Order id"), ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 128, pattern = r"^[!-~]+$", description = "Optional: makes a retry safe")),
     responses(
         (status = 200, description = "Done", body = Accepted),
         openapi::CommandErrors,
@@ -305,11 +331,11 @@ async fn place_order<S: EventStore, K: RecordSink>(
 async fn advance_order<S: EventStore, K: RecordSink>(
     caller: Authenticated,
     State(svc): Shared<S, K>,
-    Path(id): Path<String>,
+    PathIds(id): PathIds<String>,
     headers: HeaderMap,
     body: JsonBody<AdvanceBody>,
 ) -> Result<Response, ApiError> {
-    let order_id = path_id(&id, "order_id", cafe_events::OrderId::parse)?;
+    let order_id = path_id(&id, "order_id", cafe_events::OrderId::parse_addressable)?;
     let meta = meta(&caller, &headers, &format!("/v1/orders/{id}/status"), &body.raw, false)?;
     let cmd = (
         order_id.clone(),
@@ -325,7 +351,7 @@ async fn advance_order<S: EventStore, K: RecordSink>(
     path = "/v1/orders/{id}/cancel",
     tag = "orders",
     request_body(content = CancelBody, content_type = "application/json"),
-    params(("id" = String, Path, description = "Order id"), ("Idempotency-Key" = String, Header, description = "Optional: makes a retry safe")),
+    params(("id" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", min_length = 1, max_length = 64, description = "Order id"), ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 128, pattern = r"^[!-~]+$", description = "Optional: makes a retry safe")),
     responses(
         (status = 200, description = "Done", body = Accepted),
         openapi::CommandErrors,
@@ -334,11 +360,11 @@ async fn advance_order<S: EventStore, K: RecordSink>(
 async fn cancel_order<S: EventStore, K: RecordSink>(
     caller: Authenticated,
     State(svc): Shared<S, K>,
-    Path(id): Path<String>,
+    PathIds(id): PathIds<String>,
     headers: HeaderMap,
     body: JsonBody<CancelBody>,
 ) -> Result<Response, ApiError> {
-    let order_id = path_id(&id, "order_id", cafe_events::OrderId::parse)?;
+    let order_id = path_id(&id, "order_id", cafe_events::OrderId::parse_addressable)?;
     let meta = meta(&caller, &headers, &format!("/v1/orders/{id}/cancel"), &body.raw, false)?;
     let reason = body.value.validate()?;
     let cmd = (order_id.clone(), OrderCommand::Cancel { reason });
@@ -372,7 +398,7 @@ async fn change_order<S: EventStore, K: RecordSink>(
     path = "/v1/stores/{store}/inventory/{sku}/restock",
     tag = "inventory",
     request_body(content = RestockBody, content_type = "application/json"),
-    params(("store" = String, Path), ("sku" = String, Path), ("Idempotency-Key" = String, Header, description = "Required: a retry with the same key and body gets the same answer")),
+    params(("store" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", min_length = 1, max_length = 64), ("sku" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", min_length = 1, max_length = 64), ("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = r"^[!-~]+$", description = "Required: a retry with the same key and body gets the same answer")),
     responses(
         (status = 201, description = "Done", body = Accepted),
         openapi::CommandErrors,
@@ -381,7 +407,7 @@ async fn change_order<S: EventStore, K: RecordSink>(
 async fn restock<S: EventStore, K: RecordSink>(
     caller: Authenticated,
     State(svc): Shared<S, K>,
-    Path((store, sku)): Path<(String, String)>,
+    PathIds((store, sku)): PathIds<(String, String)>,
     headers: HeaderMap,
     body: JsonBody<RestockBody>,
 ) -> Result<Response, ApiError> {
@@ -396,7 +422,7 @@ async fn restock<S: EventStore, K: RecordSink>(
     path = "/v1/stores/{store}/inventory/{sku}/adjust",
     tag = "inventory",
     request_body(content = AdjustBody, content_type = "application/json"),
-    params(("store" = String, Path), ("sku" = String, Path), ("Idempotency-Key" = String, Header, description = "Required: a retry with the same key and body gets the same answer")),
+    params(("store" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", min_length = 1, max_length = 64), ("sku" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", min_length = 1, max_length = 64), ("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = r"^[!-~]+$", description = "Required: a retry with the same key and body gets the same answer")),
     responses(
         (status = 201, description = "Done", body = Accepted),
         openapi::CommandErrors,
@@ -405,7 +431,7 @@ async fn restock<S: EventStore, K: RecordSink>(
 async fn adjust<S: EventStore, K: RecordSink>(
     caller: Authenticated,
     State(svc): Shared<S, K>,
-    Path((store, sku)): Path<(String, String)>,
+    PathIds((store, sku)): PathIds<(String, String)>,
     headers: HeaderMap,
     body: JsonBody<AdjustBody>,
 ) -> Result<Response, ApiError> {
@@ -420,7 +446,7 @@ async fn adjust<S: EventStore, K: RecordSink>(
     path = "/v1/loyalty/{customer}/earn",
     tag = "loyalty",
     request_body(content = EarnBody, content_type = "application/json"),
-    params(("customer" = String, Path), ("Idempotency-Key" = String, Header, description = "Required: a retry with the same key and body gets the same answer")),
+    params(("customer" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", min_length = 1, max_length = 64), ("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = r"^[!-~]+$", description = "Required: a retry with the same key and body gets the same answer")),
     responses(
         (status = 201, description = "Done", body = Accepted),
         openapi::CommandErrors,
@@ -429,7 +455,7 @@ async fn adjust<S: EventStore, K: RecordSink>(
 async fn earn<S: EventStore, K: RecordSink>(
     caller: Authenticated,
     State(svc): Shared<S, K>,
-    Path(customer): Path<String>,
+    PathIds(customer): PathIds<String>,
     headers: HeaderMap,
     body: JsonBody<EarnBody>,
 ) -> Result<Response, ApiError> {
@@ -444,7 +470,7 @@ async fn earn<S: EventStore, K: RecordSink>(
     path = "/v1/loyalty/{customer}/redeem",
     tag = "loyalty",
     request_body(content = RedeemBody, content_type = "application/json"),
-    params(("customer" = String, Path), ("Idempotency-Key" = String, Header, description = "Required: a retry with the same key and body gets the same answer")),
+    params(("customer" = String, Path, pattern = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", min_length = 1, max_length = 64), ("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = r"^[!-~]+$", description = "Required: a retry with the same key and body gets the same answer")),
     responses(
         (status = 201, description = "Done", body = Accepted),
         openapi::CommandErrors,
@@ -453,7 +479,7 @@ async fn earn<S: EventStore, K: RecordSink>(
 async fn redeem<S: EventStore, K: RecordSink>(
     caller: Authenticated,
     State(svc): Shared<S, K>,
-    Path(customer): Path<String>,
+    PathIds(customer): PathIds<String>,
     headers: HeaderMap,
     body: JsonBody<RedeemBody>,
 ) -> Result<Response, ApiError> {
@@ -468,7 +494,7 @@ async fn redeem<S: EventStore, K: RecordSink>(
     path = "/v1/menu/items",
     tag = "menu",
     request_body(content = MenuItemBody, content_type = "application/json"),
-    params( ("Idempotency-Key" = String, Header, description = "Required: a retry with the same key and body gets the same answer")),
+    params( ("Idempotency-Key" = String, Header, min_length = 1, max_length = 128, pattern = r"^[!-~]+$", description = "Required: a retry with the same key and body gets the same answer")),
     responses(
         (status = 201, description = "Done", body = Accepted),
         openapi::CommandErrors,
@@ -532,7 +558,7 @@ async fn loyalty<S: EventStore, K: RecordSink>(
     raw: &[u8],
     command: impl FnOnce() -> Result<crate::domain::loyalty::LoyaltyCommand, ApiError>,
 ) -> Result<Response, ApiError> {
-    let customer_id = path_id(customer, "customer_id", cafe_events::CustomerId::parse)?;
+    let customer_id = path_id(customer, "customer_id", cafe_events::CustomerId::parse_addressable)?;
     let customer = customer_id.as_str();
     caller.may(&if action == "redeem" {
         Action::Redeem { customer }
@@ -556,13 +582,13 @@ fn path_id<T>(raw: &str, name: &str, parse: impl Fn(String) -> Result<T, cafe_ev
 
 fn stock_ids(store: &str, sku: &str) -> Result<(cafe_events::StoreId, cafe_events::Sku), ApiError> {
     let mut fields = Vec::new();
-    let store = cafe_events::StoreId::parse(store).map_err(|e| {
+    let store = cafe_events::StoreId::parse_addressable(store).map_err(|e| {
         fields.push(FieldError {
             path: "store_id".into(),
             message: e.to_string(),
         })
     });
-    let sku = cafe_events::Sku::parse(sku).map_err(|e| {
+    let sku = cafe_events::Sku::parse_addressable(sku).map_err(|e| {
         fields.push(FieldError {
             path: "sku".into(),
             message: e.to_string(),

@@ -453,9 +453,9 @@ fn bad_inputs() -> Vec<Case> {
             k,
             json,
             json!({"delta": 0, "reason": "count"}).to_string(),
-            S::BAD_REQUEST,
-            "invalid_fields",
-            Some("delta"),
+            S::UNPROCESSABLE_ENTITY,
+            "quantity",
+            None,
         ),
         (
             "adjust no reason",
@@ -537,6 +537,98 @@ fn bad_inputs() -> Vec<Case> {
             "invalid_fields",
             Some("price_cents"),
         ),
+        (
+            "an array for an object",
+            "/v1/stores/s-bad/inventory/beans/restock",
+            k,
+            json,
+            "[5]".into(),
+            S::BAD_REQUEST,
+            "invalid_fields",
+            None,
+        ),
+        (
+            "a line as an array",
+            "/v1/orders",
+            k,
+            json,
+            order(json!({"order_id": "o-bad", "customer_id": "c-1", "store_id": "s-1", "lines": [["latte", 1]]})),
+            S::BAD_REQUEST,
+            "invalid_fields",
+            Some("lines[0]"),
+        ),
+        (
+            "NUL in free text",
+            "/v1/orders/o-bad/cancel",
+            k,
+            json,
+            json!({"reason": "a\u{0}b"}).to_string(),
+            S::BAD_REQUEST,
+            "invalid_fields",
+            Some("reason"),
+        ),
+        (
+            "a terminal escape in a name",
+            "/v1/menu/items",
+            k,
+            json,
+            json!({"item_id": "m-bad", "name": "\u{1b}[2J", "category": "x", "price_cents": 100}).to_string(),
+            S::BAD_REQUEST,
+            "invalid_fields",
+            Some("name"),
+        ),
+        (
+            "a category over 64 characters",
+            "/v1/menu/items",
+            k,
+            json,
+            json!({"item_id": "m-bad", "name": "n", "category": "\u{2615}".repeat(65), "price_cents": 100}).to_string(),
+            S::BAD_REQUEST,
+            "invalid_fields",
+            Some("category"),
+        ),
+        (
+            "a fraction for a whole number",
+            "/v1/stores/s-bad/inventory/beans/restock",
+            k,
+            json,
+            json!({"quantity": 2.5}).to_string(),
+            S::BAD_REQUEST,
+            "invalid_fields",
+            Some("quantity"),
+        ),
+        (
+            "a dot-segment as a new id",
+            "/v1/orders",
+            k,
+            json,
+            order(
+                json!({"order_id": "..", "customer_id": "c-1", "store_id": "s-1", "lines": [{"item_id": "latte", "quantity": 1}]}),
+            ),
+            S::BAD_REQUEST,
+            "invalid_fields",
+            Some("order_id"),
+        ),
+        (
+            "a dot-segment as a path id",
+            "/v1/loyalty/%2E%2E/earn",
+            k,
+            json,
+            json!({"points": 5}).to_string(),
+            S::BAD_REQUEST,
+            "invalid_fields",
+            Some("customer_id"),
+        ),
+        (
+            "invalid UTF-8 in a path",
+            "/v1/loyalty/%FF/earn",
+            k,
+            json,
+            json!({"points": 5}).to_string(),
+            S::BAD_REQUEST,
+            "invalid_path",
+            None,
+        ),
     ]
 }
 
@@ -565,8 +657,13 @@ async fn bad_input_gets_a_clear_error_and_writes_nothing() {
                 "{case} wrote to {id}"
             );
         }
+        let caller = cafe_producers::auth::sender(true, path, Some("c-1"));
         assert_eq!(
-            app.service.store().idempotency("bad-key").await.unwrap(),
+            app.service
+                .store()
+                .idempotency(&api::scoped_key(&caller, "bad-key"))
+                .await
+                .unwrap(),
             None,
             "{case} claimed the key"
         );
@@ -588,6 +685,7 @@ async fn openapi_documents_every_command_endpoint_and_every_documented_path_rout
     let doc: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
     let paths: Vec<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
     let mut expected = vec![
+        "/healthz",
         "/v1/menu/items",
         "/v1/orders",
         "/v1/orders/{id}/cancel",
@@ -601,13 +699,13 @@ async fn openapi_documents_every_command_endpoint_and_every_documented_path_rout
     let mut got = paths.clone();
     got.sort();
     assert_eq!(got, expected);
-    for path in &paths {
+    for path in paths.iter().filter(|p| *p != "/healthz") {
         let op = &doc["paths"][path]["post"];
         assert!(
             op["requestBody"]["content"]["application/json"]["schema"].is_object(),
             "{path}: no request schema"
         );
-        for status in ["400", "413", "415", "422", "503"] {
+        for status in ["400", "401", "403", "408", "413", "415", "422", "429", "503"] {
             assert!(op["responses"][status].is_object(), "{path}: {status} undocumented");
         }
         // Every documented path is routed: an empty body reaches the handler (400), not the fallback (404).
@@ -626,6 +724,17 @@ async fn openapi_documents_every_command_endpoint_and_every_documented_path_rout
     for schema in ["PlaceOrderBody", "Accepted", "ApiError", "FieldError"] {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema} missing");
     }
+    // Fields carry the constraints the server enforces, so a generated client or a
+    // fuzzer sees the same rules.
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["Tag"]["minLength"], 1, "{}", schemas["Tag"]);
+    assert_eq!(schemas["MenuItemBody"]["properties"]["category"]["maxLength"], 64);
+    assert_eq!(schemas["LineBody"]["properties"]["quantity"]["maximum"], 20);
+    assert!(schemas["PlaceOrderBody"]["properties"]["order_id"]["pattern"].is_string());
+    // Every command needs a bearer token; the health check does not.
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert_eq!(doc["security"][0]["bearer"], json!([]));
+    assert_eq!(doc["paths"]["/healthz"]["get"]["security"], json!([{}]));
 }
 
 /// Real saturation: a publish that Kinesis keeps refusing holds the whole in-flight

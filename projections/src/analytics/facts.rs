@@ -125,7 +125,7 @@ const MENU_ITEMS: Spec = Spec {
     // Nullable: a batch holding only a retirement does not know the item's name; the
     // MERGE keeps what the target has (and the staging table, made LIKE this one,
     // must accept the gap).
-    ddl: "item_id VARCHAR(128) NOT NULL, name VARCHAR(256), category VARCHAR(128), price_cents BIGINT,
+    ddl: "item_id VARCHAR(128) NOT NULL, name VARCHAR(800), category VARCHAR(256), price_cents BIGINT,
           retired BOOLEAN NOT NULL, version BIGINT NOT NULL, PRIMARY KEY (item_id)",
     update: "name = COALESCE(s.name, dim_menu_item.name), category = COALESCE(s.category, dim_menu_item.category),
              price_cents = COALESCE(s.price_cents, dim_menu_item.price_cents), retired = s.retired,
@@ -548,5 +548,47 @@ impl<W: Warehouse> Verifiable for AnalyticsFacts<W> {
             })
             .collect::<Result<Vec<_>, ProjectionError>>()?;
         Ok(rows_from_sql(rows))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The width of `column`'s `VARCHAR(n)` in `table`'s DDL.
+    fn varchar(table: &str, column: &str) -> Option<usize> {
+        let spec = TABLES.iter().find(|t| t.table == table)?;
+        let declared = spec
+            .ddl
+            .split(',')
+            .map(str::trim)
+            .find(|d| d.split_whitespace().next() == Some(column))?;
+        let width = declared.split("VARCHAR(").nth(1)?.split(')').next()?;
+        width.parse().ok()
+    }
+
+    /// Whatever the API accepts, the warehouse holds: its text columns take the API's
+    /// longest text in bytes (Redshift's `VARCHAR(n)` counts bytes) in any script.
+    #[test]
+    fn every_text_column_holds_what_the_api_accepts() {
+        use cafe_producers::api::{MAX_CATEGORY, MAX_CHAR_BYTES, MAX_TEXT};
+        assert!(varchar("dim_menu_item", "name") >= Some(MAX_TEXT * MAX_CHAR_BYTES));
+        assert!(varchar("dim_menu_item", "category") >= Some(MAX_CATEGORY * MAX_CHAR_BYTES));
+        let mut ids = 0;
+        for spec in TABLES {
+            for column in spec.columns.iter().filter(|c| c.ends_with("_id") || **c == "sku") {
+                let width = varchar(spec.table, column);
+                if *column == "event_id" {
+                    continue; // a UUID the service makes, never the client
+                }
+                assert!(
+                    width >= Some(cafe_events::ids::MAX_ID_LEN),
+                    "{}.{column} is VARCHAR({width:?}), narrower than an id",
+                    spec.table
+                );
+                ids += 1;
+            }
+        }
+        assert!(ids >= 10, "only {ids} id columns found: is the DDL parsed?");
     }
 }

@@ -122,7 +122,7 @@ impl PgOrdersView {
 }
 
 /// An order as `GET /v1/orders/{id}` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct OrderView {
     /// The order.
     pub order_id: String,
@@ -139,8 +139,10 @@ pub struct OrderView {
     /// Where it is in its life.
     pub status: String,
     /// When it was placed.
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: DateTime<Utc>,
     /// When it last changed.
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: DateTime<Utc>,
     /// The order aggregate's version this row reflects.
     pub version: u64,
@@ -149,7 +151,7 @@ pub struct OrderView {
 }
 
 /// One line of an [`OrderView`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct OrderLineView {
     /// Menu item.
     pub item_id: String,
@@ -160,7 +162,7 @@ pub struct OrderLineView {
 }
 
 /// A loyalty account as `GET /v1/loyalty/{customer}` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct LoyaltyView {
     /// The customer.
     pub customer_id: String,

@@ -25,7 +25,7 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use crate::conformance::{apply_sharded, conformance};
 use crate::helpers::{stack, unique};
 
-async fn fresh() -> AnalyticsFacts<PgWarehouse> {
+pub async fn fresh() -> AnalyticsFacts<PgWarehouse> {
     let cfg = stack();
     let schema = unique("it");
     let warehouse = PgWarehouse::connect(&cfg.postgres_url(&cfg.names.analytics_database), &schema).unwrap();

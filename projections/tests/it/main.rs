@@ -7,6 +7,7 @@ mod cache;
 mod catalog;
 mod conformance;
 mod documents;
+mod edges;
 mod helpers;
 mod inventory;
 mod postgres;
