@@ -19,6 +19,7 @@ pub mod payments;
 pub mod pipeline;
 pub mod read_side;
 pub mod scenario;
+pub mod serve;
 pub mod token;
 
 pub use app::{Application, Running, Settings, Stopped};

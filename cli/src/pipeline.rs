@@ -102,13 +102,7 @@ pub fn start(
     let mut server_stop = shutdown.clone();
     let outbox = service.clone();
     let server = tokio::spawn(async move {
-        // The peer's address is what lets the observers' routes answer this machine
-        // without a token (`observers_only`).
-        let served = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        let served = crate::serve::serve(listener, router, async move {
             let _ = server_stop.wait_for(|stop| *stop).await;
         })
         .await;
