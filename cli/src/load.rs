@@ -123,9 +123,14 @@ pub async fn get_bytes(http: &Http, base: &str, path: &str) -> Result<(u16, Byte
 /// GETs a resource from the query API; returns the status, whether the cache answered
 /// (its `X-Cache` header: None when absent), and the body's bytes.
 pub async fn get_cached(http: &Http, base: &str, path: &str) -> Result<(u16, Option<bool>, Bytes)> {
-    let caller = auth::sender(false, path, None);
+    get_cached_as(http, base, path, &auth::sender(false, path, None)).await
+}
+
+/// [`get_cached`] as `caller` rather than the path's [`auth::sender`]: for a load that
+/// stands for many callers (customers browsing the menu), each with a limit of its own.
+pub async fn get_cached_as(http: &Http, base: &str, path: &str, caller: &Caller) -> Result<(u16, Option<bool>, Bytes)> {
     let req = hyper::Request::get(format!("{base}{path}"))
-        .header("authorization", http.bearer(&caller)?)
+        .header("authorization", http.bearer(caller)?)
         .body(Full::new(Bytes::new()))?;
     let resp = http.send(req).await.context("GET")?;
     let status = resp.status().as_u16();

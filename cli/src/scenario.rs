@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use cafe_consumers::metrics::{LatencyCounts, Metrics};
 use cafe_localstack::supervisor::Stack;
+use cafe_producers::auth::{Caller, Role};
 use cafe_projections::catalog::{Namespace, ReadModel};
 use cafe_replay::Params;
 use cafe_replay::storm::Storm;
@@ -468,8 +469,14 @@ async fn menu_sync_storm(
                 while !stop.is_cancelled() {
                     let path = format!("/v1/menu/items?category=sync-{run}-{}", k % MENU_CATEGORIES);
                     k += 1;
+                    // Customers browsing, a thousand per reader, so the reads spread over
+                    // callers as a sync's readers would (each caller has a rate limit).
+                    let browser = Caller {
+                        subject: format!("browser-{r}-{}", k % 1_000),
+                        role: Role::Customer,
+                    };
                     let t = Instant::now();
-                    match load::get_cached(&http, &base, &path).await {
+                    match load::get_cached_as(&http, &base, &path, &browser).await {
                         Ok((200, hit, _)) => seen.push(MenuRead {
                             at: started.elapsed(),
                             hit: hit == Some(true),
