@@ -340,3 +340,50 @@ async fn a_body_trickled_in_too_slowly_is_cut_off_with_408_and_writes_nothing() 
     assert_eq!(body["error"], "body_timeout");
     assert_eq!(written(&w).await, before);
 }
+
+#[tokio::test]
+async fn the_observers_routes_answer_this_machine_or_an_operator() {
+    use axum::extract::ConnectInfo;
+    let observed = api::observers_only(Router::new().route("/metrics", axum::routing::get(|| async { "cafe_up 1" })));
+    let router = auth().protect(observed, None);
+    let get = |peer: Option<[u8; 4]>, caller: Option<cafe_producers::auth::Caller>| {
+        let mut request = Request::get("/metrics");
+        if let Some(caller) = &caller {
+            request = request.header("authorization", auth().bearer(caller).unwrap());
+        }
+        let mut request = request.body(Body::empty()).unwrap();
+        if let Some(ip) = peer {
+            request
+                .extensions_mut()
+                .insert(ConnectInfo(std::net::SocketAddr::from((ip, 40_000))));
+        }
+        let router = router.clone();
+        async move { router.oneshot(request).await.unwrap().status() }
+    };
+    let person = |role| cafe_producers::auth::Caller {
+        subject: "someone".into(),
+        role,
+    };
+    use cafe_producers::auth::Role;
+    assert_eq!(
+        get(Some([127, 0, 0, 1]), None).await,
+        StatusCode::OK,
+        "this machine, no token"
+    );
+    assert_eq!(
+        get(Some([10, 0, 0, 7]), None).await,
+        StatusCode::UNAUTHORIZED,
+        "elsewhere, no token"
+    );
+    assert_eq!(get(None, None).await, StatusCode::UNAUTHORIZED, "no peer known");
+    assert_eq!(
+        get(Some([10, 0, 0, 7]), Some(person(Role::Headquarters))).await,
+        StatusCode::FORBIDDEN,
+        "elsewhere, not an operator"
+    );
+    assert_eq!(
+        get(Some([10, 0, 0, 7]), Some(person(Role::Operator))).await,
+        StatusCode::OK,
+        "elsewhere, an operator"
+    );
+}

@@ -71,9 +71,18 @@ async fn get_as(
     uri: &str,
     caller: Option<&Caller>,
 ) -> (StatusCode, serde_json::Value, axum::http::HeaderMap) {
+    get_with(models, uri, caller.map(|c| auth().bearer(c).unwrap())).await
+}
+
+/// A GET with this `Authorization` value (None: without).
+async fn get_with(
+    models: &Arc<ReadModels>,
+    uri: &str,
+    authorization: Option<String>,
+) -> (StatusCode, serde_json::Value, axum::http::HeaderMap) {
     let mut request = Request::get(uri);
-    if let Some(caller) = caller {
-        request = request.header("authorization", auth().bearer(caller).unwrap());
+    if let Some(value) = authorization {
+        request = request.header("authorization", value);
     }
     let request = request.body(Body::empty()).unwrap();
     let resp = auth()
@@ -256,6 +265,33 @@ async fn every_query_route_for_every_caller() {
         person("hq-1", Role::Headquarters),
         person("sre-1", Role::Operator),
     ];
+    // Tokens that must not get in, on every route: HQ's claims, broken one way each.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let issuer = &auth().issuer;
+    let claims = |iss: &str, aud: &str, exp: u64| serde_json::json!({"iss": iss, "aud": aud, "sub": "hq-1", "role": "hq", "exp": exp});
+    let (iss, aud) = (issuer.issuer.clone(), issuer.audience.clone());
+    let valid = issuer.sign(&claims(&iss, &aud, now + 600)).unwrap();
+    let bad_tokens = [
+        ("expired", issuer.sign(&claims(&iss, &aud, now - 120)).unwrap()),
+        (
+            "wrong audience",
+            issuer.sign(&claims(&iss, "another-api", now + 600)).unwrap(),
+        ),
+        (
+            "wrong issuer",
+            issuer.sign(&claims("https://evil.example", &aud, now + 600)).unwrap(),
+        ),
+        ("tampered", {
+            // One character of the signature changed (not its last, whose low bits
+            // base64 may drop).
+            let at = valid.len() - 10;
+            let other = if &valid[at..=at] == "A" { "B" } else { "A" };
+            format!("{}{other}{}", &valid[..at], &valid[at + 1..])
+        }),
+    ];
     // Who may, in `callers`' order: the order's customer, another customer, the
     // order's store's staff, another store's, headquarters, an operator.
     let routes: [(String, [bool; 6]); 5] = [
@@ -290,5 +326,9 @@ async fn every_query_route_for_every_caller() {
         let (status, body, headers) = get_as(&models, uri, None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri} without a token: {body}");
         assert!(headers.contains_key("www-authenticate"));
+        for (kind, token) in &bad_tokens {
+            let (status, body, _) = get_with(&models, uri, Some(format!("Bearer {token}"))).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri} with a {kind} token: {body}");
+        }
     }
 }
