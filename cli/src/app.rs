@@ -234,6 +234,10 @@ impl Application {
         if reads.is_some() {
             doc.merge(cafe_projections::query::openapi());
         }
+        doc.merge(dashboard::metrics_openapi());
+        if settings.monitor.is_some() {
+            doc.merge(dashboard::openapi());
+        }
         let mut router = api::router_documented(service.clone(), doc)
             .merge(api::observers_only(cafe_consumers::metrics::router(registry.clone())));
         let background = CancellationToken::new();

@@ -14,6 +14,7 @@ use cafe_consumers::metrics::Metrics;
 use cafe_consumers::monitor::{LagMonitor, LagReport, LagView, MonitorConfig};
 use cafe_consumers::parking::DynamoParkingLot;
 use cafe_localstack::StackConfig;
+use cafe_producers::api::openapi::ObserverErrors;
 use cafe_projections::catalog::ReadModel;
 use cafe_replay::record::Summary;
 use serde::{Deserialize, Serialize};
@@ -194,14 +195,56 @@ async fn read_replays(table: &cafe_replay::Replays) -> Result<Vec<Summary>, cafe
     Ok(out)
 }
 
+/// The observers' routes the dashboard serves, for the server's OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(page, uplot_js, uplot_css, lag_json))]
+struct DashboardDoc;
+
+/// The dashboard's routes in the OpenAPI document (merged by the server that serves
+/// them).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <DashboardDoc as utoipa::OpenApi>::openapi()
+}
+
+/// `/metrics`, which every server of the application serves, for its document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(metrics_text))]
+struct MetricsDoc;
+
+/// `/metrics` in the OpenAPI document.
+pub fn metrics_openapi() -> utoipa::openapi::OpenApi {
+    <MetricsDoc as utoipa::OpenApi>::openapi()
+}
+
+/// `GET /metrics`'s entry in the document (the route is `cafe_consumers::metrics::router`).
+#[utoipa::path(get, path = "/metrics", tag = "observers", security((), ("bearer" = [])),
+    responses((status = 200, description = "Every metric of the process, OpenMetrics text", content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String), ObserverErrors))]
+#[allow(dead_code)]
+async fn metrics_text() {}
+
+/// `GET /v1/lag`'s entry in the document (the route is a closure over the dashboard).
+#[utoipa::path(get, path = "/v1/lag", tag = "observers", security((), ("bearer" = [])),
+    responses((status = 200, description = "The lag page's data: every application's lag, statuses and history", content_type = "application/json", body = Object), ObserverErrors))]
+#[allow(dead_code)]
+async fn lag_json() {}
+
+/// The lag dashboard (HTML; its data from `/v1/lag`).
+#[utoipa::path(get, path = "/dashboard", tag = "observers", security((), ("bearer" = [])),
+    responses((status = 200, description = "The page", content_type = "text/html; charset=utf-8", body = String), ObserverErrors))]
 async fn page() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE)
 }
 
+/// The charting library the page uses (uPlot), served from here: no network.
+#[utoipa::path(get, path = "/dashboard/assets/uPlot.iife.min.js", tag = "observers", security((), ("bearer" = [])),
+    responses((status = 200, description = "uPlot", content_type = "text/javascript; charset=utf-8", body = String), ObserverErrors))]
 async fn uplot_js() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], UPLOT_JS)
 }
 
+/// uPlot's style sheet.
+#[utoipa::path(get, path = "/dashboard/assets/uPlot.min.css", tag = "observers", security((), ("bearer" = [])),
+    responses((status = 200, description = "uPlot's CSS", content_type = "text/css; charset=utf-8", body = String), ObserverErrors))]
 async fn uplot_css() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], UPLOT_CSS)
 }

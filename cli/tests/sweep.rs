@@ -27,7 +27,6 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
     sandbox.cafe(&["stack", "up"]);
     let mut settings = Settings::local(sandbox.config());
     settings.saga = false;
-    settings.monitor = None;
     // The sweep is one caller sending as fast as it can; the rate limit has a test
     // of its own, and 429s here would only hide the operations behind them.
     settings.limits = None;
@@ -44,6 +43,34 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
     let base = format!("http://{}", running.addr());
     let http = load::client(running.config()).unwrap();
     load::seed_menu(&http, &base).await.unwrap();
+    // Every route the server has is in its document, and nothing else.
+    let (status, doc) = load::get(&http, &base, "/openapi.json").await.unwrap();
+    assert_eq!(status, 200);
+    let mut paths: Vec<&str> = doc["paths"].as_object().unwrap().keys().map(String::as_str).collect();
+    paths.sort_unstable();
+    let mut routes = vec![
+        "/healthz",
+        "/openapi.json",
+        "/metrics",
+        "/dashboard",
+        "/dashboard/assets/uPlot.iife.min.js",
+        "/dashboard/assets/uPlot.min.css",
+        "/v1/lag",
+        "/v1/orders",
+        "/v1/orders/{id}",
+        "/v1/orders/{id}/status",
+        "/v1/orders/{id}/cancel",
+        "/v1/customers/{id}/orders",
+        "/v1/stores/{store}/inventory",
+        "/v1/stores/{store}/inventory/{sku}/restock",
+        "/v1/stores/{store}/inventory/{sku}/adjust",
+        "/v1/loyalty/{customer}",
+        "/v1/loyalty/{customer}/earn",
+        "/v1/loyalty/{customer}/redeem",
+        "/v1/menu/items",
+    ];
+    routes.sort_unstable();
+    assert_eq!(paths, routes);
     let person = |subject: &str, role: Role| Caller {
         subject: subject.into(),
         role,

@@ -95,6 +95,29 @@ pub enum QueryErrors {
     Unavailable(ApiError),
 }
 
+/// The error responses of the observers' routes (metrics, dashboards): answered from
+/// this machine without a token, from elsewhere with an operator's.
+#[allow(dead_code)] // Only its derived documentation is used; it is never constructed.
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum ObserverErrors {
+    /// From elsewhere, with no bearer token or one that does not verify.
+    #[response(status = 401, headers(("WWW-Authenticate" = String, description = "Bearer realm=\"cloudcafe\"")))]
+    Unauthenticated(ApiError),
+    /// From elsewhere, with a token that is not an operator's.
+    #[response(status = 403)]
+    Forbidden(ApiError),
+    /// Over the caller's rate limit.
+    #[response(status = 429, headers(("Retry-After" = u64, description = "Seconds to wait")))]
+    TooManyRequests(ApiError),
+}
+
+/// This document. Public. (The route serves it from a closure holding the document;
+/// this is its entry in the document.)
+#[utoipa::path(get, path = "/openapi.json", tag = "meta", security(()),
+    responses((status = 200, description = "This OpenAPI document", content_type = "application/json", body = Object)))]
+#[allow(dead_code)]
+pub(super) async fn openapi_json() {}
+
 /// `GET /healthz`'s body.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Health {
@@ -120,6 +143,7 @@ pub(super) async fn healthz() -> axum::Json<Health> {
     security(("bearer" = [])),
     paths(
         healthz,
+        openapi_json,
         place_order,
         advance_order,
         cancel_order,
