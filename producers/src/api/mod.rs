@@ -338,12 +338,12 @@ async fn advance_order<S: EventStore, K: RecordSink>(
     let order_id = path_id(&id, "order_id", cafe_events::OrderId::parse_addressable)?;
     let meta = meta(&caller, &headers, &format!("/v1/orders/{id}/status"), &body.raw, false)?;
     let cmd = (
-        order_id.clone(),
+        order_id,
         OrderCommand::Advance {
             to: body.value.status.into(),
         },
     );
-    change_order(&svc, &caller, order_id, cmd, meta).await
+    change_order(&svc, &caller, cmd, meta).await
 }
 
 #[utoipa::path(
@@ -367,8 +367,8 @@ async fn cancel_order<S: EventStore, K: RecordSink>(
     let order_id = path_id(&id, "order_id", cafe_events::OrderId::parse_addressable)?;
     let meta = meta(&caller, &headers, &format!("/v1/orders/{id}/cancel"), &body.raw, false)?;
     let reason = body.value.validate()?;
-    let cmd = (order_id.clone(), OrderCommand::Cancel { reason });
-    change_order(&svc, &caller, order_id, cmd, meta).await
+    let cmd = (order_id, OrderCommand::Cancel { reason });
+    change_order(&svc, &caller, cmd, meta).await
 }
 
 /// A command on an existing order: the order is loaded first, since who may change it
@@ -377,11 +377,10 @@ async fn cancel_order<S: EventStore, K: RecordSink>(
 async fn change_order<S: EventStore, K: RecordSink>(
     svc: &App<S, K>,
     caller: &Authenticated,
-    order_id: cafe_events::OrderId,
     cmd: (cafe_events::OrderId, OrderCommand),
     meta: CommandMeta,
 ) -> Result<Response, ApiError> {
-    let id = AggregateId::Order(order_id);
+    let id = AggregateId::Order(cmd.0.clone());
     let (order, version) = svc.state::<Order>(&id).await?;
     if version > 0 {
         caller.may(&Action::ChangeOrder {

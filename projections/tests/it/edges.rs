@@ -17,7 +17,6 @@ use cafe_producers::auth::{Caller, Role};
 use cafe_producers::publish::{KinesisSink, Publisher, PublisherConfig};
 use cafe_producers::service::{CommandService, ServiceConfig};
 use cafe_producers::store::{DynamoEventStore, EventStore};
-use cafe_projections::Projection;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
@@ -212,10 +211,6 @@ async fn run(w: &World, run: u64, c: &Case) -> Vec<cafe_events::EventEnvelope> {
     events
 }
 
-async fn apply_everywhere<P: Projection>(p: &P, shard: &str, events: &[cafe_events::EventEnvelope]) {
-    apply_as(p, shard, events, 7).await;
-}
-
 #[test]
 fn every_read_model_holds_whatever_the_api_accepts() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -247,12 +242,12 @@ fn every_read_model_holds_whatever_the_api_accepts() {
             rt.block_on(async {
                 let events = run(&w, n, &case).await;
                 let shard = format!("edges-{n}");
-                apply_everywhere(&orders, &shard, &events).await;
-                apply_everywhere(&active, &shard, &events).await;
-                apply_everywhere(&documents, &shard, &events).await;
-                apply_everywhere(&cache, &shard, &events).await;
-                apply_everywhere(&inventory, &shard, &events).await;
-                apply_everywhere(&analytics, &shard, &events).await;
+                apply_as(&orders, &shard, &events, 7).await;
+                apply_as(&active, &shard, &events, 7).await;
+                apply_as(&documents, &shard, &events, 7).await;
+                apply_as(&cache, &shard, &events, 7).await;
+                apply_as(&inventory, &shard, &events, 7).await;
+                apply_as(&analytics, &shard, &events, 7).await;
             });
             Ok(())
         })
