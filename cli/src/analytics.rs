@@ -27,7 +27,7 @@ pub struct AnalyticsArgs {
     /// PostgreSQL URL of the warehouse (default: Redshift's Data API when
     /// `CAFE_REDSHIFT_WORKGROUP` or `CAFE_REDSHIFT_CLUSTER` is set, else the local
     /// stack's `analytics` database).
-    #[arg(long, global = true, env = "CAFE_ANALYTICS_URL", hide_env_values = true)]
+    #[arg(long, global = true, env = cafe_settings::vars::ANALYTICS_URL, hide_env_values = true)]
     url: Option<String>,
 }
 

@@ -100,9 +100,9 @@ impl Settings {
 /// Fault injection for the crash test: `CAFE_FAULT_PAUSE_AFTER_APPEND_MS` widens the
 /// window between append and publish. Unset in every normal run.
 pub fn service_config_from_env() -> Result<ServiceConfig> {
-    let pause = match std::env::var("CAFE_FAULT_PAUSE_AFTER_APPEND_MS") {
+    let pause = match std::env::var(cafe_settings::vars::FAULT_PAUSE_AFTER_APPEND_MS) {
         Ok(ms) => Some(Duration::from_millis(
-            ms.parse().context("CAFE_FAULT_PAUSE_AFTER_APPEND_MS")?,
+            ms.parse().context(cafe_settings::vars::FAULT_PAUSE_AFTER_APPEND_MS)?,
         )),
         Err(_) => None,
     };

@@ -1015,7 +1015,10 @@ impl ApiProcess {
         let log = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
         let mut child = tokio::process::Command::new(stack.exe())
             .args(["api", "--listen", &addr.to_string()])
-            .env("CAFE_FAULT_PAUSE_AFTER_APPEND_MS", pause.as_millis().to_string())
+            .env(
+                cafe_settings::vars::FAULT_PAUSE_AFTER_APPEND_MS,
+                pause.as_millis().to_string(),
+            )
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(log)

@@ -13,6 +13,8 @@ use cafe_localstack::faults::FaultInjector;
 use cafe_localstack::lambda::{
     EmulatorInvoker, EventSourceMapping, Invoke, MappingConfig, MappingCounts, MappingStats, spawn_function,
 };
+use cafe_settings::units::PAYMENT_FUNCTION;
+use cafe_settings::vars;
 use tokio::sync::watch;
 
 /// The function's name: its binary's, which is what the emulator knows it by.
@@ -20,7 +22,7 @@ pub const FUNCTION: &str = "cafe-lambda-payment";
 
 /// The simulated gateway's rules in a local run, so a run shows every outcome: one
 /// customer of the load is always declined, one fails once and is retried.
-const GATEWAY_RULES: [(&str, &str); 2] = [("CAFE_GATEWAY_BLOCKED", "cust-7"), ("CAFE_GATEWAY_FLAKY", "cust-11:1")];
+const GATEWAY_RULES: [(&str, &str); 2] = [(vars::GATEWAY_BLOCKED, "cust-7"), (vars::GATEWAY_FLAKY, "cust-11:1")];
 
 /// The payments mapping's visibility timeout: short, so a failed payment comes back
 /// within a local run.
@@ -131,18 +133,10 @@ pub async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<String> 
         .with_context(|| format!("queue {name} has no URL"))
 }
 
-/// The function's configuration as its deployment sets it: the stack's tables and stream.
+/// The function's configuration as its deployment sets it: the names its unit lists,
+/// the stack's.
 pub fn function_env(cfg: &StackConfig) -> Vec<(String, String)> {
-    let names = &cfg.names;
-    [
-        ("CAFE_EVENTS_TABLE", names.events_table.as_str()),
-        ("CAFE_IDEMPOTENCY_TABLE", names.idempotency_table.as_str()),
-        ("CAFE_STREAM", names.stream.as_str()),
-        ("CAFE_METRICS_NAMESPACE", names.metrics_namespace.as_str()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect()
+    cfg.names.env(PAYMENT_FUNCTION.names)
 }
 
 impl Saga {
@@ -167,7 +161,7 @@ impl Saga {
         let mut env = function_env(cfg);
         env.extend(GATEWAY_RULES.map(|(k, v)| (k.to_owned(), v.to_owned())));
         env.push((
-            "CAFE_GATEWAY_LEDGER".to_owned(),
+            vars::GATEWAY_LEDGER.to_owned(),
             cfg.gateway_ledger().to_string_lossy().into_owned(),
         ));
         env.push((

@@ -20,6 +20,7 @@ use cafe_projections::documents::MongoDocuments;
 use cafe_projections::query::{Reads, at_least};
 use cafe_projections::serving::{Following, LiveSide, Pointers, ServingReads};
 use cafe_projections::{Projection, Projector};
+use cafe_settings::vars;
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::Clients;
@@ -62,20 +63,21 @@ fn endpoints_from(cfg: &StackConfig, clients: &Clients, get: impl Fn(&str) -> Op
     let url = |var: &str, local: &dyn Fn() -> String| get(var).unwrap_or_else(local);
     let warehouse = match DataApiOptions::from_env(&get).context("the Redshift settings")? {
         Some(options) => AnalyticsEndpoint::DataApi(clients.redshift.clone(), options),
-        None => AnalyticsEndpoint::Postgres(url("CAFE_ANALYTICS_URL", &|| {
+        None => AnalyticsEndpoint::Postgres(url(vars::ANALYTICS_URL, &|| {
             cfg.postgres_url(&cfg.names.analytics_database)
         })),
     };
     Ok(Endpoints {
-        postgres_url: Some(url("CAFE_POSTGRES_URL", &|| {
+        postgres_url: Some(url(vars::POSTGRES_URL, &|| {
             cfg.postgres_url(&cfg.names.orders_database)
         })),
         analytics: Some((warehouse, LIVE_ANALYTICS_SCHEMA.to_owned())),
         mongo: Some((
-            url("CAFE_MONGO_URL", &|| cfg.mongo_url()),
+            url(vars::MONGO_URL, &|| cfg.mongo_url()),
             cfg.names.documents_database.clone(),
         )),
-        redis_url: Some(url("CAFE_REDIS_URL", &|| cfg.redis_url())),
+        redis_url: Some(url(vars::REDIS_URL, &|| cfg.redis_url())),
+        memorydb_url: Some(url(vars::MEMORYDB_URL, &|| cfg.redis_url())),
         dynamodb: Some((clients.dynamodb.clone(), cfg.names.active_orders_table.clone())),
     })
 }

@@ -230,8 +230,8 @@ pub async fn run(cfg: &StackConfig, args: ReplayArgs, stop: CancellationToken) -
     let clients = Clients::new(cfg, args.aws).await;
     let mut replayer = crate::read_side::replayer(cfg, &clients)?;
     let estimate = replayer.history().approximate_count().await;
-    let pause = match std::env::var("CAFE_FAULT_SWAP_PAUSE_MS") {
-        Ok(ms) => Duration::from_millis(ms.parse().context("CAFE_FAULT_SWAP_PAUSE_MS")?),
+    let pause = match std::env::var(cafe_settings::vars::FAULT_SWAP_PAUSE_MS) {
+        Ok(ms) => Duration::from_millis(ms.parse().context(cafe_settings::vars::FAULT_SWAP_PAUSE_MS)?),
         Err(_) => Duration::ZERO,
     };
     if !pause.is_zero() {

@@ -250,8 +250,11 @@ pub struct Endpoints {
     pub analytics: Option<(AnalyticsEndpoint, String)>,
     /// The DocumentDB cluster, and the live model's database on it.
     pub mongo: Option<(String, String)>,
-    /// The Redis of both the cache and the inventory roles.
+    /// The cache's Redis (ElastiCache in AWS).
     pub redis_url: Option<String>,
+    /// The inventory's Redis (MemoryDB in AWS: durable, as stock counts must be; the
+    /// same server as the cache's locally).
+    pub memorydb_url: Option<String>,
     /// DynamoDB, and the live active-orders table.
     pub dynamodb: Option<(DynamoClient, String)>,
 }
@@ -310,7 +313,7 @@ impl Endpoints {
 
     /// The inventory in `ns`.
     pub async fn inventory(&self, ns: &Namespace) -> Result<RedisInventory, CatalogError> {
-        let url = need(&self.redis_url, ReadModel::Inventory, "a Redis URL")?;
+        let url = need(&self.memorydb_url, ReadModel::Inventory, "a MemoryDB (Redis) URL")?;
         let prefix = match ns {
             Namespace::Live => String::new(),
             Namespace::Shadow(name) => format!("{name}:"),

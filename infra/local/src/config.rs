@@ -1,9 +1,11 @@
-//! Configuration of the local stack: resource names, ports and paths.
+//! Configuration of the local stack: ports and paths, and the resource names.
 //!
 //! Layered the same way for every binary: built-in defaults (names from
-//! `infra/names.json`, the ports below) → an optional TOML file named by `CAFE_CONFIG`
-//! (section `[stack]`) → `CAFE__STACK__<KEY>` environment variables
-//! (`CAFE__STACK__PORTS__KINESIS=4567`, `CAFE__STACK__STATE_DIR=/tmp/x`).
+//! `infra/names.json` through [`cafe_settings::Names`], the ports below) → an optional
+//! TOML file named by `CAFE_CONFIG` (section `[stack]`) → `CAFE__STACK__<KEY>`
+//! environment variables (`CAFE__STACK__PORTS__KINESIS=4567`,
+//! `CAFE__STACK__STATE_DIR=/tmp/x`) → a name's own `CAFE_<KEY>` variable, the one a
+//! deployment hands every unit (`CAFE_STREAM`).
 
 use std::path::{Path, PathBuf};
 
@@ -11,57 +13,10 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use cafe_settings::Names;
+use cafe_settings::vars;
+
 use crate::error::StackError;
-
-/// Names of the streams, tables, queues and databases. One source for the binaries,
-/// the tests, the local stack and Terraform: `infra/names.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Names {
-    /// Free text kept in the JSON file; ignored.
-    #[serde(default, rename = "_comment", skip_serializing)]
-    pub comment: Option<String>,
-    /// AWS region the names live in.
-    pub region: String,
-    /// Kinesis stream of all domain events.
-    pub stream: String,
-    /// DynamoDB event store.
-    pub events_table: String,
-    /// DynamoDB consumer leases and checkpoints.
-    pub leases_table: String,
-    /// DynamoDB records the consumers parked as poison, with the reason.
-    pub parked_table: String,
-    /// DynamoDB read model of orders in flight.
-    pub active_orders_table: String,
-    /// DynamoDB command idempotency records.
-    pub idempotency_table: String,
-    /// DynamoDB replays: each replay's parameters, watermark and per-segment
-    /// checkpoints (never the live consumers' lease table).
-    pub replays_table: String,
-    /// SQS queue of payment requests.
-    pub payments_queue: String,
-    /// Dead-letter queue behind `payments_queue`.
-    pub payments_dlq: String,
-    /// Receives before a payment message moves to the DLQ.
-    pub payments_max_receive_count: u32,
-    /// PostgreSQL database playing Aurora (orders, loyalty).
-    pub orders_database: String,
-    /// PostgreSQL database playing Redshift (analytics facts).
-    pub analytics_database: String,
-    /// MongoDB-wire database playing DocumentDB.
-    pub documents_database: String,
-    /// CloudWatch namespace of our metrics.
-    pub metrics_namespace: String,
-}
-
-impl Default for Names {
-    fn default() -> Self {
-        // The file is part of this crate's source; a parse failure is a build defect
-        // caught by the `names_json_parses` test, never a runtime input.
-        #[allow(clippy::expect_used)]
-        serde_json::from_str(include_str!("../../names.json")).expect("infra/names.json is valid")
-    }
-}
 
 /// Loopback ports of the stand-ins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,12 +127,16 @@ impl StackConfig {
     /// Loads defaults → `CAFE_CONFIG` file → `CAFE__STACK__*` environment.
     pub fn load() -> Result<Self, StackError> {
         let mut figment = Figment::from(Serialized::defaults(StackConfig::default()));
-        if let Some(path) = std::env::var_os("CAFE_CONFIG") {
+        if let Some(path) = std::env::var_os(cafe_settings::vars::CONFIG) {
             figment = figment.merge(Figment::from(Toml::file_exact(path)).focus("stack"));
         }
         let mut cfg: StackConfig = figment
             .merge(Env::prefixed("CAFE__STACK__").split("__"))
             .extract()
+            .map_err(|e| StackError::Config(e.to_string()))?;
+        cfg.names = cfg
+            .names
+            .overlaid(|k| std::env::var(k).ok())
             .map_err(|e| StackError::Config(e.to_string()))?;
         // A relative state dir hangs off the workspace root found from the working
         // directory, so `cargo test` in a crate directory and `dev.sh` at the root find the
@@ -249,10 +208,10 @@ impl StackConfig {
             ("AWS_ENDPOINT_URL_DYNAMODB", self.dynamodb_endpoint()),
             ("AWS_ENDPOINT_URL_SQS", self.sqs_endpoint()),
             ("AWS_ENDPOINT_URL_CLOUDWATCH", self.moto_endpoint()),
-            ("CAFE_POSTGRES_URL", self.postgres_url(&self.names.orders_database)),
-            ("CAFE_ANALYTICS_URL", self.postgres_url(&self.names.analytics_database)),
-            ("CAFE_REDIS_URL", self.redis_url()),
-            ("CAFE_MONGO_URL", self.mongo_url()),
+            (vars::POSTGRES_URL, self.postgres_url(&self.names.orders_database)),
+            (vars::ANALYTICS_URL, self.postgres_url(&self.names.analytics_database)),
+            (vars::REDIS_URL, self.redis_url()),
+            (vars::MONGO_URL, self.mongo_url()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -327,13 +286,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_json_parses() {
-        let n = Names::default();
-        assert_eq!(n.stream, "events");
-        assert_eq!(n.payments_dlq, "payments-dlq");
-    }
-
-    #[test]
     fn environment_overrides_defaults() {
         figment::Jail::expect_with(|jail| {
             // The test suite's own stack is configured by these very variables.
@@ -344,6 +296,9 @@ mod tests {
             assert_eq!(cfg.ports.kinesis, 4999);
             assert_eq!(cfg.names.stream, "other");
             assert_eq!(cfg.ports.redis, Ports::default().redis);
+            // A name's own variable (what a deployment sets) wins over the stack's.
+            jail.set_env("CAFE_STREAM", "deployed");
+            assert_eq!(StackConfig::load().map_err(|e| e.to_string())?.names.stream, "deployed");
             Ok(())
         });
     }

@@ -25,13 +25,9 @@ use cafe_producers::store::DynamoEventStore;
 use lambda_http::RequestExt;
 use lambda_http::request::RequestContext;
 
-/// Why the function cannot start.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A required environment variable is missing (Terraform sets them from `infra/names.json`).
-    #[error("environment variable {0} is not set")]
-    Missing(&'static str),
-}
+/// Why the function cannot start: a variable of its unit
+/// ([`cafe_settings::units::API_FUNCTION`]) is missing.
+pub use cafe_settings::SettingsError as ConfigError;
 
 /// What the function needs to know, from its environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,13 +41,14 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads the environment through `get` (so tests need not touch the process env).
+    /// Reads the environment through `get` (so tests need not touch the process env):
+    /// every name the unit lists must be set, Terraform hands them from what it created.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let var = |k: &'static str| get(k).filter(|v| !v.is_empty()).ok_or(ConfigError::Missing(k));
+        let names = cafe_settings::units::API_FUNCTION.names_from(get)?;
         Ok(Config {
-            events_table: var("CAFE_EVENTS_TABLE")?,
-            idempotency_table: var("CAFE_IDEMPOTENCY_TABLE")?,
-            stream: var("CAFE_STREAM")?,
+            events_table: names.events_table,
+            idempotency_table: names.idempotency_table,
+            stream: names.stream,
         })
     }
 }
@@ -102,12 +99,13 @@ mod tests {
 
     #[test]
     fn every_name_is_required() {
-        let all = |k: &str| Some(format!("{k}-value"));
+        let unit = cafe_settings::units::API_FUNCTION.must_have();
+        let all = |k: &str| unit.iter().any(|v| v == k).then(|| format!("{k}-value"));
         assert_eq!(Config::from_env(all).unwrap().stream, "CAFE_STREAM-value");
         let without_stream = |k: &str| (k != "CAFE_STREAM").then(|| "x".to_owned());
         assert!(matches!(
             Config::from_env(without_stream),
-            Err(ConfigError::Missing("CAFE_STREAM"))
+            Err(ConfigError::Missing(ref v)) if v == "CAFE_STREAM"
         ));
     }
 }

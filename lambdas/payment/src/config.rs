@@ -16,21 +16,9 @@ use std::time::Duration;
 
 use crate::gateway::{Ledger, SimulatedGateway};
 
-/// A setting that is missing or unreadable.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
-    /// A required variable is not set.
-    #[error("environment variable {0} is not set")]
-    Missing(&'static str),
-    /// A variable's value is not what it must be.
-    #[error("{var}: {reason}")]
-    Invalid {
-        /// The variable.
-        var: &'static str,
-        /// What it must be.
-        reason: String,
-    },
-}
+/// A setting that is missing or unreadable (named by its variable).
+pub use cafe_settings::SettingsError as ConfigError;
+use cafe_settings::vars;
 
 /// Everything the function needs to start.
 #[derive(Debug)]
@@ -46,63 +34,57 @@ pub struct PaymentConfig {
     /// The gateway.
     pub gateway: SimulatedGateway,
     /// The CloudWatch namespace of the function's EMF metrics (`CAFE_METRICS_NAMESPACE`,
-    /// `infra/names.json`'s `metrics_namespace`; "CloudCafe" when unset).
+    /// `infra/names.json`'s `metrics_namespace`).
     pub metrics_namespace: String,
 }
 
 impl PaymentConfig {
-    /// Reads the settings through `var` (`std::env::var` in the function).
+    /// Reads the settings through `var` (`std::env::var` in the function): the names
+    /// its unit lists ([`cafe_settings::units::PAYMENT_FUNCTION`]) must be set.
     pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<PaymentConfig, ConfigError> {
-        let required = |k: &'static str| var(k).filter(|v| !v.trim().is_empty()).ok_or(ConfigError::Missing(k));
+        let names = cafe_settings::units::PAYMENT_FUNCTION.names_from(&var)?;
+        let invalid = |k: &str, reason: String| ConfigError::Invalid {
+            var: k.to_owned(),
+            reason,
+        };
         let number = |k: &'static str, default: i64| -> Result<i64, ConfigError> {
             match var(k) {
                 None => Ok(default),
-                Some(v) => v.trim().parse().map_err(|_| ConfigError::Invalid {
-                    var: k,
-                    reason: format!("{v:?} is not a whole number"),
-                }),
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid(k, format!("{v:?} is not a whole number"))),
             }
         };
-        let lease = number("CAFE_IDEMPOTENCY_LEASE_SECS", 60)?;
+        let lease = number(vars::IDEMPOTENCY_LEASE_SECS, 60)?;
         if lease <= 0 {
-            return Err(ConfigError::Invalid {
-                var: "CAFE_IDEMPOTENCY_LEASE_SECS",
-                reason: "must be positive".into(),
-            });
+            return Err(invalid(vars::IDEMPOTENCY_LEASE_SECS, "must be positive".into()));
         }
-        let mut gateway = SimulatedGateway::new(number("CAFE_GATEWAY_LIMIT_CENTS", 50_000)?);
-        let latency = number("CAFE_GATEWAY_LATENCY_MS", 0)?;
-        gateway.latency = Duration::from_millis(u64::try_from(latency).map_err(|_| ConfigError::Invalid {
-            var: "CAFE_GATEWAY_LATENCY_MS",
-            reason: "must not be negative".into(),
-        })?);
-        if let Some(path) = var("CAFE_GATEWAY_LEDGER").filter(|v| !v.trim().is_empty()) {
-            let ledger = Ledger::open(std::path::Path::new(&path)).map_err(|e| ConfigError::Invalid {
-                var: "CAFE_GATEWAY_LEDGER",
-                reason: format!("{path}: {e}"),
-            })?;
+        let mut gateway = SimulatedGateway::new(number(vars::GATEWAY_LIMIT_CENTS, 50_000)?);
+        let latency = number(vars::GATEWAY_LATENCY_MS, 0)?;
+        gateway.latency = Duration::from_millis(
+            u64::try_from(latency).map_err(|_| invalid(vars::GATEWAY_LATENCY_MS, "must not be negative".into()))?,
+        );
+        if let Some(path) = var(vars::GATEWAY_LEDGER).filter(|v| !v.trim().is_empty()) {
+            let ledger = Ledger::open(std::path::Path::new(&path))
+                .map_err(|e| invalid(vars::GATEWAY_LEDGER, format!("{path}: {e}")))?;
             gateway = gateway.with_ledger(ledger);
         }
-        for customer in list(var("CAFE_GATEWAY_BLOCKED")) {
+        for customer in list(var(vars::GATEWAY_BLOCKED)) {
             gateway = gateway.block(customer);
         }
-        for entry in list(var("CAFE_GATEWAY_FLAKY")) {
-            let invalid = || ConfigError::Invalid {
-                var: "CAFE_GATEWAY_FLAKY",
-                reason: format!("{entry:?} is not customer:failures"),
-            };
-            let (customer, failures) = entry.rsplit_once(':').ok_or_else(invalid)?;
-            gateway = gateway.flaky(customer, failures.parse().map_err(|_| invalid())?);
+        for entry in list(var(vars::GATEWAY_FLAKY)) {
+            let not_flaky = || invalid(vars::GATEWAY_FLAKY, format!("{entry:?} is not customer:failures"));
+            let (customer, failures) = entry.rsplit_once(':').ok_or_else(not_flaky)?;
+            gateway = gateway.flaky(customer, failures.parse().map_err(|_| not_flaky())?);
         }
         Ok(PaymentConfig {
-            events_table: required("CAFE_EVENTS_TABLE")?,
-            idempotency_table: required("CAFE_IDEMPOTENCY_TABLE")?,
-            stream: required("CAFE_STREAM")?,
+            events_table: names.events_table,
+            idempotency_table: names.idempotency_table,
+            stream: names.stream,
             lease: Duration::from_secs(lease.unsigned_abs()),
             gateway,
-            metrics_namespace: var("CAFE_METRICS_NAMESPACE")
-                .filter(|v| !v.trim().is_empty())
-                .unwrap_or_else(|| "CloudCafe".to_owned()),
+            metrics_namespace: names.metrics_namespace,
         })
     }
 }
@@ -128,9 +110,10 @@ mod tests {
         move |k| map.get(k).cloned()
     }
 
-    const BASE: [(&str, &str); 3] = [
+    const BASE: [(&str, &str); 4] = [
         ("CAFE_EVENTS_TABLE", "events"),
         ("CAFE_IDEMPOTENCY_TABLE", "idempotency"),
+        ("CAFE_METRICS_NAMESPACE", "CloudCafe"),
         ("CAFE_STREAM", "cafe-events"),
     ];
 
@@ -173,8 +156,8 @@ mod tests {
     #[test]
     fn what_cannot_work_is_named() {
         assert_eq!(
-            PaymentConfig::from_env(env(&BASE[..2])).unwrap_err(),
-            ConfigError::Missing("CAFE_STREAM")
+            PaymentConfig::from_env(env(&BASE[..3])).unwrap_err(),
+            ConfigError::Missing("CAFE_STREAM".to_owned())
         );
         for (var, value) in [
             ("CAFE_GATEWAY_FLAKY", "c-7"),

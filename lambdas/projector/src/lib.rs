@@ -22,6 +22,7 @@ use cafe_consumers::retrieval::deaggregated;
 use cafe_consumers::{BatchContext, Outcome, Processor, Record};
 use cafe_events::EventEnvelope;
 use cafe_projections::analytics::{DataApiConfigError, DataApiOptions};
+use cafe_settings::{Names, vars};
 use tracing::{Instrument, info_span, warn};
 
 /// The shard a Lambda Kinesis record came from: its `eventID` is `<shardId>:<sequence>`.
@@ -266,7 +267,7 @@ pub enum Hosted {
 pub enum ConfigError {
     /// A variable the chosen projection needs.
     #[error("environment variable {0} is not set")]
-    Missing(&'static str),
+    Missing(String),
     /// `CAFE_PROJECTION` names nothing we host.
     #[error("CAFE_PROJECTION={0:?} is not one of envelope-check, analytics, active-orders")]
     UnknownProjection(String),
@@ -282,21 +283,25 @@ impl Hosted {
     ///   required here), `CAFE_ANALYTICS_SCHEMA` (default `analytics`);
     /// - active-orders: `CAFE_ACTIVE_ORDERS_TABLE`.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Hosted, ConfigError> {
-        let need = |k: &'static str| get(k).filter(|v| !v.is_empty()).ok_or(ConfigError::Missing(k));
-        match get("CAFE_PROJECTION").as_deref().unwrap_or("envelope-check") {
+        let need = |k: &str| {
+            get(k)
+                .filter(|v| !v.is_empty())
+                .ok_or(ConfigError::Missing(k.to_owned()))
+        };
+        match get(vars::PROJECTION).as_deref().unwrap_or("envelope-check") {
             "envelope-check" => Ok(Hosted::EnvelopeCheck),
             "active-orders" => Ok(Hosted::ActiveOrders {
-                table: need("CAFE_ACTIVE_ORDERS_TABLE")?,
+                table: need(&Names::var("active_orders_table"))?,
             }),
             "analytics" => {
                 let options = match DataApiOptions::from_env(&get) {
                     Ok(Some(options)) => options,
                     Ok(None) | Err(DataApiConfigError::Target) => return Err(ConfigError::Target),
-                    Err(DataApiConfigError::Missing(k)) => return Err(ConfigError::Missing(k)),
+                    Err(DataApiConfigError::Missing(k)) => return Err(ConfigError::Missing(k.to_owned())),
                 };
                 Ok(Hosted::Analytics {
                     options,
-                    schema: get("CAFE_ANALYTICS_SCHEMA")
+                    schema: get(vars::ANALYTICS_SCHEMA)
                         .filter(|v| !v.is_empty())
                         .unwrap_or_else(|| "analytics".to_owned()),
                 })
@@ -375,11 +380,11 @@ mod tests {
                 ("CAFE_PROJECTION", "analytics"),
                 ("CAFE_REDSHIFT_WORKGROUP", "a")
             ])),
-            Err(ConfigError::Missing("CAFE_REDSHIFT_DATABASE"))
+            Err(ConfigError::Missing("CAFE_REDSHIFT_DATABASE".to_owned()))
         );
         assert_eq!(
             Hosted::from_env(env(&[("CAFE_PROJECTION", "active-orders")])),
-            Err(ConfigError::Missing("CAFE_ACTIVE_ORDERS_TABLE"))
+            Err(ConfigError::Missing("CAFE_ACTIVE_ORDERS_TABLE".to_owned()))
         );
         assert_eq!(
             Hosted::from_env(env(&[("CAFE_PROJECTION", "orders")])),

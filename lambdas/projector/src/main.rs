@@ -1,4 +1,5 @@
-//! The projector function: `CAFE_PROJECTION` chooses what it hosts (see [`Hosted`]).
+//! The projector function: `CAFE_PROJECTION` chooses what it hosts (see [`Hosted`]);
+//! the names it needs are its unit's (`cafe_settings::units::PROJECTOR_FUNCTION`).
 
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use cafe_consumers::Processor;
@@ -6,16 +7,20 @@ use cafe_consumers::parking::DynamoParkingLot;
 use cafe_lambda_projector::{EnvelopeCheck, Hosted, handle_measured};
 use cafe_projections::Projector;
 use cafe_projections::catalog::{AnalyticsEndpoint, Endpoints, Namespace, ReadModel};
+use cafe_settings::units::PROJECTOR_FUNCTION;
+use cafe_settings::{Names, SettingsError, vars};
 use lambda_runtime::{LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let var = |k: &str| std::env::var(k).map_err(|_| format!("environment variable {k} is not set"));
-    let application = var("CAFE_APPLICATION")?;
-    let namespace = var("CAFE_METRICS_NAMESPACE").unwrap_or_else(|_| "CloudCafe".to_owned());
-    let parked_table = var("CAFE_PARKED_TABLE")?;
-    let hosted = Hosted::from_env(|k| std::env::var(k).ok())?;
+    let get = |k: &str| std::env::var(k).ok();
+    let names = Names::require(PROJECTOR_FUNCTION.names, get)?;
+    let application = get(vars::APPLICATION)
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| SettingsError::Missing(vars::APPLICATION.to_owned()))?;
+    let (namespace, parked_table) = (names.metrics_namespace, names.parked_table);
+    let hosted = Hosted::from_env(get)?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
     let parking = DynamoParkingLot::new(dynamodb.clone(), parked_table);

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_redshiftdata::Client;
 use aws_sdk_redshiftdata::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_redshiftdata::types::{Field, StatusString};
+use cafe_settings::vars;
 
 use super::{Dialect, Table, Warehouse};
 use crate::error::ProjectionError;
@@ -74,18 +75,18 @@ impl DataApiOptions {
     /// warehouse is then reached over the PostgreSQL wire.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Option<DataApiOptions>, DataApiConfigError> {
         let get = |k: &str| get(k).filter(|v| !v.is_empty());
-        let target = match (get("CAFE_REDSHIFT_WORKGROUP"), get("CAFE_REDSHIFT_CLUSTER")) {
+        let target = match (get(vars::REDSHIFT_WORKGROUP), get(vars::REDSHIFT_CLUSTER)) {
             (None, None) => return Ok(None),
             (Some(workgroup), None) => DataApiTarget::Workgroup(workgroup),
             (None, Some(identifier)) => DataApiTarget::Cluster {
                 identifier,
-                db_user: get("CAFE_REDSHIFT_DB_USER"),
+                db_user: get(vars::REDSHIFT_DB_USER),
             },
             (Some(_), Some(_)) => return Err(DataApiConfigError::Target),
         };
-        let database = get("CAFE_REDSHIFT_DATABASE").ok_or(DataApiConfigError::Missing("CAFE_REDSHIFT_DATABASE"))?;
+        let database = get(vars::REDSHIFT_DATABASE).ok_or(DataApiConfigError::Missing(vars::REDSHIFT_DATABASE))?;
         let mut options = DataApiOptions::new(target, database);
-        options.secret_arn = get("CAFE_REDSHIFT_SECRET_ARN");
+        options.secret_arn = get(vars::REDSHIFT_SECRET_ARN);
         Ok(Some(options))
     }
 

@@ -54,16 +54,18 @@ async fn placed_orders_end_paid_declined_or_paid_after_a_retry() {
     let (queue, dlq) = world.queue().await;
 
     // The function, configured as its deployment would be.
-    let env: Vec<(String, String)> = [
-        ("CAFE_EVENTS_TABLE", world.events_table.as_str()),
-        ("CAFE_IDEMPOTENCY_TABLE", world.idempotency_table.as_str()),
-        ("CAFE_STREAM", world.stream.as_str()),
-        ("CAFE_GATEWAY_BLOCKED", "c-blocked"),
-        ("CAFE_GATEWAY_FLAKY", "c-flaky:1"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    let mut names = world.cfg.names.clone();
+    names.events_table.clone_from(&world.events_table);
+    names.idempotency_table.clone_from(&world.idempotency_table);
+    names.stream.clone_from(&world.stream);
+    let mut env = names.env(cafe_settings::units::PAYMENT_FUNCTION.names);
+    env.extend(
+        [
+            ("CAFE_GATEWAY_BLOCKED", "c-blocked"),
+            ("CAFE_GATEWAY_FLAKY", "c-flaky:1"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
     let mut function = spawn_function(
         &cfg,
         Path::new(env!("CARGO_BIN_EXE_cafe-lambda-payment")),

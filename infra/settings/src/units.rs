@@ -1,0 +1,235 @@
+//! The deployed units and what each reads from its environment: the contract between
+//! the code and its deployment. The binaries check it at start (a unit missing a
+//! variable refuses to start, naming it); a test holds Terraform's environment and
+//! secrets of each function and service to it.
+
+use crate::names::{Names, SettingsError};
+use crate::vars;
+
+/// One deployed unit: a Lambda function, or an ECS service running `cafe consume`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unit {
+    /// What Terraform calls it (the function's or the service's name without prefix).
+    pub name: &'static str,
+    /// Keys of `infra/names.json` it must be handed as `CAFE_<KEY>` (the deployment
+    /// created them, possibly under other names than the file's defaults).
+    pub names: &'static [&'static str],
+    /// Plain variables it must be handed.
+    pub required: &'static [&'static str],
+    /// Variables it must be handed from Secrets Manager (they hold credentials).
+    pub secrets: &'static [&'static str],
+    /// Variables it reads with a default: a deployment may set them, nothing else.
+    pub optional: &'static [&'static str],
+}
+
+/// Every worker's names: the stream and its leases, the parking lot, the serving
+/// pointers (in the replays table) and the metrics namespace.
+macro_rules! worker_names {
+    ($($more:literal),*) => {
+        &["stream", "leases_table", "parked_table", "replays_table", "metrics_namespace" $(, $more)*]
+    };
+}
+
+/// The command API function.
+pub const API_FUNCTION: Unit = Unit {
+    name: "cafe-lambda-api",
+    names: &["events_table", "idempotency_table", "stream"],
+    required: &[],
+    secrets: &[],
+    optional: &[],
+};
+
+/// The payment function (SQS-triggered).
+pub const PAYMENT_FUNCTION: Unit = Unit {
+    name: "cafe-lambda-payment",
+    names: &["events_table", "idempotency_table", "stream", "metrics_namespace"],
+    required: &[],
+    secrets: &[],
+    // The gateway simulation's knobs: their defaults serve a deployment; tests set them.
+    optional: &[
+        vars::IDEMPOTENCY_LEASE_SECS,
+        vars::GATEWAY_LIMIT_CENTS,
+        vars::GATEWAY_BLOCKED,
+        vars::GATEWAY_FLAKY,
+        vars::GATEWAY_LATENCY_MS,
+        vars::GATEWAY_LEDGER,
+    ],
+};
+
+/// The projector function hosting the analytics facts (through the Redshift Data API).
+pub const PROJECTOR_FUNCTION: Unit = Unit {
+    name: "cafe-lambda-projector",
+    names: &["parked_table", "metrics_namespace"],
+    required: &[
+        vars::APPLICATION,
+        vars::PROJECTION,
+        vars::REDSHIFT_WORKGROUP,
+        vars::REDSHIFT_DATABASE,
+    ],
+    secrets: &[],
+    optional: &[vars::REDSHIFT_SECRET_ARN, vars::ANALYTICS_SCHEMA],
+};
+
+/// The ECS services, by the `--sink` of their `cafe consume` command.
+pub const WORKERS: &[(&str, Unit)] = &[
+    (
+        "projector:orders",
+        Unit {
+            name: "orders",
+            names: worker_names!(),
+            required: &[],
+            secrets: &[vars::POSTGRES_URL],
+            optional: &[],
+        },
+    ),
+    (
+        "projector:active_orders",
+        Unit {
+            name: "active_orders",
+            names: worker_names!("active_orders_table"),
+            required: &[],
+            secrets: &[],
+            optional: &[],
+        },
+    ),
+    (
+        "projector:documents",
+        Unit {
+            name: "documents",
+            names: worker_names!(),
+            required: &[],
+            secrets: &[vars::MONGO_URL],
+            optional: &[],
+        },
+    ),
+    (
+        "projector:cache",
+        Unit {
+            name: "cache",
+            names: worker_names!(),
+            required: &[],
+            secrets: &[vars::REDIS_URL],
+            optional: &[],
+        },
+    ),
+    (
+        "projector:inventory",
+        Unit {
+            name: "inventory",
+            names: worker_names!(),
+            required: &[],
+            secrets: &[vars::MEMORYDB_URL],
+            optional: &[],
+        },
+    ),
+    (
+        "projector:analytics",
+        Unit {
+            name: "analytics",
+            names: worker_names!(),
+            required: &[vars::REDSHIFT_WORKGROUP, vars::REDSHIFT_DATABASE],
+            secrets: &[],
+            optional: &[vars::REDSHIFT_SECRET_ARN],
+        },
+    ),
+    (
+        "payment-requests",
+        Unit {
+            name: "payment-requests",
+            names: worker_names!("payments_queue"),
+            required: &[],
+            secrets: &[],
+            optional: &[],
+        },
+    ),
+];
+
+impl Unit {
+    /// Every function, then every worker.
+    pub fn all() -> impl Iterator<Item = Unit> {
+        [API_FUNCTION, PAYMENT_FUNCTION, PROJECTOR_FUNCTION]
+            .into_iter()
+            .chain(WORKERS.iter().map(|(_, u)| *u))
+    }
+
+    /// The worker whose `cafe consume --sink` is `sink`.
+    pub fn worker(sink: &str) -> Option<Unit> {
+        WORKERS.iter().find(|(s, _)| *s == sink).map(|(_, u)| *u)
+    }
+
+    /// Variables a deployment must hand this unit: its names' and the required ones
+    /// (secrets excluded).
+    pub fn must_have(&self) -> Vec<String> {
+        self.names
+            .iter()
+            .map(|k| Names::var(k))
+            .chain(self.required.iter().map(|v| (*v).to_owned()))
+            .collect()
+    }
+
+    /// Every variable a deployment may hand this unit.
+    pub fn may_have(&self) -> Vec<String> {
+        let mut all = self.must_have();
+        all.extend(self.secrets.iter().chain(self.optional).map(|v| (*v).to_owned()));
+        all
+    }
+
+    /// Checks `get` provides everything the unit needs, then reads the names: what a
+    /// deployed unit does first, so a missing variable stops it at start, by name.
+    pub fn names_from(&self, get: impl Fn(&str) -> Option<String>) -> Result<Names, SettingsError> {
+        let present = |k: &str| get(k).is_some_and(|v| !v.trim().is_empty());
+        if let Some(missing) = self.required.iter().chain(self.secrets).find(|v| !present(v)) {
+            return Err(SettingsError::Missing((*missing).to_owned()));
+        }
+        Names::require(self.names, get)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn every_listed_variable_is_a_known_one() {
+        let keys = Names::keys();
+        for unit in Unit::all() {
+            for key in unit.names {
+                assert!(
+                    keys.iter().any(|k| k == key),
+                    "{}: {key} is not in names.json",
+                    unit.name
+                );
+            }
+            for var in unit.required.iter().chain(unit.secrets).chain(unit.optional) {
+                assert!(vars::ALL.contains(var), "{}: {var} is not in vars::ALL", unit.name);
+            }
+            let all = unit.may_have();
+            let distinct: BTreeSet<&String> = all.iter().collect();
+            assert_eq!(distinct.len(), all.len(), "{}: a variable listed twice", unit.name);
+        }
+    }
+
+    #[test]
+    fn a_unit_refuses_to_start_without_what_it_needs() {
+        let unit = Unit::worker("projector:orders").unwrap();
+        let mut env: Vec<(String, String)> = unit.must_have().into_iter().map(|k| (k, "x".to_owned())).collect();
+        let get = |env: &Vec<(String, String)>| {
+            let env = env.clone();
+            move |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            unit.names_from(get(&env)).unwrap_err(),
+            SettingsError::Missing(vars::POSTGRES_URL.to_owned())
+        );
+        env.push((vars::POSTGRES_URL.to_owned(), "postgresql://h/cafe".to_owned()));
+        let names = unit.names_from(get(&env)).unwrap();
+        assert_eq!(names.stream, "x");
+        env.retain(|(k, _)| k != "CAFE_LEASES_TABLE");
+        assert_eq!(
+            unit.names_from(get(&env)).unwrap_err(),
+            SettingsError::Missing("CAFE_LEASES_TABLE".to_owned())
+        );
+    }
+}
