@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use cafe_consumers::cloudwatch::{CloudWatchConfig, CloudWatchPublisher};
 use cafe_consumers::lease::{Checkpoint, DynamoLeaseTable};
 use cafe_consumers::metrics::{self, Metrics};
 use cafe_consumers::parking::DynamoParkingLot;
@@ -109,6 +110,11 @@ pub struct ConsumeArgs {
     /// Use the AWS SDK's default chain instead of the local stack's endpoints.
     #[arg(long)]
     pub aws: bool,
+    /// Publish the worker's metrics to CloudWatch this often (with --aws: every 60s
+    /// unless given, which is what the ECS services scale and alarm on; locally off
+    /// unless given: moto is the stand-in).
+    #[arg(long, value_parser = crate::positive_duration)]
+    pub cloudwatch_every: Option<Duration>,
 }
 
 /// Writes each record as a JSON line; one write per batch, so a batch reaches the file
@@ -203,6 +209,18 @@ pub async fn run(cfg: &StackConfig, args: ConsumeArgs, shutdown: impl Future<Out
         None => None,
     };
 
+    let cloudwatch = args
+        .cloudwatch_every
+        .or(args.aws.then_some(Duration::from_secs(60)))
+        .map(|every| {
+            let cw = CloudWatchConfig {
+                every,
+                ..CloudWatchConfig::new(&cfg.names.metrics_namespace, &worker_cfg.stream)
+            };
+            let publisher = CloudWatchPublisher::new(clients.cloudwatch.clone(), cw, metrics.clone());
+            tokio::spawn(publisher.run(stop.clone()))
+        });
+
     let leases = DynamoLeaseTable::new(
         clients.dynamodb.clone(),
         &cfg.names.leases_table,
@@ -244,6 +262,10 @@ pub async fn run(cfg: &StackConfig, args: ConsumeArgs, shutdown: impl Future<Out
         }
     };
     stop.cancel();
+    if let Some(publisher) = cloudwatch {
+        // Its last send: the final interval's figures.
+        publisher.await.context("CloudWatch publisher task")?;
+    }
     if let Some(server) = metrics_server {
         server.await.context("metrics server task")?.context("metrics server")?;
     }

@@ -407,7 +407,8 @@ async fn a_payment_requests_worker_sends_one_request_per_placed_order() {
         "payreq",
         "payment-requests",
         log,
-        &[("CAFE__STACK__NAMES__PAYMENTS_QUEUE", &queue)],
+        // The name's own variable, as its deployment hands it.
+        &[("CAFE_PAYMENTS_QUEUE", &queue)],
         &[],
     );
     let mut bodies = Vec::new();
@@ -449,4 +450,42 @@ async fn a_payment_requests_worker_sends_one_request_per_placed_order() {
             "currency": "USD", "attempt": 1, "idempotency_key": "o-pr-1:payment",
         })
     );
+}
+
+/// A worker publishes its metrics to CloudWatch (moto here), under the namespace its
+/// deployment hands it and its application's dimension: what the ECS services scale on
+/// and the alarms watch. Only on request locally; with `--aws` every minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_publishes_its_metrics_to_cloudwatch_under_the_deployed_namespace() {
+    let s = setup(1, "cw").await;
+    let cfg = StackConfig::load().unwrap();
+    let cw = aws::cloudwatch(&aws::sdk_config(&cfg).await, &cfg);
+    let namespace = format!("it-cw-{}", uuid::Uuid::now_v7().simple());
+    put_raw(&s.kinesis, &s.stream, &[("k".to_owned(), "k:1".to_owned())]).await;
+    let log = s.dir.path().join("cw.jsonl");
+    let sink = format!("jsonl:{}", log.display());
+    let mut worker = s.worker_with(
+        "cw",
+        &sink,
+        log,
+        &[("CAFE_METRICS_NAMESPACE", &namespace)],
+        &["--cloudwatch-every", "1s"],
+    );
+    eventually("the record processed", Duration::from_secs(30), async || {
+        !read_logs(&[&worker]).is_empty()
+    })
+    .await;
+    let records = cafe_consumers::metrics::RECORDS;
+    eventually("records published", Duration::from_secs(30), async || {
+        let listed = cw.list_metrics().namespace(&namespace).send().await.unwrap();
+        listed.metrics().iter().any(|m| {
+            m.metric_name() == Some(records)
+                && m.dimensions()
+                    .iter()
+                    .any(|d| d.name() == Some("Application") && d.value() == Some(s.application.as_str()))
+        })
+    })
+    .await;
+    let (ok, out) = worker.terminate();
+    assert!(ok, "{out}");
 }
