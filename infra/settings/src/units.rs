@@ -280,7 +280,35 @@ pub const WORKERS: &[(&str, Unit)] = &[
     ),
 ];
 
+/// The IAM action an SDK call is authorised as, from the call recorder's
+/// `Service.Operation` (`cafe_localstack::aws::CallCounter`): `DynamoDB.PutItem` is
+/// `dynamodb:PutItem`. Our transactions hold only conditional Puts, so
+/// `TransactWriteItems` is `dynamodb:PutItem`; `SendMessageBatch` is `sqs:SendMessage`.
+pub fn iam_action(operation: &str) -> String {
+    let (service, name) = operation.split_once('.').unwrap_or(("", operation));
+    let service: String = service
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let service = match service.as_str() {
+        "redshiftdata" => "redshift-data".to_owned(),
+        other => other.to_owned(),
+    };
+    let name = match (service.as_str(), name) {
+        ("dynamodb", "TransactWriteItems") => "PutItem",
+        ("sqs", "SendMessageBatch") => "SendMessage",
+        (_, name) => name,
+    };
+    format!("{service}:{name}")
+}
+
 impl Unit {
+    /// Whether the unit's list has `action` (an IAM action) among its calls.
+    pub fn makes(&self, action: &str) -> bool {
+        self.calls.iter().any(|(_, actions)| actions.contains(&action))
+    }
+
     /// Every function, then every worker.
     pub fn all() -> impl Iterator<Item = Unit> {
         [API_FUNCTION, PAYMENT_FUNCTION, PROJECTOR_FUNCTION]
@@ -345,6 +373,19 @@ mod tests {
             let distinct: BTreeSet<&String> = all.iter().collect();
             assert_eq!(distinct.len(), all.len(), "{}: a variable listed twice", unit.name);
         }
+    }
+
+    #[test]
+    fn a_recorded_call_is_named_as_iam_names_it() {
+        assert_eq!(iam_action("DynamoDB.TransactWriteItems"), "dynamodb:PutItem");
+        assert_eq!(iam_action("SQS.SendMessageBatch"), "sqs:SendMessage");
+        assert_eq!(iam_action("Kinesis.PutRecords"), "kinesis:PutRecords");
+        assert_eq!(
+            iam_action("Redshift Data.DescribeStatement"),
+            "redshift-data:DescribeStatement"
+        );
+        assert!(API_FUNCTION.makes("kinesis:PutRecords"));
+        assert!(!API_FUNCTION.makes("dynamodb:Scan"));
     }
 
     #[test]

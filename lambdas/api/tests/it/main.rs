@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use cafe_lambda_api::{Config, router};
+use cafe_localstack::aws::CallCounter;
 use cafe_localstack::{StackConfig, aws, provision};
 use cafe_producers::api::guard::LocalAuth;
 use cafe_producers::auth::{Caller, Role};
@@ -17,9 +18,17 @@ use serde_json::json;
 use tower::ServiceExt;
 
 async fn app() -> axum::Router {
+    app_recorded(&CallCounter::default()).await
+}
+
+/// The function's router over clients whose every call `calls` records.
+async fn app_recorded(calls: &CallCounter) -> axum::Router {
     let cfg = StackConfig::load().unwrap();
     let sdk = aws::sdk_config(&cfg).await;
     let (dynamodb, kinesis) = (aws::dynamodb(&sdk, &cfg), aws::kinesis(&sdk, &cfg));
+    let dynamodb =
+        aws_sdk_dynamodb::Client::from_conf(dynamodb.config().to_builder().interceptor(calls.clone()).build());
+    let kinesis = aws_sdk_kinesis::Client::from_conf(kinesis.config().to_builder().interceptor(calls.clone()).build());
     // The provisioned tables and stream, named through the environment as on AWS.
     provision::provision(&cfg).await.unwrap();
     let env = |k: &str| {
@@ -147,6 +156,44 @@ async fn authorizer_claims_get_the_same_decisions_as_the_local_servers_tokens() 
             expected,
             "to the local server, case {n}: {who:?} {path}"
         );
+    }
+}
+
+/// The function's AWS calls, recorded while it answers every case (accepted, refused,
+/// a replayed idempotency key), are all on its unit's list: what its IAM role grants.
+#[tokio::test]
+async fn every_aws_call_the_function_makes_is_on_its_units_list() {
+    let calls = CallCounter::default();
+    let lambda = app_recorded(&calls).await;
+    calls.take(); // provisioning's own calls
+    let unique = uuid::Uuid::now_v7().simple().to_string();
+    let tail = &unique[unique.len() - 10..];
+    for (n, (who, path, body, expected)) in cases(&format!("{tail}r")).into_iter().enumerate() {
+        let key = format!("rec-{n}-{tail}");
+        for _replay in 0..2 {
+            let (status, answer) = invoke(lambda.clone(), &event("POST", &path, &key, &body, who.as_ref())).await;
+            assert_eq!(status, expected, "case {n}: {answer}");
+        }
+    }
+    let made: std::collections::BTreeSet<String> = calls
+        .take()
+        .keys()
+        .map(|op| cafe_settings::units::iam_action(op))
+        .collect();
+    let unit = cafe_settings::units::API_FUNCTION;
+    let strays: Vec<&String> = made.iter().filter(|a| !unit.makes(a)).collect();
+    assert!(
+        strays.is_empty(),
+        "calls not on the unit's list (nor in its IAM role): {strays:?}"
+    );
+    // The recorder saw the function work: loads, appends, answers replayed, publishes.
+    for action in [
+        "dynamodb:Query",
+        "dynamodb:PutItem",
+        "dynamodb:GetItem",
+        "kinesis:PutRecords",
+    ] {
+        assert!(made.contains(action), "{action} not seen in {made:?}");
     }
 }
 

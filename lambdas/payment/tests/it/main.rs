@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod backpressure;
+mod calls;
 mod handler;
 mod helpers;
 mod mapping;
