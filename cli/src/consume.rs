@@ -171,7 +171,14 @@ pub async fn run(cfg: &StackConfig, args: ConsumeArgs, shutdown: impl Future<Out
         Start::TrimHorizon => Checkpoint::TrimHorizon,
     };
     let faults = cafe_localstack::faults::FaultInjector::from_env()?;
-    let clients = Clients::new(cfg, args.aws).await.with_faults(&faults);
+    let mut clients = Clients::new(cfg, args.aws).await;
+    // The calls-recording test hook: which AWS calls this worker makes, for its IAM role.
+    let recording = std::env::var_os(cafe_settings::vars::RECORD_AWS_CALLS).map(|path| {
+        let calls = cafe_localstack::aws::CallCounter::default();
+        clients = clients.clone().recorded(&calls);
+        (PathBuf::from(path), calls)
+    });
+    let clients = clients.with_faults(&faults);
     let mut worker_cfg = WorkerConfig::new(
         args.application.clone(),
         args.stream.clone().unwrap_or_else(|| cfg.names.stream.clone()),
@@ -265,6 +272,10 @@ pub async fn run(cfg: &StackConfig, args: ConsumeArgs, shutdown: impl Future<Out
     if let Some(publisher) = cloudwatch {
         // Its last send: the final interval's figures.
         publisher.await.context("CloudWatch publisher task")?;
+    }
+    if let Some((path, calls)) = recording {
+        let made = serde_json::to_vec(&calls.take()).context("the recorded calls")?;
+        std::fs::write(&path, made).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(server) = metrics_server {
         server.await.context("metrics server task")?.context("metrics server")?;

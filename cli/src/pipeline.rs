@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use cafe_localstack::StackConfig;
+use cafe_localstack::aws::CallCounter;
 use cafe_localstack::faults::FaultInjector;
 use cafe_producers::publish::{KinesisSink, Publisher, PublisherConfig};
 use cafe_producers::relay::{self, RelayConfig, RelayStats};
@@ -58,6 +59,23 @@ impl Clients {
 }
 
 impl Clients {
+    /// These clients with every call they make counted by `calls`.
+    #[must_use]
+    pub fn recorded(self, calls: &CallCounter) -> Clients {
+        macro_rules! with {
+            ($client:expr, $sdk:ident) => {
+                $sdk::Client::from_conf($client.config().to_builder().interceptor(calls.clone()).build())
+            };
+        }
+        Clients {
+            kinesis: with!(self.kinesis, aws_sdk_kinesis),
+            dynamodb: with!(self.dynamodb, aws_sdk_dynamodb),
+            sqs: with!(self.sqs, aws_sdk_sqs),
+            redshift: with!(self.redshift, aws_sdk_redshiftdata),
+            cloudwatch: with!(self.cloudwatch, aws_sdk_cloudwatch),
+        }
+    }
+
     /// These clients with `faults` injected into their Kinesis and DynamoDB calls (the
     /// same clients when the injector is off).
     #[must_use]

@@ -489,3 +489,129 @@ async fn a_worker_publishes_its_metrics_to_cloudwatch_under_the_deployed_namespa
     let (ok, out) = worker.terminate();
     assert!(ok, "{out}");
 }
+
+/// A menu item, an order of it and a restock, as the stream carries them: something for
+/// every read model and for the payment requests.
+fn sample_events(tag: &str) -> Vec<(String, Vec<u8>)> {
+    use cafe_events::proto::menu::v1::MenuItemPublished;
+    use cafe_events::proto::orders::v1::{OrderLine, OrderPlaced};
+    use cafe_events::{AggregateId, DomainEvent, EventEnvelope, EventId, ItemId, OrderId};
+    let envelope = |aggregate_id: AggregateId, event: DomainEvent| EventEnvelope {
+        event_id: EventId::new(),
+        aggregate_id,
+        version: 1,
+        occurred_at: chrono::Utc::now(),
+        correlation_id: "c".into(),
+        causation_id: "c".into(),
+        command_id: "c".into(),
+        event,
+    };
+    let (item, order) = (format!("item-{tag}"), format!("o-{tag}"));
+    let published = envelope(
+        AggregateId::MenuItem(ItemId::parse(&item).unwrap()),
+        DomainEvent::MenuItemPublished(MenuItemPublished {
+            item_id: item.clone(),
+            name: "latte".into(),
+            category: "coffee".into(),
+            price_cents: 450,
+            ..Default::default()
+        }),
+    );
+    let placed = envelope(
+        AggregateId::Order(OrderId::parse(&order).unwrap()),
+        DomainEvent::OrderPlaced(OrderPlaced {
+            order_id: order.clone(),
+            customer_id: format!("cust-{tag}"),
+            store_id: "store-1".into(),
+            lines: vec![OrderLine {
+                item_id: item.clone(),
+                quantity: 1,
+                unit_price_cents: 450,
+            }],
+            currency: "USD".into(),
+            total_cents: 450,
+        }),
+    );
+    let restocked = cafe_events::samples::restocked(1, 1).unwrap();
+    vec![
+        (item, published.encode().to_vec()),
+        (order, placed.encode().to_vec()),
+        ("store-00001".to_owned(), restocked.encode().to_vec()),
+    ]
+}
+
+/// Every deployed worker (`cafe consume --sink` of each unit), run over a stream with
+/// something for it and publishing its metrics, makes only AWS calls on its unit's list:
+/// what its IAM role grants. The calls are recorded inside the process (a test hook).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_aws_call_a_worker_makes_is_on_its_units_list() {
+    let cfg = StackConfig::load().unwrap();
+    let sqs = aws::sqs(&aws::sdk_config(&cfg).await, &cfg);
+    let queue = format!("it-calls-{}", uuid::Uuid::now_v7().simple());
+    provision::ensure_queue_with_dlq(&sqs, &queue, &format!("{queue}-dlq"), 5)
+        .await
+        .unwrap();
+    let mut strays = Vec::new();
+    for (sink, unit) in cafe_settings::units::WORKERS {
+        let s = setup(1, &format!("calls-{}", unit.name.replace('_', "-"))).await;
+        let tag = &s.application[s.application.len() - 8..];
+        for (key, data) in sample_events(tag) {
+            cafe_localstack::testing::put_raw(&s.kinesis, &s.stream, &[(key, data)]).await;
+        }
+        let recorded = s.dir.path().join("calls.json");
+        let log = s.dir.path().join("unused");
+        let mut worker = s.worker_with(
+            unit.name,
+            sink,
+            log,
+            &[
+                ("CAFE_RECORD_AWS_CALLS", recorded.to_str().unwrap()),
+                ("CAFE_PAYMENTS_QUEUE", &queue),
+            ],
+            &["--cloudwatch-every", "1s", "--checkpoint-interval", "200ms"],
+        );
+        eventually(
+            &format!("{sink}: the records checkpointed"),
+            Duration::from_secs(60),
+            async || {
+                let leases = s.leases().await;
+                !leases.is_empty()
+                    && leases
+                        .iter()
+                        .all(|l| matches!(l.checkpoint, Checkpoint::Sequence { .. }))
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(1200)).await; // one metrics send
+        let (ok, out) = worker.terminate();
+        assert!(ok, "{sink}: {out}");
+        let made: std::collections::BTreeMap<String, u64> =
+            serde_json::from_slice(&std::fs::read(&recorded).unwrap()).unwrap();
+        let actions: std::collections::BTreeSet<String> =
+            made.keys().map(|op| cafe_settings::units::iam_action(op)).collect();
+        for action in &actions {
+            if !unit.makes(action) {
+                strays.push(format!("{sink}: {action}"));
+            }
+        }
+        // It worked: read, leased, published its metrics, and did its sink's part (sent
+        // the payment request; found its serving copy through the pointers).
+        let part = if *sink == "payment-requests" {
+            "sqs:SendMessage"
+        } else {
+            "dynamodb:GetItem"
+        };
+        for seen in [
+            "kinesis:GetRecords",
+            "dynamodb:UpdateItem",
+            "cloudwatch:PutMetricData",
+            part,
+        ] {
+            assert!(actions.contains(seen), "{sink}: {seen} not seen in {actions:?}");
+        }
+    }
+    assert!(
+        strays.is_empty(),
+        "calls not on the units' lists (nor in their IAM roles): {strays:#?}"
+    );
+}
