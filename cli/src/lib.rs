@@ -11,6 +11,7 @@
 pub mod app;
 pub mod app_metrics;
 pub mod chaos;
+pub mod cost;
 pub mod dashboard;
 pub mod invariants;
 pub mod load;

@@ -129,6 +129,16 @@ enum Command {
     Lag(lag::LagArgs),
     /// Print an analytics report from the warehouse facts.
     Analytics(analytics::AnalyticsArgs),
+    /// Estimate the monthly AWS bill of the Terraform deployment, per service, at a
+    /// workload (default: the seed's 5 million orders a day with a 10× morning peak).
+    Cost {
+        /// Orders a day.
+        #[arg(long, default_value_t = 5_000_000.0, value_parser = positive_number)]
+        orders_per_day: f64,
+        /// The morning peak as a multiple of the average rate (sizes shards and capacity).
+        #[arg(long, default_value_t = 10.0, value_parser = positive_number)]
+        peak: f64,
+    },
     /// Rebuild read models into shadow copies from the event store, verify them
     /// against the live ones, and drop them.
     Replay(replay::ReplayArgs),
@@ -519,6 +529,25 @@ async fn dispatch(cli: Cli, cfg: StackConfig) -> Result<std::process::ExitCode> 
             replay::run(&cfg, args, stop).await
         }
         Command::Lag(args) => lag::run(&cfg, args).await,
+        Command::Cost { orders_per_day, peak } => {
+            use cafe_app::cost;
+            let work = cost::Workload {
+                orders_per_day,
+                peak_factor: peak,
+                ..cost::Workload::seed()
+            };
+            let estimate = cost::estimate(&work, &cost::Prices::default(), &cost::Deployment::production());
+            println!(
+                "Monthly AWS cost, us-east-1 list prices, {orders_per_day:.0} orders a day, {peak}× peak \
+                 (infra/terraform/examples/production.tfvars):\n"
+            );
+            print!("{}", estimate.table());
+            println!(
+                "\nSized for the peak: {:.0} Kinesis shards, Aurora up to {:.0} ACU.",
+                estimate.shards, estimate.peak_acu
+            );
+            Ok(std::process::ExitCode::SUCCESS)
+        }
         Command::Chaos {
             name,
             rate,
@@ -803,6 +832,15 @@ fn share(s: &str) -> Result<f64, String> {
 }
 
 pub(crate) use cafe_app::positive_duration;
+
+/// A number above zero, as typed.
+fn positive_number(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 => Ok(n),
+        Ok(_) => Err("must be a number above zero".to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}
 
 /// A path argument that must name a file (a typo is an argument error, exit code 2).
 fn existing_file(s: &str) -> Result<std::path::PathBuf, String> {

@@ -91,6 +91,7 @@ terraform_checks() {
     terraform -chdir="$dir" init -backend=false -input=false -plugin-dir="$TF_PLUGIN_DIR" >/dev/null
     terraform -chdir="$dir" validate -no-color
     terraform -chdir="$dir" test -no-color >/dev/null
+    terraform -chdir="$dir" test -no-color -var-file=examples/production.tfvars >/dev/null
   else
     say "SKIPPED terraform fmt/validate/test: no terraform, or no AWS provider in $TF_PLUGIN_DIR (the HCL parse and type test still run)"
   fi
