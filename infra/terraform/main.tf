@@ -178,8 +178,9 @@ module "stream" {
 module "tables" {
   source = "./modules/tables"
 
-  names       = { for k in local.table_keys : k => local.resource_names[k] }
-  kms_key_arn = module.kms.key_arns["pipeline"]
+  names               = { for k in local.table_keys : k => local.resource_names[k] }
+  kms_key_arn         = module.kms.key_arns["pipeline"]
+  deletion_protection = var.deletion_protection
 }
 
 module "queues" {
@@ -197,6 +198,7 @@ module "databases" {
   source = "./modules/databases"
 
   name_prefix         = var.name_prefix
+  deletion_protection = var.deletion_protection
   subnet_ids          = module.network.private_subnet_ids
   security_group_ids  = module.network.security_group_ids
   stores_kms_key_arn  = module.kms.key_arns["stores"]

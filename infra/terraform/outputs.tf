@@ -72,3 +72,17 @@ output "dashboard_name" {
   description = "CloudWatch dashboard."
   value       = module.observability.dashboard_name
 }
+
+output "cafe_environment" {
+  description = "The names as the code reads them (CAFE_<KEY>, infra/names.json's keys) and the region: what `cafe ... --aws` needs in its environment. The stores' URLs are secrets (worker_secret_arns)."
+  value = merge(
+    { AWS_REGION = local.region },
+    { for k in local.prefixed_name_keys : "CAFE_${upper(k)}" => local.resource_names[k] },
+    { CAFE_METRICS_NAMESPACE = local.names.metrics_namespace },
+  )
+}
+
+output "worker_secret_arns" {
+  description = "Secrets Manager ARNs of the stores' connection URLs, by store."
+  value       = module.databases.url_secret_arns
+}

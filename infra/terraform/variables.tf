@@ -495,3 +495,9 @@ variable "availability_zones" {
   type        = list(string)
   default     = []
 }
+
+variable "deletion_protection" {
+  description = "Refuse to delete the tables, Aurora and DocumentDB. Set false and apply before `terraform destroy` (teardown)."
+  type        = bool
+  default     = true
+}

@@ -155,7 +155,7 @@ resource "aws_rds_cluster" "orders" {
   storage_encrypted                   = true
   kms_key_id                          = var.stores_kms_key_arn
   iam_database_authentication_enabled = true
-  deletion_protection                 = true
+  deletion_protection                 = var.deletion_protection
   backup_retention_period             = var.backup_retention_days
   preferred_backup_window             = "03:00-04:00"
   copy_tags_to_snapshot               = true
@@ -281,7 +281,7 @@ resource "aws_docdb_cluster" "documents" {
   kms_key_id                      = var.stores_kms_key_arn
   backup_retention_period         = var.backup_retention_days
   preferred_backup_window         = "03:00-04:00"
-  deletion_protection             = true
+  deletion_protection             = var.deletion_protection
   skip_final_snapshot             = false
   final_snapshot_identifier       = "${local.docdb_id}-final"
   enabled_cloudwatch_logs_exports = ["audit", "profiler"]

@@ -109,3 +109,9 @@ variable "redshift_base_rpu" {
   description = "Redshift Serverless base capacity (RPU)."
   type        = number
 }
+
+variable "deletion_protection" {
+  description = "Refuse to delete the tables, Aurora and DocumentDB. Set false and apply before `terraform destroy` (teardown)."
+  type        = bool
+  default     = true
+}

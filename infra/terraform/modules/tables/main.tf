@@ -81,7 +81,7 @@ resource "aws_dynamodb_table" "this" {
   # checkpoints, parked the poison records, replays the serving pointers, idempotency
   # the payment and command claims (losing it could charge twice). The read model
   # (active orders) could be rebuilt, but a rebuild is a replay, not a redeploy.
-  deletion_protection_enabled = true
+  deletion_protection_enabled = var.deletion_protection
 
   dynamic "attribute" {
     for_each = local.attributes[each.key]

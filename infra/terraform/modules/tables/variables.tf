@@ -15,3 +15,9 @@ variable "kms_key_arn" {
   description = "Customer managed key of the tables."
   type        = string
 }
+
+variable "deletion_protection" {
+  description = "Refuse to delete the tables, Aurora and DocumentDB. Set false and apply before `terraform destroy` (teardown)."
+  type        = bool
+  default     = true
+}
