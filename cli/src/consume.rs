@@ -55,6 +55,17 @@ impl std::str::FromStr for Sink {
     }
 }
 
+impl Sink {
+    /// The deployed unit that runs this sink (none for the operators' sinks).
+    pub fn unit(&self) -> Option<cafe_settings::Unit> {
+        match self {
+            Sink::PaymentRequests => cafe_settings::Unit::worker("payment-requests"),
+            Sink::Projector(model) => cafe_settings::Unit::worker(&format!("projector:{}", model.name())),
+            Sink::Discard | Sink::Jsonl(_) => None,
+        }
+    }
+}
+
 /// Where a brand-new application starts, as typed on the command line.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Start {
@@ -171,13 +182,11 @@ pub async fn run(cfg: &StackConfig, args: ConsumeArgs, shutdown: impl Future<Out
         Start::TrimHorizon => Checkpoint::TrimHorizon,
     };
     let faults = cafe_localstack::faults::FaultInjector::from_env()?;
+    let recording = crate::pipeline::Recording::from_env();
     let mut clients = Clients::new(cfg, args.aws).await;
-    // The calls-recording test hook: which AWS calls this worker makes, for its IAM role.
-    let recording = std::env::var_os(cafe_settings::vars::RECORD_AWS_CALLS).map(|path| {
-        let calls = cafe_localstack::aws::CallCounter::default();
-        clients = clients.clone().recorded(&calls);
-        (PathBuf::from(path), calls)
-    });
+    if let Some(recording) = &recording {
+        clients = recording.attach(clients);
+    }
     let clients = clients.with_faults(&faults);
     let mut worker_cfg = WorkerConfig::new(
         args.application.clone(),
@@ -273,9 +282,8 @@ pub async fn run(cfg: &StackConfig, args: ConsumeArgs, shutdown: impl Future<Out
         // Its last send: the final interval's figures.
         publisher.await.context("CloudWatch publisher task")?;
     }
-    if let Some((path, calls)) = recording {
-        let made = serde_json::to_vec(&calls.take()).context("the recorded calls")?;
-        std::fs::write(&path, made).with_context(|| format!("writing {}", path.display()))?;
+    if let Some(recording) = recording {
+        recording.write()?;
     }
     if let Some(server) = metrics_server {
         server.await.context("metrics server task")?.context("metrics server")?;

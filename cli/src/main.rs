@@ -219,6 +219,14 @@ enum Command {
         #[arg(long)]
         aws: bool,
     },
+    /// Run the outbox relay alone until SIGTERM or Ctrl-C: publish events whose
+    /// publish failed after their append (what the relay service does in AWS).
+    Relay {
+        /// Use the AWS SDK's default chain; the names must then come from the
+        /// environment (`CAFE_EVENTS_TABLE`, `CAFE_STREAM`, as Terraform hands them).
+        #[arg(long)]
+        aws: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -484,6 +492,31 @@ async fn dispatch(cli: Cli, cfg: StackConfig) -> Result<std::process::ExitCode> 
             .await
         }
         Command::Api { listen, aws } => api(&cfg, listen, aws).await,
+        Command::Relay { aws } => {
+            if aws {
+                // A deployment hands the names; without them this would relay the defaults'.
+                if let Err(e) = cafe_settings::units::RELAY.names_from(|k| std::env::var(k).ok()) {
+                    eprintln!("error: {e}");
+                    return Ok(std::process::ExitCode::from(2));
+                }
+            }
+            let recording = pipeline::Recording::from_env();
+            let mut clients = pipeline::Clients::new(&cfg, aws).await;
+            if let Some(recording) = &recording {
+                clients = recording.attach(clients);
+            }
+            let service = pipeline::service(&cfg, &clients, cafe_producers::service::ServiceConfig::default());
+            println!(
+                "relay publishing pending events of {} to {}",
+                cfg.names.events_table, cfg.names.stream
+            );
+            let stats = pipeline::relay_alone(&service, shutdown_signal()).await;
+            println!("relay stopped; it republished {} events", stats.published);
+            if let Some(recording) = recording {
+                recording.write()?;
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
         Command::Cloudwatch { action } => {
             let apps = cafe_app::dashboard::applications();
             match action {
@@ -617,6 +650,13 @@ async fn dispatch(cli: Cli, cfg: StackConfig) -> Result<std::process::ExitCode> 
             })
         }
         Command::Consume(args) => {
+            // A deployed worker takes its names from its deployment, never the defaults.
+            if let Some(unit) = args.aws.then(|| args.sink.unit()).flatten()
+                && let Err(e) = unit.names_from(|k| std::env::var(k).ok())
+            {
+                eprintln!("error: {e} (the {} service's settings)", unit.name);
+                return Ok(std::process::ExitCode::from(2));
+            }
             consume::run(&cfg, args, shutdown_signal()).await?;
             Ok(std::process::ExitCode::SUCCESS)
         }

@@ -58,6 +58,35 @@ impl Clients {
     }
 }
 
+/// The calls-recording test hook ([`cafe_settings::vars::RECORD_AWS_CALLS`]): which AWS
+/// calls a process makes, for the tests that hold them to its unit's list (its IAM role).
+#[derive(Debug)]
+pub struct Recording {
+    path: std::path::PathBuf,
+    calls: CallCounter,
+}
+
+impl Recording {
+    /// The hook, when the environment sets it.
+    pub fn from_env() -> Option<Recording> {
+        std::env::var_os(cafe_settings::vars::RECORD_AWS_CALLS).map(|path| Recording {
+            path: path.into(),
+            calls: CallCounter::default(),
+        })
+    }
+
+    /// `clients`, recorded.
+    pub fn attach(&self, clients: Clients) -> Clients {
+        clients.recorded(&self.calls)
+    }
+
+    /// Writes the calls made (`Service.Operation` → count, JSON).
+    pub fn write(self) -> Result<()> {
+        let made = serde_json::to_vec(&self.calls.take()).context("the recorded calls")?;
+        std::fs::write(&self.path, made).with_context(|| format!("writing {}", self.path.display()))
+    }
+}
+
 impl Clients {
     /// These clients with every call they make counted by `calls`.
     #[must_use]
@@ -142,6 +171,20 @@ pub fn start(
         .await
     });
     Serving { server, relay }
+}
+
+/// The outbox relay alone, until `shutdown`: how it runs as its own service in AWS,
+/// where the command API is a Lambda function (which publishes its own events, but
+/// leaves those whose publish failed to a relay).
+pub async fn relay_alone(service: &Service, shutdown: impl Future<Output = ()>) -> RelayStats {
+    relay::run(
+        service.store(),
+        service.publisher(),
+        RelayConfig::default(),
+        service.relay_progress(),
+        shutdown,
+    )
+    .await
 }
 
 impl Serving {

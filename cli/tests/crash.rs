@@ -111,8 +111,16 @@ async fn arrived(k: &aws_sdk_kinesis::Client, its: &mut [Option<String>], aggreg
     versions
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn kill_9_between_append_and_publish_loses_nothing() {
+/// A command killed between its append and its publish: the event is in the store, on
+/// the test's own events table, and not on the stream.
+struct Stranded {
+    kinesis: aws_sdk_kinesis::Client,
+    its: Vec<Option<String>>,
+    customer: String,
+    table: String,
+}
+
+async fn strand_an_event() -> Stranded {
     let cfg = StackConfig::load().unwrap();
     let kinesis = aws::kinesis(&aws::sdk_config(&cfg).await, &cfg);
     let mut its = tap(&kinesis, &cfg.names.stream).await;
@@ -123,7 +131,7 @@ async fn kill_9_between_append_and_publish_loses_nothing() {
         .await
         .unwrap();
 
-    // 1. The first process appends, then "hangs" before publishing; we kill it there.
+    // The first process appends, then "hangs" before publishing; we kill it there.
     let (mut first, addr) = start_api(&table, Some(60_000));
     post_earn(&cfg, &addr, &customer).await;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -147,25 +155,116 @@ async fn kill_9_between_append_and_publish_loses_nothing() {
         arrived(&kinesis, &mut its, &customer).await.is_empty(),
         "and not on the stream"
     );
-
-    // 2. A restarted process's relay publishes exactly the missing event.
-    let (mut second, _) = start_api(&table, None);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut seen = Vec::new();
-    while seen.is_empty() && Instant::now() < deadline {
-        seen.extend(arrived(&kinesis, &mut its, &customer).await);
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    Stranded {
+        kinesis,
+        its,
+        customer,
+        table,
     }
-    // Anything else for this aggregate would show up within another pass.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    seen.extend(arrived(&kinesis, &mut its, &customer).await);
-    assert_eq!(seen, vec![1], "exactly the missing event, once");
+}
 
-    // 3. SIGTERM drains and exits cleanly.
+impl Stranded {
+    /// What arrives for the customer within 30 s, and 1.5 s more (anything else for
+    /// this aggregate would show up within another pass).
+    async fn published(&mut self) -> Vec<u64> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen = Vec::new();
+        while seen.is_empty() && Instant::now() < deadline {
+            seen.extend(arrived(&self.kinesis, &mut self.its, &self.customer).await);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        seen.extend(arrived(&self.kinesis, &mut self.its, &self.customer).await);
+        seen
+    }
+}
+
+fn terminate(child: &mut Child) -> bool {
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(second.id() as i32),
+        nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    assert!(second.wait().unwrap().success());
+    child.wait().unwrap().success()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_between_append_and_publish_loses_nothing() {
+    let mut stranded = strand_an_event().await;
+    // A restarted process's relay publishes exactly the missing event.
+    let (mut second, _) = start_api(&stranded.table, None);
+    assert_eq!(stranded.published().await, vec![1], "exactly the missing event, once");
+    // SIGTERM drains and exits cleanly.
+    assert!(terminate(&mut second));
+}
+
+/// As deployed in AWS: the API function publishes its own events, and `cafe relay`, a
+/// service of its own, publishes those a crash stranded; its AWS calls are all on its
+/// unit's list (its IAM role).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_relay_service_alone_publishes_a_stranded_event_with_its_units_calls() {
+    let mut stranded = strand_an_event().await;
+    let dir = tempfile::tempdir().unwrap();
+    let recorded = dir.path().join("calls.json");
+    let mut relay = Command::new(env!("CARGO_BIN_EXE_cafe"))
+        .arg("relay")
+        .env("CAFE_EVENTS_TABLE", &stranded.table)
+        .env("CAFE_RECORD_AWS_CALLS", &recorded)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(relay.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains(&stranded.table), "{line:?}");
+    assert_eq!(stranded.published().await, vec![1], "exactly the missing event, once");
+    assert!(terminate(&mut relay));
+    let made: std::collections::BTreeMap<String, u64> =
+        serde_json::from_slice(&std::fs::read(&recorded).unwrap()).unwrap();
+    let actions: Vec<String> = made.keys().map(|op| cafe_settings::units::iam_action(op)).collect();
+    let unit = cafe_settings::units::RELAY;
+    assert!(actions.iter().all(|a| unit.makes(a)), "{actions:?}");
+    for seen in ["dynamodb:Query", "dynamodb:BatchWriteItem", "kinesis:PutRecords"] {
+        assert!(actions.iter().any(|a| a == seen), "{seen} not in {actions:?}");
+    }
+}
+
+#[test]
+fn a_deployed_service_refuses_to_start_without_what_its_unit_needs() {
+    let cafe = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cafe"));
+        c.env_remove("CAFE_EVENTS_TABLE").env_remove("CAFE_STREAM");
+        c
+    };
+    for (args, env, missing) in [
+        (vec!["relay", "--aws"], vec![], "CAFE_EVENTS_TABLE"),
+        (
+            vec![
+                "consume",
+                "--aws",
+                "--application",
+                "orders",
+                "--sink",
+                "projector:orders",
+            ],
+            vec![
+                ("CAFE_STREAM", "s"),
+                ("CAFE_LEASES_TABLE", "l"),
+                ("CAFE_PARKED_TABLE", "p"),
+            ],
+            "CAFE_POSTGRES_URL",
+        ),
+    ] {
+        let out = cafe()
+            .args(&args)
+            .envs(env)
+            .env_remove("CAFE_POSTGRES_URL")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(missing), "{args:?}: {stderr}");
+    }
 }

@@ -115,6 +115,17 @@ locals {
       }
       secrets = {}
     }
+    # The outbox relay: the API function publishes its own events; those whose publish
+    # failed stay marked pending, and this one task publishes them. One is enough (two
+    # would publish the same events twice), so it does not scale.
+    relay = {
+      command = ["relay", "--aws"]
+      environment = {
+        CAFE_EVENTS_TABLE = module.tables.names["events_table"]
+        CAFE_STREAM       = module.stream.stream_name
+      }
+      secrets = {}
+    }
     payment-requests = {
       command = ["consume", "--aws", "--application", "payment-requests", "--sink", "payment-requests"]
       environment = {
@@ -138,7 +149,8 @@ locals {
   workers_deployed = {
     for app in local.worker_applications : app => merge(local.workers[app], {
       command   = concat(local.workers[app].command, contains(var.fan_out_consumers, app) ? ["--fan-out", app] : [])
-      min_count = lookup(var.worker_count_by_application, app, var.worker_count)
+      min_count = app == "relay" ? 1 : lookup(var.worker_count_by_application, app, var.worker_count)
+      autoscale = app != "relay"
     })
   }
 

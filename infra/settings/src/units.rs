@@ -159,6 +159,24 @@ pub const PROJECTOR_FUNCTION: Unit = Unit {
     optional: &[vars::REDSHIFT_SECRET_ARN, vars::ANALYTICS_SCHEMA],
 };
 
+/// The outbox relay (`cafe relay --aws`, an ECS service): finds events whose publish
+/// failed on the events table's sparse `pending` index, publishes them, clears their
+/// markers.
+pub const RELAY: Unit = Unit {
+    name: "relay",
+    role: "worker-relay",
+    names: &["events_table", "stream"],
+    required: &[],
+    secrets: &[],
+    optional: &[],
+    calls: &[
+        ("events_pending_index", &["dynamodb:Query"]),
+        ("events_table", &["dynamodb:BatchWriteItem"]),
+        ("stream", &["kinesis:ListShards", "kinesis:PutRecords"]),
+    ],
+    granted: &[],
+};
+
 /// The ECS services, by the `--sink` of their `cafe consume` command.
 pub const WORKERS: &[(&str, Unit)] = &[
     (
@@ -311,7 +329,7 @@ impl Unit {
 
     /// Every function, then every worker.
     pub fn all() -> impl Iterator<Item = Unit> {
-        [API_FUNCTION, PAYMENT_FUNCTION, PROJECTOR_FUNCTION]
+        [API_FUNCTION, PAYMENT_FUNCTION, PROJECTOR_FUNCTION, RELAY]
             .into_iter()
             .chain(WORKERS.iter().map(|(_, u)| *u))
     }

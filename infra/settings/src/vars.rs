@@ -52,9 +52,9 @@ pub const FAULT_PAUSE_AFTER_APPEND_MS: &str = "CAFE_FAULT_PAUSE_AFTER_APPEND_MS"
 /// Test hook: a replay pauses this long before swapping the serving pointer. Never set
 /// in a deployment.
 pub const FAULT_SWAP_PAUSE_MS: &str = "CAFE_FAULT_SWAP_PAUSE_MS";
-/// Test hook: a file `cafe consume` writes every AWS call it made to when it stops
-/// (`Service.Operation` → count, JSON), for the tests that hold a worker's calls to its
-/// unit's list. Never set in a deployment.
+/// Test hook: a file `cafe consume` and `cafe relay` write every AWS call they made to
+/// when they stop (`Service.Operation` → count, JSON), for the tests that hold a
+/// service's calls to its unit's list. Never set in a deployment.
 pub const RECORD_AWS_CALLS: &str = "CAFE_RECORD_AWS_CALLS";
 /// The `cafe` configuration file (TOML, section `[stack]`).
 pub const CONFIG: &str = "CAFE_CONFIG";

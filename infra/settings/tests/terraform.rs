@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use cafe_settings::Unit;
-use cafe_settings::units::{API_FUNCTION, PAYMENT_FUNCTION, PROJECTOR_FUNCTION, WORKERS};
+use cafe_settings::units::{API_FUNCTION, PAYMENT_FUNCTION, PROJECTOR_FUNCTION, RELAY, WORKERS};
 use hcl::expr::{Expression, ObjectKey};
 use hcl::{Block, Body};
 
@@ -141,6 +141,16 @@ fn every_worker_service_is_handed_exactly_what_its_unit_reads() {
     for (application, service) in object(&workers) {
         let service = object(service);
         let command = strings(service["command"]);
+        if command == ["relay", "--aws"] {
+            assert_eq!(application, RELAY.name);
+            wrong.extend(check_environment(
+                &RELAY,
+                &keys(service["environment"]),
+                &keys(service["secrets"]),
+            ));
+            deployed.insert("relay".to_owned());
+            continue;
+        }
         assert_eq!(&command[..2], ["consume", "--aws"], "{application}: {command:?}");
         let flag = |name: &str| {
             let at = command
@@ -160,7 +170,11 @@ fn every_worker_service_is_handed_exactly_what_its_unit_reads() {
         ));
         deployed.insert(sink);
     }
-    let known: BTreeSet<String> = WORKERS.iter().map(|(sink, _)| (*sink).to_owned()).collect();
+    let known: BTreeSet<String> = WORKERS
+        .iter()
+        .map(|(sink, _)| (*sink).to_owned())
+        .chain(["relay".to_owned()])
+        .collect();
     assert_eq!(deployed, known, "every worker the code knows is deployed, and no other");
     assert!(wrong.is_empty(), "{wrong:#?}");
 }

@@ -80,7 +80,7 @@ run "contract_and_wiring" {
   }
 
   assert {
-    condition     = join(",", sort(keys(local.workers_deployed))) == "active_orders,cache,documents,inventory,orders,payment-requests"
+    condition     = join(",", sort(keys(local.workers_deployed))) == "active_orders,cache,documents,inventory,orders,payment-requests,relay"
     error_message = "The projector function must replace the analytics worker."
   }
 

@@ -194,6 +194,19 @@ locals {
   }
 }
 
+# ---- ACTIONS: worker-relay ------------------------------------------------------------
+# The outbox relay (producers/src/relay.rs over store/dynamo.rs): pending events from the
+# events table's sparse `pending` index, published, their markers cleared (BatchWriteItem
+# re-puts the events without it).
+locals {
+  actions_worker_relay = {
+    events_pending_index = ["dynamodb:Query"]
+    events_table         = ["dynamodb:BatchWriteItem"]
+    stream               = ["kinesis:ListShards", "kinesis:PutRecords"]
+    pipeline_key         = ["kms:Decrypt", "kms:GenerateDataKey"]
+  }
+}
+
 # ---- ACTIONS: ecs-execution -----------------------------------------------------------
 # What ECS itself does for every worker task: pull the image, read the URL secrets into
 # the container's environment, ship the logs.
@@ -221,6 +234,7 @@ locals {
     "worker-inventory"        = local.actions_worker_inventory
     "worker-analytics"        = local.actions_worker_analytics
     "worker-payment-requests" = local.actions_worker_payment_requests
+    "worker-relay"            = local.actions_worker_relay
     "ecs-execution"           = local.actions_ecs_execution
   }
 
@@ -253,6 +267,7 @@ locals {
     replays_table            = [var.table_arns["replays_table"]]
     active_orders_table      = [var.table_arns["active_orders_table"]]
     active_orders_shadows    = ["${var.table_arns["active_orders_table"]}-*"]
+    events_pending_index     = ["${var.table_arns["events_table"]}/index/pending"]
     stream                   = [var.stream_arn]
     payments_queue           = [var.payments_queue_arn]
     projector_failures_queue = var.projector_failures_queue_arn == null ? [] : [var.projector_failures_queue_arn]

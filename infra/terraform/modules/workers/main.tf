@@ -87,7 +87,7 @@ resource "aws_ecs_service" "worker" {
   }
 
   lifecycle {
-    # Auto scaling owns the count after creation.
+    # Auto scaling owns the count after creation (the relay's stays as set).
     ignore_changes = [desired_count]
   }
 }
@@ -97,7 +97,7 @@ resource "aws_ecs_service" "worker" {
 # ---------------------------------------------------------------------------------------
 
 resource "aws_appautoscaling_target" "worker" {
-  for_each = var.applications
+  for_each = { for app, a in var.applications : app => a if a.autoscale }
 
   service_namespace  = "ecs"
   scalable_dimension = "ecs:service:DesiredCount"
@@ -114,7 +114,7 @@ resource "aws_appautoscaling_target" "worker" {
 }
 
 resource "aws_appautoscaling_policy" "lag" {
-  for_each = var.applications
+  for_each = aws_appautoscaling_target.worker
 
   name               = "${var.name_prefix}cafe-${each.key}-projection-lag"
   policy_type        = "TargetTrackingScaling"

@@ -9,12 +9,13 @@ variable "name_prefix" {
 }
 
 variable "applications" {
-  description = "Worker services by application: command (the `cafe` arguments), environment (name => value), secrets (name => Secrets Manager ARN), min_count."
+  description = "Worker services by application: command (the `cafe` arguments), environment (name => value), secrets (name => Secrets Manager ARN), min_count, autoscale (scaled on its projection lag; false: min_count tasks, always)."
   type = map(object({
     command     = list(string)
     environment = map(string)
     secrets     = map(string)
     min_count   = number
+    autoscale   = bool
   }))
 }
 
