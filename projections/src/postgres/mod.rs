@@ -3,10 +3,11 @@
 
 pub mod orders;
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::error::ProjectionError;
 
@@ -39,6 +40,31 @@ pub fn valid_schema(schema: &str) -> Result<&str, ProjectionError> {
     }
 }
 
+/// TLS for every connection, verified against the system's roots (`SSL_CERT_FILE` and
+/// `SSL_CERT_DIR` are honoured; Aurora's certificates chain to the Amazon RDS root, which
+/// the image must trust). The connection string's `sslmode` decides: `prefer` (the
+/// default) falls back to plain text where the server has no TLS, as the local stack's
+/// has not; `require` refuses it, as against Aurora.
+fn tls() -> Result<MakeRustlsConnect, ProjectionError> {
+    static CONFIG: OnceLock<Result<rustls::ClientConfig, String>> = OnceLock::new();
+    let config = CONFIG.get_or_init(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        let found = rustls_native_certs::load_native_certs();
+        let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+        if added == 0 {
+            tracing::warn!(errors = ?found.errors, "no trusted root certificates found: TLS to PostgreSQL will fail");
+        }
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+            .map_err(|e| e.to_string())
+    });
+    match config {
+        Ok(config) => Ok(MakeRustlsConnect::new(config.clone())),
+        Err(e) => Err(ProjectionError::poison("postgres", format!("TLS: {e}"))),
+    }
+}
+
 /// A pool whose connections see `schema` first (`search_path`), so one database can
 /// hold many isolated copies of a read model (tests, replay's shadow models).
 pub fn pool(url: &str, schema: &str, size: usize) -> Result<Pool, ProjectionError> {
@@ -50,7 +76,7 @@ pub fn pool(url: &str, schema: &str, size: usize) -> Result<Pool, ProjectionErro
     cfg.connect_timeout(Duration::from_secs(5));
     let manager = Manager::from_config(
         cfg,
-        NoTls,
+        tls()?,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },

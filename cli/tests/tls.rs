@@ -1,0 +1,340 @@
+//! Workers against stores that encrypt in transit, as Aurora (`sslmode=require`, with
+//! `rds.force_ssl`) and ElastiCache and MemoryDB (`rediss://`) do in AWS: real
+//! PostgreSQL and Redis servers with TLS on, their certificates from a CA this test
+//! makes, which the worker trusts through `SSL_CERT_FILE` (as the image trusts the RDS
+//! root). Without that trust the worker must refuse the server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cafe_localstack::testing::{eventually, put_raw};
+use cafe_localstack::{StackConfig, aws, provision};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// A server process, stopped with the test.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A CA, and a certificate it signed for 127.0.0.1 and localhost.
+struct Certs {
+    dir: tempfile::TempDir,
+}
+
+impl Certs {
+    fn new() -> Certs {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(rcgen::DnType::CommonName, "cafe test CA");
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let server = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        let server_key = rcgen::KeyPair::generate().unwrap();
+        let server_cert = server.signed_by(&server_key, &issuer).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
+        std::fs::write(dir.path().join("server.pem"), server_cert.pem()).unwrap();
+        std::fs::write(dir.path().join("server.key"), server_key.serialize_pem()).unwrap();
+        Certs { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// PostgreSQL with `ssl=on`, as the `postgres` user when we are root (it refuses root).
+fn postgres(certs: &Certs, cfg: &StackConfig) -> (Server, u16, tempfile::TempDir) {
+    let data = tempfile::tempdir().unwrap();
+    let owner = nix::unistd::geteuid()
+        .is_root()
+        .then(|| nix::unistd::User::from_name("postgres").unwrap().unwrap());
+    let as_owner = |c: &mut Command| {
+        if let Some(u) = &owner {
+            c.uid(u.uid.as_raw()).gid(u.gid.as_raw());
+        }
+    };
+    // Its key: the server's own, readable by it alone.
+    let key = data.path().join("server.key");
+    std::fs::copy(certs.path("server.key"), &key).unwrap();
+    let cert = data.path().join("server.pem");
+    std::fs::copy(certs.path("server.pem"), &cert).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cluster = data.path().join("cluster");
+    std::fs::create_dir(&cluster).unwrap();
+    if let Some(u) = &owner {
+        for p in [data.path(), key.as_path(), cert.as_path(), cluster.as_path()] {
+            std::os::unix::fs::chown(p, Some(u.uid.as_raw()), Some(u.gid.as_raw())).unwrap();
+        }
+    }
+    let mut initdb = Command::new(cfg.pg_bin_dir.join("initdb"));
+    initdb
+        .arg("-D")
+        .arg(&cluster)
+        .args(["-U", "cafe", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    as_owner(&mut initdb);
+    assert!(initdb.status().unwrap().success(), "initdb");
+    let port = free_port();
+    let mut server = Command::new(cfg.pg_bin_dir.join("postgres"));
+    server
+        .arg("-D")
+        .arg(&cluster)
+        .args([
+            "-p",
+            &port.to_string(),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "ssl=on",
+        ])
+        .arg("-k")
+        .arg(data.path())
+        .arg("-c")
+        .arg(format!("ssl_cert_file={}", cert.display()))
+        .arg("-c")
+        .arg(format!("ssl_key_file={}", key.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    as_owner(&mut server);
+    (Server(server.spawn().unwrap()), port, data)
+}
+
+/// Redis with a TLS port (and a plain one, for the test's own reads).
+fn redis(certs: &Certs) -> (Server, u16, u16) {
+    let (tls, plain) = (free_port(), free_port());
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &plain.to_string(),
+            "--tls-port",
+            &tls.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .arg("--tls-cert-file")
+        .arg(certs.path("server.pem"))
+        .arg("--tls-key-file")
+        .arg(certs.path("server.key"))
+        .arg("--tls-ca-cert-file")
+        .arg(certs.path("ca.pem"))
+        .args(["--tls-auth-clients", "no", "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (Server(child), tls, plain)
+}
+
+/// `cafe consume` with `sink` on its own stream, its store at `env`, trusting only the
+/// CA certificates in `trust`; returns it and the stream.
+async fn worker(sink: &str, env: &[(&str, String)], trust: &Path) -> (Child, String) {
+    let cfg = StackConfig::load().unwrap();
+    let kinesis = aws::kinesis(&aws::sdk_config(&cfg).await, &cfg);
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let stream = format!("it-tls-{id}");
+    provision::ensure_stream(&kinesis, &stream, 1).await.unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cafe"));
+    cmd.args([
+        "consume",
+        "--application",
+        &format!("tls-{id}"),
+        "--stream",
+        &stream,
+        "--sink",
+        sink,
+    ])
+    .args(["--idle-poll", "200ms"])
+    .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+    .env_remove("SSL_CERT_DIR")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    cmd.env("SSL_CERT_FILE", trust);
+    (cmd.spawn().unwrap(), stream)
+}
+
+fn sample(tag: &str) -> Vec<(String, Vec<u8>)> {
+    use cafe_events::proto::menu::v1::MenuItemPublished;
+    use cafe_events::proto::orders::v1::{OrderLine, OrderPlaced};
+    use cafe_events::{AggregateId, DomainEvent, EventEnvelope, EventId, ItemId, OrderId};
+    let envelope = |aggregate_id: AggregateId, event: DomainEvent| EventEnvelope {
+        event_id: EventId::new(),
+        aggregate_id,
+        version: 1,
+        occurred_at: chrono::Utc::now(),
+        correlation_id: "c".into(),
+        causation_id: "c".into(),
+        command_id: "c".into(),
+        event,
+    };
+    let (item, order) = (format!("item-{tag}"), format!("o-{tag}"));
+    vec![
+        (
+            item.clone(),
+            envelope(
+                AggregateId::MenuItem(ItemId::parse(&item).unwrap()),
+                DomainEvent::MenuItemPublished(MenuItemPublished {
+                    item_id: item.clone(),
+                    name: "latte".into(),
+                    category: "coffee".into(),
+                    price_cents: 450,
+                    ..Default::default()
+                }),
+            )
+            .encode()
+            .to_vec(),
+        ),
+        (
+            order.clone(),
+            envelope(
+                AggregateId::Order(OrderId::parse(&order).unwrap()),
+                DomainEvent::OrderPlaced(OrderPlaced {
+                    order_id: order.clone(),
+                    customer_id: format!("cust-{tag}"),
+                    store_id: "store-1".into(),
+                    lines: vec![OrderLine {
+                        item_id: item,
+                        quantity: 1,
+                        unit_price_cents: 450,
+                    }],
+                    currency: "USD".into(),
+                    total_cents: 450,
+                }),
+            )
+            .encode()
+            .to_vec(),
+        ),
+    ]
+}
+
+/// The worker gave up connecting its model (a certificate it cannot verify), cleanly.
+fn refused(child: Child, model: &str) {
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a server it cannot verify is refused: {stderr}");
+    assert!(
+        stderr.contains(&format!("connecting the {model} read model")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+fn stop(child: Child) -> String {
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_orders_worker_writes_to_postgres_over_verified_tls() {
+    let cfg = StackConfig::load().unwrap();
+    let certs = Certs::new();
+    let (_server, port, _data) = postgres(&certs, &cfg);
+    let plain = format!("host=127.0.0.1 port={port} user=cafe dbname=postgres");
+    eventually("postgres up", Duration::from_secs(30), async || {
+        tokio_postgres::connect(&plain, tokio_postgres::NoTls).await.is_ok()
+    })
+    .await;
+    let url = format!("{plain} sslmode=require");
+
+    // Trusting another CA only: the server is refused.
+    let stranger = Certs::new();
+    let (untrusting, _) = worker(
+        "projector:orders",
+        &[("CAFE_POSTGRES_URL", url.clone())],
+        &stranger.path("ca.pem"),
+    )
+    .await;
+    refused(untrusting, "orders");
+
+    // Trusted: the order arrives, over a TLS connection.
+    let (child, stream) = worker("projector:orders", &[("CAFE_POSTGRES_URL", url)], &certs.path("ca.pem")).await;
+    let kinesis = aws::kinesis(&aws::sdk_config(&cfg).await, &cfg);
+    let tag = uuid::Uuid::now_v7().simple().to_string();
+    put_raw(&kinesis, &stream, &sample(&tag[tag.len() - 10..])).await;
+    let (client, conn) = tokio_postgres::connect(&plain, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let order = format!("o-{}", &tag[tag.len() - 10..]);
+    eventually("the order in postgres", Duration::from_secs(60), async || {
+        client
+            .query_opt("SELECT 1 FROM public.orders WHERE order_id = $1", &[&order])
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    })
+    .await;
+    let tls: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.usename = 'cafe'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(tls >= 1, "the worker's connections are TLS");
+    let stderr = stop(child);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_worker_writes_to_redis_over_verified_tls() {
+    let cfg = StackConfig::load().unwrap();
+    let certs = Certs::new();
+    let (_server, tls, plain) = redis(&certs);
+    let plain_url = format!("redis://127.0.0.1:{plain}/");
+    let client = redis::Client::open(plain_url.as_str()).unwrap();
+    eventually("redis up", Duration::from_secs(30), async || {
+        client.get_multiplexed_async_connection().await.is_ok()
+    })
+    .await;
+    let url = format!("rediss://127.0.0.1:{tls}/");
+
+    let stranger = Certs::new();
+    let (untrusting, _) = worker(
+        "projector:cache",
+        &[("CAFE_REDIS_URL", url.clone())],
+        &stranger.path("ca.pem"),
+    )
+    .await;
+    refused(untrusting, "cache");
+
+    let (child, stream) = worker("projector:cache", &[("CAFE_REDIS_URL", url)], &certs.path("ca.pem")).await;
+    let kinesis = aws::kinesis(&aws::sdk_config(&cfg).await, &cfg);
+    let tag = uuid::Uuid::now_v7().simple().to_string();
+    let tag = &tag[tag.len() - 10..];
+    put_raw(&kinesis, &stream, &sample(tag)).await;
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    eventually("the menu item in redis", Duration::from_secs(60), async || {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("*item-{tag}*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
+        !keys.is_empty()
+    })
+    .await;
+    let stderr = stop(child);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
