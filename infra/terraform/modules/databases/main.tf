@@ -28,7 +28,9 @@ locals {
   urls = {
     postgres = "postgresql://${local.usernames.postgres}:${local.passwords.postgres}@${aws_rds_cluster.orders.endpoint}:${aws_rds_cluster.orders.port}/${var.orders_database}?sslmode=require"
     # DocumentDB: TLS, its replica set, and no retryable writes (it does not support them).
-    mongo    = "mongodb://${local.usernames.mongo}:${local.passwords.mongo}@${aws_docdb_cluster.documents.endpoint}:${aws_docdb_cluster.documents.port}/${var.documents_database}?tls=true&replicaSet=rs0&readPreference=secondaryPreferred&retryWrites=false"
+    # The worker image's CA bundle holds the RDS root DocumentDB's certificate chains to
+    # (infra/image/Dockerfile); the driver trusts the file named here.
+    mongo    = "mongodb://${local.usernames.mongo}:${local.passwords.mongo}@${aws_docdb_cluster.documents.endpoint}:${aws_docdb_cluster.documents.port}/${var.documents_database}?tls=true&tlsCAFile=/etc/ssl/certs/ca-certificates.crt&replicaSet=rs0&readPreference=secondaryPreferred&retryWrites=false"
     redis    = "rediss://:${local.passwords.redis}@${aws_elasticache_replication_group.cache.primary_endpoint_address}:${aws_elasticache_replication_group.cache.port}"
     memorydb = "rediss://${local.usernames.memorydb}:${local.passwords.memorydb}@${aws_memorydb_cluster.inventory.cluster_endpoint[0].address}:${aws_memorydb_cluster.inventory.cluster_endpoint[0].port}"
   }
