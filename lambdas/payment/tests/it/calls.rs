@@ -44,20 +44,31 @@ async fn every_aws_call_the_function_makes_is_on_its_units_list() {
         delivered(message("m-flaky", &body("o-flaky", "c-flaky")), 1),
     ]);
     let answer = function.handle(first).await;
-    // The outage fails the flaky one, the duplicate waits for its twin's claim; both go
-    // through on their next delivery (the duplicate answered from the record).
-    let mut failed: Vec<&str> = answer
+    // The outage fails the flaky one. The two copies of o-ok run at once: whichever loses
+    // the race for the claim waits for the other's (a batch item failure), unless the
+    // other finished first and it was answered from the record. Every failure goes
+    // through on its next delivery.
+    let failed: Vec<String> = answer
         .batch_item_failures
         .iter()
-        .map(|f| f.item_identifier.as_str())
+        .map(|f| f.item_identifier.clone())
         .collect();
-    failed.sort_unstable();
-    assert_eq!(failed, ["m-dup", "m-flaky"], "{answer:?}");
+    assert!(failed.iter().any(|f| f == "m-flaky"), "{answer:?}");
+    let twins = failed.iter().filter(|f| *f == "m-ok" || *f == "m-dup").count();
+    assert!(failed.len() == 1 + twins && twins <= 1, "{answer:?}");
+    let bodies = [
+        ("m-ok", body("o-ok", "c-1")),
+        ("m-dup", body("o-ok", "c-1")),
+        ("m-flaky", body("o-flaky", "c-flaky")),
+    ];
     let again = function
-        .handle(event(vec![
-            delivered(message("m-dup", &body("o-ok", "c-1")), 2),
-            delivered(message("m-flaky", &body("o-flaky", "c-flaky")), 2),
-        ]))
+        .handle(event(
+            bodies
+                .iter()
+                .filter(|(id, _)| failed.iter().any(|f| f == id))
+                .map(|(id, b)| delivered(message(id, b), 2))
+                .collect(),
+        ))
         .await;
     assert!(again.batch_item_failures.is_empty(), "{again:?}");
 
