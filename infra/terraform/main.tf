@@ -32,87 +32,63 @@ locals {
   worker_log_group_name = "/ecs/${var.name_prefix}cafe-workers"
   redshift_workgroup    = "${var.name_prefix}cafe-analytics"
 
+  # What every `cafe consume` service reads: the stream and its leases, the parking
+  # lot, the serving pointers, the metrics namespace.
+  worker_environment = {
+    CAFE_STREAM            = module.stream.stream_name
+    CAFE_LEASES_TABLE      = module.tables.names["leases_table"]
+    CAFE_PARKED_TABLE      = module.tables.names["parked_table"]
+    CAFE_REPLAYS_TABLE     = module.tables.names["replays_table"]
+    CAFE_METRICS_NAMESPACE = local.names.metrics_namespace
+  }
+
   # The ECS services: one `cafe consume` per consumer application. The environment and
   # secrets below are the deployment contract the binaries check at start
   # (infra/settings/src/units.rs); their names are spelled out per application so the
   # contract can be read, and tested, from this block alone.
   workers = {
     orders = {
-      command = ["consume", "--aws", "--application", "orders", "--sink", "projector:orders"]
-      environment = {
-        CAFE_STREAM            = module.stream.stream_name
-        CAFE_LEASES_TABLE      = module.tables.names["leases_table"]
-        CAFE_PARKED_TABLE      = module.tables.names["parked_table"]
-        CAFE_REPLAYS_TABLE     = module.tables.names["replays_table"]
-        CAFE_METRICS_NAMESPACE = local.names.metrics_namespace
-      }
+      command     = ["consume", "--aws", "--application", "orders", "--sink", "projector:orders"]
+      environment = local.worker_environment
       secrets = {
         CAFE_POSTGRES_URL = module.databases.postgres_url_secret_arn
       }
     }
     active_orders = {
       command = ["consume", "--aws", "--application", "active_orders", "--sink", "projector:active_orders"]
-      environment = {
-        CAFE_STREAM              = module.stream.stream_name
-        CAFE_LEASES_TABLE        = module.tables.names["leases_table"]
-        CAFE_PARKED_TABLE        = module.tables.names["parked_table"]
-        CAFE_REPLAYS_TABLE       = module.tables.names["replays_table"]
-        CAFE_METRICS_NAMESPACE   = local.names.metrics_namespace
+      environment = merge(local.worker_environment, {
         CAFE_ACTIVE_ORDERS_TABLE = module.tables.names["active_orders_table"]
-      }
+      })
       secrets = {}
     }
     documents = {
-      command = ["consume", "--aws", "--application", "documents", "--sink", "projector:documents"]
-      environment = {
-        CAFE_STREAM            = module.stream.stream_name
-        CAFE_LEASES_TABLE      = module.tables.names["leases_table"]
-        CAFE_PARKED_TABLE      = module.tables.names["parked_table"]
-        CAFE_REPLAYS_TABLE     = module.tables.names["replays_table"]
-        CAFE_METRICS_NAMESPACE = local.names.metrics_namespace
-      }
+      command     = ["consume", "--aws", "--application", "documents", "--sink", "projector:documents"]
+      environment = local.worker_environment
       secrets = {
         CAFE_MONGO_URL = module.databases.mongo_url_secret_arn
       }
     }
     cache = {
-      command = ["consume", "--aws", "--application", "cache", "--sink", "projector:cache"]
-      environment = {
-        CAFE_STREAM            = module.stream.stream_name
-        CAFE_LEASES_TABLE      = module.tables.names["leases_table"]
-        CAFE_PARKED_TABLE      = module.tables.names["parked_table"]
-        CAFE_REPLAYS_TABLE     = module.tables.names["replays_table"]
-        CAFE_METRICS_NAMESPACE = local.names.metrics_namespace
-      }
+      command     = ["consume", "--aws", "--application", "cache", "--sink", "projector:cache"]
+      environment = local.worker_environment
       secrets = {
         CAFE_REDIS_URL = module.databases.redis_url_secret_arn
       }
     }
     inventory = {
-      command = ["consume", "--aws", "--application", "inventory", "--sink", "projector:inventory"]
-      environment = {
-        CAFE_STREAM            = module.stream.stream_name
-        CAFE_LEASES_TABLE      = module.tables.names["leases_table"]
-        CAFE_PARKED_TABLE      = module.tables.names["parked_table"]
-        CAFE_REPLAYS_TABLE     = module.tables.names["replays_table"]
-        CAFE_METRICS_NAMESPACE = local.names.metrics_namespace
-      }
+      command     = ["consume", "--aws", "--application", "inventory", "--sink", "projector:inventory"]
+      environment = local.worker_environment
       secrets = {
         CAFE_MEMORYDB_URL = module.databases.memorydb_url_secret_arn
       }
     }
     analytics = {
       command = ["consume", "--aws", "--application", "analytics", "--sink", "projector:analytics"]
-      environment = {
-        CAFE_STREAM              = module.stream.stream_name
-        CAFE_LEASES_TABLE        = module.tables.names["leases_table"]
-        CAFE_PARKED_TABLE        = module.tables.names["parked_table"]
-        CAFE_REPLAYS_TABLE       = module.tables.names["replays_table"]
-        CAFE_METRICS_NAMESPACE   = local.names.metrics_namespace
+      environment = merge(local.worker_environment, {
         CAFE_REDSHIFT_WORKGROUP  = module.databases.redshift_workgroup_name
         CAFE_REDSHIFT_DATABASE   = module.databases.redshift_database
         CAFE_REDSHIFT_SECRET_ARN = module.databases.redshift_admin_secret_arn
-      }
+      })
       secrets = {}
     }
     # The outbox relay: the API function publishes its own events; those whose publish
@@ -128,14 +104,9 @@ locals {
     }
     payment-requests = {
       command = ["consume", "--aws", "--application", "payment-requests", "--sink", "payment-requests"]
-      environment = {
-        CAFE_STREAM            = module.stream.stream_name
-        CAFE_LEASES_TABLE      = module.tables.names["leases_table"]
-        CAFE_PARKED_TABLE      = module.tables.names["parked_table"]
-        CAFE_REPLAYS_TABLE     = module.tables.names["replays_table"]
-        CAFE_METRICS_NAMESPACE = local.names.metrics_namespace
-        CAFE_PAYMENTS_QUEUE    = module.queues.payments_queue_name
-      }
+      environment = merge(local.worker_environment, {
+        CAFE_PAYMENTS_QUEUE = module.queues.payments_queue_name
+      })
       secrets = {}
     }
   }

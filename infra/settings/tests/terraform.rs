@@ -55,16 +55,27 @@ fn key_text(key: &ObjectKey) -> String {
     }
 }
 
-/// An object literal's entries (keys as written).
-fn object(expr: &Expression) -> BTreeMap<String, &Expression> {
+/// An object's entries (keys as written): a literal, `local.<name>` of `locals`, or
+/// `merge(...)` of those, the forms the configuration writes its contracts in.
+fn object<'a>(expr: &'a Expression, locals: &'a BTreeMap<String, Expression>) -> BTreeMap<String, &'a Expression> {
     match expr {
         Expression::Object(o) => o.iter().map(|(k, v)| (key_text(k), v)).collect(),
-        other => panic!("not an object literal: {other:?}"),
+        Expression::FuncCall(call) if call.name.name.as_str() == "merge" => {
+            call.args.iter().flat_map(|arg| object(arg, locals)).collect()
+        }
+        Expression::Traversal(t) => match (&t.expr, t.operators.as_slice()) {
+            (Expression::Variable(v), [hcl::expr::TraversalOperator::GetAttr(name)]) if v.as_str() == "local" => {
+                let local = locals.get(name.as_str()).unwrap_or_else(|| panic!("no local.{name}"));
+                object(local, locals)
+            }
+            _ => panic!("not an object this test reads: {t:?}"),
+        },
+        other => panic!("not an object this test reads: {other:?}"),
     }
 }
 
-fn keys(expr: &Expression) -> BTreeSet<String> {
-    object(expr).into_keys().collect()
+fn keys(expr: &Expression, locals: &BTreeMap<String, Expression>) -> BTreeSet<String> {
+    object(expr, locals).into_keys().collect()
 }
 
 fn strings(expr: &Expression) -> Vec<String> {
@@ -111,8 +122,8 @@ fn check_environment(unit: &Unit, environment: &BTreeSet<String>, secrets: &BTre
 fn every_function_is_handed_exactly_what_its_unit_reads() {
     let main = parse(&terraform().join("main.tf"));
     let lambdas = block(&main, "module", "lambdas").body();
-    let function_names = locals(&main).remove("function_names").expect("local.function_names");
-    let function_names = object(&function_names);
+    let locals = locals(&main);
+    let function_names = object(&locals["function_names"], &locals);
     let mut wrong = Vec::new();
     for (key, unit) in [
         ("api", API_FUNCTION),
@@ -126,7 +137,7 @@ fn every_function_is_handed_exactly_what_its_unit_reads() {
             "{key} is {name}, not {}",
             unit.name
         );
-        let environment = keys(attribute(lambdas, &format!("{key}_environment")));
+        let environment = keys(attribute(lambdas, &format!("{key}_environment")), &locals);
         wrong.extend(check_environment(&unit, &environment, &BTreeSet::new()));
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
@@ -135,18 +146,18 @@ fn every_function_is_handed_exactly_what_its_unit_reads() {
 #[test]
 fn every_worker_service_is_handed_exactly_what_its_unit_reads() {
     let main = parse(&terraform().join("main.tf"));
-    let workers = locals(&main).remove("workers").expect("local.workers");
+    let locals = locals(&main);
     let mut wrong = Vec::new();
     let mut deployed = BTreeSet::new();
-    for (application, service) in object(&workers) {
-        let service = object(service);
+    for (application, service) in object(&locals["workers"], &locals) {
+        let service = object(service, &locals);
         let command = strings(service["command"]);
         if command == ["relay", "--aws"] {
             assert_eq!(application, RELAY.name);
             wrong.extend(check_environment(
                 &RELAY,
-                &keys(service["environment"]),
-                &keys(service["secrets"]),
+                &keys(service["environment"], &locals),
+                &keys(service["secrets"], &locals),
             ));
             deployed.insert("relay".to_owned());
             continue;
@@ -165,8 +176,8 @@ fn every_worker_service_is_handed_exactly_what_its_unit_reads() {
         assert_eq!(unit.name, application, "the service is named after its unit");
         wrong.extend(check_environment(
             &unit,
-            &keys(service["environment"]),
-            &keys(service["secrets"]),
+            &keys(service["environment"], &locals),
+            &keys(service["secrets"], &locals),
         ));
         deployed.insert(sink);
     }
@@ -200,7 +211,7 @@ fn every_role_grants_exactly_its_units_calls() {
             wrong.push(format!("{}: no {local} in modules/iam/main.tf", unit.name));
             continue;
         };
-        let granted: BTreeSet<(String, String)> = object(policy)
+        let granted: BTreeSet<(String, String)> = object(policy, &iam)
             .into_iter()
             .flat_map(|(resource, actions)| strings(actions).into_iter().map(move |a| (resource.clone(), a)))
             .filter(|(_, action)| !PLATFORM.iter().any(|p| action.starts_with(p)))
@@ -226,7 +237,7 @@ fn no_role_grants_a_wildcard_action() {
     let roles: Vec<(&String, &Expression)> = iam.iter().filter(|(k, _)| k.starts_with("actions_")).collect();
     assert!(roles.len() >= Unit::all().count(), "{} action blocks", roles.len());
     for (role, policy) in roles {
-        for (resource, actions) in object(policy) {
+        for (resource, actions) in object(policy, &iam) {
             for action in strings(actions) {
                 let (service, name) = action.split_once(':').unwrap_or_else(|| panic!("{role}: {action}"));
                 assert!(

@@ -76,14 +76,14 @@ locals {
   }
 }
 
-# ---- ACTIONS: worker-orders -----------------------------------------------------------
+# ---- ACTIONS: every worker, and worker-orders ------------------------------------------
 # Every worker (`cafe consume`): shard discovery and reads (consumers/src/discovery.rs,
 # retrieval.rs, fanout.rs), leases (lease/dynamo.rs: Scan, PutItem, UpdateItem), the
 # parking lot (parking.rs: PutItem), the serving pointers (projections/src/serving.rs:
 # GetItem on the replays table) and CloudWatch metrics. The store's URL comes as an ECS
 # secret (execution role), so the task role needs nothing for it.
 locals {
-  actions_worker_orders = {
+  actions_worker_common = {
     stream          = ["kinesis:ListShards", "kinesis:GetShardIterator", "kinesis:GetRecords"]
     stream_fan_out  = ["kinesis:DescribeStreamSummary", "kinesis:RegisterStreamConsumer"]
     stream_consumer = ["kinesis:DescribeStreamConsumer", "kinesis:SubscribeToShard"]
@@ -93,6 +93,7 @@ locals {
     pipeline_key    = ["kms:Decrypt", "kms:GenerateDataKey"]
     metrics         = ["cloudwatch:PutMetricData"]
   }
+  actions_worker_orders = local.actions_worker_common
 }
 
 # ---- ACTIONS: worker-active_orders ----------------------------------------------------
@@ -102,96 +103,45 @@ locals {
 # CreateTable, answered "in use", and UpdateTimeToLive of the shadow) and writes to. The
 # by-customer index is only queried by the read side.
 locals {
-  actions_worker_active_orders = {
-    stream                = ["kinesis:ListShards", "kinesis:GetShardIterator", "kinesis:GetRecords"]
-    stream_fan_out        = ["kinesis:DescribeStreamSummary", "kinesis:RegisterStreamConsumer"]
-    stream_consumer       = ["kinesis:DescribeStreamConsumer", "kinesis:SubscribeToShard"]
-    leases_table          = ["dynamodb:Scan", "dynamodb:PutItem", "dynamodb:UpdateItem"]
-    parked_table          = ["dynamodb:PutItem"]
-    replays_table         = ["dynamodb:GetItem"]
+  actions_worker_active_orders = merge(local.actions_worker_common, {
     active_orders_table   = ["dynamodb:UpdateItem", "dynamodb:DescribeTable", "dynamodb:DescribeTimeToLive"]
     active_orders_shadows = ["dynamodb:UpdateItem", "dynamodb:CreateTable", "dynamodb:DescribeTable", "dynamodb:UpdateTimeToLive"]
-    pipeline_key          = ["kms:Decrypt", "kms:GenerateDataKey"]
-    metrics               = ["cloudwatch:PutMetricData"]
-  }
+  })
 }
 
 # ---- ACTIONS: worker-documents --------------------------------------------------------
 locals {
-  actions_worker_documents = {
-    stream          = ["kinesis:ListShards", "kinesis:GetShardIterator", "kinesis:GetRecords"]
-    stream_fan_out  = ["kinesis:DescribeStreamSummary", "kinesis:RegisterStreamConsumer"]
-    stream_consumer = ["kinesis:DescribeStreamConsumer", "kinesis:SubscribeToShard"]
-    leases_table    = ["dynamodb:Scan", "dynamodb:PutItem", "dynamodb:UpdateItem"]
-    parked_table    = ["dynamodb:PutItem"]
-    replays_table   = ["dynamodb:GetItem"]
-    pipeline_key    = ["kms:Decrypt", "kms:GenerateDataKey"]
-    metrics         = ["cloudwatch:PutMetricData"]
-  }
+  actions_worker_documents = local.actions_worker_common
 }
 
 # ---- ACTIONS: worker-cache ------------------------------------------------------------
 locals {
-  actions_worker_cache = {
-    stream          = ["kinesis:ListShards", "kinesis:GetShardIterator", "kinesis:GetRecords"]
-    stream_fan_out  = ["kinesis:DescribeStreamSummary", "kinesis:RegisterStreamConsumer"]
-    stream_consumer = ["kinesis:DescribeStreamConsumer", "kinesis:SubscribeToShard"]
-    leases_table    = ["dynamodb:Scan", "dynamodb:PutItem", "dynamodb:UpdateItem"]
-    parked_table    = ["dynamodb:PutItem"]
-    replays_table   = ["dynamodb:GetItem"]
-    pipeline_key    = ["kms:Decrypt", "kms:GenerateDataKey"]
-    metrics         = ["cloudwatch:PutMetricData"]
-  }
+  actions_worker_cache = local.actions_worker_common
 }
 
 # ---- ACTIONS: worker-inventory --------------------------------------------------------
 locals {
-  actions_worker_inventory = {
-    stream          = ["kinesis:ListShards", "kinesis:GetShardIterator", "kinesis:GetRecords"]
-    stream_fan_out  = ["kinesis:DescribeStreamSummary", "kinesis:RegisterStreamConsumer"]
-    stream_consumer = ["kinesis:DescribeStreamConsumer", "kinesis:SubscribeToShard"]
-    leases_table    = ["dynamodb:Scan", "dynamodb:PutItem", "dynamodb:UpdateItem"]
-    parked_table    = ["dynamodb:PutItem"]
-    replays_table   = ["dynamodb:GetItem"]
-    pipeline_key    = ["kms:Decrypt", "kms:GenerateDataKey"]
-    metrics         = ["cloudwatch:PutMetricData"]
-  }
+  actions_worker_inventory = local.actions_worker_common
 }
 
 # ---- ACTIONS: worker-analytics --------------------------------------------------------
 # + the Redshift Data API (projections/src/analytics/data_api.rs) with the admin secret.
 locals {
-  actions_worker_analytics = {
-    stream              = ["kinesis:ListShards", "kinesis:GetShardIterator", "kinesis:GetRecords"]
-    stream_fan_out      = ["kinesis:DescribeStreamSummary", "kinesis:RegisterStreamConsumer"]
-    stream_consumer     = ["kinesis:DescribeStreamConsumer", "kinesis:SubscribeToShard"]
-    leases_table        = ["dynamodb:Scan", "dynamodb:PutItem", "dynamodb:UpdateItem"]
-    parked_table        = ["dynamodb:PutItem"]
-    replays_table       = ["dynamodb:GetItem"]
+  actions_worker_analytics = merge(local.actions_worker_common, {
     redshift_workgroup  = ["redshift-data:BatchExecuteStatement"]
     redshift_statements = ["redshift-data:DescribeStatement"]
     redshift_secret     = ["secretsmanager:GetSecretValue"]
-    pipeline_key        = ["kms:Decrypt", "kms:GenerateDataKey"]
     secrets_key         = ["kms:Decrypt"]
-    metrics             = ["cloudwatch:PutMetricData"]
-  }
+  })
 }
 
 # ---- ACTIONS: worker-payment-requests -------------------------------------------------
 # + the payments queue (lambdas/payment/src/requests.rs: SendMessageBatch, and
 # GetQueueAttributes for its backpressure gate; cli/src/payments.rs: GetQueueUrl).
 locals {
-  actions_worker_payment_requests = {
-    stream          = ["kinesis:ListShards", "kinesis:GetShardIterator", "kinesis:GetRecords"]
-    stream_fan_out  = ["kinesis:DescribeStreamSummary", "kinesis:RegisterStreamConsumer"]
-    stream_consumer = ["kinesis:DescribeStreamConsumer", "kinesis:SubscribeToShard"]
-    leases_table    = ["dynamodb:Scan", "dynamodb:PutItem", "dynamodb:UpdateItem"]
-    parked_table    = ["dynamodb:PutItem"]
-    replays_table   = ["dynamodb:GetItem"]
-    payments_queue  = ["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:SendMessage"]
-    pipeline_key    = ["kms:Decrypt", "kms:GenerateDataKey"]
-    metrics         = ["cloudwatch:PutMetricData"]
-  }
+  actions_worker_payment_requests = merge(local.actions_worker_common, {
+    payments_queue = ["sqs:GetQueueUrl", "sqs:GetQueueAttributes", "sqs:SendMessage"]
+  })
 }
 
 # ---- ACTIONS: worker-relay ------------------------------------------------------------
