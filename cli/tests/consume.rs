@@ -493,50 +493,24 @@ async fn a_worker_publishes_its_metrics_to_cloudwatch_under_the_deployed_namespa
 /// A menu item, an order of it and a restock, as the stream carries them: something for
 /// every read model and for the payment requests.
 fn sample_events(tag: &str) -> Vec<(String, Vec<u8>)> {
-    use cafe_events::proto::menu::v1::MenuItemPublished;
-    use cafe_events::proto::orders::v1::{OrderLine, OrderPlaced};
-    use cafe_events::{AggregateId, DomainEvent, EventEnvelope, EventId, ItemId, OrderId};
-    let envelope = |aggregate_id: AggregateId, event: DomainEvent| EventEnvelope {
-        event_id: EventId::new(),
-        aggregate_id,
-        version: 1,
-        occurred_at: chrono::Utc::now(),
-        correlation_id: "c".into(),
-        causation_id: "c".into(),
-        command_id: "c".into(),
-        event,
-    };
+    use cafe_events::samples;
     let (item, order) = (format!("item-{tag}"), format!("o-{tag}"));
-    let published = envelope(
-        AggregateId::MenuItem(ItemId::parse(&item).unwrap()),
-        DomainEvent::MenuItemPublished(MenuItemPublished {
-            item_id: item.clone(),
-            name: "latte".into(),
-            category: "coffee".into(),
-            price_cents: 450,
-            ..Default::default()
-        }),
-    );
-    let placed = envelope(
-        AggregateId::Order(OrderId::parse(&order).unwrap()),
-        DomainEvent::OrderPlaced(OrderPlaced {
-            order_id: order.clone(),
-            customer_id: format!("cust-{tag}"),
-            store_id: "store-1".into(),
-            lines: vec![OrderLine {
-                item_id: item.clone(),
-                quantity: 1,
-                unit_price_cents: 450,
-            }],
-            currency: "USD".into(),
-            total_cents: 450,
-        }),
-    );
-    let restocked = cafe_events::samples::restocked(1, 1).unwrap();
     vec![
-        (item, published.encode().to_vec()),
-        (order, placed.encode().to_vec()),
-        ("store-00001".to_owned(), restocked.encode().to_vec()),
+        (
+            item.clone(),
+            samples::menu_item_published(&item).unwrap().encode().to_vec(),
+        ),
+        (
+            order.clone(),
+            samples::order_placed(&order, &format!("cust-{tag}"), &item)
+                .unwrap()
+                .encode()
+                .to_vec(),
+        ),
+        (
+            "store-00001".to_owned(),
+            samples::restocked(1, 1).unwrap().encode().to_vec(),
+        ),
     ]
 }
 

@@ -174,56 +174,21 @@ async fn worker(sink: &str, env: &[(&str, String)], trust: &Path) -> (Child, Str
     (cmd.spawn().unwrap(), stream)
 }
 
+/// A menu item and an order of it.
 fn sample(tag: &str) -> Vec<(String, Vec<u8>)> {
-    use cafe_events::proto::menu::v1::MenuItemPublished;
-    use cafe_events::proto::orders::v1::{OrderLine, OrderPlaced};
-    use cafe_events::{AggregateId, DomainEvent, EventEnvelope, EventId, ItemId, OrderId};
-    let envelope = |aggregate_id: AggregateId, event: DomainEvent| EventEnvelope {
-        event_id: EventId::new(),
-        aggregate_id,
-        version: 1,
-        occurred_at: chrono::Utc::now(),
-        correlation_id: "c".into(),
-        causation_id: "c".into(),
-        command_id: "c".into(),
-        event,
-    };
+    use cafe_events::samples;
     let (item, order) = (format!("item-{tag}"), format!("o-{tag}"));
     vec![
         (
             item.clone(),
-            envelope(
-                AggregateId::MenuItem(ItemId::parse(&item).unwrap()),
-                DomainEvent::MenuItemPublished(MenuItemPublished {
-                    item_id: item.clone(),
-                    name: "latte".into(),
-                    category: "coffee".into(),
-                    price_cents: 450,
-                    ..Default::default()
-                }),
-            )
-            .encode()
-            .to_vec(),
+            samples::menu_item_published(&item).unwrap().encode().to_vec(),
         ),
         (
             order.clone(),
-            envelope(
-                AggregateId::Order(OrderId::parse(&order).unwrap()),
-                DomainEvent::OrderPlaced(OrderPlaced {
-                    order_id: order.clone(),
-                    customer_id: format!("cust-{tag}"),
-                    store_id: "store-1".into(),
-                    lines: vec![OrderLine {
-                        item_id: item,
-                        quantity: 1,
-                        unit_price_cents: 450,
-                    }],
-                    currency: "USD".into(),
-                    total_cents: 450,
-                }),
-            )
-            .encode()
-            .to_vec(),
+            samples::order_placed(&order, &format!("cust-{tag}"), &item)
+                .unwrap()
+                .encode()
+                .to_vec(),
         ),
     ]
 }

@@ -2,7 +2,58 @@
 //! copy in every test crate.
 
 use crate::proto::inventory::v1::StockRestocked;
-use crate::{AggregateId, DomainEvent, EventEnvelope, EventId, IdError, Sku, StoreId};
+use crate::proto::menu::v1::MenuItemPublished;
+use crate::proto::orders::v1::{OrderLine, OrderPlaced};
+use crate::{AggregateId, DomainEvent, EventEnvelope, EventId, IdError, ItemId, OrderId, Sku, StoreId};
+
+/// Version 1 of `aggregate_id`, now, with fixed correlation ids.
+fn first(aggregate_id: AggregateId, event: DomainEvent) -> EventEnvelope {
+    EventEnvelope {
+        event_id: EventId::new(),
+        aggregate_id,
+        version: 1,
+        occurred_at: chrono::Utc::now(),
+        correlation_id: "sample".into(),
+        causation_id: "sample".into(),
+        command_id: "sample".into(),
+        event,
+    }
+}
+
+/// A latte, `item`, published at 450 cents in category coffee.
+pub fn menu_item_published(item: &str) -> Result<EventEnvelope, IdError> {
+    let id = ItemId::parse(item)?;
+    Ok(first(
+        AggregateId::MenuItem(id),
+        DomainEvent::MenuItemPublished(MenuItemPublished {
+            item_id: item.to_owned(),
+            name: "latte".into(),
+            category: "coffee".into(),
+            price_cents: 450,
+            ..Default::default()
+        }),
+    ))
+}
+
+/// Order `order` of one `item` at 450 cents by `customer` at `store-1`.
+pub fn order_placed(order: &str, customer: &str, item: &str) -> Result<EventEnvelope, IdError> {
+    let id = OrderId::parse(order)?;
+    Ok(first(
+        AggregateId::Order(id),
+        DomainEvent::OrderPlaced(OrderPlaced {
+            order_id: order.to_owned(),
+            customer_id: customer.to_owned(),
+            store_id: "store-1".into(),
+            lines: vec![OrderLine {
+                item_id: item.to_owned(),
+                quantity: 1,
+                unit_price_cents: 450,
+            }],
+            currency: "USD".into(),
+            total_cents: 450,
+        }),
+    ))
+}
 
 /// A `StockRestocked` of 24 units for store `store-NNNNN`, SKU `sku-NNNNN` (version 1),
 /// the unit of the seed's restock storm. Fails only for numbers beyond five digits.
