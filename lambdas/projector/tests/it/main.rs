@@ -89,17 +89,29 @@ async fn the_event_becomes_the_workers_records_with_aggregates_deaggregated() {
 }
 
 #[tokio::test]
-async fn poison_is_parked_in_dynamodb_with_its_bytes_and_the_batch_succeeds() {
+async fn poison_is_parked_in_dynamodb_with_its_bytes_and_the_batch_succeeds_with_its_units_calls() {
     let cfg = StackConfig::load().unwrap();
     let dynamodb = aws::dynamodb(&aws::sdk_config(&cfg).await, &cfg);
     let name = format!("it-parked-{}", uuid::Uuid::now_v7().simple());
     let spec = provision::ensure_table_like(&dynamodb, &cfg.names, &cfg.names.parked_table, &name)
         .await
         .unwrap();
-    let parking = DynamoParkingLot::new(dynamodb, &spec.name);
+    // Its calls recorded: they must be on the function's unit's list (its IAM role).
+    let calls = aws::CallCounter::default();
+    let recorded =
+        aws_sdk_dynamodb::Client::from_conf(dynamodb.config().to_builder().interceptor(calls.clone()).build());
+    let parking = DynamoParkingLot::new(recorded, &spec.name);
 
     let response = handle(&EnvelopeCheck, &parking, "lambda-fixture", &fixture()).await;
     assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    let made: Vec<String> = calls
+        .take()
+        .keys()
+        .map(|op| cafe_settings::units::iam_action(op))
+        .collect();
+    let unit = cafe_settings::units::PROJECTOR_FUNCTION;
+    assert!(made.iter().all(|a| unit.makes(a)), "{made:?}");
+    assert!(made.iter().any(|a| a == "dynamodb:PutItem"), "{made:?}");
     let parked = parking.list("lambda-fixture").await.unwrap();
     assert_eq!(parked.len(), 1);
     assert_eq!(parked[0].shard_id, "shardId-000000000006");
