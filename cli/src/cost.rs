@@ -369,14 +369,15 @@ pub fn estimate(work: &Workload, prices: &Prices, deployment: &Deployment) -> Es
         format!("{} requests", millions(sqs_requests)),
     );
 
-    let tasks = work.applications * work.tasks_per_application;
+    // And the outbox relay's one task.
+    let tasks = work.applications * work.tasks_per_application + 1.0;
     let fargate =
         tasks * HOURS * (deployment.task_vcpu * p.fargate_arm_vcpu_hour + deployment.task_gb * p.fargate_arm_gb_hour);
     line(
         "ECS Fargate (workers; ARM)",
         fargate,
         format!(
-            "{tasks:.0} tasks ({:.0} applications × {:.0}) of {} vCPU / {} GB",
+            "{tasks:.0} tasks ({:.0} applications × {:.0}, and the relay) of {} vCPU / {} GB",
             work.applications, work.tasks_per_application, deployment.task_vcpu, deployment.task_gb
         ),
     );
