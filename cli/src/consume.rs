@@ -182,11 +182,7 @@ pub async fn run(cfg: &StackConfig, args: ConsumeArgs, shutdown: impl Future<Out
         Start::TrimHorizon => Checkpoint::TrimHorizon,
     };
     let faults = cafe_localstack::faults::FaultInjector::from_env()?;
-    let recording = crate::pipeline::Recording::from_env();
-    let mut clients = Clients::new(cfg, args.aws).await;
-    if let Some(recording) = &recording {
-        clients = recording.attach(clients);
-    }
+    let (clients, recording) = crate::pipeline::Recording::hook(Clients::new(cfg, args.aws).await);
     let clients = clients.with_faults(&faults);
     let mut worker_cfg = WorkerConfig::new(
         args.application.clone(),

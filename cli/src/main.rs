@@ -493,28 +493,15 @@ async fn dispatch(cli: Cli, cfg: StackConfig) -> Result<std::process::ExitCode> 
         }
         Command::Api { listen, aws } => api(&cfg, listen, aws).await,
         Command::Relay { aws } => {
-            if aws {
-                // A deployment hands the names; without them this would relay the defaults'.
-                if let Err(e) = cafe_settings::units::RELAY.names_from(|k| std::env::var(k).ok()) {
-                    eprintln!("error: {e}");
-                    return Ok(std::process::ExitCode::from(2));
-                }
+            if let Some(refused) = aws.then(|| deployed(cafe_settings::units::RELAY)).flatten() {
+                return Ok(refused);
             }
-            let recording = pipeline::Recording::from_env();
-            let mut clients = pipeline::Clients::new(&cfg, aws).await;
-            if let Some(recording) = &recording {
-                clients = recording.attach(clients);
-            }
-            let service = pipeline::service(&cfg, &clients, cafe_producers::service::ServiceConfig::default());
             println!(
                 "relay publishing pending events of {} to {}",
                 cfg.names.events_table, cfg.names.stream
             );
-            let stats = pipeline::relay_alone(&service, shutdown_signal()).await;
+            let stats = pipeline::relay_alone(&cfg, aws, shutdown_signal()).await?;
             println!("relay stopped; it republished {} events", stats.published);
-            if let Some(recording) = recording {
-                recording.write()?;
-            }
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Cloudwatch { action } => {
@@ -650,12 +637,8 @@ async fn dispatch(cli: Cli, cfg: StackConfig) -> Result<std::process::ExitCode> 
             })
         }
         Command::Consume(args) => {
-            // A deployed worker takes its names from its deployment, never the defaults.
-            if let Some(unit) = args.aws.then(|| args.sink.unit()).flatten()
-                && let Err(e) = unit.names_from(|k| std::env::var(k).ok())
-            {
-                eprintln!("error: {e} (the {} service's settings)", unit.name);
-                return Ok(std::process::ExitCode::from(2));
+            if let Some(refused) = args.aws.then(|| args.sink.unit().and_then(deployed)).flatten() {
+                return Ok(refused);
             }
             consume::run(&cfg, args, shutdown_signal()).await?;
             Ok(std::process::ExitCode::SUCCESS)
@@ -872,6 +855,14 @@ fn share(s: &str) -> Result<f64, String> {
 }
 
 pub(crate) use cafe_app::positive_duration;
+
+/// A deployed service takes its names from its deployment, never the defaults: exit 2
+/// naming what its unit needs and the environment lacks (None: all there).
+fn deployed(unit: cafe_settings::Unit) -> Option<std::process::ExitCode> {
+    let e = unit.names_from(|k| std::env::var(k).ok()).err()?;
+    eprintln!("error: {e} (the {} service's settings)", unit.name);
+    Some(std::process::ExitCode::from(2))
+}
 
 /// A number above zero, as typed.
 fn positive_number(s: &str) -> Result<f64, String> {

@@ -67,17 +67,22 @@ pub struct Recording {
 }
 
 impl Recording {
-    /// The hook, when the environment sets it.
-    pub fn from_env() -> Option<Recording> {
-        std::env::var_os(cafe_settings::vars::RECORD_AWS_CALLS).map(|path| Recording {
-            path: path.into(),
-            calls: CallCounter::default(),
-        })
-    }
-
-    /// `clients`, recorded.
-    pub fn attach(&self, clients: Clients) -> Clients {
-        clients.recorded(&self.calls)
+    /// `clients`, recorded when the environment sets the hook, and the recording to
+    /// write when the process is done.
+    pub fn hook(clients: Clients) -> (Clients, Option<Recording>) {
+        match std::env::var_os(cafe_settings::vars::RECORD_AWS_CALLS) {
+            Some(path) => {
+                let calls = CallCounter::default();
+                (
+                    clients.recorded(&calls),
+                    Some(Recording {
+                        path: path.into(),
+                        calls,
+                    }),
+                )
+            }
+            None => (clients, None),
+        }
     }
 
     /// Writes the calls made (`Service.Operation` → count, JSON).
@@ -173,18 +178,25 @@ pub fn start(
     Serving { server, relay }
 }
 
-/// The outbox relay alone, until `shutdown`: how it runs as its own service in AWS,
-/// where the command API is a Lambda function (which publishes its own events, but
-/// leaves those whose publish failed to a relay).
-pub async fn relay_alone(service: &Service, shutdown: impl Future<Output = ()>) -> RelayStats {
-    relay::run(
+/// The outbox relay alone over the configured event store and stream, until
+/// `shutdown`: how it runs as its own service in AWS, where the command API is a Lambda
+/// function (which publishes its own events, but leaves those whose publish failed to a
+/// relay).
+pub async fn relay_alone(cfg: &StackConfig, aws: bool, shutdown: impl Future<Output = ()>) -> Result<RelayStats> {
+    let (clients, recording) = Recording::hook(Clients::new(cfg, aws).await);
+    let service = self::service(cfg, &clients, ServiceConfig::default());
+    let stats = relay::run(
         service.store(),
         service.publisher(),
         RelayConfig::default(),
         service.relay_progress(),
         shutdown,
     )
-    .await
+    .await;
+    if let Some(recording) = recording {
+        recording.write()?;
+    }
+    Ok(stats)
 }
 
 impl Serving {

@@ -177,20 +177,15 @@ async fn worker(sink: &str, env: &[(&str, String)], trust: &Path) -> (Child, Str
 /// A menu item and an order of it.
 fn sample(tag: &str) -> Vec<(String, Vec<u8>)> {
     use cafe_events::samples;
-    let (item, order) = (format!("item-{tag}"), format!("o-{tag}"));
-    vec![
-        (
-            item.clone(),
-            samples::menu_item_published(&item).unwrap().encode().to_vec(),
-        ),
-        (
-            order.clone(),
-            samples::order_placed(&order, &format!("cust-{tag}"), &item)
-                .unwrap()
-                .encode()
-                .to_vec(),
-        ),
+    let item = format!("item-{tag}");
+    [
+        samples::menu_item_published(&item),
+        samples::order_placed(&format!("o-{tag}"), &format!("cust-{tag}"), &item),
     ]
+    .map(|e| e.unwrap())
+    .iter()
+    .map(|e| (e.aggregate_id.to_string(), e.encode().to_vec()))
+    .collect()
 }
 
 /// The worker gave up connecting its model (a certificate it cannot verify), cleanly.

@@ -60,8 +60,8 @@ pub struct Names {
     pub metrics_namespace: String,
 }
 
-/// The file itself, for those who read it whole (Terraform's view, tests).
-pub const NAMES_JSON: &str = include_str!("../../names.json");
+/// The file itself.
+const NAMES_JSON: &str = include_str!("../../names.json");
 
 impl Default for Names {
     fn default() -> Self {
@@ -86,12 +86,8 @@ impl Names {
         format!("CAFE_{}", key.to_ascii_uppercase())
     }
 
-    /// The file's names, each replaced by its `CAFE_<KEY>` variable where `get` has one.
-    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Names, SettingsError> {
-        Names::default().overlaid(get)
-    }
-
-    /// As [`Names::from_env`], but every key in `required` must come from `get`: a
+    /// The file's names, each replaced by its `CAFE_<KEY>` variable where `get` has one,
+    /// and every key in `required` must come from `get`: a
     /// deployed unit takes the names of what Terraform created, never the defaults.
     pub fn require(required: &[&str], get: impl Fn(&str) -> Option<String>) -> Result<Names, SettingsError> {
         let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
@@ -173,12 +169,13 @@ mod tests {
 
     #[test]
     fn each_name_is_overridden_by_its_own_variable() {
-        let n = Names::from_env(env(&[
-            ("CAFE_EVENTS_TABLE", "prod-events"),
-            ("CAFE_PAYMENTS_MAX_RECEIVE_COUNT", "7"),
-            ("CAFE_STREAM", " "),
-        ]))
-        .unwrap();
+        let n = Names::default()
+            .overlaid(env(&[
+                ("CAFE_EVENTS_TABLE", "prod-events"),
+                ("CAFE_PAYMENTS_MAX_RECEIVE_COUNT", "7"),
+                ("CAFE_STREAM", " "),
+            ]))
+            .unwrap();
         assert_eq!(n.events_table, "prod-events");
         assert_eq!(n.payments_max_receive_count, 7);
         // Blank is unset, not an empty name.
@@ -212,7 +209,9 @@ mod tests {
 
     #[test]
     fn a_number_that_is_not_one_is_refused_by_name() {
-        let err = Names::from_env(env(&[("CAFE_PAYMENTS_MAX_RECEIVE_COUNT", "five")])).unwrap_err();
+        let err = Names::default()
+            .overlaid(env(&[("CAFE_PAYMENTS_MAX_RECEIVE_COUNT", "five")]))
+            .unwrap_err();
         assert!(matches!(err, SettingsError::Invalid { ref var, .. } if var == "CAFE_PAYMENTS_MAX_RECEIVE_COUNT"));
     }
 }

@@ -3,6 +3,8 @@
 //! variable refuses to start, naming it); a test holds Terraform's environment and
 //! secrets of each function and service to it.
 
+use std::collections::BTreeSet;
+
 use crate::names::{Names, SettingsError};
 use crate::vars;
 
@@ -69,8 +71,8 @@ macro_rules! command_calls {
     };
 }
 
-/// The Redshift Data API's calls (one BatchExecuteStatement per load, polled with
-/// DescribeStatement), and the secret it signs in with.
+/// The Redshift Data API's calls: one BatchExecuteStatement per load, polled with
+/// DescribeStatement.
 const DATA_API: &[Grant] = &[
     ("redshift_workgroup", &["redshift-data:BatchExecuteStatement"]),
     ("redshift_statements", &["redshift-data:DescribeStatement"]),
@@ -321,7 +323,17 @@ pub fn iam_action(operation: &str) -> String {
     format!("{service}:{name}")
 }
 
+/// The IAM actions of recorded `operations` ([`iam_action`] of each).
+pub fn iam_actions<'a>(operations: impl IntoIterator<Item = &'a String>) -> BTreeSet<String> {
+    operations.into_iter().map(|op| iam_action(op)).collect()
+}
+
 impl Unit {
+    /// Those of `actions` the unit's list does not have: calls its IAM role would refuse.
+    pub fn unlisted<'a>(&self, actions: &'a BTreeSet<String>) -> Vec<&'a String> {
+        actions.iter().filter(|a| !self.makes(a)).collect()
+    }
+
     /// Whether the unit's list has `action` (an IAM action) among its calls.
     pub fn makes(&self, action: &str) -> bool {
         self.calls.iter().any(|(_, actions)| actions.contains(&action))
@@ -369,8 +381,6 @@ impl Unit {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
-
     use super::*;
 
     #[test]

@@ -175,13 +175,8 @@ async fn every_aws_call_the_function_makes_is_on_its_units_list() {
             assert_eq!(status, expected, "case {n}: {answer}");
         }
     }
-    let made: std::collections::BTreeSet<String> = calls
-        .take()
-        .keys()
-        .map(|op| cafe_settings::units::iam_action(op))
-        .collect();
-    let unit = cafe_settings::units::API_FUNCTION;
-    let strays: Vec<&String> = made.iter().filter(|a| !unit.makes(a)).collect();
+    let made = cafe_settings::units::iam_actions(calls.take().keys());
+    let strays = cafe_settings::units::API_FUNCTION.unlisted(&made);
     assert!(
         strays.is_empty(),
         "calls not on the unit's list (nor in its IAM role): {strays:?}"

@@ -1,11 +1,9 @@
 //! The function's AWS calls, recorded while it pays, declines, retries a gateway outage
 //! and answers a duplicate, are all on its unit's list: what its IAM role grants.
 
-use std::collections::BTreeSet;
-
 use cafe_lambda_payment::config::PaymentConfig;
 use cafe_localstack::aws::CallCounter;
-use cafe_settings::units::{PAYMENT_FUNCTION, iam_action};
+use cafe_settings::units::{PAYMENT_FUNCTION, iam_actions};
 
 use crate::helpers::{World, delivered, event, message, request};
 
@@ -72,8 +70,8 @@ async fn every_aws_call_the_function_makes_is_on_its_units_list() {
         .await;
     assert!(again.batch_item_failures.is_empty(), "{again:?}");
 
-    let made: BTreeSet<String> = calls.take().keys().map(|op| iam_action(op)).collect();
-    let strays: Vec<&String> = made.iter().filter(|a| !PAYMENT_FUNCTION.makes(a)).collect();
+    let made = iam_actions(calls.take().keys());
+    let strays = PAYMENT_FUNCTION.unlisted(&made);
     assert!(
         strays.is_empty(),
         "calls not on the unit's list (nor in its IAM role): {strays:?}"
