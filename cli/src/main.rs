@@ -450,7 +450,7 @@ async fn dispatch(cli: Cli, cfg: StackConfig) -> Result<std::process::ExitCode> 
             StackAction::Down => {
                 for (service, pid) in stack.down().await? {
                     match pid {
-                        Some(pid) => println!("stopped {:<9} (pid {pid})", service.name()),
+                        Some(pid) => println!("stopped {:<10} (pid {pid})", service.name()),
                         None => println!("{:<17} was not running", service.name()),
                     }
                 }
@@ -735,7 +735,7 @@ pub(crate) async fn up(stack: &Stack, fresh: bool) -> Result<()> {
             UpOutcome::Started => "started",
             UpOutcome::AlreadyRunning => "already running",
         };
-        eprintln!("{:<9} {what}", service.name());
+        eprintln!("{:<10} {what}", service.name());
     }
     provision::provision(stack.config()).await.context("provisioning")?;
     Ok(())
@@ -757,14 +757,14 @@ pub(crate) async fn print_status(stack: &Stack, json: bool) -> Result<std::proce
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
         println!(
-            "{:<9} {:<28} {:<30} {:>6} {:>8}  healthy",
+            "{:<10} {:<28} {:<30} {:>6} {:>8}  healthy",
             "service", "replaces", "stand-in", "port", "pid"
         );
         for r in &rows {
             let pid = r.pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
             let ok = if r.healthy { "yes" } else { "NO" };
             println!(
-                "{:<9} {:<28} {:<30} {:>6} {:>8}  {ok}",
+                "{:<10} {:<28} {:<30} {:>6} {:>8}  {ok}",
                 r.service.name(),
                 r.service.replaces(),
                 r.service.stand_in(),

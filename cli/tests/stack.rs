@@ -34,6 +34,23 @@ async fn redis_set(cfg: &StackConfig, key: &str) {
         .unwrap();
 }
 
+/// The MemoryDB stand-in through the cluster client, as the inventory reaches it: a
+/// command fails unless the cluster is formed and serves the key's slot. `SET` when
+/// `value` is given, then `GET`.
+async fn memorydb(cfg: &StackConfig, key: &str, value: Option<&str>) -> Option<String> {
+    let client = redis::cluster::ClusterClient::new(vec![cfg.memorydb_url()]).unwrap();
+    let mut conn = client.get_async_connection().await.unwrap();
+    if let Some(v) = value {
+        redis::cmd("SET")
+            .arg(key)
+            .arg(v)
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+    }
+    redis::cmd("GET").arg(key).query_async(&mut conn).await.unwrap()
+}
+
 async fn put_marker_event(cfg: &StackConfig) {
     let sdk = aws::sdk_config(cfg).await;
     aws::dynamodb(&sdk, cfg)
@@ -127,10 +144,20 @@ async fn up_is_idempotent_down_leaves_nothing_and_data_survives_unless_fresh() {
     let sandbox = Sandbox::new();
     let cfg = sandbox.config();
 
-    // First up starts eight services, healthy, and provisions.
+    // First up starts every service, healthy, and provisions.
     let first = sandbox.cafe(&["stack", "up"]);
     let table = String::from_utf8_lossy(&first.stdout).into_owned();
-    for svc in ["kinesis", "dynamodb", "sqs", "moto", "postgres", "redis", "mongo"] {
+    for svc in [
+        "kinesis",
+        "dynamodb",
+        "sqs",
+        "moto",
+        "postgres",
+        "redis",
+        "memorydb ",
+        "memorydb-2",
+        "mongo",
+    ] {
         let row = table
             .lines()
             .find(|l| l.starts_with(svc))
@@ -138,18 +165,26 @@ async fn up_is_idempotent_down_leaves_nothing_and_data_survives_unless_fresh() {
         assert!(row.trim_end().ends_with("yes"), "{svc} not healthy:\n{table}");
     }
     let pids = sandbox.pids();
-    assert_eq!(pids.len(), 8, "{pids:?}");
+    assert_eq!(pids.len(), cafe_localstack::Service::ALL.len(), "{pids:?}");
 
     // Second up is a no-op: nothing started, the same processes.
     let second = sandbox.cafe(&["stack", "up"]);
     let said = String::from_utf8_lossy(&second.stderr);
-    assert_eq!(said.matches("already running").count(), 8, "{said}");
+    assert_eq!(
+        said.matches("already running").count(),
+        cafe_localstack::Service::ALL.len(),
+        "{said}"
+    );
     assert_eq!(sandbox.pids(), pids);
 
     // Data written now survives down/up.
     smoke::round_trip(&cfg).await.unwrap();
     assert_eq!(records_in_stream(&cfg).await, 1);
     redis_set(&cfg, "marker").await;
+    // A key on each shard of the MemoryDB stand-in (slots 15,495 and 3,300).
+    for key in ["a", "b"] {
+        assert_eq!(memorydb(&cfg, key, Some("kept")).await.as_deref(), Some("kept"));
+    }
     put_marker_event(&cfg).await;
     assert!(lease_marker(&cfg, true).await);
     sandbox.cafe(&["stack", "down"]);
@@ -158,6 +193,10 @@ async fn up_is_idempotent_down_leaves_nothing_and_data_survives_unless_fresh() {
     sandbox.cafe(&["stack", "up"]);
     assert_ne!(sandbox.pids(), pids, "a new set of processes");
     assert_eq!(redis_get(&cfg, "marker").await.as_deref(), Some("kept"));
+    for key in ["a", "b"] {
+        let kept = memorydb(&cfg, key, None).await;
+        assert_eq!(kept.as_deref(), Some("kept"), "the cluster re-formed with its data");
+    }
     assert!(marker_event_exists(&cfg).await, "the event store kept its items");
     assert_eq!(records_in_stream(&cfg).await, 1, "the durable stream kept its record");
     assert!(lease_marker(&cfg, false).await, "the same stream keeps its leases");
@@ -191,6 +230,7 @@ async fn up_is_idempotent_down_leaves_nothing_and_data_survives_unless_fresh() {
     // --fresh starts from nothing.
     sandbox.cafe(&["stack", "up", "--fresh"]);
     assert_eq!(redis_get(&cfg, "marker").await, None);
+    assert_eq!(memorydb(&cfg, "a", None).await, None, "a fresh cluster");
     assert_eq!(records_in_stream(&cfg).await, 0);
     assert!(!marker_event_exists(&cfg).await);
 

@@ -15,17 +15,33 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new() -> Self {
-        // Bind port 0 for each service at once so the eight ports differ, then release them.
+        // Bind port 0 for each service at once so the ports differ, then release them.
         let names = [
             "KINESIS", "DYNAMODB", "SQS", "MOTO", "POSTGRES", "REDIS", "MONGO", "LAMBDA",
         ];
-        let listeners: Vec<_> = (0..names.len())
+        let mut listeners: Vec<_> = (0..names.len())
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
             .collect();
-        let ports = names
+        let mut ports: BTreeMap<&'static str, u16> = names
             .into_iter()
             .zip(listeners.iter().map(|l| l.local_addr().unwrap().port()))
             .collect();
+        // A cluster node's bus listens 10000 above its port: both must be free.
+        for name in ["MEMORYDB", "MEMORYDB_2"] {
+            // From a place that differs per test process, so sandboxes rarely race.
+            let max = cafe_localstack::config::MAX_CLUSTER_PORT;
+            let start = 20000 + (std::process::id() % u32::from(max - 20000)) as u16;
+            let (node, bus) = (start..=max)
+                .chain(20000..start)
+                .find_map(|p| {
+                    let node = std::net::TcpListener::bind(("127.0.0.1", p)).ok()?;
+                    let bus = std::net::TcpListener::bind(("127.0.0.1", p + 10000)).ok()?;
+                    Some((node, bus))
+                })
+                .expect("a free port with a free bus port");
+            ports.insert(name, node.local_addr().unwrap().port());
+            listeners.extend([node, bus]);
+        }
         // Under /tmp so that PostgreSQL's own user can reach the cluster when we are root.
         let dir = tempfile::Builder::new()
             .prefix("cafe-stack-it")
@@ -77,6 +93,8 @@ impl Sandbox {
             moto: p("MOTO"),
             postgres: p("POSTGRES"),
             redis: p("REDIS"),
+            memorydb: p("MEMORYDB"),
+            memorydb_2: p("MEMORYDB_2"),
             mongo: p("MONGO"),
             lambda: p("LAMBDA"),
         };

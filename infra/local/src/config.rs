@@ -32,8 +32,14 @@ pub struct Ports {
     pub moto: u16,
     /// PostgreSQL (Aurora and Redshift roles).
     pub postgres: u16,
-    /// Redis (ElastiCache and MemoryDB roles).
+    /// Redis (the ElastiCache role).
     pub redis: u16,
+    /// The MemoryDB role's first shard: a Redis node in cluster mode. Its cluster bus
+    /// listens 10000 above (Redis's rule), so this must be at most 55535.
+    pub memorydb: u16,
+    /// The MemoryDB role's second shard (the other half of the hash slots); its bus
+    /// port is 10000 above too.
+    pub memorydb_2: u16,
     /// MongoDB wire (DocumentDB role).
     pub mongo: u16,
     /// Lambda Invoke and Runtime APIs (cargo-lambda's emulator).
@@ -50,6 +56,8 @@ impl Default for Ports {
             moto: 15000,
             postgres: 15432,
             redis: 16379,
+            memorydb: 16380,
+            memorydb_2: 16381,
             mongo: 27117,
             lambda: 19001,
         }
@@ -123,6 +131,9 @@ impl Default for StackConfig {
 /// The loopback address every stand-in binds to; nothing listens beyond it.
 pub const LOOPBACK: &str = "127.0.0.1";
 
+/// The highest port a Redis cluster node may take: its bus is 10000 above.
+pub const MAX_CLUSTER_PORT: u16 = u16::MAX - 10_000;
+
 impl StackConfig {
     /// Loads defaults → `CAFE_CONFIG` file → `CAFE__STACK__*` environment.
     pub fn load() -> Result<Self, StackError> {
@@ -147,6 +158,13 @@ impl StackConfig {
             let root = workspace_root(&cwd).unwrap_or(cwd);
             cfg.state_dir = root.join(&cfg.state_dir);
             cfg.workspace_manifest = root.join(&cfg.workspace_manifest);
+        }
+        for (what, port) in [("memorydb", cfg.ports.memorydb), ("memorydb_2", cfg.ports.memorydb_2)] {
+            if port > MAX_CLUSTER_PORT {
+                return Err(StackError::Config(format!(
+                    "ports.{what} is {port}: a Redis cluster node's bus listens 10000 above its port, so it must be at most {MAX_CLUSTER_PORT}"
+                )));
+            }
         }
         cfg.state_dir = normalize(&cfg.state_dir);
         cfg.venv = absolute(&cfg.venv)?;
@@ -187,9 +205,20 @@ impl StackConfig {
         )
     }
 
-    /// The Redis URL.
+    /// The Redis URL (the cache's, ElastiCache in AWS).
     pub fn redis_url(&self) -> String {
         format!("redis://{LOOPBACK}:{}/", self.ports.redis)
+    }
+
+    /// The MemoryDB stand-in's URL: its first shard, from which a cluster client finds
+    /// the other, as from MemoryDB's cluster endpoint.
+    pub fn memorydb_url(&self) -> String {
+        self.memorydb_node_url(self.ports.memorydb)
+    }
+
+    /// The URL of one node of the MemoryDB stand-in.
+    pub fn memorydb_node_url(&self, port: u16) -> String {
+        format!("redis://{LOOPBACK}:{port}/")
     }
 
     /// The MongoDB-wire URL.
@@ -325,6 +354,19 @@ mod tests {
             jail.clear_env();
             let cfg = StackConfig::load().map_err(|e| e.to_string())?;
             assert_eq!(cfg.state_dir, normalize(&jail.directory().join(".state")));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_memorydb_port_without_room_for_its_cluster_bus_is_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.clear_env();
+            jail.set_env("CAFE__STACK__PORTS__MEMORYDB_2", "55535");
+            assert_eq!(StackConfig::load().map_err(|e| e.to_string())?.ports.memorydb_2, 55535);
+            jail.set_env("CAFE__STACK__PORTS__MEMORYDB_2", "55536");
+            let err = StackConfig::load().expect_err("no room for the bus").to_string();
+            assert!(err.contains("ports.memorydb_2 is 55536"), "{err}");
             Ok(())
         });
     }

@@ -61,8 +61,14 @@ pub async fn probe(cfg: &StackConfig, service: Service) -> Result<(), String> {
                 let _ = task.await;
                 r
             }
-            Service::Redis => {
-                let client = redis::Client::open(cfg.redis_url()).map_err(|e| e.to_string())?;
+            // A cluster node answers PING before it holds any slot: provisioning forms
+            // the cluster after every service is up.
+            Service::Redis | Service::MemoryDb | Service::MemoryDb2 => {
+                let url = match service {
+                    Service::Redis => cfg.redis_url(),
+                    other => cfg.memorydb_node_url(other.port(cfg)),
+                };
+                let client = redis::Client::open(url).map_err(|e| e.to_string())?;
                 let mut conn = client
                     .get_multiplexed_async_connection()
                     .await

@@ -13,7 +13,7 @@ use aws_sdk_kinesis::types::StreamStatus;
 use aws_sdk_sqs::types::QueueAttributeName;
 
 use crate::aws;
-use crate::config::{Names, StackConfig};
+use crate::config::{LOOPBACK, Names, StackConfig};
 use crate::error::StackError;
 
 /// A DynamoDB key attribute: name and type.
@@ -186,8 +186,92 @@ pub async fn provision(cfg: &StackConfig) -> Result<(), StackError> {
             names.payments_max_receive_count
         ),
         ensure_databases(cfg, &databases),
+        ensure_memorydb_cluster(cfg),
     )?;
     Ok(())
+}
+
+/// The MemoryDB stand-in's two shards and the hash slots each serves: the lower half
+/// to the first, the upper half to the second, so keys of one batch land on both.
+pub fn memorydb_shards(cfg: &StackConfig) -> [(u16, std::ops::RangeInclusive<u16>); 2] {
+    [(cfg.ports.memorydb, 0..=8191), (cfg.ports.memorydb_2, 8192..=16383)]
+}
+
+/// Forms the MemoryDB stand-in's cluster: each node takes its half of the slots if it
+/// holds none, the first meets the second, and both must then say `cluster_state:ok`.
+/// Idempotent: a formed cluster (remembered across restarts in each node's
+/// `nodes.conf`) is left as it is.
+pub async fn ensure_memorydb_cluster(cfg: &StackConfig) -> Result<(), StackError> {
+    let fail = |e: redis::RedisError| StackError::provision("memorydb cluster", e);
+    let shards = memorydb_shards(cfg);
+    let mut cons = Vec::with_capacity(shards.len());
+    for (port, _) in &shards {
+        let client = redis::Client::open(cfg.memorydb_node_url(*port)).map_err(fail)?;
+        cons.push(client.get_multiplexed_async_connection().await.map_err(fail)?);
+    }
+    for ((_, slots), con) in shards.iter().zip(cons.iter_mut()) {
+        let nodes: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(con)
+            .await
+            .map_err(fail)?;
+        if !own_slots(&nodes) {
+            let _: () = redis::cmd("CLUSTER")
+                .arg("ADDSLOTSRANGE")
+                .arg(slots.start())
+                .arg(slots.end())
+                .query_async(con)
+                .await
+                .map_err(fail)?;
+        }
+    }
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut cons[0])
+        .await
+        .map_err(fail)?;
+    let second = format!("{LOOPBACK}:{}@", shards[1].0);
+    if !nodes.contains(&second) {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("MEET")
+            .arg(LOOPBACK)
+            .arg(shards[1].0)
+            .query_async(&mut cons[0])
+            .await
+            .map_err(fail)?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut formed = true;
+        for con in cons.iter_mut() {
+            let info: String = redis::cmd("CLUSTER").arg("INFO").query_async(con).await.map_err(fail)?;
+            formed &= info.lines().any(|l| l.trim() == "cluster_state:ok")
+                && info.lines().any(|l| l.trim() == "cluster_known_nodes:2");
+        }
+        if formed {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(StackError::provision(
+                "memorydb cluster",
+                "the two nodes did not agree on a formed cluster within 30 s (see memorydb.log)",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether `CLUSTER NODES` says the node answering holds any slot (its `myself` line
+/// lists slot ranges after the eight fixed fields).
+fn own_slots(nodes: &str) -> bool {
+    nodes
+        .lines()
+        .find(|l| {
+            l.split_whitespace()
+                .nth(2)
+                .is_some_and(|flags| flags.split(',').any(|f| f == "myself"))
+        })
+        .is_some_and(|l| l.split_whitespace().count() > 8)
 }
 
 /// Creates a stream if missing and waits until it is ACTIVE.
@@ -446,4 +530,26 @@ pub async fn ensure_databases(cfg: &StackConfig, databases: &[&str]) -> Result<(
     drop(client);
     let _ = conn.await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::own_slots;
+
+    #[test]
+    fn a_node_holds_slots_when_its_own_line_lists_them() {
+        let fresh = "e7d1 127.0.0.1:16380@26380 myself,master - 0 0 0 connected\n";
+        assert!(!own_slots(fresh));
+        let formed = "\
+e7d1 127.0.0.1:16380@26380 myself,master - 0 0 1 connected 0-8191
+a0b2 127.0.0.1:16381@26381 master - 0 1700000000000 2 connected 8192-16383
+";
+        assert!(own_slots(formed));
+        // The other node's slots are not this node's.
+        let other = "\
+e7d1 127.0.0.1:16380@26380 myself,master - 0 0 1 connected
+a0b2 127.0.0.1:16381@26381 master - 0 1700000000000 2 connected 8192-16383
+";
+        assert!(!own_slots(other));
+    }
 }

@@ -1,4 +1,4 @@
-//! The eight stand-ins: what they replace, how each is started, and how we know it is ours.
+//! The stand-ins: what they replace, how each is started, and how we know it is ours.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -21,8 +21,13 @@ pub enum Service {
     Moto,
     /// PostgreSQL 15: Aurora (`cafe` database) and Redshift (`analytics` database).
     Postgres,
-    /// Redis: ElastiCache and MemoryDB.
+    /// Redis: ElastiCache.
     Redis,
+    /// Redis in cluster mode, the first of two shards: MemoryDB, which is always a
+    /// cluster, so the inventory's client is the cluster client here as there.
+    MemoryDb,
+    /// The MemoryDB stand-in's second shard (the upper half of the hash slots).
+    MemoryDb2,
     /// nx-27017, a MongoDB-wire server: DocumentDB.
     Mongo,
     /// cargo-lambda's runtime emulator (`cargo lambda watch --only-lambda-apis`): the
@@ -33,13 +38,15 @@ pub enum Service {
 
 impl Service {
     /// Every service, in start order.
-    pub const ALL: [Service; 8] = [
+    pub const ALL: [Service; 10] = [
         Service::Kinesis,
         Service::DynamoDb,
         Service::Sqs,
         Service::Moto,
         Service::Postgres,
         Service::Redis,
+        Service::MemoryDb,
+        Service::MemoryDb2,
         Service::Mongo,
         Service::Lambda,
     ];
@@ -53,6 +60,8 @@ impl Service {
             Service::Moto => "moto",
             Service::Postgres => "postgres",
             Service::Redis => "redis",
+            Service::MemoryDb => "memorydb",
+            Service::MemoryDb2 => "memorydb-2",
             Service::Mongo => "mongo",
             Service::Lambda => "lambda",
         }
@@ -66,7 +75,9 @@ impl Service {
             Service::Sqs => "SQS",
             Service::Moto => "CloudWatch",
             Service::Postgres => "Aurora PostgreSQL, Redshift",
-            Service::Redis => "ElastiCache, MemoryDB",
+            Service::Redis => "ElastiCache",
+            Service::MemoryDb => "MemoryDB (shard 1 of 2)",
+            Service::MemoryDb2 => "MemoryDB (shard 2 of 2)",
             Service::Mongo => "DocumentDB",
             Service::Lambda => "Lambda",
         }
@@ -81,6 +92,7 @@ impl Service {
             Service::Moto => "moto server 5.2.5",
             Service::Postgres => "PostgreSQL 15",
             Service::Redis => "redis-server",
+            Service::MemoryDb | Service::MemoryDb2 => "redis-server, cluster mode",
             Service::Mongo => "nx-27017 0.8.1",
             Service::Lambda => "cargo-lambda 1.9.2 watch",
         }
@@ -95,6 +107,8 @@ impl Service {
             Service::Moto => cfg.ports.moto,
             Service::Postgres => cfg.ports.postgres,
             Service::Redis => cfg.ports.redis,
+            Service::MemoryDb => cfg.ports.memorydb,
+            Service::MemoryDb2 => cfg.ports.memorydb_2,
             Service::Mongo => cfg.ports.mongo,
             Service::Lambda => cfg.ports.lambda,
         }
@@ -191,20 +205,16 @@ impl Service {
                 // not in its pool), despite `--only-lambda-apis`.
                 c
             }
-            Service::Redis => {
-                let mut c = Command::new(system_program("redis-server", "apt-get install redis-server")?);
-                c.args([
-                    "--bind",
-                    LOOPBACK,
-                    "--port",
-                    &port,
-                    "--daemonize",
-                    "no",
-                    "--appendonly",
-                    "yes",
-                ])
-                .args(["--save", "", "--protected-mode", "yes", "--dir"])
-                .arg(&data);
+            Service::Redis => redis_server(&port, &data)?,
+            Service::MemoryDb | Service::MemoryDb2 => {
+                let mut c = redis_server(&port, &data)?;
+                // The slots and the other node are remembered in `nodes.conf` (in the data
+                // dir), so the cluster survives `down`/`up`; provisioning forms it once.
+                // Without full coverage required, the other shard keeps serving its half
+                // while one is down (a chaos experiment restarts one).
+                c.args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"])
+                    .args(["--cluster-node-timeout", "2000"])
+                    .args(["--cluster-require-full-coverage", "no"]);
                 c
             }
             Service::Postgres => {
@@ -231,6 +241,25 @@ impl Service {
 
 /// Starts fauxqs on 127.0.0.1 (its own CLI binds 0.0.0.0).
 const FAUXQS_LAUNCHER: &str = include_str!("../sqs/fauxqs.mjs");
+
+/// A Redis server on loopback, appending every write to its log (MemoryDB and
+/// ElastiCache both keep data across a restart here).
+fn redis_server(port: &str, data: &std::path::Path) -> Result<Command, StackError> {
+    let mut c = Command::new(system_program("redis-server", "apt-get install redis-server")?);
+    c.args([
+        "--bind",
+        LOOPBACK,
+        "--port",
+        port,
+        "--daemonize",
+        "no",
+        "--appendonly",
+        "yes",
+    ])
+    .args(["--save", "", "--protected-mode", "yes", "--dir"])
+    .arg(data);
+    Ok(c)
+}
 
 fn venv_program(cfg: &StackConfig, name: &str) -> Result<PathBuf, StackError> {
     let p = cfg.venv.join("bin").join(name);

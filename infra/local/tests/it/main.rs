@@ -12,6 +12,7 @@ mod cloudwatch;
 mod dynamodb;
 mod faults;
 mod kinesis;
+mod memorydb;
 mod mongo;
 mod postgres;
 mod provisioned;
