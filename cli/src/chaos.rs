@@ -603,18 +603,23 @@ async fn inject(
             bail!("{} runs its own frame", experiment.name())
         }
         Experiment::PostgresRestart | Experiment::MemorydbRestart | Experiment::DocdbRestart => {
-            let service = match experiment {
-                Experiment::PostgresRestart => Service::Postgres,
-                Experiment::MemorydbRestart => Service::Redis,
-                _ => Service::Mongo,
+            // MemoryDB's first shard with the cache's Redis: the inventory's cluster
+            // client loses half its slots while the other shard keeps serving.
+            let services: &[Service] = match experiment {
+                Experiment::PostgresRestart => &[Service::Postgres],
+                Experiment::MemorydbRestart => &[Service::Redis, Service::MemoryDb],
+                _ => &[Service::Mongo],
             };
-            stack.stop_one(service).await?;
+            for &service in services {
+                stack.stop_one(service).await?;
+            }
             tokio::time::sleep(opts.outage).await;
-            stack.up_only(&[service]).await?;
+            stack.up_only(services).await?;
+            let names: Vec<&str> = services.iter().map(|s| s.name()).collect();
             Ok(Injected {
                 fault: format!(
                     "{} stopped for {}",
-                    service.name(),
+                    names.join(" and "),
                     humantime::format_duration(opts.outage)
                 ),
                 ended: Instant::now(),

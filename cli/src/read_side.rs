@@ -77,7 +77,7 @@ fn endpoints_from(cfg: &StackConfig, clients: &Clients, get: impl Fn(&str) -> Op
             cfg.names.documents_database.clone(),
         )),
         redis_url: Some(url(vars::REDIS_URL, &|| cfg.redis_url())),
-        memorydb_url: Some(url(vars::MEMORYDB_URL, &|| cfg.redis_url())),
+        memorydb_url: Some(url(vars::MEMORYDB_URL, &|| cfg.memorydb_url())),
         dynamodb: Some((clients.dynamodb.clone(), cfg.names.active_orders_table.clone())),
     })
 }

@@ -147,6 +147,55 @@ fn redis(certs: &Certs) -> (Server, u16, u16) {
     (Server(child), tls, plain)
 }
 
+/// A one-node Redis cluster with TLS for clients and for its bus, as MemoryDB runs
+/// (and a plain port for the test's own reads), serving every slot once formed.
+async fn redis_cluster(certs: &Certs) -> (Server, u16, u16, redis::Client) {
+    let (tls, plain) = (free_port(), free_port());
+    let child = Command::new("redis-server")
+        .args(["--port", &plain.to_string(), "--tls-port", &tls.to_string()])
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--tls-cluster",
+            "yes",
+            "--cluster-enabled",
+            "yes",
+        ])
+        .arg("--cluster-config-file")
+        .arg(certs.path("nodes.conf"))
+        .arg("--tls-cert-file")
+        .arg(certs.path("server.pem"))
+        .arg("--tls-key-file")
+        .arg(certs.path("server.key"))
+        .arg("--tls-ca-cert-file")
+        .arg(certs.path("ca.pem"))
+        .args(["--tls-auth-clients", "no", "--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server(child);
+    let client = redis::Client::open(format!("redis://127.0.0.1:{plain}/")).unwrap();
+    eventually("redis up", Duration::from_secs(30), async || {
+        client.get_multiplexed_async_connection().await.is_ok()
+    })
+    .await;
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("CLUSTER")
+        .arg("ADDSLOTSRANGE")
+        .arg(0)
+        .arg(16383)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    eventually("the cluster formed", Duration::from_secs(30), async || {
+        let info: String = redis::cmd("CLUSTER").arg("INFO").query_async(&mut con).await.unwrap();
+        info.contains("cluster_state:ok")
+    })
+    .await;
+    (server, tls, plain, client)
+}
+
 /// `cafe consume` with `sink` on its own stream, its store at `env`, trusting only the
 /// CA certificates in `trust`; returns it and the stream.
 async fn worker(sink: &str, env: &[(&str, String)], trust: &Path) -> (Child, String) {
@@ -295,6 +344,55 @@ async fn the_cache_worker_writes_to_redis_over_verified_tls() {
         !keys.is_empty()
     })
     .await;
+    let stderr = stop(child);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inventory_worker_writes_to_a_redis_cluster_over_verified_tls() {
+    let cfg = StackConfig::load().unwrap();
+    let certs = Certs::new();
+    let (_server, tls, plain, client) = redis_cluster(&certs).await;
+    let url = format!("rediss://127.0.0.1:{tls}/");
+
+    let stranger = Certs::new();
+    let (untrusting, _) = worker(
+        "projector:inventory",
+        &[("CAFE_MEMORYDB_URL", url.clone())],
+        &stranger.path("ca.pem"),
+    )
+    .await;
+    refused(untrusting, "inventory");
+
+    let (child, stream) = worker(
+        "projector:inventory",
+        &[("CAFE_MEMORYDB_URL", url)],
+        &certs.path("ca.pem"),
+    )
+    .await;
+    let kinesis = aws::kinesis(&aws::sdk_config(&cfg).await, &cfg);
+    let restocked = cafe_events::samples::restocked(7, 3).unwrap();
+    let record = (restocked.aggregate_id.to_string(), restocked.encode().to_vec());
+    put_raw(&kinesis, &stream, &[record]).await;
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    eventually("the stock in the cluster", Duration::from_secs(60), async || {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("inventory:*")
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
+        !keys.is_empty()
+    })
+    .await;
+    // The cluster client found the node through `CLUSTER SLOTS` and kept to its TLS
+    // port: the only connection on the plain one is this test's.
+    let clients: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut conn).await.unwrap();
+    let on = |port: u16| clients.matches(&format!("laddr=127.0.0.1:{port} ")).count();
+    assert!(on(tls) >= 1, "{clients}");
+    assert_eq!(on(plain), 1, "{clients}");
+    // It was the cluster client (it asks for the slots; a plain client never does).
+    let stats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
+    assert!(stats.contains("cmdstat_cluster|slots:calls="), "{stats}");
     let stderr = stop(child);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }

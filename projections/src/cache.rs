@@ -42,7 +42,6 @@ use std::time::Duration;
 use cafe_events::proto::loyalty::v1::Tier;
 use cafe_events::{AggregateId, DomainEvent};
 use redis::Script;
-use redis::aio::ConnectionManager;
 use tracing::warn;
 
 use crate::documents::{MenuItemView, MongoDocuments};
@@ -50,7 +49,7 @@ use crate::error::ProjectionError;
 use crate::names::tier_name;
 use crate::postgres::orders::{LoyaltyView, PgOrdersView};
 use crate::projector::{Batch, Projection};
-use crate::redis_scripts;
+use crate::redis_scripts::{self, RedisConnection};
 use crate::verify::{BucketDigest, Buckets, Digests, Row, Verifiable};
 
 /// KEYS[1]; ARGV: version, ttl, then field/value pairs. Writes only over an older version.
@@ -116,7 +115,7 @@ return 1
 /// The cache projector, and the cache side of [`CachedReads`].
 #[derive(Clone)]
 pub struct RedisCache {
-    con: ConnectionManager,
+    con: RedisConnection,
     prefix: String,
     ttl: Duration,
     list_ttl: Duration,
@@ -208,7 +207,7 @@ impl RedisCache {
     /// Deletes every key of this copy (a shadow or scratch copy being dropped, or a
     /// chaos experiment's flush); answers how many.
     pub async fn delete_all(&self) -> Result<usize, ProjectionError> {
-        redis_scripts::delete_prefixed(&mut self.con.clone(), &self.prefix).await
+        redis_scripts::delete_prefixed(&self.con, &self.prefix).await
     }
 
     /// Other lifetimes for items/accounts and for listings.
@@ -503,7 +502,7 @@ impl Projection for RedisCache {
             return Ok(());
         }
         let ttl = Self::secs(self.ttl);
-        let mut invocations = Vec::with_capacity(items.len() + accounts.len() + 1);
+        let mut writes = Vec::with_capacity(items.len() + accounts.len());
         for item in items.values() {
             let mut inv = self.set_newer.prepare_invoke();
             inv.key(self.item_key(&item.item_id))
@@ -511,7 +510,7 @@ impl Projection for RedisCache {
                 .arg(ttl)
                 .arg("json")
                 .arg(to_json(item)?);
-            invocations.push(inv);
+            writes.push(inv);
         }
         for a in accounts.values() {
             let mut inv = self.loyalty.prepare_invoke();
@@ -522,25 +521,21 @@ impl Projection for RedisCache {
                 .arg(a.tier.unwrap_or_default())
                 .arg(a.customer)
                 .arg(ttl);
-            invocations.push(inv);
+            writes.push(inv);
         }
+        let mut invalidate = Vec::with_capacity(1);
         if !items.is_empty() {
-            // After the item writes in the same pipeline: a listing filled in between
-            // is dropped by the new token.
+            // After the item writes (a later stage): a listing filled in between is
+            // dropped by the new token.
             let mut inv = self.invalidate_lists.prepare_invoke();
             inv.key(self.lists_key())
                 .arg(uuid::Uuid::now_v7().simple().to_string())
                 .arg(Self::secs(self.list_ttl));
-            invocations.push(inv);
+            invalidate.push(inv);
         }
-        let mut pipe = redis::pipe();
-        for inv in &invocations {
-            pipe.invoke_script(inv).ignore();
-        }
-        let mut con = self.con.clone();
-        redis_scripts::query::<()>(
-            &mut con,
-            &pipe,
+        redis_scripts::run_scripts(
+            &self.con,
+            &[&writes, &invalidate],
             &[&self.set_newer, &self.loyalty, &self.invalidate_lists],
         )
         .await
@@ -551,7 +546,7 @@ impl Projection for RedisCache {
     async fn snapshot(&self) -> Result<Vec<String>, ProjectionError> {
         let mut con = self.con.clone();
         let mut out = Vec::new();
-        for key in redis_scripts::keys(&mut con, &self.item_key("")).await? {
+        for key in redis_scripts::keys(&self.con, &self.item_key("")).await? {
             let (v, json): (Option<u64>, Option<String>) = redis::cmd("HMGET")
                 .arg(&key)
                 .arg(&["v", "json"])
@@ -560,7 +555,7 @@ impl Projection for RedisCache {
             let name = &key[self.prefix.len()..];
             out.push(format!("cache {name} v{} {}", v.unwrap_or(0), json.unwrap_or_default()));
         }
-        for key in redis_scripts::keys(&mut con, &self.loyalty_key("")).await? {
+        for key in redis_scripts::keys(&self.con, &self.loyalty_key("")).await? {
             let fields: (Option<u64>, Option<String>, Option<i64>, Option<String>) = redis::cmd("HMGET")
                 .arg(&key)
                 .arg(&["v", "customer_id", "balance", "tier"])
@@ -581,7 +576,7 @@ impl RedisCache {
         let items = self.item_key("");
         // Fields are read as text: a corrupted value (a version that is not a number)
         // is a difference to report, not an error that stops the verification.
-        for key in redis_scripts::keys(&mut con, &items).await? {
+        for key in redis_scripts::keys(&self.con, &items).await? {
             let id = &key[items.len()..];
             let read: redis::RedisResult<(Option<String>, Option<String>)> = redis::cmd("HMGET")
                 .arg(&key)
@@ -596,7 +591,7 @@ impl RedisCache {
             d.add(id, format!("menu:item:{id}"), version(v.as_deref()), &text);
         }
         let accounts = self.loyalty_key("");
-        for key in redis_scripts::keys(&mut con, &accounts).await? {
+        for key in redis_scripts::keys(&self.con, &accounts).await? {
             let id = &key[accounts.len()..];
             let read: redis::RedisResult<AccountFields> = redis::cmd("HMGET")
                 .arg(&key)

@@ -7,19 +7,20 @@
 //! the stored version is lower, which makes the write idempotent and safe against a
 //! slower worker still holding an older batch; the check and the write are one atomic
 //! step on the server, which a read-then-write from here could not be. The script is
-//! called once per store touched by the batch (one key per call, so it also works on a
-//! cluster), and all those calls go out in one pipeline: one round trip per batch.
+//! called once per store touched by the batch, with that store's one key, so each call
+//! goes to the shard serving the store on a cluster (MemoryDB always is one); the calls
+//! go out together (one pipeline, or side by side on a cluster): about one round trip
+//! per batch.
 
 use std::collections::BTreeMap;
 
 use cafe_events::{AggregateId, DomainEvent};
 use redis::Script;
-use redis::aio::ConnectionManager;
 use serde::Serialize;
 
 use crate::error::ProjectionError;
 use crate::projector::{Batch, Projection};
-use crate::redis_scripts;
+use crate::redis_scripts::{self, RedisConnection};
 use crate::verify::{BucketDigest, Buckets, Digests, Row, Verifiable};
 
 /// ARGV is (sku, on_hand, version) triples; answers how many SKUs moved.
@@ -38,7 +39,7 @@ return moved
 /// The inventory projector and its query.
 #[derive(Clone)]
 pub struct RedisInventory {
-    con: ConnectionManager,
+    con: RedisConnection,
     prefix: String,
     script: Script,
 }
@@ -77,7 +78,7 @@ impl RedisInventory {
     /// Deletes every key of this copy (a shadow or scratch copy being dropped): only the
     /// inventory's own keys under the prefix.
     pub async fn delete_all(&self) -> Result<(), ProjectionError> {
-        redis_scripts::delete_prefixed(&mut self.con.clone(), &self.key("")).await?;
+        redis_scripts::delete_prefixed(&self.con, &self.key("")).await?;
         Ok(())
     }
 
@@ -136,7 +137,6 @@ impl Projection for RedisInventory {
         if stores.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
         let mut invocations = Vec::with_capacity(stores.len());
         for (store, skus) in &stores {
             let mut inv = self.script.prepare_invoke();
@@ -146,18 +146,14 @@ impl Projection for RedisInventory {
             }
             invocations.push(inv);
         }
-        for inv in &invocations {
-            pipe.invoke_script(inv).ignore();
-        }
-        let mut con = self.con.clone();
-        redis_scripts::query::<()>(&mut con, &pipe, &[&self.script]).await
+        redis_scripts::run_scripts(&self.con, &[&invocations], &[&self.script]).await
     }
 
     async fn snapshot(&self) -> Result<Vec<String>, ProjectionError> {
         let mut con = self.con.clone();
         let marker = self.key("");
         let mut out = Vec::new();
-        for key in redis_scripts::keys(&mut con, &marker).await? {
+        for key in redis_scripts::keys(&self.con, &marker).await? {
             let store = &key[marker.len()..];
             let fields: BTreeMap<String, String> = redis::cmd("HGETALL").arg(&key).query_async(&mut con).await?;
             for s in stock_views(&fields) {
@@ -174,7 +170,7 @@ impl RedisInventory {
         let mut con = self.con.clone();
         let marker = self.key("");
         let mut d = Digests::new(buckets, keep);
-        for key in redis_scripts::keys(&mut con, &marker).await? {
+        for key in redis_scripts::keys(&self.con, &marker).await? {
             let store = &key[marker.len()..];
             let fields: BTreeMap<String, String> = redis::cmd("HGETALL").arg(&key).query_async(&mut con).await?;
             for s in stock_views(&fields) {

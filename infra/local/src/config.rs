@@ -240,6 +240,7 @@ impl StackConfig {
             (vars::POSTGRES_URL, self.postgres_url(&self.names.orders_database)),
             (vars::ANALYTICS_URL, self.postgres_url(&self.names.analytics_database)),
             (vars::REDIS_URL, self.redis_url()),
+            (vars::MEMORYDB_URL, self.memorydb_url()),
             (vars::MONGO_URL, self.mongo_url()),
         ]
         .into_iter()

@@ -22,7 +22,7 @@ pub async fn endpoints() -> Endpoints {
         )),
         mongo: Some((cfg.mongo_url(), cfg.names.documents_database.clone())),
         redis_url: Some(cfg.redis_url()),
-        memorydb_url: Some(cfg.redis_url()),
+        memorydb_url: Some(cfg.memorydb_url()),
         dynamodb: Some((aws::dynamodb(&sdk, &cfg), cfg.names.active_orders_table.clone())),
     }
 }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use cafe_events::{AggregateId, DomainEvent};
+use cafe_projections::Projection;
 use cafe_projections::history::{self, HistoryConfig};
 use cafe_projections::inventory::RedisInventory;
 
@@ -10,7 +11,7 @@ use crate::conformance::{apply_sharded, conformance};
 use crate::helpers::{stack, unique};
 
 pub async fn fresh() -> RedisInventory {
-    RedisInventory::connect(&stack().redis_url(), &format!("{}:", unique("it")))
+    RedisInventory::connect(&stack().memorydb_url(), &format!("{}:", unique("it")))
         .await
         .unwrap()
 }
@@ -55,4 +56,76 @@ async fn on_hand_is_the_last_count_the_history_reports_per_store_and_sku() {
         assert_eq!(&got, skus, "{store}");
     }
     assert!(inventory.store("store-nope").await.unwrap().is_empty());
+}
+
+/// Keys under `prefix` that one node of the MemoryDB stand-in holds itself (a plain
+/// client: SCAN answers for that node only).
+async fn keys_on_node(url: &str, prefix: &str) -> usize {
+    let mut con = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut cursor = 0u64;
+    let mut n = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        n += keys.len();
+        if next == 0 {
+            return n;
+        }
+        cursor = next;
+    }
+}
+
+/// MemoryDB is always a cluster, and its endpoint may hand the client any node. Reached
+/// through either shard, the model writes each store to the shard serving its slot
+/// (both hold some), finds every store again, reloads its script on the node that lost
+/// it, and drops its copy from both shards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_either_shard_the_cluster_holds_every_store_on_its_own_shard() {
+    let cfg = stack();
+    let nodes = [
+        cfg.memorydb_node_url(cfg.ports.memorydb),
+        cfg.memorydb_node_url(cfg.ports.memorydb_2),
+    ];
+    let prefix = format!("{}:", unique("it"));
+    let history = history::generate(HistoryConfig::default());
+    let via_second = RedisInventory::connect(&nodes[1], &prefix).await.unwrap();
+    apply_sharded(&via_second, &history, 11).await;
+
+    let stores = HistoryConfig::default().stores;
+    let held: Vec<usize> = futures::future::join_all(nodes.iter().map(|n| keys_on_node(n, &prefix))).await;
+    assert_eq!(held.iter().sum::<usize>(), stores, "one hash per store: {held:?}");
+    assert!(held.iter().all(|&n| n > 0), "both shards hold stores: {held:?}");
+
+    let via_first = RedisInventory::connect(&nodes[0], &prefix).await.unwrap();
+    let snapshot = via_first.snapshot().await.unwrap();
+    assert_eq!(snapshot, via_second.snapshot().await.unwrap());
+    assert_eq!(snapshot.len(), stores * HistoryConfig::default().menu_items);
+
+    // A node that lost its scripts (restarted, failed over) answers NOSCRIPT: applied
+    // again, the history loads them where needed and changes nothing.
+    for node in &nodes {
+        let mut con = redis::Client::open(node.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut con).await.unwrap();
+    }
+    apply_sharded(&via_first, &history, 12).await;
+    assert_eq!(via_second.snapshot().await.unwrap(), snapshot);
+
+    via_first.delete_all().await.unwrap();
+    let left: Vec<usize> = futures::future::join_all(nodes.iter().map(|n| keys_on_node(n, &prefix))).await;
+    assert_eq!(left, [0, 0]);
 }

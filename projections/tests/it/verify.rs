@@ -162,41 +162,46 @@ async fn corrupt(live: &AnyProjection, ns: &Namespace, history: &[EventEnvelope]
             assert_eq!(done.modified_count, 1);
             format!("order_documents:{}", order.order_id)
         }
-        AnyProjection::Cache(_) | AnyProjection::Inventory(_) => {
+        AnyProjection::Cache(_) => {
             let mut con = redis::Client::open(cfg.redis_url())
                 .unwrap()
                 .get_multiplexed_async_connection()
                 .await
                 .unwrap();
-            if matches!(live, AnyProjection::Cache(_)) {
-                let key = format!("{name}:cache:loyalty:{}", order.customer_id);
-                let _: () = redis::cmd("HSET")
-                    .arg(&key)
-                    .arg("balance")
-                    .arg(999_999)
-                    .query_async(&mut con)
-                    .await
-                    .unwrap();
-                format!("loyalty:{}", order.customer_id)
-            } else {
-                let item = &order.lines[0].item_id;
-                let key = format!("{name}:inventory:{}", order.store_id);
-                let exists: bool = redis::cmd("HEXISTS")
-                    .arg(&key)
-                    .arg(item)
-                    .query_async(&mut con)
-                    .await
-                    .unwrap();
-                assert!(exists, "{key} {item}");
-                let _: () = redis::cmd("HSET")
-                    .arg(&key)
-                    .arg(item)
-                    .arg(-5)
-                    .query_async(&mut con)
-                    .await
-                    .unwrap();
-                format!("{}#{item}", order.store_id)
-            }
+            let key = format!("{name}:cache:loyalty:{}", order.customer_id);
+            let _: () = redis::cmd("HSET")
+                .arg(&key)
+                .arg("balance")
+                .arg(999_999)
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            format!("loyalty:{}", order.customer_id)
+        }
+        AnyProjection::Inventory(_) => {
+            // MemoryDB is a cluster: the cluster client finds the store's shard.
+            let mut con = redis::cluster::ClusterClient::new(vec![cfg.memorydb_url()])
+                .unwrap()
+                .get_async_connection()
+                .await
+                .unwrap();
+            let item = &order.lines[0].item_id;
+            let key = format!("{name}:inventory:{}", order.store_id);
+            let exists: bool = redis::cmd("HEXISTS")
+                .arg(&key)
+                .arg(item)
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            assert!(exists, "{key} {item}");
+            let _: () = redis::cmd("HSET")
+                .arg(&key)
+                .arg(item)
+                .arg(-5)
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            format!("{}#{item}", order.store_id)
         }
         AnyProjection::Analytics(facts) => {
             use cafe_projections::analytics::Warehouse;

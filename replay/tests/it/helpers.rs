@@ -29,7 +29,7 @@ pub fn endpoints(cfg: &StackConfig, dynamodb: &aws_sdk_dynamodb::Client) -> Endp
         )),
         mongo: Some((cfg.mongo_url(), names.documents_database.clone())),
         redis_url: Some(cfg.redis_url()),
-        memorydb_url: Some(cfg.redis_url()),
+        memorydb_url: Some(cfg.memorydb_url()),
         dynamodb: Some((dynamodb.clone(), names.active_orders_table.clone())),
     }
 }
