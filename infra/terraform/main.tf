@@ -200,6 +200,7 @@ module "databases" {
   docdb_instance_count  = var.docdb_instance_count
   elasticache_node_type = var.elasticache_node_type
   memorydb_node_type    = var.memorydb_node_type
+  memorydb_shards       = var.memorydb_shards
   redshift_workgroup    = local.redshift_workgroup
   redshift_base_rpu     = var.redshift_base_rpu
 }

@@ -431,6 +431,17 @@ variable "memorydb_node_type" {
   default     = "db.t4g.small"
 }
 
+variable "memorydb_shards" {
+  description = "MemoryDB shards of the inventory read model (each a primary and one replica). The inventory uses the cluster client, and each store's stock is one key, so stores spread over the shards."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.memorydb_shards >= 1 && var.memorydb_shards <= 500 && floor(var.memorydb_shards) == var.memorydb_shards
+    error_message = "memorydb_shards must be a whole number from 1 to 500."
+  }
+}
+
 variable "redshift_base_rpu" {
   description = "Redshift Serverless base capacity (RPU, 8-512 in steps of 8)."
   type        = number

@@ -373,7 +373,7 @@ resource "aws_memorydb_cluster" "inventory" {
   engine_version             = "7.1"
   parameter_group_name       = "default.memorydb-redis7"
   node_type                  = var.memorydb_node_type
-  num_shards                 = 1
+  num_shards                 = var.memorydb_shards
   num_replicas_per_shard     = 1
   acl_name                   = aws_memorydb_acl.inventory.name
   subnet_group_name          = aws_memorydb_subnet_group.inventory.name

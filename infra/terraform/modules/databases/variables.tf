@@ -100,6 +100,11 @@ variable "memorydb_node_type" {
   type        = string
 }
 
+variable "memorydb_shards" {
+  description = "MemoryDB shards (each a primary and one replica)."
+  type        = number
+}
+
 variable "redshift_workgroup" {
   description = "Name of the Redshift Serverless namespace and workgroup."
   type        = string
