@@ -1,8 +1,10 @@
 //! Workers against stores that encrypt in transit, as Aurora (`sslmode=require`, with
-//! `rds.force_ssl`) and ElastiCache and MemoryDB (`rediss://`) do in AWS: real
-//! PostgreSQL and Redis servers with TLS on, their certificates from a CA this test
-//! makes, which the worker trusts through `SSL_CERT_FILE` (as the image trusts the RDS
-//! root). Without that trust the worker must refuse the server.
+//! `rds.force_ssl`), ElastiCache and MemoryDB (`rediss://`) and DocumentDB (`tls=true`)
+//! do in AWS: real PostgreSQL and Redis servers with TLS on (Redis also as a cluster),
+//! and a TLS front for the MongoDB-wire stand-in, which has no TLS of its own; their
+//! certificates come from a CA this test makes, which the worker trusts through
+//! `SSL_CERT_FILE` or the URL's `tlsCAFile` (as the image trusts the RDS root). Without
+//! that trust the worker must refuse the server.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -196,6 +198,46 @@ async fn redis_cluster(certs: &Certs) -> (Server, u16, u16, redis::Client) {
     (server, tls, plain, client)
 }
 
+/// A TLS front (this test's certificate) for the MongoDB-wire stand-in at `upstream`,
+/// which speaks no TLS itself: what the documents worker's driver does with
+/// `tls=true&tlsCAFile=…`, as DocumentDB requires, is what it checks. Runs until the test
+/// ends.
+async fn tls_front(certs: &Certs, upstream: u16) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certs.path("server.pem"))
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(certs.path("server.key")).unwrap();
+    let config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                // A client that refuses our certificate ends its handshake here.
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    port
+}
+
 /// `cafe consume` with `sink` on its own stream, its store at `env`, trusting only the
 /// CA certificates in `trust`; returns it and the stream.
 async fn worker(sink: &str, env: &[(&str, String)], trust: &Path) -> (Child, String) {
@@ -238,7 +280,16 @@ fn sample(tag: &str) -> Vec<(String, Vec<u8>)> {
 }
 
 /// The worker gave up connecting its model (a certificate it cannot verify), cleanly.
-fn refused(child: Child, model: &str) {
+fn refused(mut child: Child, model: &str) {
+    // A worker that accepted the server runs on: stopped and failed, not waited for.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let stderr = stop(child);
+            panic!("the worker still runs: it accepted a server it cannot verify\n{stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a server it cannot verify is refused: {stderr}");
@@ -391,8 +442,72 @@ async fn the_inventory_worker_writes_to_a_redis_cluster_over_verified_tls() {
     assert!(on(tls) >= 1, "{clients}");
     assert_eq!(on(plain), 1, "{clients}");
     // It was the cluster client (it asks for the slots; a plain client never does).
-    let stats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn).await.unwrap();
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert!(stats.contains("cmdstat_cluster|slots:calls="), "{stats}");
     let stderr = stop(child);
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documents_worker_reaches_the_mongodb_wire_server_over_verified_tls() {
+    let cfg = StackConfig::load().unwrap();
+    let certs = Certs::new();
+    let front = tls_front(&certs, cfg.ports.mongo).await;
+    // The deployment's URL form (tls=true, the CA file named), on a database of this
+    // test's own; the short server selection makes a refusal quick.
+    let url = |ca: &Path| {
+        format!(
+            "mongodb://127.0.0.1:{front}/?directConnection=true&tls=true&tlsCAFile={}&serverSelectionTimeoutMS=5000",
+            ca.display()
+        )
+    };
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let database = format!("tls_{}", &id[id.len() - 12..]);
+
+    let stranger = Certs::new();
+    let (untrusting, _) = worker(
+        "projector:documents",
+        &[
+            ("CAFE_MONGO_URL", url(&stranger.path("ca.pem"))),
+            ("CAFE_DOCUMENTS_DATABASE", database.clone()),
+        ],
+        &stranger.path("ca.pem"),
+    )
+    .await;
+    refused(untrusting, "documents");
+
+    let (child, stream) = worker(
+        "projector:documents",
+        &[
+            ("CAFE_MONGO_URL", url(&certs.path("ca.pem"))),
+            ("CAFE_DOCUMENTS_DATABASE", database.clone()),
+        ],
+        &certs.path("ca.pem"),
+    )
+    .await;
+    let kinesis = aws::kinesis(&aws::sdk_config(&cfg).await, &cfg);
+    let tag = &id[id.len() - 10..];
+    put_raw(&kinesis, &stream, &sample(tag)).await;
+    let documents = cafe_projections::documents::MongoDocuments::connect(&cfg.mongo_url(), &database)
+        .await
+        .unwrap();
+    let item = format!("item-{tag}");
+    eventually(
+        "the menu item in the documents model",
+        Duration::from_secs(60),
+        async || {
+            documents
+                .menu_items(None)
+                .await
+                .is_ok_and(|items| items.iter().any(|i| i.item_id == item))
+        },
+    )
+    .await;
+    let stderr = stop(child);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    documents.drop_database().await.unwrap();
 }

@@ -6,7 +6,7 @@
 //!
 //! # Layout
 //! - [`config`]: [`StackConfig`] (ports, paths) and [`Names`] (from `infra/names.json`).
-//! - [`service`]: the eight stand-ins and how each is launched.
+//! - [`service`]: the stand-ins and how each is launched.
 //! - [`supervisor`]: [`Stack`]: `up` (idempotent), `down` (only our pids), `status`.
 //! - [`health`]: protocol-level health probes with the project's real clients.
 //! - [`emulators`]: the embedded Kinesis and DynamoDB emulators.
