@@ -123,8 +123,9 @@ fn postgres(certs: &Certs, cfg: &StackConfig) -> (Server, u16, tempfile::TempDir
     (Server(server.spawn().unwrap()), port, data)
 }
 
-/// Redis with a TLS port (and a plain one, for the test's own reads).
-fn redis(certs: &Certs) -> (Server, u16, u16) {
+/// Redis with a TLS port (and a plain one, for the test's own reads), and `extra`
+/// arguments.
+fn redis(certs: &Certs, extra: &[&std::ffi::OsStr]) -> (Server, u16, u16) {
     let (tls, plain) = (free_port(), free_port());
     let child = Command::new("redis-server")
         .args([
@@ -142,6 +143,7 @@ fn redis(certs: &Certs) -> (Server, u16, u16) {
         .arg("--tls-ca-cert-file")
         .arg(certs.path("ca.pem"))
         .args(["--tls-auth-clients", "no", "--save", "", "--appendonly", "no"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -152,31 +154,18 @@ fn redis(certs: &Certs) -> (Server, u16, u16) {
 /// A one-node Redis cluster with TLS for clients and for its bus, as MemoryDB runs
 /// (and a plain port for the test's own reads), serving every slot once formed.
 async fn redis_cluster(certs: &Certs) -> (Server, u16, u16, redis::Client) {
-    let (tls, plain) = (free_port(), free_port());
-    let child = Command::new("redis-server")
-        .args(["--port", &plain.to_string(), "--tls-port", &tls.to_string()])
-        .args([
-            "--bind",
-            "127.0.0.1",
-            "--tls-cluster",
-            "yes",
-            "--cluster-enabled",
-            "yes",
-        ])
-        .arg("--cluster-config-file")
-        .arg(certs.path("nodes.conf"))
-        .arg("--tls-cert-file")
-        .arg(certs.path("server.pem"))
-        .arg("--tls-key-file")
-        .arg(certs.path("server.key"))
-        .arg("--tls-ca-cert-file")
-        .arg(certs.path("ca.pem"))
-        .args(["--tls-auth-clients", "no", "--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Server(child);
+    let nodes = certs.path("nodes.conf");
+    let (server, tls, plain) = redis(
+        certs,
+        &[
+            "--tls-cluster".as_ref(),
+            "yes".as_ref(),
+            "--cluster-enabled".as_ref(),
+            "yes".as_ref(),
+            "--cluster-config-file".as_ref(),
+            nodes.as_os_str(),
+        ],
+    );
     let client = redis::Client::open(format!("redis://127.0.0.1:{plain}/")).unwrap();
     eventually("redis up", Duration::from_secs(30), async || {
         client.get_multiplexed_async_connection().await.is_ok()
@@ -362,7 +351,7 @@ async fn the_orders_worker_writes_to_postgres_over_verified_tls() {
 async fn the_cache_worker_writes_to_redis_over_verified_tls() {
     let cfg = StackConfig::load().unwrap();
     let certs = Certs::new();
-    let (_server, tls, plain) = redis(&certs);
+    let (_server, tls, plain) = redis(&certs, &[]);
     let plain_url = format!("redis://127.0.0.1:{plain}/");
     let client = redis::Client::open(plain_url.as_str()).unwrap();
     eventually("redis up", Duration::from_secs(30), async || {
