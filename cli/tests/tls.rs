@@ -227,9 +227,28 @@ async fn tls_front(certs: &Certs, upstream: u16) -> u16 {
     port
 }
 
+/// A worker process; killed if the test fails before [`stop`] or [`refused`] takes it,
+/// so a failed assertion leaves no worker behind.
+struct Worker(Option<Child>);
+
+impl Worker {
+    fn take(mut self) -> Child {
+        self.0.take().expect("a worker is taken once")
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// `cafe consume` with `sink` on its own stream, its store at `env`, trusting only the
 /// CA certificates in `trust`; returns it and the stream.
-async fn worker(sink: &str, env: &[(&str, String)], trust: &Path) -> (Child, String) {
+async fn worker(sink: &str, env: &[(&str, String)], trust: &Path) -> (Worker, String) {
     let cfg = StackConfig::load().unwrap();
     let kinesis = aws::kinesis(&aws::sdk_config(&cfg).await, &cfg);
     let id = uuid::Uuid::now_v7().simple().to_string();
@@ -251,7 +270,7 @@ async fn worker(sink: &str, env: &[(&str, String)], trust: &Path) -> (Child, Str
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
     cmd.env("SSL_CERT_FILE", trust);
-    (cmd.spawn().unwrap(), stream)
+    (Worker(Some(cmd.spawn().unwrap())), stream)
 }
 
 /// A menu item and an order of it.
@@ -269,12 +288,13 @@ fn sample(tag: &str) -> Vec<(String, Vec<u8>)> {
 }
 
 /// The worker gave up connecting its model (a certificate it cannot verify), cleanly.
-fn refused(mut child: Child, model: &str) {
+fn refused(worker: Worker, model: &str) {
+    let mut child = worker.take();
     // A worker that accepted the server runs on: stopped and failed, not waited for.
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
     while child.try_wait().unwrap().is_none() {
         if std::time::Instant::now() > deadline {
-            let stderr = stop(child);
+            let stderr = terminate(child);
             panic!("the worker still runs: it accepted a server it cannot verify\n{stderr}");
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -289,7 +309,12 @@ fn refused(mut child: Child, model: &str) {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-fn stop(child: Child) -> String {
+/// Stops the worker as ECS would (SIGTERM) and answers what it logged.
+fn stop(worker: Worker) -> String {
+    terminate(worker.take())
+}
+
+fn terminate(child: Child) -> String {
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let out = child.wait_with_output().unwrap();
     String::from_utf8_lossy(&out.stderr).into_owned()
