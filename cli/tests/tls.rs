@@ -309,9 +309,26 @@ fn refused(worker: Worker, model: &str) {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-/// Stops the worker as ECS would (SIGTERM) and answers what it logged.
-fn stop(worker: Worker) -> String {
-    terminate(worker.take())
+/// `cafe consume` with `sink` (`projector:<model>`), its store at `env(ca)`: trusting
+/// only another CA it must refuse the server; trusting `certs`' CA it starts, and is
+/// returned with its stream.
+async fn trusted_worker(
+    sink: &str,
+    certs: &Certs,
+    env: impl Fn(&Path) -> Vec<(&'static str, String)>,
+) -> (Worker, String) {
+    let stranger = Certs::new();
+    let ca = stranger.path("ca.pem");
+    let (untrusting, _) = worker(sink, &env(&ca), &ca).await;
+    refused(untrusting, sink.trim_start_matches("projector:"));
+    let ca = certs.path("ca.pem");
+    worker(sink, &env(&ca), &ca).await
+}
+
+/// Stops the worker as ECS would (SIGTERM); it must not have panicked.
+fn stop(worker: Worker) {
+    let stderr = terminate(worker.take());
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 fn terminate(child: Child) -> String {
@@ -332,18 +349,10 @@ async fn the_orders_worker_writes_to_postgres_over_verified_tls() {
     .await;
     let url = format!("{plain} sslmode=require");
 
-    // Trusting another CA only: the server is refused.
-    let stranger = Certs::new();
-    let (untrusting, _) = worker(
-        "projector:orders",
-        &[("CAFE_POSTGRES_URL", url.clone())],
-        &stranger.path("ca.pem"),
-    )
-    .await;
-    refused(untrusting, "orders");
-
-    // Trusted: the order arrives, over a TLS connection.
-    let (child, stream) = worker("projector:orders", &[("CAFE_POSTGRES_URL", url)], &certs.path("ca.pem")).await;
+    // Trusting another CA only, the server is refused; trusted, the order arrives,
+    // over a TLS connection.
+    let (child, stream) =
+        trusted_worker("projector:orders", &certs, |_| vec![("CAFE_POSTGRES_URL", url.clone())]).await;
     let kinesis = aws::kinesis(&aws::sdk_config(&cfg).await, &cfg);
     let tag = uuid::Uuid::now_v7().simple().to_string();
     put_raw(&kinesis, &stream, &sample(&tag[tag.len() - 10..])).await;
@@ -368,8 +377,7 @@ async fn the_orders_worker_writes_to_postgres_over_verified_tls() {
         .unwrap()
         .get(0);
     assert!(tls >= 1, "the worker's connections are TLS");
-    let stderr = stop(child);
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    stop(child);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,16 +393,7 @@ async fn the_cache_worker_writes_to_redis_over_verified_tls() {
     .await;
     let url = format!("rediss://127.0.0.1:{tls}/");
 
-    let stranger = Certs::new();
-    let (untrusting, _) = worker(
-        "projector:cache",
-        &[("CAFE_REDIS_URL", url.clone())],
-        &stranger.path("ca.pem"),
-    )
-    .await;
-    refused(untrusting, "cache");
-
-    let (child, stream) = worker("projector:cache", &[("CAFE_REDIS_URL", url)], &certs.path("ca.pem")).await;
+    let (child, stream) = trusted_worker("projector:cache", &certs, |_| vec![("CAFE_REDIS_URL", url.clone())]).await;
     let kinesis = aws::kinesis(&aws::sdk_config(&cfg).await, &cfg);
     let tag = uuid::Uuid::now_v7().simple().to_string();
     let tag = &tag[tag.len() - 10..];
@@ -409,8 +408,7 @@ async fn the_cache_worker_writes_to_redis_over_verified_tls() {
         !keys.is_empty()
     })
     .await;
-    let stderr = stop(child);
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    stop(child);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,20 +418,9 @@ async fn the_inventory_worker_writes_to_a_redis_cluster_over_verified_tls() {
     let (_server, tls, plain, client) = redis_cluster(&certs).await;
     let url = format!("rediss://127.0.0.1:{tls}/");
 
-    let stranger = Certs::new();
-    let (untrusting, _) = worker(
-        "projector:inventory",
-        &[("CAFE_MEMORYDB_URL", url.clone())],
-        &stranger.path("ca.pem"),
-    )
-    .await;
-    refused(untrusting, "inventory");
-
-    let (child, stream) = worker(
-        "projector:inventory",
-        &[("CAFE_MEMORYDB_URL", url)],
-        &certs.path("ca.pem"),
-    )
+    let (child, stream) = trusted_worker("projector:inventory", &certs, |_| {
+        vec![("CAFE_MEMORYDB_URL", url.clone())]
+    })
     .await;
     let kinesis = aws::kinesis(&aws::sdk_config(&cfg).await, &cfg);
     let restocked = cafe_events::samples::restocked(7, 3).unwrap();
@@ -462,8 +449,7 @@ async fn the_inventory_worker_writes_to_a_redis_cluster_over_verified_tls() {
         .await
         .unwrap();
     assert!(stats.contains("cmdstat_cluster|slots:calls="), "{stats}");
-    let stderr = stop(child);
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    stop(child);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -482,26 +468,12 @@ async fn the_documents_worker_reaches_the_mongodb_wire_server_over_verified_tls(
     let id = uuid::Uuid::now_v7().simple().to_string();
     let database = format!("tls_{}", &id[id.len() - 12..]);
 
-    let stranger = Certs::new();
-    let (untrusting, _) = worker(
-        "projector:documents",
-        &[
-            ("CAFE_MONGO_URL", url(&stranger.path("ca.pem"))),
+    let (child, stream) = trusted_worker("projector:documents", &certs, |ca| {
+        vec![
+            ("CAFE_MONGO_URL", url(ca)),
             ("CAFE_DOCUMENTS_DATABASE", database.clone()),
-        ],
-        &stranger.path("ca.pem"),
-    )
-    .await;
-    refused(untrusting, "documents");
-
-    let (child, stream) = worker(
-        "projector:documents",
-        &[
-            ("CAFE_MONGO_URL", url(&certs.path("ca.pem"))),
-            ("CAFE_DOCUMENTS_DATABASE", database.clone()),
-        ],
-        &certs.path("ca.pem"),
-    )
+        ]
+    })
     .await;
     let kinesis = aws::kinesis(&aws::sdk_config(&cfg).await, &cfg);
     let tag = &id[id.len() - 10..];
@@ -521,7 +493,6 @@ async fn the_documents_worker_reaches_the_mongodb_wire_server_over_verified_tls(
         },
     )
     .await;
-    let stderr = stop(child);
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    stop(child);
     documents.drop_database().await.unwrap();
 }

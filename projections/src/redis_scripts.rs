@@ -144,14 +144,19 @@ pub async fn keys(con: &RedisConnection, prefix: &str) -> Result<Vec<String>, Pr
         pattern.push(c);
     }
     pattern.push('*');
+    // One server is scanned as a whole; a cluster's primaries one by one, each reached
+    // through a slot it serves.
+    let slots = match con {
+        RedisConnection::Single(_) => vec![None],
+        RedisConnection::Cluster(cluster) => one_slot_per_primary(&mut cluster.clone())
+            .await?
+            .into_iter()
+            .map(Some)
+            .collect(),
+    };
     let mut out = Vec::new();
-    match con {
-        RedisConnection::Single(_) => scan(con, None, &pattern, &mut out).await?,
-        RedisConnection::Cluster(cluster) => {
-            for slot in one_slot_per_primary(&mut cluster.clone()).await? {
-                scan(con, Some(slot), &pattern, &mut out).await?;
-            }
-        }
+    for slot in slots {
+        scan(con, slot, &pattern, &mut out).await?;
     }
     out.sort();
     out.dedup();

@@ -209,17 +209,17 @@ impl StackConfig {
 
     /// The Redis URL (the cache's, ElastiCache in AWS).
     pub fn redis_url(&self) -> String {
-        format!("redis://{LOOPBACK}:{}/", self.ports.redis)
+        self.redis_node_url(self.ports.redis)
     }
 
     /// The MemoryDB stand-in's URL: its first shard, from which a cluster client finds
     /// the other, as from MemoryDB's cluster endpoint.
     pub fn memorydb_url(&self) -> String {
-        self.memorydb_node_url(self.ports.memorydb)
+        self.redis_node_url(self.ports.memorydb)
     }
 
-    /// The URL of one node of the MemoryDB stand-in.
-    pub fn memorydb_node_url(&self, port: u16) -> String {
+    /// The URL of the Redis server (or cluster node) on `port`.
+    pub fn redis_node_url(&self, port: u16) -> String {
         format!("redis://{LOOPBACK}:{port}/")
     }
 

@@ -64,11 +64,7 @@ pub async fn probe(cfg: &StackConfig, service: Service) -> Result<(), String> {
             // A cluster node answers PING before it holds any slot: provisioning forms
             // the cluster after every service is up.
             Service::Redis | Service::MemoryDb | Service::MemoryDb2 => {
-                let url = match service {
-                    Service::Redis => cfg.redis_url(),
-                    other => cfg.memorydb_node_url(other.port(cfg)),
-                };
-                let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+                let client = redis::Client::open(cfg.redis_node_url(service.port(cfg))).map_err(|e| e.to_string())?;
                 let mut conn = client
                     .get_multiplexed_async_connection()
                     .await

@@ -206,7 +206,7 @@ pub async fn ensure_memorydb_cluster(cfg: &StackConfig) -> Result<(), StackError
     let shards = memorydb_shards(cfg);
     let mut cons = Vec::with_capacity(shards.len());
     for (port, _) in &shards {
-        let client = redis::Client::open(cfg.memorydb_node_url(*port)).map_err(fail)?;
+        let client = redis::Client::open(cfg.redis_node_url(*port)).map_err(fail)?;
         cons.push(client.get_multiplexed_async_connection().await.map_err(fail)?);
     }
     for ((_, slots), con) in shards.iter().zip(cons.iter_mut()) {
@@ -240,13 +240,13 @@ pub async fn ensure_memorydb_cluster(cfg: &StackConfig) -> Result<(), StackError
             .await
             .map_err(fail)?;
     }
+    let known = format!("cluster_known_nodes:{}", shards.len());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut formed = true;
         for con in cons.iter_mut() {
             let info: String = redis::cmd("CLUSTER").arg("INFO").query_async(con).await.map_err(fail)?;
-            formed &= info.lines().any(|l| l.trim() == "cluster_state:ok")
-                && info.lines().any(|l| l.trim() == "cluster_known_nodes:2");
+            formed &= info.lines().any(|l| l.trim() == "cluster_state:ok") && info.lines().any(|l| l.trim() == known);
         }
         if formed {
             return Ok(());

@@ -94,8 +94,8 @@ async fn keys_on_node(url: &str, prefix: &str) -> usize {
 async fn through_either_shard_the_cluster_holds_every_store_on_its_own_shard() {
     let cfg = stack();
     let nodes = [
-        cfg.memorydb_node_url(cfg.ports.memorydb),
-        cfg.memorydb_node_url(cfg.ports.memorydb_2),
+        cfg.redis_node_url(cfg.ports.memorydb),
+        cfg.redis_node_url(cfg.ports.memorydb_2),
     ];
     let prefix = format!("{}:", unique("it"));
     let history = history::generate(HistoryConfig::default());

@@ -36,8 +36,8 @@ async fn the_memorydb_stand_in_is_a_cluster_of_two_shards_splitting_the_slots() 
         .map(|(port, slots)| (*port, format!("{}-{}", slots.start(), slots.end())))
         .collect();
     let nodes = [
-        cfg.memorydb_node_url(cfg.ports.memorydb),
-        cfg.memorydb_node_url(cfg.ports.memorydb_2),
+        cfg.redis_node_url(cfg.ports.memorydb),
+        cfg.redis_node_url(cfg.ports.memorydb_2),
     ];
     for node in &nodes {
         assert_eq!(primaries(node).await, want, "{node}");
